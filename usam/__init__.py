@@ -1,0 +1,23 @@
+"""usam: ultrasound foundation models on Segment Anything.
+
+A frozen SAM-family encoder (LiteMedSAM by default, bundled), LoRA adapters per organ, heads for
+classification / detection / keypoints / automatic segmentation, and SAM's prompt decoder for clicks and boxes.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .backbones import BACKBONES, DEFAULT_BACKBONE, build_backbone
+from .errors import UsamError
+from .io import read_image
+from .model import UsamModel
+from .predictor import Predictor
+
+
+def load(backbone: str = DEFAULT_BACKBONE, adapters=(), **kwargs) -> UsamModel:
+    """Build a model on ``backbone`` with adapters given by local path or Hub id (resolved offline)."""
+    return UsamModel.from_pretrained(backbone=backbone, adapters=list(adapters), **kwargs)
+
+
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Predictor", "UsamError", "UsamModel", "build_backbone", "load", "read_image"]

@@ -1,0 +1,167 @@
+"""``UsamModel``: one frozen backbone, any number of named adapters, every task from one encoder pass.
+
+``model.embed(image)`` runs the encoder (with the active adapter's LoRA, if it has one) once per image
+and caches the embedding; prompted masks, automatic masks, class probabilities, boxes and keypoints
+all read that embedding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbones import DEFAULT_BACKBONE, Backbone, build_backbone
+from .embedding import Embedded, EmbeddingCache, image_digest
+from .errors import AdapterError, UsamError
+from .io import to_rgb_uint8
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CPUs with native bf16 (AVX512-BF16 / AMX) and on CUDA, else ``fp32``."""
+    if precision not in PRECISIONS:
+        raise UsamError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return "fp32"
+    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+
+
+class UsamModel(nn.Module):
+    """A backbone plus named adapters.
+
+    Args:
+      backbone: a built :class:`~usam.backbones.Backbone` (frozen).
+      cache_size: number of image embeddings kept (LRU).
+      precision: ``fp32``, ``bf16`` (autocast in the encoder) or ``auto``.
+
+    Attributes:
+      encoder_calls: how many images the encoder has run on (tests assert cache hits with it).
+      active_adapter: name of the adapter in use, or ``None`` for the bare backbone.
+    """
+
+    def __init__(self, backbone: Backbone, cache_size: int = 16, precision: str = "fp32"):
+        super().__init__()
+        self.backbone = backbone
+        self.adapters = nn.ModuleDict()
+        self.active_adapter: str | None = None
+        self.cache = EmbeddingCache(cache_size)
+        self.encoder_calls = 0
+        self.last_encode_seconds = 0.0
+        self.precision = resolve_precision(precision, backbone.device)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        backbone: str = DEFAULT_BACKBONE,
+        checkpoint: str | None = None,
+        adapters: list[str] | tuple[str, ...] = (),
+        precision: str = "fp32",
+        device: str | None = None,
+        cache_size: int = 16,
+    ) -> "UsamModel":
+        """Build the backbone by name and load adapters (local paths or Hub ids resolved offline)."""
+        model = cls(build_backbone(backbone, checkpoint=checkpoint), cache_size=cache_size, precision="fp32")
+        if device:
+            model.to(device)
+        model.precision = resolve_precision(precision, model.device)
+        for ref in adapters:
+            model.load_adapter(ref)
+        return model
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    # ------------------------------------------------------------------ adapters
+    def load_adapter(self, ref: str, name: str | None = None, revision: str | None = None) -> str:
+        """Load an adapter directory or Hub id (offline) under ``name`` (default: its own name); returns the name."""
+        from .adapter import load_adapter
+
+        return load_adapter(self, ref, name=name, revision=revision)
+
+    def set_adapter(self, name: str | None) -> None:
+        """Switch to adapter ``name`` (``None``: the bare backbone). The encoder is not reloaded."""
+        if name is not None and name not in self.adapters:
+            raise AdapterError(f"no adapter named {name!r} is loaded (loaded: {sorted(self.adapters) or 'none'})")
+        from .lora import activate_lora
+
+        activate_lora(self.backbone.image_encoder, self.adapters[name].lora_name if name else None)
+        self.active_adapter = name
+
+    @property
+    def adapter(self):
+        """The active :class:`~usam.adapter.Adapter`, or ``None``."""
+        return self.adapters[self.active_adapter] if self.active_adapter else None
+
+    # ------------------------------------------------------------------ encoder
+    def encoder_key(self) -> str:
+        lora = self.adapter.lora_name if self.adapter is not None and self.adapter.lora_name else "-"
+        return f"{self.backbone.name}|{self.backbone.checksum[:16]}|{lora}|{self.precision}"
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray) -> Embedded:
+        """Encode an image (any dtype / channels :func:`~usam.io.to_rgb_uint8` accepts), cached by content.
+
+        Returns an :class:`Embedded` with ``embedding (1, C, h, w)`` float32 and the image geometry.
+        """
+        image = to_rgb_uint8(image)
+        key = image_digest(image) + "|" + self.encoder_key()
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        x, geometry = self.backbone.preprocess(image)
+        t0 = time.perf_counter()
+        with self.autocast():
+            emb = self.backbone.encode(x.to(self.device))
+        self.last_encode_seconds = time.perf_counter() - t0
+        self.encoder_calls += 1
+        item = Embedded(emb.float(), geometry, key)
+        self.cache.put(item)
+        return item
+
+    # ------------------------------------------------------------------ prompt decoder
+    def prompt_decoder(self) -> nn.Module:
+        """The module whose ``decode`` answers prompts: the active adapter's tuned decoder, else the backbone."""
+        adapter = self.adapter
+        if adapter is not None and adapter.decoder is not None:
+            return adapter.decoder
+        return self.backbone
+
+    def decode(self, embeddings, points=None, boxes=None, mask_input=None, multimask_output=True, sparse_extra=None):
+        """See :meth:`usam.backbones.Backbone.decode`; uses the active adapter's decoder when it has one."""
+        return self.prompt_decoder().decode(
+            embeddings, points=points, boxes=boxes, mask_input=mask_input,
+            multimask_output=multimask_output, sparse_extra=sparse_extra,
+        )
+
+    # ------------------------------------------------------------------ all heads
+    @torch.no_grad()
+    def predict(self, image: np.ndarray, adapter: str | None = None):
+        """Every head of ``adapter`` (default: the active one) on one image, from one encoder pass.
+
+        Returns a :class:`usam.heads.Prediction`.
+        """
+        from .heads import run_heads
+
+        if adapter is not None and adapter != self.active_adapter:
+            self.set_adapter(adapter)
+        if self.adapter is None:
+            raise AdapterError("model.predict needs an adapter with heads: load one with model.load_adapter(...)")
+        embedded = self.embed(image)
+        return run_heads(self, embedded)

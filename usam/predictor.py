@@ -1,0 +1,169 @@
+"""Interactive prompting on one image, in the manner of ``segment_anything.SamPredictor``.
+
+>>> predictor = Predictor(UsamModel.from_pretrained())          # embedded LiteMedSAM
+>>> predictor.set_image(image)                                   # runs the encoder once (cached)
+>>> masks, scores, logits = predictor.predict(box=np.array([x0, y0, x1, y1]))
+>>> masks, scores, logits = predictor.predict(point_coords=np.array([[x, y]]), point_labels=np.array([1]),
+...                                           mask_input=logits[np.argmax(scores)][None])
+
+Coordinates are (x, y) in original-image pixels; labels 1 = positive, 0 = negative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .backbones import LOW_RES, Backbone
+from .embedding import Embedded
+from .errors import PromptError
+from .io import to_rgb_uint8
+from .model import UsamModel
+
+
+def _finite(arr: np.ndarray, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(arr, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PromptError(f"{what} must be numbers, got {arr!r}") from exc
+    if not np.isfinite(arr).all():
+        raise PromptError(f"{what} contains NaN or infinite values: {arr.tolist()}")
+    return arr
+
+
+def check_points(point_coords, point_labels, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``(N, 2)`` (x, y) points and ``(N,)`` labels in {0, 1} against an ``(H, W)`` image."""
+    if point_coords is None or point_labels is None:
+        raise PromptError("point prompts need both point_coords (N, 2) and point_labels (N,)")
+    coords = _finite(point_coords, "point_coords")
+    if coords.ndim == 1 and coords.shape[0] == 2:
+        coords = coords[None]
+    if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] == 0:
+        raise PromptError(f"point_coords must have shape (N, 2) as (x, y) pixels, got {coords.shape}")
+    labels = np.asarray(point_labels).reshape(-1)
+    if labels.shape[0] != coords.shape[0]:
+        raise PromptError(f"{coords.shape[0]} points but {labels.shape[0]} labels: give one label per point")
+    if not np.isin(labels, (0, 1)).all():
+        raise PromptError(f"point_labels must be 1 (positive) or 0 (negative), got {labels.tolist()}")
+    h, w = hw
+    bad = (coords[:, 0] < 0) | (coords[:, 0] > w - 1) | (coords[:, 1] < 0) | (coords[:, 1] > h - 1)
+    if bad.any():
+        raise PromptError(
+            f"point {coords[bad][0].tolist()} is outside the {w}x{h} image: x must be in [0, {w - 1}], y in [0, {h - 1}]"
+        )
+    return coords, labels.astype(np.int64)
+
+
+def check_boxes(box, hw: tuple[int, int]) -> np.ndarray:
+    """Validate ``(4,)`` or ``(K, 4)`` xyxy boxes against an ``(H, W)`` image; returns ``(K, 4)``."""
+    boxes = _finite(box, "box")
+    if boxes.ndim == 1:
+        boxes = boxes[None]
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] == 0:
+        raise PromptError(f"box must have shape (4,) or (K, 4) as x0 y0 x1 y1 pixels, got {boxes.shape}")
+    h, w = hw
+    for b in boxes:
+        if b[2] <= b[0] or b[3] <= b[1]:
+            raise PromptError(f"box {b.tolist()} is inverted or empty: it must be x0 < x1 and y0 < y1 (x0 y0 x1 y1)")
+        if b[0] < 0 or b[1] < 0 or b[2] > w or b[3] > h:
+            raise PromptError(f"box {b.tolist()} goes outside the {w}x{h} image: keep 0 <= x <= {w}, 0 <= y <= {h}")
+    return boxes
+
+
+class Predictor:
+    """Prompted segmentation of one image at a time with an embedding cache.
+
+    Args:
+      model: a :class:`UsamModel` (its active adapter's decoder answers the prompts) or a bare backbone.
+      mask_threshold: logit threshold for binary masks.
+    """
+
+    def __init__(self, model: UsamModel | Backbone, mask_threshold: float = 0.0):
+        self.model = model if isinstance(model, UsamModel) else UsamModel(model)
+        self.mask_threshold = mask_threshold
+        self._embedded: Embedded | None = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._embedded is not None
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        self._require_image()
+        return self._embedded.geometry.original_hw
+
+    def set_image(self, image: np.ndarray) -> Embedded:
+        """Encode ``image`` (``(H, W)``, ``(H, W, 3|4)``; uint8, uint16 or float), reusing a cached embedding."""
+        self._embedded = self.model.embed(to_rgb_uint8(image))
+        return self._embedded
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """``(1, C, h, w)`` embedding of the current image."""
+        self._require_image()
+        return self._embedded.embedding
+
+    def reset_image(self) -> None:
+        self._embedded = None
+
+    def _require_image(self) -> None:
+        if self._embedded is None:
+            raise PromptError("no image is set: call set_image(image) before predict(...)")
+
+    @torch.no_grad()
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for the current image from points and/or boxes.
+
+        Args:
+          point_coords: ``(N, 2)`` (x, y) pixels of the original image.
+          point_labels: ``(N,)`` 1 positive / 0 negative.
+          box: ``(4,)`` one box, or ``(K, 4)`` K boxes answered in one call (the points, if any, go with each box).
+          mask_input: ``(1, 256, 256)`` (or ``(K, 1, 256, 256)``) low-res logits of a previous call.
+          multimask_output: three candidates (True) or one.
+          return_logits: return logits instead of booleans.
+
+        Returns:
+          masks ``(M, H, W)`` (``(K, M, H, W)`` for a ``(K, 4)`` box), scores ``(M,)`` / ``(K, M)``,
+          low-res logits ``(M, 256, 256)`` / ``(K, M, 256, 256)``.
+        """
+        self._require_image()
+        emb = self._embedded
+        geo = emb.geometry
+        if point_coords is None and point_labels is None and box is None:
+            raise PromptError("give at least one prompt: a point (point_coords + point_labels) or a box")
+        batched = box is not None and np.asarray(box).ndim == 2
+        dev = self.model.device
+        points = boxes_t = None
+        k = 1
+        if box is not None:
+            boxes = check_boxes(box, geo.original_hw)
+            k = boxes.shape[0]
+            boxes_t = torch.as_tensor(geo.boxes_to_input(boxes), dtype=torch.float32, device=dev)
+        if point_coords is not None or point_labels is not None:
+            coords, labels = check_points(point_coords, point_labels, geo.original_hw)
+            c = torch.as_tensor(geo.points_to_input(coords), dtype=torch.float32, device=dev)[None].expand(k, -1, -1)
+            lab = torch.as_tensor(labels, device=dev)[None].expand(k, -1)
+            points = (c, lab)
+        mask_t = None
+        if mask_input is not None:
+            m = _finite(mask_input, "mask_input")
+            if m.shape == (1, LOW_RES, LOW_RES):
+                m = np.broadcast_to(m[None], (k, 1, LOW_RES, LOW_RES))
+            if m.shape != (k, 1, LOW_RES, LOW_RES):
+                raise PromptError(f"mask_input must have shape (1, {LOW_RES}, {LOW_RES}) (a previous call's low-res logits), got {m.shape}")
+            mask_t = torch.as_tensor(np.ascontiguousarray(m), dtype=torch.float32, device=dev)
+        low_res, iou = self.model.decode(emb.embedding, points=points, boxes=boxes_t, mask_input=mask_t, multimask_output=multimask_output)
+        masks = geo.masks_to_original(low_res.float())
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        masks, iou, low_res = masks.cpu().numpy(), iou.float().cpu().numpy(), low_res.float().cpu().numpy()
+        if not batched:
+            return masks[0], iou[0], low_res[0]
+        return masks, iou, low_res

@@ -1,0 +1,1 @@
+"""Training: embedding cache, click simulation, losses, the trainer behind ``usam train``."""
