@@ -158,7 +158,7 @@ class Predictor:
                 m = np.broadcast_to(m[None], (k, 1, LOW_RES, LOW_RES))
             if m.shape != (k, 1, LOW_RES, LOW_RES):
                 raise PromptError(f"mask_input must have shape (1, {LOW_RES}, {LOW_RES}) (a previous call's low-res logits), got {m.shape}")
-            mask_t = torch.as_tensor(np.ascontiguousarray(m), dtype=torch.float32, device=dev)
+            mask_t = torch.tensor(m, dtype=torch.float32, device=dev)  # a copy: m may be a read-only broadcast view
         low_res, iou = self.model.decode(emb.embedding, points=points, boxes=boxes_t, mask_input=mask_t, multimask_output=multimask_output)
         masks = geo.masks_to_original(low_res.float())
         if not return_logits:

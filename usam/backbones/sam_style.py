@@ -89,14 +89,20 @@ class SamStyleBackbone(Backbone):
         self.embedding_shape = (prompt_encoder.embed_dim, h, w)
 
     def decode(self, embeddings, points=None, boxes=None, mask_input=None, multimask_output=True, sparse_extra=None):
-        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        if sparse_extra is not None:
-            if sparse.shape[0] != sparse_extra.shape[0]:
-                sparse = sparse.expand(sparse_extra.shape[0], -1, -1)
-            sparse = torch.cat([sparse, sparse_extra.to(sparse.dtype)], dim=1)
-            if dense.shape[0] != sparse.shape[0]:
-                dense = dense.expand(sparse.shape[0], -1, -1, -1)
-        return run_mask_decoder(self.mask_decoder, embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output)
+        return sam_decode(self.prompt_encoder, self.mask_decoder, embeddings, points, boxes, mask_input, multimask_output, sparse_extra)
+
+
+def sam_decode(prompt_encoder, mask_decoder, embeddings, points=None, boxes=None, mask_input=None,
+               multimask_output=True, sparse_extra=None):
+    """Prompt encoder + mask decoder of segment-anything; arguments as :meth:`Backbone.decode`."""
+    sparse, dense = prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+    if sparse_extra is not None:
+        if sparse.shape[0] != sparse_extra.shape[0]:
+            sparse = sparse.expand(sparse_extra.shape[0], -1, -1)
+        sparse = torch.cat([sparse, sparse_extra.to(sparse.dtype)], dim=1)
+        if dense.shape[0] != sparse.shape[0]:
+            dense = dense.expand(sparse.shape[0], -1, -1, -1)
+    return run_mask_decoder(mask_decoder, embeddings, prompt_encoder.get_dense_pe(), sparse, dense, multimask_output)
 
 
 def run_mask_decoder(decoder: MaskDecoder, image_embeddings, image_pe, sparse, dense, multimask_output: bool):

@@ -1,0 +1,253 @@
+"""Human-readable report of :func:`usam.challenge.evaluate.evaluate` results.
+
+:func:`write_report` writes into ``report_dir``:
+
+- ``report.md``: a table (task, kind, n, missing, main metrics), per-class segmentation scores, notes;
+- ``report.json``: the results as given (NaN / inf written as ``null``);
+- ``metrics.png``: per-task bars of the bounded scores (Dice, AUC, accuracy, F1, MCC, IoU) and of the
+  distances (HD, MRE in pixels and mm, HC error in mm);
+- ``dice_hist_<task>.png``: per-class Dice histogram of each segmentation task;
+- ``worst_<task>.png``: the segmentation cases with the lowest Dice, image / truth / prediction side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["MAIN_METRICS", "write_report"]
+
+#: Metrics shown in the table, per kind (those present in the results).
+MAIN_METRICS = {
+    "segmentation": ("dice", "hd", "hd_mm", "hc_abs_err_mm"),
+    "classification": ("auc", "accuracy", "macro_f1", "mcc"),
+    "detection": ("iou",),
+    "regression": ("mre_px", "mre_mm", "hc_abs_err_mm"),
+}
+_BOUNDED = ("dice", "auc", "accuracy", "macro_f1", "mcc", "iou")
+_DISTANCES = ("hd", "hd_mm", "mre_px", "mre_mm", "hc_abs_err_mm")
+#: Overlay colours (RGB 0..1) of classes 1, 2, ...
+_COLOURS = np.array([[1, 0.2, 0.2], [0.2, 1, 0.2], [0.2, 0.5, 1], [1, 1, 0.2], [1, 0.2, 1], [0.2, 1, 1], [1, 0.6, 0.1]])
+
+
+def _clean(obj):
+    """Replace NaN / inf by None and numpy scalars by Python ones, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+    return str(v)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _metrics_figure(tasks: dict, path: Path) -> Path | None:
+    plt = _pyplot()
+    ids = list(tasks)
+    panels = []
+    for names, title in ((_BOUNDED, "scores (higher is better)"), (_DISTANCES, "distances (lower is better)")):
+        present = [m for m in names if any(tasks[t]["metrics"].get(m) is not None for t in ids)]
+        if present:
+            panels.append((present, title))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 1.6 * len(ids) + 2), 3.6 * len(panels)), squeeze=False)
+    for ax, (present, title) in zip(axes[:, 0], panels):
+        width = 0.8 / len(present)
+        x = np.arange(len(ids))
+        for i, m in enumerate(present):
+            vals = [tasks[t]["metrics"].get(m) for t in ids]
+            ys = [v if v is not None else 0.0 for v in vals]
+            bars = ax.bar(x + (i - (len(present) - 1) / 2) * width, ys, width, label=m)
+            for b, v in zip(bars, vals):
+                if v is not None:
+                    ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x)
+        ax.set_xticklabels(ids, rotation=20, ha="right", fontsize=8)
+        ax.set_title(title)
+        ax.legend(fontsize=7, ncol=min(len(present), 6))
+        if present[0] in _BOUNDED:
+            ax.set_ylim(min(0.0, min((tasks[t]["metrics"].get("mcc") or 0.0) for t in ids)), 1.1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _dice_histogram(task_id: str, task: dict, path: Path) -> Path:
+    plt = _pyplot()
+    names = list(task["metrics"].get("dice_per_class", {})) or [f"class_{k + 1}" for k in range(task["num_classes"] - 1)]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    bins = np.linspace(0, 1, 21)
+    for k, name in enumerate(names):
+        vals = [c["dice_per_class"][k] for c in task["cases"]]
+        ax.hist(vals, bins=bins, alpha=0.6, label=f"{name} (mean {np.mean(vals):.3f})")
+    ax.set_xlabel("Dice")
+    ax.set_ylabel("images")
+    ax.set_title(f"{task_id}: Dice per image (n={task['n']}, missing={task['missing']})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _overlay(image: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    out = image.astype(np.float64) / 255.0
+    if labels is None:
+        return out
+    for c in range(1, int(labels.max()) + 1 if labels.size else 1):
+        m = labels == c
+        if m.any():
+            out[m] = 0.55 * out[m] + 0.45 * _COLOURS[(c - 1) % len(_COLOURS)]
+    return out
+
+
+def _worst_gallery(task_id: str, task: dict, path: Path, data_root, pred_dir, k: int) -> tuple[Path | None, list[str]]:
+    from ..errors import UsamError
+    from ..io import read_image, read_mask
+
+    plt = _pyplot()
+    notes: list[str] = []
+    worst = sorted(task["cases"], key=lambda c: (c["dice"], -c["hd"]))[:k]
+    rows = []
+    for c in worst:
+        img_f = Path(data_root) / "csv_files" / c["image_path"] if data_root else Path(c["image_file"])
+        gt_f = Path(data_root) / "csv_files" / c["mask_path"] if data_root else Path(c["mask_file"])
+        pr_f = Path(pred_dir) / c["pred_mask_path"] if pred_dir else Path(c["pred_file"])
+        try:
+            image = read_image(img_f)
+            truth = read_mask(gt_f)
+            pred = read_mask(pr_f) if pr_f.is_file() else None
+        except (UsamError, OSError) as exc:
+            notes.append(f"{task_id}: {c['image_path']} left out of the gallery ({exc})")
+            continue
+        if pred is not None and pred.shape != truth.shape:
+            pred = None
+        rows.append((c, image, truth, pred))
+    if not rows:
+        return None, notes
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9.6, 3.2 * len(rows)), squeeze=False)
+    for r, (c, image, truth, pred) in enumerate(rows):
+        panels = (
+            (_overlay(image, None), Path(c["image_path"]).name),
+            (_overlay(image, truth), "truth"),
+            (_overlay(image, pred), f"prediction: Dice {c['dice']:.3f}, HD {c['hd']:.1f} px" + (" (MISSING)" if c["missing"] else "")),
+        )
+        for a, (arr, title) in zip(axes[r], panels):
+            a.imshow(arr)
+            a.set_title(title, fontsize=8)
+            a.axis("off")
+    fig.suptitle(f"{task_id}: {len(rows)} lowest-Dice cases", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path, notes
+
+
+def write_report(
+    results: dict,
+    report_dir: str | os.PathLike,
+    data_root: str | os.PathLike | None = None,
+    pred_dir: str | os.PathLike | None = None,
+    worst_k: int = 4,
+) -> dict:
+    """Write ``report.md``, ``report.json`` and PNG figures for :func:`~usam.challenge.evaluate.evaluate` results.
+
+    Args:
+      results: the dict returned by ``evaluate``.
+      report_dir: output folder (created).
+      data_root, pred_dir: where to find images, truth and predicted masks for the worst-case gallery; default
+        the absolute paths stored in the results (pass these when the data has moved).
+      worst_k: cases per segmentation task in the gallery.
+
+    Returns:
+      ``{"report_md": Path, "report_json": Path, "figures": [Path, ...]}``.
+    """
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = _clean(results)
+    tasks = results.get("tasks", {})
+    figures: list[Path] = []
+    notes: list[str] = []
+
+    (out / "report.json").write_text(json.dumps(results, indent=1, allow_nan=False), encoding="utf-8")
+
+    if tasks:
+        f = _metrics_figure(tasks, out / "metrics.png")
+        if f:
+            figures.append(f)
+    for tid, t in tasks.items():
+        if t["kind"] != "segmentation" or not t["cases"]:
+            continue
+        figures.append(_dice_histogram(tid, t, out / f"dice_hist_{_safe(tid)}.png"))
+        g, n = _worst_gallery(tid, t, out / f"worst_{_safe(tid)}.png", data_root, pred_dir, worst_k)
+        notes += n
+        if g:
+            figures.append(g)
+
+    lines = ["# Evaluation report", ""]
+    if results.get("data_root"):
+        lines.append(f"- ground truth: `{results['data_root']}`")
+    if results.get("pred_dir"):
+        lines.append(f"- predictions: `{results['pred_dir']}`")
+    lines.append(f"- missing predictions (scored as worst case): {results.get('missing_total', 0)}")
+    lines += ["", "| task | kind | n | missing | main metrics |", "|---|---|---|---|---|"]
+    for tid, t in tasks.items():
+        shown = [f"{m} {_fmt(t['metrics'].get(m))}" for m in MAIN_METRICS.get(t["kind"], ()) if m in t["metrics"]]
+        lines.append(f"| {tid} | {t['kind']} | {t['n']} | {t['missing']} | {', '.join(shown)} |")
+    seg = {tid: t for tid, t in tasks.items() if t["kind"] == "segmentation"}
+    if seg:
+        lines += ["", "## Segmentation per class", "", "| task | class | Dice | HD (px) |", "|---|---|---|---|"]
+        for tid, t in seg.items():
+            for name, d in t["metrics"].get("dice_per_class", {}).items():
+                lines.append(f"| {tid} | {name} | {_fmt(d)} | {_fmt(t['metrics'].get('hd_per_class', {}).get(name))} |")
+    for tid, t in tasks.items():
+        skipped = t["metrics"].get("auc_skipped_classes")
+        if skipped:
+            notes.append(f"{tid}: classes {skipped} have no positives (or no negatives) in the truth; AUC averages the others")
+        if t.get("missing_probs"):
+            notes.append(f"{tid}: {t['missing_probs']} predictions without predicted_probs (scored with uniform probabilities)")
+    for name, count in (results.get("unmatched_predictions") or {}).items():
+        if count:
+            notes.append(f"{name}: {count} entries match no ground-truth row (ignored)")
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
+    md = out / "report.md"
+    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"report_md": md, "report_json": out / "report.json", "figures": figures}

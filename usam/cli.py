@@ -1,0 +1,161 @@
+"""``usam`` command line. Every command has ``--help``; errors print one line and exit non-zero.
+
+Exit codes: 0 ok, 2 usage, 3 bad image, 4 bad prompt, 5 checkpoint, 6 config, 7 data, 8 adapter, 9 hub, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from . import __version__
+from .errors import UsamError
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _add_model_args(p: argparse.ArgumentParser, adapters: bool = True) -> None:
+    p.add_argument("--backbone", default="litemedsam", help="backbone name (see `usam backbones`; default: litemedsam)")
+    p.add_argument("--checkpoint", default=None, help="weights file for sam_vit_b/l/h (or another LiteMedSAM .pth)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"], help="encoder precision (default fp32)")
+    if adapters:
+        p.add_argument("--adapters", nargs="*", default=[], metavar="DIR_OR_HUB_ID",
+                       help="adapters to load: directories or Hub ids in the local HF cache")
+
+
+def _build_model(args):
+    from .model import UsamModel
+
+    t0 = time.perf_counter()
+    model = UsamModel.from_pretrained(
+        backbone=args.backbone, checkpoint=args.checkpoint, adapters=getattr(args, "adapters", []) or [],
+        precision=args.precision,
+    )
+    _log(f"usam: loaded {model.backbone.name} in {time.perf_counter() - t0:.2f} s (precision {model.precision})")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_backbones(args) -> int:
+    from .backbones import BACKBONES, build_backbone
+
+    rows = []
+    for name, desc in BACKBONES.items():
+        row = {"name": name, "description": desc}
+        if name == "litemedsam":
+            b = build_backbone(name)
+            row.update({k: v for k, v in b.describe().items() if k != "name"})
+        elif name.startswith("sam_vit"):
+            from .backbones.sam_vit import VIT_CONFIGS
+
+            dim, depth, heads, _ = VIT_CONFIGS[name]
+            row.update({"input_size": 1024, "embedding_shape": [256, 64, 64], "source": "--checkpoint (not bundled)"})
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        size = f"{r['input_size']} px -> {tuple(r['embedding_shape'])}" if "input_size" in r else "from its config"
+        params = f", {r['parameters'] / 1e6:.1f}M params" if "parameters" in r else ""
+        print(f"{r['name']:<20} {size}{params}\n{'':<20} {r['description']}")
+        if r.get("checksum"):
+            print(f"{'':<20} weights: {r['source']} sha256 {r['checksum'][:16]}...")
+    return 0
+
+
+def cmd_segment(args) -> int:
+    import numpy as np
+
+    from .errors import PromptError
+    from .io import read_image, write_png
+    from .predictor import Predictor
+    from .visualize import overlay_mask
+
+    if args.box is None and not args.point:
+        raise PromptError("give a prompt: --box X0 Y0 X1 Y1 or --point X Y (repeatable), optionally --neg X Y")
+    image = read_image(args.image)  # validate input before loading any model
+    model = _build_model(args)
+    if args.adapter:
+        model.set_adapter(args.adapter)
+    predictor = Predictor(model)
+    t0 = time.perf_counter()
+    predictor.set_image(image)
+    t_enc = time.perf_counter() - t0
+    points = [*(args.point or []), *(args.neg or [])]
+    labels = [1] * len(args.point or []) + [0] * len(args.neg or [])
+    t0 = time.perf_counter()
+    masks, scores, _ = predictor.predict(
+        point_coords=np.array(points, dtype=float) if points else None,
+        point_labels=np.array(labels) if points else None,
+        box=np.array(args.box, dtype=float) if args.box else None,
+        multimask_output=args.multimask,
+    )
+    t_dec = time.perf_counter() - t0
+    best = int(np.argmax(scores))
+    mask = masks[best]
+    write_png(args.out, mask.astype(np.uint8) * 255)
+    if args.overlay:
+        write_png(args.overlay, overlay_mask(image, mask, points=points, labels=labels, box=args.box))
+    _log(f"usam: encoder {t_enc * 1000:.0f} ms, prompt {t_dec * 1000:.0f} ms; mask {int(mask.sum())} px, "
+         f"predicted IoU {float(scores[best]):.3f} -> {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="usam", description="Ultrasound segmentation and analysis on Segment Anything.")
+    parser.add_argument("--version", action="version", version=f"usam {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("backbones", help="list the backbones, their sizes and where their weights come from")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_backbones)
+
+    p = sub.add_parser("segment", help="segment one image from a box and/or clicks",
+                       description="Segment IMAGE from a box and/or clicks; writes a binary mask PNG (0/255).")
+    p.add_argument("image", help="image file (PNG/JPEG/BMP/TIFF; grey, RGB or RGBA; 8 or 16 bit)")
+    p.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"), help="box prompt in pixels")
+    p.add_argument("--point", nargs=2, type=float, action="append", metavar=("X", "Y"), help="positive click (repeatable)")
+    p.add_argument("--neg", nargs=2, type=float, action="append", metavar=("X", "Y"), help="negative click (repeatable)")
+    p.add_argument("--adapter", default=None, help="name of a loaded adapter whose decoder answers the prompts")
+    p.add_argument("--multimask", action="store_true", help="predict 3 candidates and keep the best-scored one")
+    p.add_argument("--out", required=True, help="output mask PNG")
+    p.add_argument("--overlay", default=None, help="also write an overlay PNG")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_segment)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands():
+    """Commands that live beside the features they drive (train, predict, evaluate, ...)."""
+    from . import cli_commands
+
+    return cli_commands.REGISTRY
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UsamError as exc:
+        _log(f"usam {args.command}: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _log(f"usam {args.command}: interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

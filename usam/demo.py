@@ -1,0 +1,914 @@
+"""Interactive Gradio demo: click or box an ultrasound image, see the mask, the organ adapter's heads and measurements.
+
+>>> import usam, usam.demo
+>>> model = usam.UsamModel.from_pretrained(adapters=["adapters/fetal_head"])
+>>> usam.demo.launch(model, host="127.0.0.1", port=7860)          # blocks; ``prevent_thread_lock=True`` returns
+
+Everything runs offline: no share links, analytics off, no web fonts. The page has
+
+- an upload (PNG / JPEG / BMP / TIFF, 8 or 16 bit, grey / RGB / RGBA) and bundled examples (credited);
+- click modes *positive point*, *negative point*, *box (two corners)*, with undo and clear: the overlay
+  (points green / red, box yellow, mask blue) updates after each click; the three multimask candidates
+  with their predicted IoU can be chosen in a gallery; the chosen mask downloads as a PNG (0 / 255);
+- an organ adapter dropdown: with an adapter, its automatic segmentation, class probabilities, detected box
+  and keypoints; with a pixel size (mm), measurements of the masks (head circumference / BPD / OFD, or a
+  lesion's long and short axes) through :mod:`usam.measure` when it is installed;
+- an API endpoint ``/segment`` (``segment(image_file, prompts_json) -> mask PNG``), e.g.::
+
+    from gradio_client import Client, handle_file
+    mask_png = Client("http://127.0.0.1:7860/").predict(
+        handle_file("scan.png"), '{"box": [220, 100, 500, 370]}', api_name="/segment")
+
+  ``prompts_json`` keys: ``points`` ``[[x, y], ...]``, ``labels`` ``[1, 0, ...]`` (1 positive, default all 1),
+  ``box`` ``[x0, y0, x1, y1]``, optional ``adapter`` (a loaded adapter's name; default: the bare backbone),
+  optional ``multimask`` (default: true for a single point without box) — the best-scoring mask is returned.
+
+Each image is encoded once (the model's embedding cache): later clicks, undo, candidate choice and adapter
+heads reuse the embedding. All handlers live in :class:`DemoBackend` and can be called without a browser.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported anywhere
+
+import argparse
+import hashlib
+import importlib
+import json
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import cv2
+import numpy as np
+
+from .errors import UsamError
+from .io import read_image, to_rgb_uint8
+
+NONE_CHOICE = "none (bare backbone)"
+MODES = ("positive point", "negative point", "box (two corners)")
+MEASURE_KINDS = ("fetal head (HC, BPD, OFD)", "lesion (long / short axis)")
+#: The demo refuses images above this many pixels (decoding and redrawing them at every click would crawl).
+DEMO_MAX_PIXELS = 40_000_000
+#: ... and files above this many bytes (also the server's upload limit).
+DEMO_MAX_BYTES = 64 * 1024 * 1024
+#: Undo steps kept per session.
+MAX_HISTORY = 50
+
+MASK_RGB = (30, 144, 255)
+POS_RGB = (0, 210, 0)
+NEG_RGB = (235, 30, 30)
+BOX_RGB = (255, 210, 0)
+CLASS_RGB = ((30, 144, 255), (255, 99, 71), (50, 205, 50), (238, 130, 238), (255, 215, 0), (0, 206, 209), (255, 140, 0))
+
+#: Bundled examples: file name -> (pixel size in mm or None, source). See demo/examples/CREDITS.md.
+EXAMPLE_INFO = {
+    "hc18_130_HC.png": (0.114776629, "HC18 test image 130_HC (fetal head)"),
+    "hc18_626_HC.png": (0.163426995, "HC18 test image 626_HC (fetal head)"),
+    "psfhs_03781.png": (None, "PSFHS test image 03781 (pubic symphysis and fetal head)"),
+}
+EXAMPLES_CREDIT = (
+    "Examples: **HC18** — van den Heuvel TLA, de Bruijn D, de Korte CL, van Ginneken B. *Automated measurement of "
+    "fetal head circumference using 2D ultrasound images.* PLoS ONE 13(8):e0200412 (2018), CC BY 4.0; "
+    "**PSFHS** — Chen G. et al. *PSFHS: Intrapartum ultrasound image dataset for AI-based segmentation of pubic "
+    "symphysis and fetal head.* Scientific Data 11:436 (2024), CC BY 4.0. Unmodified test-split images "
+    "(see `demo/examples/CREDITS.md`)."
+)
+
+
+def default_examples_dir() -> Path | None:
+    """``demo/examples`` of a source checkout, or ``None`` when it is not there (installed wheel)."""
+    d = Path(__file__).resolve().parents[1] / "demo" / "examples"
+    return d if d.is_dir() else None
+
+
+def _example_list(examples) -> list[Path]:
+    if examples is None:
+        examples = default_examples_dir()
+    if not examples:
+        return []
+    if isinstance(examples, (str, os.PathLike)):
+        d = Path(examples)
+        if d.is_dir():
+            return sorted(p for p in d.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))
+        return [d]
+    return [Path(p) for p in examples]
+
+
+# ---------------------------------------------------------------------------------------------- session state
+@dataclass(repr=False)
+class Session:
+    """One browser tab's state (kept in a ``gr.State``)."""
+
+    image: np.ndarray | None = None
+    name: str = ""
+    adapter: str | None = None
+    mode: str = MODES[0]
+    multimask: bool = True
+    pixel_size: float | None = None
+    measure_kind: str = MEASURE_KINDS[0]
+    points: list[list[float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    box: list[float] | None = None
+    corner: list[float] | None = None  # first corner of a box being drawn
+    history: list[dict] = field(default_factory=list)
+    # result of the current prompts
+    mask_input: np.ndarray | None = None  # (1, 256, 256) logits fed to get the current result
+    masks: np.ndarray | None = None  # (M, H, W) bool
+    scores: np.ndarray | None = None  # (M,)
+    lowres: np.ndarray | None = None  # (M, 256, 256) logits
+    selected: int = 0
+    # adapter heads on the current image: (adapter, Prediction or None, error message)
+    auto: tuple | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        shape = None if self.image is None else self.image.shape
+        return (f"Session(name={self.name!r}, image={shape}, adapter={self.adapter!r}, mode={self.mode!r}, "
+                f"points={self.points}, labels={self.labels}, box={self.box}, corner={self.corner}, "
+                f"candidates={None if self.masks is None else len(self.masks)}, selected={self.selected}, "
+                f"history={len(self.history)})")
+
+    @property
+    def has_prompts(self) -> bool:
+        return bool(self.points) or self.box is not None
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """The chosen candidate, ``(H, W)`` bool."""
+        return None if self.masks is None else self.masks[self.selected]
+
+    @property
+    def logits(self) -> np.ndarray | None:
+        """Low-res logits ``(1, 256, 256)`` of the chosen candidate (fed back on the next click)."""
+        return None if self.lowres is None else self.lowres[self.selected][None]
+
+    def snapshot(self) -> dict:
+        return {
+            "points": [list(p) for p in self.points], "labels": list(self.labels),
+            "box": None if self.box is None else list(self.box),
+            "corner": None if self.corner is None else list(self.corner),
+            "mask_input": None if self.mask_input is None else self.mask_input.astype(np.float16),
+            "selected": self.selected, "had_result": self.masks is not None,
+        }
+
+    def clear_prompts(self) -> None:
+        self.points, self.labels, self.box, self.corner, self.history = [], [], None, None, []
+        self.clear_result()
+
+    def clear_result(self) -> None:
+        self.mask_input = self.masks = self.scores = self.lowres = None
+        self.selected = 0
+
+
+class View(NamedTuple):
+    """What every handler returns: the session and the value of each output component."""
+
+    session: Session
+    overlay: np.ndarray | None  # prompts and chosen mask on the image
+    candidates: list  # [(thumbnail, "caption")] multimask candidates
+    selected: int | None  # index of the chosen candidate
+    mask_file: str | None  # PNG of the chosen mask
+    status: str  # Markdown
+    auto_overlay: np.ndarray | None  # adapter's automatic segmentation, box, keypoints
+    probabilities: dict | None  # {class name: probability} for gr.Label
+    auto_summary: str  # Markdown
+    measurements: str  # Markdown
+    error: bool  # the status is an error (shown as a warning too)
+
+
+# ---------------------------------------------------------------------------------------------- drawing
+def _radius(shape) -> int:
+    return max(3, int(round(min(shape[:2]) / 90)))
+
+
+def _blend(image: np.ndarray, mask: np.ndarray, rgb, alpha: float = 0.45, contour: bool = True) -> np.ndarray:
+    out = image.copy()
+    m = mask.astype(bool)
+    if m.any():
+        color = np.array(rgb, dtype=np.float32)
+        out[m] = (out[m].astype(np.float32) * (1 - alpha) + color * alpha).round().astype(np.uint8)
+        if contour:
+            cs, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(out, cs, -1, tuple(int(c) for c in rgb), max(1, _radius(image.shape) // 3))
+    return out
+
+
+def _draw_point(img: np.ndarray, xy, rgb, r: int) -> None:
+    c = (int(round(xy[0])), int(round(xy[1])))
+    cv2.circle(img, c, r + max(1, r // 3), (255, 255, 255), -1, cv2.LINE_AA)
+    cv2.circle(img, c, r, tuple(int(v) for v in rgb), -1, cv2.LINE_AA)
+
+
+def _draw_box(img: np.ndarray, box, rgb, thickness: int) -> None:
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    cv2.rectangle(img, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), tuple(int(v) for v in rgb), thickness, cv2.LINE_AA)
+
+
+def draw_prompts(image: np.ndarray, session: Session, mask: np.ndarray | None = None) -> np.ndarray:
+    """The overlay: ``mask`` in blue, the box in yellow, positive points green, negative red, a pending corner."""
+    out = _blend(image, mask, MASK_RGB) if mask is not None else image.copy()
+    r = _radius(image.shape)
+    if session.box is not None:
+        _draw_box(out, session.box, BOX_RGB, max(2, r // 2))
+    if session.corner is not None:
+        x, y = (int(round(v)) for v in session.corner)
+        cv2.drawMarker(out, (x, y), BOX_RGB, cv2.MARKER_CROSS, 4 * r, max(2, r // 2), cv2.LINE_AA)
+    for xy, lab in zip(session.points, session.labels):
+        _draw_point(out, xy, POS_RGB if lab == 1 else NEG_RGB, r)
+    return out
+
+
+def _thumbnail(image: np.ndarray, side: int = 256) -> np.ndarray:
+    h, w = image.shape[:2]
+    s = side / max(h, w)
+    if s >= 1:
+        return image
+    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def _mask_png(mask: np.ndarray, directory: Path, stem: str) -> str:
+    """Write ``mask`` as a 0 / 255 PNG named by its content; returns the path."""
+    m = mask.astype(np.uint8) * 255
+    digest = hashlib.sha1(np.packbits(mask.astype(bool)).tobytes() + str(mask.shape).encode()).hexdigest()[:12]
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in (stem or "image"))[:60]
+    path = directory / f"{safe}_mask_{digest}.png"
+    if not path.exists():
+        ok, buf = cv2.imencode(".png", m)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(buf.tobytes())
+        os.replace(tmp, path)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------- measurements
+def _measure_module():
+    """``usam.measure`` or ``None`` when it is not installed (the demo then skips measurements)."""
+    try:
+        return importlib.import_module("usam.measure")
+    except ImportError:
+        return None
+
+
+def _format_result(result: dict) -> str:
+    parts = []
+    for key, value in result.items():
+        if key.endswith("_mm") and key != "pixel_size_mm" and isinstance(value, (int, float, np.floating, np.integer)) and np.isfinite(value):
+            parts.append(f"{key[:-3].upper()} **{float(value):.1f} mm**")
+    return " · ".join(parts) or "no measurement"
+
+
+def measure_mask(mask: np.ndarray, pixel_size: float, kind: str) -> tuple[dict | None, str]:
+    """Measure a binary mask; returns (result or None, Markdown line)."""
+    mod = _measure_module()
+    if mod is None:
+        return None, "measurements unavailable: `usam.measure` is not installed"
+    if not mask.any():
+        return None, "the mask is empty"
+    head = kind == MEASURE_KINDS[0] or "head" in kind.lower()
+    fn = getattr(mod, "head_biometry" if head else "lesion_axes", None)
+    if fn is None:
+        return None, f"measurements unavailable: `usam.measure` has no `{'head_biometry' if head else 'lesion_axes'}`"
+    try:
+        result = fn(mask.astype(np.uint8), pixel_size)
+    except UsamError as exc:
+        return None, f"could not measure: {exc}"
+    except Exception as exc:  # a measurement bug must not take the demo down
+        return None, f"could not measure ({type(exc).__name__}: {exc})"
+    return result, _format_result(result)
+
+
+def _draw_measurement(image: np.ndarray, result: dict | None) -> np.ndarray:
+    mod = _measure_module()
+    if result is None or mod is None or not hasattr(mod, "draw_measurements"):
+        return image
+    try:
+        drawn = mod.draw_measurements(image, result)
+        drawn = to_rgb_uint8(np.asarray(drawn))
+        return drawn if drawn.shape == image.shape else image
+    except Exception:
+        return image
+
+
+# ---------------------------------------------------------------------------------------------- backend
+def _readable(exc: BaseException) -> str:
+    msg = str(exc).strip() or type(exc).__name__
+    return msg if isinstance(exc, UsamError) else f"{type(exc).__name__}: {msg}"
+
+
+def _finite_positive(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
+
+
+class DemoBackend:
+    """The demo's logic, independent of Gradio: every handler takes and returns plain values.
+
+    Args:
+      model: a :class:`~usam.model.UsamModel`; its loaded adapters are offered in the dropdown.
+      examples: image paths or a folder (default: the bundled ``demo/examples``; ``[]`` for none).
+      workdir: where mask PNGs are written (default: a fresh temporary folder).
+    """
+
+    def __init__(self, model, examples=None, workdir: str | os.PathLike | None = None):
+        from .predictor import Predictor
+
+        self.model = model
+        self.predictor = Predictor(model)
+        self.examples = [p for p in _example_list(examples) if p.is_file()]
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="usam-demo-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()  # one model, one predictor: serialise their use across sessions
+
+    # ------------------------------------------------------------------ adapters
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(getattr(self.model, "adapters", {}) or {})
+
+    @property
+    def adapter_choices(self) -> list[str]:
+        return [NONE_CHOICE, *self.adapter_names]
+
+    def default_adapter(self) -> str | None:
+        active = getattr(self.model, "active_adapter", None)
+        if active in self.adapter_names:
+            return active
+        return self.adapter_names[0] if self.adapter_names else None
+
+    def new_session(self) -> Session:
+        return Session(adapter=self.default_adapter())
+
+    def _activate(self, name: str | None) -> None:
+        """Make ``name`` the model's active adapter (other sessions may have switched it)."""
+        if getattr(self.model, "active_adapter", None) != name:
+            self.model.set_adapter(name)
+
+    # ------------------------------------------------------------------ model calls
+    def _encode(self, session: Session) -> float:
+        with self.lock:
+            self._activate(session.adapter)
+            before = self.model.encoder_calls
+            t0 = time.perf_counter()
+            self.predictor.set_image(session.image)
+            return time.perf_counter() - t0 if self.model.encoder_calls > before else 0.0
+
+    def _predict(self, session: Session, mask_input: np.ndarray | None) -> None:
+        """Run the prompt decoder on the session's prompts; store candidates, pick the best."""
+        if not session.has_prompts:
+            session.clear_result()
+            return
+        kwargs: dict[str, Any] = {"multimask_output": bool(session.multimask)}
+        if session.points:
+            kwargs["point_coords"] = np.asarray(session.points, dtype=np.float64)
+            kwargs["point_labels"] = np.asarray(session.labels, dtype=np.int64)
+        if session.box is not None:
+            kwargs["box"] = np.asarray(session.box, dtype=np.float64)
+        if mask_input is not None:
+            kwargs["mask_input"] = mask_input.astype(np.float32).reshape(1, 1, *mask_input.shape[-2:])
+        with self.lock:
+            self._activate(session.adapter)
+            self.predictor.set_image(session.image)  # cached by content: no encoder run
+            masks, scores, lowres = self.predictor.predict(**kwargs)
+        session.mask_input = None if mask_input is None else mask_input.astype(np.float32)
+        session.masks, session.scores, session.lowres = masks.astype(bool), scores.astype(np.float32), lowres.astype(np.float32)
+        session.selected = int(np.argmax(session.scores))
+
+    def _run_heads(self, session: Session) -> None:
+        """Adapter heads on the current image, cached in the session per (adapter, image)."""
+        name = session.adapter
+        if session.image is None or name is None:
+            session.auto = None
+            return
+        if session.auto is not None and session.auto[0] == name:
+            return
+        try:
+            with self.lock:
+                self._activate(name)
+                pred = self.model.predict(session.image, adapter=name)
+            session.auto = (name, pred, "")
+        except Exception as exc:  # heads still being built, adapter without heads, ...
+            session.auto = (name, None, _readable(exc))
+
+    # ------------------------------------------------------------------ handlers
+    def load(self, file, session: Session | None = None, pixel_size=None) -> View:
+        """Upload / example: read and check the file, encode it once, reset the prompts."""
+        session = session if session is not None else self.new_session()
+        if pixel_size is not None:
+            session.pixel_size = _finite_positive(pixel_size)
+        if file is None:
+            return self.render(session, "Upload an image or pick an example.")
+        path = Path(getattr(file, "path", None) or getattr(file, "name", None) or file) if not isinstance(file, (str, os.PathLike)) else Path(file)
+        name = Path(getattr(file, "orig_name", None) or path.name).name
+        try:
+            image, notes = self._read_upload(path, name)
+        except UsamError as exc:
+            return self.render(session, f"**Could not load `{name}`**: {exc}", error=True)
+        except Exception as exc:
+            return self.render(session, f"**Could not load `{name}`**: {_readable(exc)}", error=True)
+        session.image, session.name, session.notes, session.auto = image, name, notes, None
+        session.clear_prompts()
+        try:
+            seconds = self._encode(session)
+        except Exception as exc:
+            session.image = None
+            return self.render(session, f"**Could not encode `{name}`**: {_readable(exc)}", error=True)
+        self._run_heads(session)
+        h, w = image.shape[:2]
+        enc = f"encoded in {seconds:.1f} s" if seconds else "embedding reused from the cache"
+        note = "".join(f"\n\nNote: {n}" for n in notes)
+        return self.render(session, f"Loaded `{name}` ({w}x{h}), {enc}. Click the image to prompt.{note}")
+
+    def _read_upload(self, path: Path, name: str) -> tuple[np.ndarray, list[str]]:
+        if not path.is_file():
+            raise UsamError(f"`{name}` is not a file")
+        size = path.stat().st_size
+        if size > DEMO_MAX_BYTES:
+            raise UsamError(f"the file is {size / 2**20:.0f} MB, over the demo's {DEMO_MAX_BYTES / 2**20:.0f} MB limit: downscale or crop it first")
+        notes: list[str] = []
+        try:  # header only: refuse huge images before decoding them, and learn the bit depth / alpha
+            from PIL import Image
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    w, h = im.size
+                    mode = im.mode
+                    transparent = "transparency" in im.info
+            if w * h > DEMO_MAX_PIXELS:
+                raise UsamError(
+                    f"the image is {w}x{h} pixels ({w * h / 1e6:.0f} MP), over the demo's "
+                    f"{DEMO_MAX_PIXELS / 1e6:.0f} MP limit: downscale it first"
+                )
+            if mode.startswith("I;16") or mode in ("I", "F"):
+                notes.append(f"a {'16-bit' if mode.startswith('I;16') or mode == 'I' else 'floating-point'} image: scaled to 8 bits for display and segmentation.")
+            if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and transparent):
+                notes.append("the image has an alpha channel (transparency): it was dropped.")
+        except UsamError:
+            raise
+        except Exception as exc:
+            if type(exc).__name__ == "DecompressionBombError":
+                raise UsamError("the image is too large to decode safely: downscale it first") from exc
+            # PIL does not know it: let read_image decide (TIFF variants, ...)
+        image = read_image(path)
+        if image.shape[0] * image.shape[1] > DEMO_MAX_PIXELS:
+            raise UsamError(f"the image is {image.shape[1]}x{image.shape[0]} pixels, over the demo's {DEMO_MAX_PIXELS / 1e6:.0f} MP limit")
+        return image, notes
+
+    def click(self, session: Session, x: float, y: float, mode: str | None = None) -> View:
+        """A click at pixel ``(x, y)``: add a point (positive / negative) or a box corner, then predict."""
+        if mode is not None:
+            session.mode = mode
+        if session.image is None:
+            return self.render(session, "Upload an image or pick an example first.", error=True)
+        h, w = session.image.shape[:2]
+        x = float(np.clip(x, 0, w - 1))
+        y = float(np.clip(y, 0, h - 1))
+        if session.mode == MODES[2]:
+            if session.corner is None:
+                session.history.append(session.snapshot())
+                session.corner = [x, y]
+                return self.render(session, "Box: first corner set. Click the opposite corner.")
+            (cx, cy), session.corner = session.corner, None
+            x0, x1 = sorted((cx, x))
+            y0, y1 = sorted((cy, y))
+            box = [x0, y0, min(x1 + 1, w), min(y1 + 1, h)]
+            if box[2] - box[0] < 3 or box[3] - box[1] < 3:
+                return self.render(session, "The box is too small: click two opposite corners of the object.", error=True)
+            session.box = box
+            mask_input = None  # a new box starts the object afresh
+            what = "box"
+        else:
+            label = 0 if session.mode == MODES[1] else 1
+            session.history.append(session.snapshot())
+            session.corner = None
+            session.points.append([x, y])
+            session.labels.append(label)
+            mask_input = session.logits  # SAM convention: refine with the previous best mask's logits
+            what = f"{'positive' if label else 'negative'} point ({x:.0f}, {y:.0f})"
+        del session.history[:-MAX_HISTORY]
+        try:
+            self._predict(session, mask_input)
+        except Exception as exc:
+            self._restore(session, session.history.pop())
+            return self.render(session, f"**Could not segment**: {_readable(exc)}", error=True)
+        return self.render(session, f"Added {what}.")
+
+    def _restore(self, session: Session, snap: dict) -> None:
+        session.points, session.labels = snap["points"], snap["labels"]
+        session.box, session.corner = snap["box"], snap["corner"]
+        mask_input = None if snap["mask_input"] is None else snap["mask_input"].astype(np.float32)
+        if snap["had_result"] and session.has_prompts:
+            self._predict(session, mask_input)
+            if session.masks is not None and snap["selected"] < len(session.masks):
+                session.selected = snap["selected"]
+        else:
+            session.clear_result()
+
+    def undo(self, session: Session) -> View:
+        """Undo the last click (point, box corner or box)."""
+        if session.image is None:
+            return self.render(session, "Nothing to undo: no image.")
+        if not session.history:
+            return self.render(session, "Nothing to undo.")
+        try:
+            self._restore(session, session.history.pop())
+        except Exception as exc:
+            return self.render(session, f"**Could not undo**: {_readable(exc)}", error=True)
+        return self.render(session, "Undone.")
+
+    def clear(self, session: Session) -> View:
+        """Remove every prompt (the image stays, its embedding too)."""
+        session.clear_prompts()
+        return self.render(session, "Cleared." if session.image is not None else "Upload an image or pick an example.")
+
+    def choose(self, session: Session, index: int) -> View:
+        """Pick multimask candidate ``index`` (its logits are fed back on the next click)."""
+        if session.masks is None:
+            return self.render(session, "No candidates yet: click the image.")
+        if not 0 <= int(index) < len(session.masks):
+            return self.render(session, f"No candidate {index}.", error=True)
+        session.selected = int(index)
+        return self.render(session, f"Candidate {session.selected + 1} chosen (predicted IoU {session.scores[session.selected]:.2f}).")
+
+    def set_multimask(self, session: Session, multimask: bool) -> View:
+        session.multimask = bool(multimask)
+        if session.image is not None and session.has_prompts:
+            try:
+                self._predict(session, session.mask_input)
+            except Exception as exc:
+                return self.render(session, f"**Could not segment**: {_readable(exc)}", error=True)
+        return self.render(session, f"{'Three candidates' if session.multimask else 'One mask'} per prompt.")
+
+    def set_adapter(self, session: Session, choice: str | None) -> View:
+        """Switch the organ adapter (``NONE_CHOICE`` / ``None``: bare backbone); re-runs the prompts and heads."""
+        name = None if choice in (None, "", NONE_CHOICE) else str(choice)
+        if name is not None and name not in self.adapter_names:
+            return self.render(session, f"No adapter named `{name}` is loaded (loaded: {', '.join(self.adapter_names) or 'none'}).", error=True)
+        previous = session.adapter
+        session.adapter = name
+        session.auto = None
+        if session.image is not None:
+            try:
+                seconds = self._encode(session)
+                if session.has_prompts:
+                    self._predict(session, None)
+            except Exception as exc:
+                session.adapter = previous
+                return self.render(session, f"**Could not switch to `{choice}`**: {_readable(exc)}", error=True)
+            self._run_heads(session)
+            enc = f" (image re-encoded with its LoRA in {seconds:.1f} s)" if seconds else ""
+        else:
+            enc = ""
+        return self.render(session, f"Adapter: **{name or NONE_CHOICE}**{enc}.")
+
+    def set_measure(self, session: Session, pixel_size, kind: str | None = None) -> View:
+        """Pixel size (mm per pixel; empty / 0: no measurements) and what the interactive mask is."""
+        session.pixel_size = _finite_positive(pixel_size)
+        if kind:
+            session.measure_kind = kind
+        if session.pixel_size is None and pixel_size not in (None, "", 0, 0.0):
+            return self.render(session, f"Pixel size must be a positive number of mm, got {pixel_size!r}.", error=True)
+        return self.render(session, f"Pixel size: {session.pixel_size} mm." if session.pixel_size else "No pixel size: no measurements.")
+
+    # ------------------------------------------------------------------ API
+    def segment(self, image, prompts_json: str | dict | None) -> np.ndarray:
+        """API: ``image`` (file path or array) + prompts JSON -> ``(H, W)`` uint8 mask, 255 = object.
+
+        Raises :class:`~usam.errors.UsamError` with a readable message on a bad image or bad prompts.
+        """
+        from .errors import InputImageError, PromptError
+
+        if image is None:
+            raise InputImageError("no image given")
+        if isinstance(image, np.ndarray):
+            img = to_rgb_uint8(image)
+        else:
+            path = Path(getattr(image, "path", None) or image) if not isinstance(image, (str, os.PathLike)) else Path(image)
+            img, _ = self._read_upload(path, path.name)
+        if isinstance(prompts_json, dict):
+            prompts = prompts_json
+        else:
+            try:
+                prompts = json.loads(prompts_json or "{}")
+            except json.JSONDecodeError as exc:
+                raise PromptError(f"prompts_json is not valid JSON ({exc.msg} at character {exc.pos}): e.g. "
+                                  '{"points": [[120, 80]], "labels": [1], "box": [50, 40, 200, 160]}') from exc
+        if not isinstance(prompts, dict):
+            raise PromptError('prompts_json must be a JSON object like {"points": [[x, y]], "labels": [1], "box": [x0, y0, x1, y1]}')
+        unknown = set(prompts) - {"points", "labels", "box", "adapter", "multimask"}
+        if unknown:
+            raise PromptError(f"unknown keys in prompts_json: {sorted(unknown)} (use points, labels, box, adapter, multimask)")
+        points, labels, box = prompts.get("points") or None, prompts.get("labels"), prompts.get("box") or None
+        if points is not None and labels is None:
+            labels = [1] * len(points)
+        if points is None and box is None:
+            raise PromptError('give "points" and/or "box" in prompts_json')
+        adapter = prompts.get("adapter")
+        if adapter in ("", NONE_CHOICE):
+            adapter = None
+        if adapter is not None and adapter not in self.adapter_names:
+            raise PromptError(f"no adapter named {adapter!r} is loaded (loaded: {', '.join(self.adapter_names) or 'none'})")
+        single_point = points is not None and len(points) == 1 and box is None
+        multimask = bool(prompts.get("multimask", single_point))
+        kwargs: dict[str, Any] = {"multimask_output": multimask}
+        if points is not None:
+            kwargs["point_coords"], kwargs["point_labels"] = points, labels
+        if box is not None:
+            kwargs["box"] = box
+        with self.lock:
+            self._activate(adapter)
+            self.predictor.set_image(img)
+            masks, scores, _ = self.predictor.predict(**kwargs)
+        return (masks[int(np.argmax(scores))] > 0).astype(np.uint8) * 255
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, session: Session, status: str = "", error: bool = False) -> View:
+        image = session.image
+        if image is None:
+            return View(session, None, [], None, None, status, None, None, "", "", error)
+        mask = session.mask
+        overlay = draw_prompts(image, session, mask)
+        candidates = []
+        if session.masks is not None:
+            for i, (m, s) in enumerate(zip(session.masks, session.scores)):
+                tag = " (chosen)" if i == session.selected else ""
+                candidates.append((_thumbnail(_blend(image, m, MASK_RGB)), f"#{i + 1} IoU {float(s):.2f}{tag}"))
+        mask_file = _mask_png(mask, self.workdir, Path(session.name).stem) if mask is not None else None
+        lines = []
+        if session.pixel_size and mask is not None:
+            result, text = measure_mask(mask, session.pixel_size, session.measure_kind)
+            lines.append(f"- Your mask ({session.measure_kind.split(' (')[0]}): {text}")
+            overlay = _draw_measurement(overlay, result)
+        auto_overlay, probs, summary, auto_lines = self._render_auto(session)
+        lines += auto_lines
+        if not session.pixel_size:
+            measurements = "Type the pixel size (mm) to measure the masks."
+        else:
+            measurements = "\n".join(lines) or "Nothing to measure yet: segment something."
+        prompt_info = f"{len(session.points)} point(s)" + (", box" if session.box is not None else "") + (
+            ", box corner pending" if session.corner is not None else "")
+        status = f"{status}\n\n_{session.name}: {prompt_info}; adapter: {session.adapter or NONE_CHOICE}._" if status else status
+        return View(session, overlay, candidates, session.selected if candidates else None, mask_file, status,
+                    auto_overlay, probs, summary, measurements, error)
+
+    def _render_auto(self, session: Session):
+        if session.adapter is None:
+            return None, None, "Choose an organ adapter for automatic segmentation, classes, box and keypoints.", []
+        if session.auto is None:
+            self._run_heads(session)
+        if session.auto is None:
+            return None, None, "", []
+        name, pred, err = session.auto
+        if pred is None:
+            return None, None, f"Adapter `{name}`: no automatic outputs ({err}).", []
+        image = session.image
+        out = image.copy()
+        lines, mlines, probs = [f"**Adapter `{name}`**"], [], None
+        tasks = getattr(self.model.adapters[name], "tasks", None) if name in self.adapter_names else None
+        tasks = tasks if isinstance(tasks, dict) else {}
+        for tid, cmap in (getattr(pred, "masks", None) or {}).items():
+            cmap = np.asarray(cmap)
+            names = (getattr(pred, "class_names", None) or {}).get(tid) or []
+            present = []
+            for k in [int(v) for v in np.unique(cmap) if v > 0]:
+                cname = names[k] if k < len(names) else f"class {k}"
+                out = _blend(out, cmap == k, CLASS_RGB[(k - 1) % len(CLASS_RGB)])
+                present.append(f"{cname} ({int((cmap == k).sum())} px)")
+                if session.pixel_size:
+                    kind = MEASURE_KINDS[0] if "head" in cname.lower() else MEASURE_KINDS[1]
+                    result, text = measure_mask(cmap == k, session.pixel_size, kind)
+                    mlines.append(f"- `{tid}` {cname}: {text}")
+                    out = _draw_measurement(out, result)
+            lines.append(f"- `{tid}` segmentation: {', '.join(present) or 'nothing found'}")
+        r = _radius(image.shape)
+        for tid, box in (getattr(pred, "boxes", None) or {}).items():
+            b = np.asarray(box, dtype=float).reshape(-1)[:4]
+            _draw_box(out, b, BOX_RGB, max(2, r // 2))
+            lines.append(f"- `{tid}` box: [{', '.join(f'{v:.0f}' for v in b)}]")
+        for tid, kps in (getattr(pred, "keypoints", None) or {}).items():
+            kps = np.asarray(kps, dtype=float).reshape(-1, 2)
+            for i, (x, y) in enumerate(kps):
+                _draw_point(out, (x, y), (255, 0, 255), r)
+                cv2.putText(out, str(i + 1), (int(x) + r + 2, int(y) - r), cv2.FONT_HERSHEY_SIMPLEX, max(0.4, r / 8), (255, 0, 255), max(1, r // 4), cv2.LINE_AA)
+            lines.append(f"- `{tid}` keypoints: " + ", ".join(f"{i + 1}: ({x:.0f}, {y:.0f})" for i, (x, y) in enumerate(kps)))
+        for tid, p in (getattr(pred, "probabilities", None) or {}).items():
+            p = np.asarray(p, dtype=float).reshape(-1)
+            names = (getattr(pred, "class_names", None) or {}).get(tid) or [f"class {k}" for k in range(len(p))]
+            kind = getattr(tasks.get(tid), "kind", None)
+            if kind not in (None, "classification", "classify") and tid in (getattr(pred, "masks", None) or {}):
+                continue
+            d = {str(names[k]) if k < len(names) else f"class {k}": float(p[k]) for k in range(len(p))}
+            if probs is None:
+                probs = d
+            top = max(d, key=d.get) if d else "?"
+            lines.append(f"- `{tid}` class: **{top}** ({d.get(top, 0):.2f})")
+        if len(lines) == 1:
+            lines.append("- no automatic outputs")
+        return out, probs, "\n".join(lines), mlines
+
+
+# ---------------------------------------------------------------------------------------------- Gradio app
+def _theme():
+    import gradio as gr
+
+    sans = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Helvetica", "Arial", "sans-serif"]
+    mono = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+    return gr.themes.Default(font=sans, font_mono=mono)  # no Google fonts: the demo runs offline
+
+
+CSS = "#usam-overlay img { cursor: crosshair; }"
+
+
+def build_app(model, examples=None, title: str = "usam — ultrasound Segment Anything", workdir=None):
+    """The Gradio Blocks of the demo (not launched). ``examples``: paths, a folder, ``[]`` or ``None`` (bundled)."""
+    import gradio as gr
+
+    backend = DemoBackend(model, examples=examples, workdir=workdir)
+
+    def outputs_of(view: View):
+        if view.error and view.status:
+            try:
+                gr.Warning(view.status.split("\n\n_")[0].replace("**", ""))
+            except Exception:
+                pass
+        cands = view.candidates
+        return (
+            view.session, view.overlay,
+            gr.Gallery(value=cands or None, selected_index=view.selected),
+            view.mask_file, view.status, view.auto_overlay, view.probabilities, view.auto_summary, view.measurements,
+        )
+
+    with gr.Blocks(title=title, analytics_enabled=False) as app:
+        app.usam_backend = backend  # for tests and embedding
+        gr.Markdown(
+            f"## {title}\n"
+            "Upload an ultrasound image or pick an example, choose a click mode and click the image: "
+            "**positive** / **negative** points, or a **box** (two opposite corners). "
+            "The bare LiteMedSAM backbone was trained on boxes: use a box, or an organ adapter for clicks."
+        )
+        state = gr.State(backend.new_session())
+        with gr.Row():
+            with gr.Column(scale=3):
+                overlay = gr.Image(label="Image — click to prompt", type="numpy", format="png", interactive=False,
+                                   elem_id="usam-overlay", buttons=["fullscreen"], height=520)
+                with gr.Row():
+                    mode = gr.Radio(list(MODES), value=MODES[0], label="Click mode", elem_id="usam-mode", scale=3)
+                    undo_btn = gr.Button("Undo", elem_id="usam-undo", scale=1)
+                    clear_btn = gr.Button("Clear", elem_id="usam-clear", scale=1)
+                status = gr.Markdown("Upload an image or pick an example.", elem_id="usam-status")
+                candidates = gr.Gallery(label="Candidates (predicted IoU) — click one to choose it", columns=3, height=200,
+                                        allow_preview=False, format="png", elem_id="usam-candidates", interactive=False)
+                with gr.Row():
+                    multimask = gr.Checkbox(value=True, label="Three candidates (multimask output)", elem_id="usam-multimask")
+                    mask_file = gr.File(label="Chosen mask (PNG, 0 / 255)", interactive=False, elem_id="usam-mask-file")
+            with gr.Column(scale=2):
+                upload = gr.File(label="Upload an image (PNG, JPEG, BMP, TIFF; 8 or 16 bit)", type="filepath",
+                                 file_types=["image", ".tif", ".tiff"], elem_id="usam-upload")
+                pixel_size = gr.Number(label="Pixel size (mm per pixel) for measurements", value=None, minimum=0,
+                                       elem_id="usam-pixel-size")
+                if backend.examples:
+                    gr.Examples(
+                        examples=[[str(p), EXAMPLE_INFO.get(p.name, (None, ""))[0]] for p in backend.examples],
+                        example_labels=[EXAMPLE_INFO.get(p.name, (None, p.name))[1] or p.name for p in backend.examples],
+                        inputs=[upload, pixel_size], label="Examples (click to load)", examples_per_page=6,
+                        cache_examples=False, api_visibility="private",
+                    )
+                    gr.Markdown(EXAMPLES_CREDIT, elem_id="usam-credits")
+                adapter = gr.Dropdown(backend.adapter_choices, value=backend.default_adapter() or NONE_CHOICE,
+                                      label="Organ adapter", elem_id="usam-adapter")
+                measure_kind = gr.Radio(list(MEASURE_KINDS), value=MEASURE_KINDS[0], label="Measure my mask as")
+                measurements = gr.Markdown("Type the pixel size (mm) to measure the masks.", elem_id="usam-measurements")
+                auto_overlay = gr.Image(label="Adapter: automatic segmentation, box, keypoints", type="numpy",
+                                        format="png", interactive=False, elem_id="usam-auto")
+                probs = gr.Label(label="Adapter: class probabilities", num_top_classes=5, elem_id="usam-probs")
+                auto_summary = gr.Markdown(elem_id="usam-auto-summary")
+        with gr.Accordion("API: segment(image, prompts_json) -> mask", open=False):
+            gr.Markdown(
+                "Call it with `gradio_client`: `Client(url).predict(handle_file('scan.png'), "
+                "'{\"points\": [[x, y]], \"labels\": [1], \"box\": [x0, y0, x1, y1]}', api_name='/segment')` "
+                "returns the best mask as a PNG (0 / 255). Optional keys: `adapter` (a loaded adapter), `multimask`."
+            )
+            with gr.Row():
+                api_image = gr.File(label="image", type="filepath", elem_id="usam-api-image")
+                api_prompts = gr.Textbox(label="prompts_json", value='{"box": [220, 100, 500, 370]}', elem_id="usam-api-prompts")
+                api_mask = gr.Image(label="mask", type="numpy", format="png", interactive=False, elem_id="usam-api-mask")
+            api_btn = gr.Button("Run segment", elem_id="usam-api-run")
+
+        outs = [state, overlay, candidates, mask_file, status, auto_overlay, probs, auto_summary, measurements]
+
+        def on_upload(file, session, px):
+            return outputs_of(backend.load(file, session, px))
+
+        def on_select(session, mode_value, evt: gr.SelectData):
+            x, y = evt.index[:2]
+            return outputs_of(backend.click(session, x, y, mode_value))
+
+        def on_choose(session, evt: gr.SelectData):
+            return outputs_of(backend.choose(session, evt.index))
+
+        # ``from __future__ import annotations`` turns hints into strings: give Gradio the real class so it
+        # injects the event data
+        on_select.__annotations__["evt"] = gr.SelectData
+        on_choose.__annotations__["evt"] = gr.SelectData
+
+        def on_segment(image, prompts_json):
+            try:
+                return backend.segment(image, prompts_json)
+            except UsamError as exc:
+                raise gr.Error(str(exc)) from exc
+
+        quiet = {"show_progress": "minimal"}
+        upload.change(on_upload, [upload, state, pixel_size], outs, api_visibility="private", **quiet)
+        overlay.select(on_select, [state, mode], outs, api_visibility="private", **quiet)
+        candidates.select(on_choose, [state], outs, api_visibility="private", **quiet)
+        undo_btn.click(lambda s: outputs_of(backend.undo(s)), [state], outs, api_visibility="private", **quiet)
+        clear_btn.click(lambda s: outputs_of(backend.clear(s)), [state], outs, api_visibility="private", **quiet)
+        multimask.change(lambda s, v: outputs_of(backend.set_multimask(s, v)), [state, multimask], outs, api_visibility="private", **quiet)
+        adapter.change(lambda s, v: outputs_of(backend.set_adapter(s, v)), [state, adapter], outs, api_visibility="private")
+        pixel_size.change(lambda s, px, k: outputs_of(backend.set_measure(s, px, k)), [state, pixel_size, measure_kind], outs, api_visibility="private", **quiet)
+        measure_kind.change(lambda s, px, k: outputs_of(backend.set_measure(s, px, k)), [state, pixel_size, measure_kind], outs, api_visibility="private", **quiet)
+        mode.change(lambda s, m: setattr(s, "mode", m) or s, [state, mode], [state], api_visibility="private", **quiet)
+        api_btn.click(on_segment, [api_image, api_prompts], api_mask, api_name="segment",
+                      api_description="Segment an image from point / box prompts; returns the best mask (PNG, 0 / 255).")
+    return app
+
+
+def launch(
+    model=None,
+    *,
+    adapters: Sequence[str] = (),
+    backbone: str | None = None,
+    checkpoint: str | None = None,
+    device: str | None = None,
+    precision: str = "fp32",
+    host: str = "127.0.0.1",
+    port: int | None = 7860,
+    examples=None,
+    prevent_thread_lock: bool = False,
+    quiet: bool = False,
+    **launch_kwargs,
+):
+    """Build (if ``model`` is None) the model, then serve the demo offline; returns the launched ``gr.Blocks``.
+
+    Args:
+      model: a :class:`~usam.model.UsamModel`, or ``None`` to build one from ``backbone`` / ``checkpoint`` /
+        ``adapters`` / ``device`` / ``precision`` (defaults: bundled LiteMedSAM, no adapter).
+      host, port: where to listen (``port=None``: the first free port from 7860).
+      examples: image paths or a folder (default: the bundled ``demo/examples``).
+      prevent_thread_lock: return at once (server in a background thread; ``app.local_url``, ``app.close()``).
+      launch_kwargs: passed to ``gr.Blocks.launch`` (``share`` is always off).
+    """
+    from .backbones import DEFAULT_BACKBONE
+    from .model import UsamModel
+
+    if model is None:
+        model = UsamModel.from_pretrained(backbone=backbone or DEFAULT_BACKBONE, checkpoint=checkpoint,
+                                          adapters=list(adapters), device=device, precision=precision)
+    else:
+        for ref in adapters:
+            model.load_adapter(ref)
+    app = build_app(model, examples=examples)
+    app.queue(default_concurrency_limit=4)
+    launch_kwargs.pop("share", None)
+    ex_dirs = sorted({str(p.parent.resolve()) for p in app.usam_backend.examples})
+    allowed = list(launch_kwargs.pop("allowed_paths", None) or []) + ex_dirs + [str(app.usam_backend.workdir)]
+    launch_kwargs.setdefault("max_file_size", DEMO_MAX_BYTES)
+    launch_kwargs.setdefault("ssr_mode", False)
+    launch_kwargs.setdefault("mcp_server", False)
+    launch_kwargs.setdefault("theme", _theme())
+    launch_kwargs.setdefault("css", CSS)
+    app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=prevent_thread_lock,
+               quiet=quiet, allowed_paths=allowed, **launch_kwargs)
+    return app
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Options of ``usam demo`` (also used by ``demo/app.py``)."""
+    from .backbones import DEFAULT_BACKBONE
+
+    p = parser or argparse.ArgumentParser(prog="usam demo", description="Interactive ultrasound segmentation demo (Gradio, offline).")
+    p.add_argument("--adapters", nargs="*", default=[], metavar="ADAPTER", help="adapter directories or Hub ids (offline) to load")
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone name (default: {DEFAULT_BACKBONE})")
+    p.add_argument("--checkpoint", default=None, help="backbone weights file (default: bundled)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: the backbone's)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all; default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--examples", default=None, help="folder of example images (default: bundled)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    launch(adapters=args.adapters, backbone=args.backbone, checkpoint=args.checkpoint, device=args.device,
+           precision=args.precision, host=args.host, port=args.port, examples=args.examples)
+    return 0

@@ -1,0 +1,69 @@
+"""Task heads: every one reads the same image embedding ``(B, 256, 64, 64)``.
+
+``classify`` (class logits), ``detect`` (one xyxy box), ``keypoints`` (N landmarks) and ``automask``
+(prompt-free multi-class segmentation through SAM's mask decoder). :func:`run_heads` runs all heads of
+the active adapter on one embedded image and returns a :class:`Prediction` in original-image pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Prediction:
+    """Everything one adapter says about one image, in original-image pixels (x, y).
+
+    Attributes:
+      adapter: adapter name.
+      masks: ``task_id -> (H, W) uint8`` class-id map (0 = background) from automatic segmentation.
+      probabilities: ``task_id -> (K,)`` class probabilities summing to 1.
+      class_names: ``task_id -> [K names]`` for classification and segmentation tasks.
+      boxes: ``task_id -> (4,)`` xyxy box.
+      keypoints: ``task_id -> (N, 2)`` (x, y) landmarks.
+    """
+
+    adapter: str
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    class_names: dict[str, list[str]] = field(default_factory=dict)
+    boxes: dict[str, np.ndarray] = field(default_factory=dict)
+    keypoints: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def predicted_class(self, task_id: str) -> int:
+        return int(np.argmax(self.probabilities[task_id]))
+
+
+def run_heads(model, embedded) -> Prediction:
+    """Run every head of ``model``'s active adapter on one :class:`~usam.embedding.Embedded` image."""
+    import torch
+
+    from .automask import logits_to_classes
+
+    adapter = model.adapter
+    geo = embedded.geometry
+    emb = embedded.embedding.to(model.device)
+    rh, rw = geo.resized_hw
+    pred = Prediction(adapter=adapter.name)
+    with torch.no_grad():
+        for tid, task in adapter.tasks.items():
+            head = adapter.heads[tid]
+            if task.class_names:
+                pred.class_names[tid] = list(task.class_names)
+            if task.kind == "classification":
+                pred.probabilities[tid] = head(emb).float().softmax(-1)[0].cpu().numpy()
+            elif task.kind == "detection":
+                box = head(emb).float()[0].cpu().numpy()
+                box = geo.boxes_to_original(np.clip(box, 0, [rw, rh, rw, rh]))
+                pred.boxes[tid] = box
+            elif task.kind == "regression":
+                _, coords = head(emb)
+                pts = np.clip(coords.float()[0].cpu().numpy(), 0, [rw, rh])
+                pred.keypoints[tid] = geo.points_to_original(pts)
+            elif task.kind == "segmentation":
+                logits, _ = head(model.prompt_decoder(), emb)
+                full = geo.masks_to_original(logits.float())
+                pred.masks[tid] = logits_to_classes(full)[0].cpu().numpy().astype(np.uint8)
+    return pred

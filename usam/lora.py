@@ -1,0 +1,118 @@
+"""LoRA adapters on the frozen image encoder (and on a decoder copy), via ``peft``.
+
+Several adapters live side by side in one encoder (``peft`` keeps one ``lora_A/lora_B`` pair per
+adapter name in each target layer); :func:`activate_lora` switches between them, or disables all,
+without touching the base weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from torch import nn
+
+from .errors import ConfigError
+
+#: Attention projections of TinyViT (LiteMedSAM), segment-anything's ViT and transformers' SamVisionEncoder.
+#: Linear layers only: no convolution is hit.
+ENCODER_TARGETS = r".*\battn\.(qkv|proj)"
+#: Attention projections and MLP of SAM's two-way transformer (mask decoder).
+DECODER_TARGETS = r".*transformer\..*(q_proj|k_proj|v_proj|out_proj|lin1|lin2)"
+
+
+@dataclass
+class LoraSettings:
+    """LoRA hyper-parameters (``rank``, ``alpha``, ``dropout``) and the ``targets`` regex of module names."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: str = ENCODER_TARGETS
+
+    @classmethod
+    def from_dict(cls, d: dict | None, default_targets: str = ENCODER_TARGETS) -> "LoraSettings":
+        d = dict(d or {})
+        unknown = set(d) - {"rank", "alpha", "dropout", "targets"}
+        if unknown:
+            raise ConfigError(f"unknown LoRA settings {sorted(unknown)}: use rank, alpha, dropout, targets")
+        s = cls(targets=default_targets, **d)
+        if int(s.rank) < 1:
+            raise ConfigError(f"LoRA rank must be >= 1, got {s.rank}")
+        if not 0 <= float(s.dropout) < 1:
+            raise ConfigError(f"LoRA dropout must be in [0, 1), got {s.dropout}")
+        return s
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def peft_config(self) -> LoraConfig:
+        return LoraConfig(r=int(self.rank), lora_alpha=float(self.alpha), lora_dropout=float(self.dropout),
+                          target_modules=self.targets, bias="none")
+
+
+def add_lora(module: nn.Module, name: str, settings: LoraSettings) -> nn.Module:
+    """Inject LoRA adapter ``name`` into ``module`` in place; base weights stay frozen."""
+    targets = [n for n, m in module.named_modules()
+               if isinstance(m, (nn.Linear, BaseTunerLayer)) and _matches(settings.targets, n)]
+    if not targets:
+        raise ConfigError(f"LoRA targets {settings.targets!r} match no Linear layer of {type(module).__name__}")
+    frozen = {n: p.requires_grad for n, p in module.named_parameters()}
+    inject_adapter_in_model(settings.peft_config(), module, adapter_name=name)
+    for n, p in module.named_parameters():
+        if "lora_" not in n:
+            p.requires_grad_(frozen.get(n, False))
+    return module
+
+
+def _matches(pattern: str, name: str) -> bool:
+    import re
+
+    return re.fullmatch(pattern, name) is not None
+
+
+def lora_layers(module: nn.Module):
+    return [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def activate_lora(module: nn.Module, name: str | None) -> None:
+    """Use adapter ``name`` in every LoRA layer of ``module``; ``None`` disables LoRA (bare weights)."""
+    for layer in lora_layers(module):
+        if name is None or name not in layer.lora_A:
+            layer.enable_adapters(False)
+        else:
+            layer.enable_adapters(True)
+            layer.set_adapter(name)
+
+
+def lora_parameters(module: nn.Module, name: str) -> list[nn.Parameter]:
+    return [p for n, p in module.named_parameters() if f".{name}." in n and "lora_" in n]
+
+
+def lora_state_dict(module: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """peft-format state dict of adapter ``name`` (keys without the adapter name, as peft saves them)."""
+    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(module, adapter_name=name).items()}
+
+
+def load_lora_state(module: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
+    """Load a peft-format state dict into the already-injected adapter ``name``; refuses missing tensors."""
+    from .errors import AdapterError
+
+    expected = set(get_peft_model_state_dict(module, adapter_name=name))
+    missing = sorted(expected - set(state))
+    if missing:
+        raise AdapterError(f"LoRA weights are missing {len(missing)} tensors (first: {missing[0]}): the adapter files are incomplete")
+    result = set_peft_model_state_dict(module, state, adapter_name=name)
+    unexpected = getattr(result, "unexpected_keys", []) or []
+    if unexpected:
+        raise AdapterError(f"LoRA weights have {len(unexpected)} tensors this backbone has no place for (first: {unexpected[0]})")
+
+
+def remove_lora(module: nn.Module, name: str) -> None:
+    """Delete adapter ``name`` from every LoRA layer of ``module``."""
+    for layer in lora_layers(module):
+        if name in layer.lora_A:
+            layer.delete_adapter(name)

@@ -1,0 +1,86 @@
+"""Simulated prompts for interactive training and evaluation, as SAM / RITM / SAM-Med2D do.
+
+- the first click goes to the innermost point of the object (largest distance to its border), with
+  optional random choice among the most interior pixels;
+- each further click goes to the innermost point of the largest error region: positive in a missed
+  region (false negative), negative in a spurious one (false positive);
+- boxes come from the object's extent with random jitter.
+
+All functions work on ``(H, W)`` boolean numpy masks and return ``(x, y)`` pixel coordinates.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def innermost_point(region: np.ndarray, rng: np.random.Generator | None = None, top_fraction: float = 0.0) -> tuple[float, float] | None:
+    """``(x, y)`` of the pixel farthest from the border of ``region`` (``None`` if empty).
+
+    With ``rng`` and ``top_fraction > 0``, a random pixel among those whose distance is at least
+    ``(1 - top_fraction)`` of the maximum.
+    """
+    if not region.any():
+        return None
+    padded = np.pad(region.astype(np.uint8), 1)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+    peak = dist.max()
+    if rng is not None and top_fraction > 0:
+        ys, xs = np.nonzero(dist >= peak * (1 - top_fraction))
+        i = int(rng.integers(len(xs)))
+        return float(xs[i]), float(ys[i])
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return float(x), float(y)
+
+
+def largest_component(region: np.ndarray) -> tuple[np.ndarray, int]:
+    """The largest 8-connected component of ``region`` and its distance-weighted size."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros_like(region, dtype=bool), 0
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == k, int(stats[k, cv2.CC_STAT_AREA])
+
+
+def next_click(pred: np.ndarray, truth: np.ndarray) -> tuple[tuple[float, float], int] | None:
+    """The corrective click for ``pred`` against ``truth``: ``((x, y), label)`` or ``None`` if perfect.
+
+    Picks the larger (by the innermost point's distance to the border) of the false-negative and
+    false-positive regions, as the standard NoC protocol does.
+    """
+    fn = truth & ~pred
+    fp = pred & ~truth
+    best = None
+    for region, label in ((fn, 1), (fp, 0)):
+        if not region.any():
+            continue
+        padded = np.pad(region.astype(np.uint8), 1)
+        dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+        d = float(dist.max())
+        if best is None or d > best[0]:
+            y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+            best = (d, (float(x), float(y)), label)
+    if best is None:
+        return None
+    return best[1], best[2]
+
+
+def mask_box(truth: np.ndarray) -> np.ndarray | None:
+    """Tight ``(4,)`` xyxy box of a mask (x1 / y1 exclusive), or ``None`` if empty."""
+    ys, xs = np.nonzero(truth)
+    if xs.size == 0:
+        return None
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+
+
+def jitter_box(box: np.ndarray, hw: tuple[int, int], rng: np.random.Generator, amount: float = 0.1) -> np.ndarray:
+    """Shift each side of ``box`` by up to ``amount`` of the box size (uniform), clipped to the image."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    noise = rng.uniform(-amount, amount, 4) * np.array([w, h, w, h])
+    out = box + noise
+    out[[0, 2]] = np.clip(out[[0, 2]], 0, hw[1])
+    out[[1, 3]] = np.clip(out[[1, 3]], 0, hw[0])
+    if out[2] - out[0] < 1 or out[3] - out[1] < 1:
+        return box.copy()
+    return out

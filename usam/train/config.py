@@ -1,0 +1,171 @@
+"""Training configuration (``usam train CONFIG.yaml``), validated up front.
+
+Example (``configs/breast.yaml``)::
+
+    name: breast                       # adapter name
+    backbone: litemedsam
+    data:
+      root: ../shared/data/fmc_uia_dev # FMC_UIA root with train/ and val/ (or a split dir, or an images/+masks/ folder)
+      tasks: [breast_lesion, breast_3cls]   # default: every task found
+      limit: null                      # at most this many rows per task and split (tiny runs)
+    mode: cache                        # cache: frozen encoder, embeddings cached on disk; lora: LoRA in the encoder
+    lora: {rank: 8, alpha: 16, dropout: 0.05}
+    decoder: {tune: true, lora: {rank: 16, alpha: 16}}
+    train: {epochs: 10, batch_size: 8, lr: 3.0e-4, seed: 0}
+    output: runs/breast
+
+Relative paths are resolved against the working directory, then against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+
+DEFAULT_TRAIN = {
+    "epochs": 10,
+    "steps_per_epoch": None,     # default: samples of all tasks / batch_size
+    "batch_size": 8,
+    "lr": 3.0e-4,
+    "weight_decay": 1.0e-4,
+    "seed": 0,
+    "sampling": "sqrt",          # task sampling: sqrt | uniform | proportional (to sample count)
+    "box_prob": 0.35,            # prompted segmentation: share of steps with a jittered box instead of clicks
+    "click_iters": 3,            # simulated clicks per step (first innermost, then error-region corrections)
+    "auto_weight": 1.0,          # weight of the automatic-segmentation loss
+    "augment": True,             # lora mode: image augmentation
+    "mixed_precision": "auto",   # auto: bf16 on CUDA, none on CPU
+    "val_limit": None,           # at most this many validation rows per task
+    "num_workers": 0,
+}
+DEFAULT_DECODER = {"tune": True, "lora": {"rank": 16, "alpha": 16, "dropout": 0.0}}
+DEFAULT_LORA = {"rank": 8, "alpha": 16, "dropout": 0.05}
+TOP_KEYS = {"name", "backbone", "checkpoint", "data", "mode", "lora", "decoder", "train", "output", "precision"}
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    output: Path
+    data_root: Path
+    backbone: str = "litemedsam"
+    checkpoint: str | None = None
+    tasks: list[str] | None = None
+    limit: int | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    mode: str = "cache"
+    lora: dict = field(default_factory=lambda: dict(DEFAULT_LORA))
+    decoder: dict = field(default_factory=lambda: copy.deepcopy(DEFAULT_DECODER))
+    train: dict = field(default_factory=lambda: dict(DEFAULT_TRAIN))
+    precision: str = "fp32"
+    source: str = "<dict>"
+    raw: dict = field(default_factory=dict)
+
+
+def _resolve(path: str, base: Path | None) -> Path:
+    p = Path(os.path.expandvars(str(path))).expanduser()
+    if p.is_absolute() or p.exists() or base is None:
+        return p.resolve() if p.exists() else p
+    alt = (base / p)
+    return alt.resolve() if alt.exists() else p
+
+
+def set_override(raw: dict, assignment: str) -> None:
+    """Apply ``a.b=value`` (value parsed as YAML) to a nested dict."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    key, value = assignment.split("=", 1)
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def load_config(path: str | os.PathLike | dict, overrides: list[str] = ()) -> TrainConfig:
+    """Read and validate a training config (YAML file or dict); ``overrides`` are ``a.b=value`` strings."""
+    base = None
+    if isinstance(path, dict):
+        raw, source = copy.deepcopy(path), "<dict>"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"training config {str(p)!r} does not exist")
+        try:
+            raw = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+        source, base = str(p), p.resolve().parent
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a training config must be a mapping, got {type(raw).__name__}")
+    for o in overrides:
+        set_override(raw, o)
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown keys {sorted(unknown)} (known: {sorted(TOP_KEYS)})")
+    for key in ("name", "data", "output"):
+        if key not in raw:
+            raise ConfigError(f"{source}: missing required key {key!r}")
+    name = str(raw["name"])
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"{source}: name {name!r} must be a plain adapter name (no '/')")
+    data = raw["data"]
+    if isinstance(data, str):
+        data = {"root": data}
+    if not isinstance(data, dict) or "root" not in data:
+        raise ConfigError(f"{source}: data must be a mapping with at least 'root'")
+    unknown = set(data) - {"root", "tasks", "limit", "train", "val"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown data keys {sorted(unknown)}")
+    root = _resolve(data["root"], base)
+    if not root.exists():
+        raise ConfigError(f"{source}: data root {str(data['root'])!r} does not exist (resolved to {root})")
+    mode = raw.get("mode", "cache")
+    if mode not in ("cache", "lora"):
+        raise ConfigError(f"{source}: mode must be 'cache' or 'lora', got {mode!r}")
+    train = dict(DEFAULT_TRAIN)
+    t_raw = raw.get("train") or {}
+    unknown = set(t_raw) - set(DEFAULT_TRAIN)
+    if unknown:
+        raise ConfigError(f"{source}: unknown train keys {sorted(unknown)} (known: {sorted(DEFAULT_TRAIN)})")
+    train.update(t_raw)
+    for k in ("epochs", "batch_size"):
+        if not isinstance(train[k], int) or train[k] < 1:
+            raise ConfigError(f"{source}: train.{k} must be a positive integer, got {train[k]!r}")
+    try:
+        train["lr"] = float(train["lr"])
+        train["weight_decay"] = float(train["weight_decay"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: train.lr / weight_decay must be numbers") from exc
+    if train["lr"] <= 0:
+        raise ConfigError(f"{source}: train.lr must be > 0")
+    if train["sampling"] not in ("sqrt", "uniform", "proportional"):
+        raise ConfigError(f"{source}: train.sampling must be sqrt, uniform or proportional")
+    decoder = copy.deepcopy(DEFAULT_DECODER)
+    if raw.get("decoder") is not None:
+        if not isinstance(raw["decoder"], dict):
+            raise ConfigError(f"{source}: decoder must be a mapping")
+        decoder.update(raw["decoder"])
+    lora = dict(DEFAULT_LORA)
+    lora.update(raw.get("lora") or {})
+    tasks = data.get("tasks")
+    if tasks is not None and (not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks) or not tasks):
+        raise ConfigError(f"{source}: data.tasks must be a non-empty list of task ids")
+    limit = data.get("limit")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"{source}: data.limit must be a positive integer or null")
+    return TrainConfig(
+        name=name, output=_resolve(raw["output"], None), data_root=root, backbone=raw.get("backbone", "litemedsam"),
+        checkpoint=raw.get("checkpoint"), tasks=tasks, limit=limit, train_split=data.get("train", "train"),
+        val_split=data.get("val", "val"), mode=mode, lora=lora, decoder=decoder, train=train,
+        precision=raw.get("precision", "fp32"), source=source, raw=raw,
+    )
