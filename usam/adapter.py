@@ -124,8 +124,12 @@ class TunedDecoder(nn.Module):
                           multimask_output, sparse_extra)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """The tensors that differ from the backbone: trained parts + decoder LoRA."""
-        return {n: p.detach().cpu().contiguous() for n, p in self.named_parameters() if p.requires_grad}
+        """The tensors that differ from the backbone: trained parts + decoder LoRA.
+
+        Selected by name, not ``requires_grad``: a loaded (frozen) adapter must report the same tensors.
+        """
+        return {n: p.detach().cpu().contiguous() for n, p in self.named_parameters()
+                if n.startswith(self.train_prefixes) or "lora_" in n}
 
 
 def build_head(task: TaskSpec, input_size: int, embed_dim: int = 256) -> nn.Module:
@@ -274,7 +278,7 @@ def read_adapter_dir(directory: Path) -> tuple[AdapterConfig, dict, dict | None]
 
 
 def check_compatible(config: AdapterConfig, backbone, where: str) -> None:
-    if config.backbone != backbone.name or (config.backbone_checksum and config.backbone_checksum != backbone.checksum):
+    if config.backbone != backbone.name or config.backbone_checksum != backbone.checksum:
         raise AdapterError(
             f"adapter {where} was trained on backbone {config.backbone!r} (sha256 {config.backbone_checksum[:12]}...) "
             f"but this model runs {backbone.name!r} (sha256 {backbone.checksum[:12]}...): load it with "
@@ -309,8 +313,18 @@ def load_adapter(model, ref: str, name: str | None = None, revision: str | None 
     active = model.active_adapter
     attach_adapter(model, adapter, name)
     if config.lora:
-        add_lora(model.backbone.image_encoder, name, config.lora)
-        load_lora_state(model.backbone.image_encoder, name, lora)
+        try:
+            add_lora(model.backbone.image_encoder, name, config.lora)
+            load_lora_state(model.backbone.image_encoder, name, lora)
+        except Exception:  # refused LoRA weights: leave no half-loaded adapter behind
+            from .lora import remove_lora
+
+            remove_lora(model.backbone.image_encoder, name)
+            del model.adapters[name]
+            if active == name:
+                model.cache.clear()
+                model.set_adapter(None)
+            raise
     adapter.eval()
     if config.lora and active == name:
         model.cache.clear()  # same name, new LoRA weights: old embeddings are stale

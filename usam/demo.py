@@ -302,6 +302,18 @@ def _readable(exc: BaseException) -> str:
     return msg if isinstance(exc, UsamError) else f"{type(exc).__name__}: {msg}"
 
 
+def _locked(method):
+    """Run a handler under the backend's lock: sessions share one model, and events of one tab may overlap."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def _finite_positive(value) -> float | None:
     try:
         v = float(value)
@@ -345,7 +357,9 @@ class DemoBackend:
         return self.adapter_names[0] if self.adapter_names else None
 
     def new_session(self) -> Session:
-        return Session(adapter=self.default_adapter())
+        """A fresh tab: the default adapter; box mode on the bare backbone (it was trained on boxes), else clicks."""
+        adapter = self.default_adapter()
+        return Session(adapter=adapter, mode=MODES[0] if adapter else MODES[2])
 
     def _activate(self, name: str | None) -> None:
         """Make ``name`` the model's active adapter (other sessions may have switched it)."""
@@ -399,6 +413,7 @@ class DemoBackend:
             session.auto = (name, None, _readable(exc))
 
     # ------------------------------------------------------------------ handlers
+    @_locked
     def load(self, file, session: Session | None = None, pixel_size=None) -> View:
         """Upload / example: read and check the file, encode it once, reset the prompts."""
         session = session if session is not None else self.new_session()
@@ -406,7 +421,7 @@ class DemoBackend:
             session.pixel_size = _finite_positive(pixel_size)
         if file is None:
             return self.render(session, "Upload an image or pick an example.")
-        path = Path(getattr(file, "path", None) or getattr(file, "name", None) or file) if not isinstance(file, (str, os.PathLike)) else Path(file)
+        path = Path(file if isinstance(file, (str, os.PathLike)) else getattr(file, "path", None) or getattr(file, "name", file))
         name = Path(getattr(file, "orig_name", None) or path.name).name
         try:
             image, notes = self._read_upload(path, name)
@@ -458,11 +473,15 @@ class DemoBackend:
             if type(exc).__name__ == "DecompressionBombError":
                 raise UsamError("the image is too large to decode safely: downscale it first") from exc
             # PIL does not know it: let read_image decide (TIFF variants, ...)
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except UsamError as exc:  # name the upload, not the server's temporary copy
+            raise type(exc)(str(exc).replace(repr(str(path)), f"'{name}'").replace(str(path), name)) from exc
         if image.shape[0] * image.shape[1] > DEMO_MAX_PIXELS:
             raise UsamError(f"the image is {image.shape[1]}x{image.shape[0]} pixels, over the demo's {DEMO_MAX_PIXELS / 1e6:.0f} MP limit")
         return image, notes
 
+    @_locked
     def click(self, session: Session, x: float, y: float, mode: str | None = None) -> View:
         """A click at pixel ``(x, y)``: add a point (positive / negative) or a box corner, then predict."""
         if mode is not None:
@@ -513,6 +532,7 @@ class DemoBackend:
         else:
             session.clear_result()
 
+    @_locked
     def undo(self, session: Session) -> View:
         """Undo the last click (point, box corner or box)."""
         if session.image is None:
@@ -525,20 +545,23 @@ class DemoBackend:
             return self.render(session, f"**Could not undo**: {_readable(exc)}", error=True)
         return self.render(session, "Undone.")
 
+    @_locked
     def clear(self, session: Session) -> View:
         """Remove every prompt (the image stays, its embedding too)."""
         session.clear_prompts()
         return self.render(session, "Cleared." if session.image is not None else "Upload an image or pick an example.")
 
+    @_locked
     def choose(self, session: Session, index: int) -> View:
         """Pick multimask candidate ``index`` (its logits are fed back on the next click)."""
         if session.masks is None:
             return self.render(session, "No candidates yet: click the image.")
-        if not 0 <= int(index) < len(session.masks):
+        if index is None or not 0 <= int(index) < len(session.masks):
             return self.render(session, f"No candidate {index}.", error=True)
         session.selected = int(index)
         return self.render(session, f"Candidate {session.selected + 1} chosen (predicted IoU {session.scores[session.selected]:.2f}).")
 
+    @_locked
     def set_multimask(self, session: Session, multimask: bool) -> View:
         session.multimask = bool(multimask)
         if session.image is not None and session.has_prompts:
@@ -548,6 +571,7 @@ class DemoBackend:
                 return self.render(session, f"**Could not segment**: {_readable(exc)}", error=True)
         return self.render(session, f"{'Three candidates' if session.multimask else 'One mask'} per prompt.")
 
+    @_locked
     def set_adapter(self, session: Session, choice: str | None) -> View:
         """Switch the organ adapter (``NONE_CHOICE`` / ``None``: bare backbone); re-runs the prompts and heads."""
         name = None if choice in (None, "", NONE_CHOICE) else str(choice)
@@ -570,6 +594,7 @@ class DemoBackend:
             enc = ""
         return self.render(session, f"Adapter: **{name or NONE_CHOICE}**{enc}.")
 
+    @_locked
     def set_measure(self, session: Session, pixel_size, kind: str | None = None) -> View:
         """Pixel size (mm per pixel; empty / 0: no measurements) and what the interactive mask is."""
         session.pixel_size = _finite_positive(pixel_size)
@@ -580,6 +605,7 @@ class DemoBackend:
         return self.render(session, f"Pixel size: {session.pixel_size} mm." if session.pixel_size else "No pixel size: no measurements.")
 
     # ------------------------------------------------------------------ API
+    @_locked
     def segment(self, image, prompts_json: str | dict | None) -> np.ndarray:
         """API: ``image`` (file path or array) + prompts JSON -> ``(H, W)`` uint8 mask, 255 = object.
 
@@ -592,7 +618,7 @@ class DemoBackend:
         if isinstance(image, np.ndarray):
             img = to_rgb_uint8(image)
         else:
-            path = Path(getattr(image, "path", None) or image) if not isinstance(image, (str, os.PathLike)) else Path(image)
+            path = Path(image if isinstance(image, (str, os.PathLike)) else getattr(image, "path", None) or image)
             img, _ = self._read_upload(path, path.name)
         if isinstance(prompts_json, dict):
             prompts = prompts_json
@@ -608,6 +634,8 @@ class DemoBackend:
         if unknown:
             raise PromptError(f"unknown keys in prompts_json: {sorted(unknown)} (use points, labels, box, adapter, multimask)")
         points, labels, box = prompts.get("points") or None, prompts.get("labels"), prompts.get("box") or None
+        if points is not None and not isinstance(points, list):
+            raise PromptError(f'"points" must be a list of [x, y] pairs, got {points!r}')
         if points is not None and labels is None:
             labels = [1] * len(points)
         if points is None and box is None:
@@ -618,7 +646,9 @@ class DemoBackend:
         if adapter is not None and adapter not in self.adapter_names:
             raise PromptError(f"no adapter named {adapter!r} is loaded (loaded: {', '.join(self.adapter_names) or 'none'})")
         single_point = points is not None and len(points) == 1 and box is None
-        multimask = bool(prompts.get("multimask", single_point))
+        multimask = prompts.get("multimask", single_point)
+        if not isinstance(multimask, bool):
+            raise PromptError(f'"multimask" must be true or false, got {multimask!r}')
         kwargs: dict[str, Any] = {"multimask_output": multimask}
         if points is not None:
             kwargs["point_coords"], kwargs["point_labels"] = points, labels
@@ -640,8 +670,7 @@ class DemoBackend:
         candidates = []
         if session.masks is not None:
             for i, (m, s) in enumerate(zip(session.masks, session.scores)):
-                tag = " (chosen)" if i == session.selected else ""
-                candidates.append((_thumbnail(_blend(image, m, MASK_RGB)), f"#{i + 1} IoU {float(s):.2f}{tag}"))
+                candidates.append((_thumbnail(_blend(image, m, MASK_RGB)), f"#{i + 1} · IoU {float(s):.2f}"))
         mask_file = _mask_png(mask, self.workdir, Path(session.name).stem) if mask is not None else None
         lines = []
         if session.pixel_size and mask is not None:
@@ -725,7 +754,7 @@ def _theme():
     return gr.themes.Default(font=sans, font_mono=mono)  # no Google fonts: the demo runs offline
 
 
-CSS = "#usam-overlay img { cursor: crosshair; }"
+CSS = "#usam-overlay img { cursor: crosshair; } .usam-small, .usam-small p { font-size: 0.8em !important; }"
 
 
 def build_app(model, examples=None, title: str = "usam — ultrasound Segment Anything", workdir=None):
@@ -741,9 +770,11 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
             except Exception:
                 pass
         cands = view.candidates
+        captions = [c for _, c in cands]
         return (
             view.session, view.overlay,
             gr.Gallery(value=cands or None, selected_index=view.selected),
+            gr.Radio(choices=captions, value=captions[view.selected] if captions else None),
             view.mask_file, view.status, view.auto_overlay, view.probabilities, view.auto_summary, view.measurements,
         )
 
@@ -755,16 +786,18 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
             "**positive** / **negative** points, or a **box** (two opposite corners). "
             "The bare LiteMedSAM backbone was trained on boxes: use a box, or an organ adapter for clicks."
         )
-        state = gr.State(backend.new_session())
+        first = backend.new_session()
+        state = gr.State(first)
         with gr.Row():
             with gr.Column(scale=3):
                 overlay = gr.Image(label="Image — click to prompt", type="numpy", format="png", interactive=False,
                                    elem_id="usam-overlay", buttons=["fullscreen"], height=520)
                 with gr.Row():
-                    mode = gr.Radio(list(MODES), value=MODES[0], label="Click mode", elem_id="usam-mode", scale=3)
+                    mode = gr.Radio(list(MODES), value=first.mode, label="Click mode", elem_id="usam-mode", scale=3)
                     undo_btn = gr.Button("Undo", elem_id="usam-undo", scale=1)
                     clear_btn = gr.Button("Clear", elem_id="usam-clear", scale=1)
                 status = gr.Markdown("Upload an image or pick an example.", elem_id="usam-status")
+                choice = gr.Radio([], type="index", label="Chosen candidate (predicted IoU)", elem_id="usam-choice")
                 candidates = gr.Gallery(label="Candidates (predicted IoU) — click one to choose it", columns=3, height=200,
                                         allow_preview=False, format="png", elem_id="usam-candidates", interactive=False)
                 with gr.Row():
@@ -782,7 +815,7 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
                         inputs=[upload, pixel_size], label="Examples (click to load)", examples_per_page=6,
                         cache_examples=False, api_visibility="private",
                     )
-                    gr.Markdown(EXAMPLES_CREDIT, elem_id="usam-credits")
+                    gr.Markdown(EXAMPLES_CREDIT, elem_id="usam-credits", elem_classes=["usam-small"])
                 adapter = gr.Dropdown(backend.adapter_choices, value=backend.default_adapter() or NONE_CHOICE,
                                       label="Organ adapter", elem_id="usam-adapter")
                 measure_kind = gr.Radio(list(MEASURE_KINDS), value=MEASURE_KINDS[0], label="Measure my mask as")
@@ -803,7 +836,7 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
                 api_mask = gr.Image(label="mask", type="numpy", format="png", interactive=False, elem_id="usam-api-mask")
             api_btn = gr.Button("Run segment", elem_id="usam-api-run")
 
-        outs = [state, overlay, candidates, mask_file, status, auto_overlay, probs, auto_summary, measurements]
+        outs = [state, overlay, candidates, choice, mask_file, status, auto_overlay, probs, auto_summary, measurements]
 
         def on_upload(file, session, px):
             return outputs_of(backend.load(file, session, px))
@@ -825,11 +858,14 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
                 return backend.segment(image, prompts_json)
             except UsamError as exc:
                 raise gr.Error(str(exc)) from exc
+            except Exception as exc:  # anything else still reaches the client as a readable message
+                raise gr.Error(_readable(exc)) from exc
 
         quiet = {"show_progress": "minimal"}
         upload.change(on_upload, [upload, state, pixel_size], outs, api_visibility="private", **quiet)
         overlay.select(on_select, [state, mode], outs, api_visibility="private", **quiet)
         candidates.select(on_choose, [state], outs, api_visibility="private", **quiet)
+        choice.input(lambda s, i: outputs_of(backend.choose(s, i)), [state, choice], outs, api_visibility="private", **quiet)
         undo_btn.click(lambda s: outputs_of(backend.undo(s)), [state], outs, api_visibility="private", **quiet)
         clear_btn.click(lambda s: outputs_of(backend.clear(s)), [state], outs, api_visibility="private", **quiet)
         multimask.change(lambda s, v: outputs_of(backend.set_multimask(s, v)), [state, multimask], outs, api_visibility="private", **quiet)
@@ -849,7 +885,7 @@ def launch(
     backbone: str | None = None,
     checkpoint: str | None = None,
     device: str | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     host: str = "127.0.0.1",
     port: int | None = 7860,
     examples=None,
@@ -900,7 +936,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone name (default: {DEFAULT_BACKBONE})")
     p.add_argument("--checkpoint", default=None, help="backbone weights file (default: bundled)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: the backbone's)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    p.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"],
+                   help="encoder precision (auto: bf16 where the hardware has it)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all; default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--examples", default=None, help="folder of example images (default: bundled)")

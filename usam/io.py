@@ -47,7 +47,9 @@ def to_rgb_uint8(image: np.ndarray, name: str | os.PathLike | None = None) -> np
             image = np.asarray(image)
         except Exception as exc:  # pragma: no cover - exotic inputs
             raise InputImageError(f"{what} is not an array ({type(image).__name__}): pass a numpy array or a file path") from exc
-    if image.dtype == object or image.size == 0:
+    if image.dtype == object:
+        raise InputImageError(f"{what} has unsupported dtype object: use uint8, uint16 or float")
+    if image.size == 0:
         raise InputImageError(f"{what} is empty: it has shape {image.shape}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]

@@ -20,8 +20,16 @@ from .errors import ConfigError
 #: Attention projections of TinyViT (LiteMedSAM), segment-anything's ViT and transformers' SamVisionEncoder.
 #: Linear layers only: no convolution is hit.
 ENCODER_TARGETS = r".*\battn\.(qkv|proj)"
-#: Attention projections and MLP of SAM's two-way transformer (mask decoder).
-DECODER_TARGETS = r".*transformer\..*(q_proj|k_proj|v_proj|out_proj|lin1|lin2)"
+#: Token-side layers of SAM's two-way transformer (mask decoder): self-attention, the token queries /
+#: outputs of token-to-image attention, the token keys / values of image-to-token attention, the MLP.
+#: The image-side projections (4096 tokens per image) stay frozen: LoRA there would double the decoder's cost.
+DECODER_TARGETS = (
+    r".*transformer\.(layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
+    r"|layers\.\d+\.cross_attn_token_to_image\.(q_proj|out_proj)"
+    r"|layers\.\d+\.cross_attn_image_to_token\.(k_proj|v_proj)"
+    r"|layers\.\d+\.mlp\.(lin1|lin2)"
+    r"|final_attn_token_to_image\.(q_proj|out_proj))"
+)
 
 
 @dataclass
@@ -39,7 +47,8 @@ class LoraSettings:
         unknown = set(d) - {"rank", "alpha", "dropout", "targets"}
         if unknown:
             raise ConfigError(f"unknown LoRA settings {sorted(unknown)}: use rank, alpha, dropout, targets")
-        s = cls(targets=default_targets, **d)
+        d.setdefault("targets", default_targets)
+        s = cls(**d)
         if int(s.rank) < 1:
             raise ConfigError(f"LoRA rank must be >= 1, got {s.rank}")
         if not 0 <= float(s.dropout) < 1:

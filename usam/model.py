@@ -66,7 +66,7 @@ class UsamModel(nn.Module):
         backbone: str = DEFAULT_BACKBONE,
         checkpoint: str | None = None,
         adapters: list[str] | tuple[str, ...] = (),
-        precision: str = "fp32",
+        precision: str = "auto",
         device: str | None = None,
         cache_size: int = 16,
     ) -> "UsamModel":

@@ -36,6 +36,7 @@ DEFAULT_TRAIN = {
     "weight_decay": 1.0e-4,
     "seed": 0,
     "sampling": "sqrt",          # task sampling: sqrt | uniform | proportional (to sample count)
+    "task_weights": {},          # extra sampling weight per task id, e.g. {breast_lesion: 3}
     "box_prob": 0.35,            # prompted segmentation: share of steps with a jittered box instead of clicks
     "click_iters": 3,            # simulated clicks per step (first innermost, then error-region corrections)
     "auto_weight": 1.0,          # weight of the automatic-segmentation loss
@@ -64,7 +65,7 @@ class TrainConfig:
     lora: dict = field(default_factory=lambda: dict(DEFAULT_LORA))
     decoder: dict = field(default_factory=lambda: copy.deepcopy(DEFAULT_DECODER))
     train: dict = field(default_factory=lambda: dict(DEFAULT_TRAIN))
-    precision: str = "fp32"
+    precision: str = "auto"
     source: str = "<dict>"
     raw: dict = field(default_factory=dict)
 
@@ -148,6 +149,10 @@ def load_config(path: str | os.PathLike | dict, overrides: list[str] = ()) -> Tr
         raise ConfigError(f"{source}: train.lr / weight_decay must be numbers") from exc
     if train["lr"] <= 0:
         raise ConfigError(f"{source}: train.lr must be > 0")
+    tw = train["task_weights"] or {}
+    if not isinstance(tw, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in tw.values()):
+        raise ConfigError(f"{source}: train.task_weights must map task ids to non-negative numbers")
+    train["task_weights"] = tw
     if train["sampling"] not in ("sqrt", "uniform", "proportional"):
         raise ConfigError(f"{source}: train.sampling must be sqrt, uniform or proportional")
     decoder = copy.deepcopy(DEFAULT_DECODER)
@@ -167,5 +172,5 @@ def load_config(path: str | os.PathLike | dict, overrides: list[str] = ()) -> Tr
         name=name, output=_resolve(raw["output"], None), data_root=root, backbone=raw.get("backbone", "litemedsam"),
         checkpoint=raw.get("checkpoint"), tasks=tasks, limit=limit, train_split=data.get("train", "train"),
         val_split=data.get("val", "val"), mode=mode, lora=lora, decoder=decoder, train=train,
-        precision=raw.get("precision", "fp32"), source=source, raw=raw,
+        precision=raw.get("precision", "auto"), source=source, raw=raw,
     )

@@ -204,8 +204,12 @@ class TrainModule(nn.Module):
             coords = torch.tensor(np.array(pts, dtype=np.float32) * scale, device=dev)
             lab = torch.tensor(np.array(labels), device=dev)
             multimask = it == 0
-            logits, iou = decoder.decode(emb, points=(coords, lab), mask_input=prev, multimask_output=multimask)
-            total = total + prompted_mask_loss(logits, iou, target)
+            # gradients through the first and the last interaction; the ones between only place clicks
+            grad = it == 0 or it + 1 == iters
+            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+                logits, iou = decoder.decode(emb, points=(coords, lab), mask_input=prev, multimask_output=multimask)
+            if grad:
+                total = total + prompted_mask_loss(logits, iou, target)
             with torch.no_grad():
                 pick = iou.argmax(dim=1)
                 best = logits[torch.arange(len(keep)), pick][:, None]
@@ -217,7 +221,7 @@ class TrainModule(nn.Module):
                     (x, y), lab_i = nxt if nxt is not None else ((pts[i][-1][0], pts[i][-1][1]), labels[i][-1])
                     pts[i].append((x, y))
                     labels[i].append(lab_i)
-        return total / iters
+        return total / min(iters, 2)
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -420,6 +424,9 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
 
     sizes = {tid: len(rows) for tid, rows in train_rows.items()}
     weights = np.array([{"sqrt": math.sqrt, "uniform": lambda n: 1.0, "proportional": float}[t["sampling"]](sizes[k]) for k in sizes])
+    weights = weights * np.array([float(t["task_weights"].get(k, 1.0)) for k in sizes])
+    if weights.sum() <= 0:
+        raise ConfigError("train.task_weights leave every task with weight 0")
     weights = weights / weights.sum()
     task_ids = list(sizes)
     base_seed = int(t["seed"]) * 1000003 + accelerator.process_index

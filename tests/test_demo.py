@@ -1,0 +1,354 @@
+"""The Gradio demo's handlers, called directly (no browser) with the real LiteMedSAM model.
+
+One model per module and one bundled example image: every test reuses its cached embedding, so the whole
+module runs the encoder once (the RGBA / 16-bit uploads convert to the same pixels and hit the cache).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import warnings
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from usam.demo import MEASURE_KINDS, MODES, NONE_CHOICE, DemoBackend, Session, View, build_app
+from usam.errors import UsamError
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "demo" / "examples"
+HEAD = EXAMPLES / "hc18_130_HC.png"  # fetal head; HC18 gives 0.1148 mm / px and HC 96.8 mm
+HEAD_BOX = (215, 99, 506, 377)  # a box around the head (the annotated ellipse spans x 222-499, y 106-370)
+POS, NEG, BOX = MODES
+
+
+@pytest.fixture(scope="module")
+def model():
+    from usam import UsamModel
+
+    return UsamModel.from_pretrained(backbone="litemedsam")
+
+
+@pytest.fixture(scope="module")
+def backend(model, tmp_path_factory):
+    b = DemoBackend(model, examples=EXAMPLES, workdir=tmp_path_factory.mktemp("demo"))
+    b.load(str(HEAD))  # the module's one encoder run
+    return b
+
+
+@pytest.fixture
+def session(backend) -> Session:
+    """A fresh session with the head example loaded (embedding from the cache)."""
+    calls = backend.model.encoder_calls
+    view = backend.load(str(HEAD), backend.new_session())
+    assert not view.error, view.status
+    assert backend.model.encoder_calls == calls
+    return view.session
+
+
+def draw_box(backend, session, box=HEAD_BOX) -> View:
+    backend.click(session, box[0], box[1], BOX)
+    return backend.click(session, box[2], box[3], BOX)
+
+
+def read_png(path) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def test_examples_are_small_credited_images():
+    files = sorted(EXAMPLES.glob("*.png"))
+    assert 1 <= len(files) <= 3
+    assert all(f.stat().st_size < 150_000 for f in files)
+    credits = (EXAMPLES / "CREDITS.md").read_text()
+    assert "CC BY 4.0" in credits and "HC18" in credits and "PSFHS" in credits
+
+
+def test_upload_encodes_once_and_reports(backend, model):
+    calls = model.encoder_calls
+    view = backend.load(str(HEAD))
+    assert not view.error
+    assert "Loaded `hc18_130_HC.png` (800x540)" in view.status
+    assert view.overlay.shape == (540, 800, 3) and view.overlay.dtype == np.uint8
+    assert view.candidates == [] and view.mask_file is None
+    assert model.encoder_calls == calls  # already encoded by the fixture: reused
+
+
+# ---------------------------------------------------------------------------------------------- prompting
+def test_box_on_example_gives_mask_inside_box(backend, session):
+    view = backend.click(session, HEAD_BOX[0], HEAD_BOX[1], BOX)
+    assert "opposite corner" in view.status and session.masks is None and session.corner is not None
+    view = backend.click(session, HEAD_BOX[2], HEAD_BOX[3], BOX)
+    assert not view.error, view.status
+    x0, y0, x1, y1 = (int(v) for v in session.box)
+    assert (x0, y0) == HEAD_BOX[:2] and (x1, y1) == (HEAD_BOX[2] + 1, HEAD_BOX[3] + 1)
+    mask = session.mask
+    assert mask.shape == (540, 800)
+    inside = np.zeros_like(mask)
+    inside[y0:y1, x0:x1] = True
+    assert mask.sum() > 0.4 * inside.sum()  # the head fills most of its box
+    assert (mask & ~inside).sum() <= 0.01 * mask.sum()
+    assert mask[238, 360]  # the head's centre
+    # three candidates with their predicted IoU; the best-scoring one is chosen
+    assert len(view.candidates) == 3 and view.selected == int(np.argmax(session.scores))
+    assert all("IoU" in caption for _, caption in view.candidates)
+    # the overlay is tinted blue where the mask is, untouched far away
+    ov, img = view.overlay.astype(int), session.image.astype(int)
+    assert (ov[238, 360, 2] - ov[238, 360, 0]) > 60
+    assert (ov[500, 50] == img[500, 50]).all()
+    # the downloadable PNG is the chosen mask, 0 / 255
+    png = read_png(view.mask_file)
+    assert png.shape == mask.shape and set(np.unique(png)) <= {0, 255}
+    assert ((png > 0) == mask).all()
+
+
+def test_clicks_reuse_the_embedding_and_feed_back_logits(backend, session, model, monkeypatch):
+    seen = []
+    real = backend.predictor.predict
+
+    def spy(**kw):
+        seen.append(kw)
+        return real(**kw)
+
+    monkeypatch.setattr(backend.predictor, "predict", spy)
+    calls = model.encoder_calls
+    view = backend.click(session, 360, 238, POS)
+    assert not view.error and session.points == [[360.0, 238.0]] and session.labels == [1]
+    assert "mask_input" not in seen[0]  # first click: nothing to feed back
+    first_logits = session.logits.copy()
+    view = backend.click(session, 300, 240, POS)
+    assert not view.error
+    assert model.encoder_calls == calls  # the second click did not re-run the encoder
+    assert len(seen) == 2 and seen[1]["point_coords"].shape == (2, 2)
+    np.testing.assert_allclose(seen[1]["mask_input"].reshape(256, 256), first_logits[0])  # SAM convention
+    assert session.lowres.shape[-2:] == (256, 256) and session.logits.shape == (1, 256, 256)
+
+
+def test_negative_point_is_drawn_red_and_positive_green(backend, session):
+    draw_box(backend, session)
+    backend.click(session, 360, 238, POS)
+    view = backend.click(session, 100, 450, NEG)
+    assert session.labels == [1, 0]
+    r, g, b = (int(v) for v in view.overlay[450, 100])
+    assert r > 200 and g < 80 and b < 80
+    r, g, b = (int(v) for v in view.overlay[238, 360])
+    assert g > 180 and r < 60
+
+
+def test_undo_and_clear(backend, session, model):
+    draw_box(backend, session)
+    box_mask = session.mask.copy()
+    backend.click(session, 300, 240, POS)
+    assert len(session.points) == 1
+    calls = model.encoder_calls
+    view = backend.undo(session)
+    assert view.status.startswith("Undone") and session.points == [] and session.box is not None
+    assert (session.mask == box_mask).all()  # the box's result comes back
+    view = backend.undo(session)  # the whole box goes in one undo
+    assert session.box is None and session.corner is None and session.masks is None and view.mask_file is None
+    assert backend.undo(session).status.startswith("Nothing to undo")
+    # a pending first corner is undone too
+    backend.click(session, 10, 10, BOX)
+    backend.undo(session)
+    assert session.corner is None
+    draw_box(backend, session)
+    backend.click(session, 300, 240, NEG)
+    view = backend.clear(session)
+    assert session.points == [] and session.box is None and session.history == [] and session.masks is None
+    assert (view.overlay == session.image).all() and view.candidates == []
+    assert session.image is not None and model.encoder_calls == calls
+
+
+def test_choose_candidate_and_single_mask_mode(backend, session):
+    view = draw_box(backend, session)
+    other = (view.selected + 1) % 3
+    view = backend.choose(session, other)
+    assert view.selected == other and view.candidates[other][1].startswith(f"#{other + 1} · IoU ")
+    assert ((read_png(view.mask_file) > 0) == session.masks[other]).all()
+    assert np.array_equal(session.logits[0], session.lowres[other])  # the chosen mask is refined next
+    assert backend.choose(session, 7).error
+    view = backend.set_multimask(session, False)
+    assert len(view.candidates) == 1 and session.masks.shape[0] == 1 and session.mask.any()
+
+
+def test_bad_clicks_give_messages(backend, session):
+    empty = Session()
+    view = backend.click(empty, 5, 5, POS)
+    assert view.error and "Upload an image" in view.status
+    backend.click(session, 100, 100, BOX)
+    view = backend.click(session, 101, 100, BOX)
+    assert view.error and "too small" in view.status and session.box is None
+    view = backend.click(session, 5000, -20, POS)  # outside: clipped to the border, not a crash
+    assert not view.error and session.points == [[799.0, 0.0]]
+
+
+# ---------------------------------------------------------------------------------------------- adapters
+def _toy_adapter(model):
+    """A real adapter object with random heads for four task kinds (no LoRA: the embedding is shared)."""
+    try:
+        from usam.adapter import Adapter, AdapterConfig, attach_adapter
+        from usam.data.tasks import TaskSpec
+
+        tasks = {
+            "fetal_head": TaskSpec("fetal_head", "segmentation", 2, ["background", "fetal_head"]),
+            "plane": TaskSpec("plane", "classification", 3, ["head", "abdomen", "femur"]),
+            "head_det": TaskSpec("head_det", "detection", 1),
+            "biometry": TaskSpec("biometry", "regression", 4),
+        }
+        cfg = AdapterConfig(name="toy", backbone=model.backbone.name, backbone_checksum=model.backbone.checksum, tasks=tasks)
+        adapter = Adapter(cfg, model.backbone).eval()
+        attach_adapter(model, adapter, "toy")
+    except (ImportError, TypeError, AttributeError) as exc:
+        pytest.skip(f"the adapter API changed ({exc}): update _toy_adapter")
+
+
+def test_adapter_switch(backend, session, model):
+    calls = model.encoder_calls
+    view = backend.set_adapter(session, "missing")
+    assert view.error and "No adapter named `missing`" in view.status and session.adapter is None
+    view = backend.set_adapter(session, NONE_CHOICE)
+    assert not view.error and session.adapter is None and view.auto_overlay is None and view.probabilities is None
+    _toy_adapter(model)
+    try:
+        assert backend.adapter_choices == [NONE_CHOICE, "toy"]
+        draw_box(backend, session)
+        view = backend.set_adapter(session, "toy")
+        assert not view.error, view.status
+        assert session.adapter == "toy" and model.active_adapter == "toy" and session.mask is not None
+        assert set(view.probabilities) == {"head", "abdomen", "femur"}
+        assert abs(sum(view.probabilities.values()) - 1) < 1e-4
+        assert view.auto_overlay.shape == session.image.shape
+        for word in ("`fetal_head` segmentation", "`plane` class", "`head_det` box", "`biometry` keypoints: 1:"):
+            assert word in view.auto_summary
+        # heads are cached per (image, adapter): a click does not re-run them
+        auto = session.auto
+        backend.click(session, 360, 238, POS)
+        assert session.auto is auto
+        view = backend.set_adapter(session, NONE_CHOICE)
+        assert model.active_adapter is None and view.probabilities is None
+        assert model.encoder_calls == calls  # no LoRA: same embedding throughout
+    finally:
+        model.set_adapter(None)
+        del model.adapters["toy"]
+
+
+# ---------------------------------------------------------------------------------------------- bad uploads
+def _fake_png_header(path: Path, w: int, h: int) -> Path:
+    """A PNG whose header announces ``w x h`` pixels (tiny file, never decodable in full)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_bad_uploads_show_messages_and_the_app_keeps_serving(backend, session, tmp_path, model):
+    original = session.image.copy()
+    text = tmp_path / "report.png"
+    text.write_text("this is not an image")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    cases = {
+        text: "not a readable image",
+        empty: "empty",
+        _fake_png_header(tmp_path / "huge.png", 10_000, 10_000): "over the demo's 40 MP limit",
+        _fake_png_header(tmp_path / "bomb.png", 30_000, 30_000): "too large",
+        tmp_path: "not a file",
+    }
+    for path, words in cases.items():
+        view = backend.load(str(path), session)
+        assert view.error and words in view.status, (path, view.status)
+        assert "Could not load" in view.status and f"{tmp_path}/" not in view.status  # no server paths
+        assert (session.image == original).all()  # the previous image stays
+    view = draw_box(backend, session)  # still serving
+    assert not view.error and session.mask.any()
+
+
+def test_rgba_and_16bit_uploads_are_converted_with_a_note(backend, tmp_path, model):
+    grey = cv2.imread(str(HEAD), cv2.IMREAD_GRAYSCALE)
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 200)])
+    cv2.imwrite(str(tmp_path / "rgba.png"), rgba)
+    cv2.imwrite(str(tmp_path / "deep.png"), grey.astype(np.uint16) * 257)
+    assert read_png(tmp_path / "deep.png").dtype == np.uint16
+    calls = model.encoder_calls
+    for name, words in (("rgba.png", "alpha channel"), ("deep.png", "16-bit")):
+        view = backend.load(str(tmp_path / name), backend.new_session())
+        assert not view.error and words in view.status, view.status
+        assert view.session.image.shape == (540, 800, 3)
+        assert (view.session.image[..., 0] == grey).all()
+    assert model.encoder_calls == calls  # same pixels as the example: cached
+
+
+def test_load_none_resets_nothing(backend, session):
+    view = backend.load(None, session)
+    assert not view.error and session.image is not None
+
+
+# ---------------------------------------------------------------------------------------------- measurements
+def test_measurements_with_pixel_size(backend, session):
+    pytest.importorskip("usam.measure")
+    view = draw_box(backend, session)
+    assert "pixel size" in view.measurements
+    view = backend.set_measure(session, 0.114776629, MEASURE_KINDS[0])
+    assert not view.error
+    hc = float(view.measurements.split("HC **")[1].split(" mm")[0])
+    assert 80 < hc < 115, view.measurements  # HC18's reference: 96.8 mm
+    view = backend.set_measure(session, 0.114776629, MEASURE_KINDS[1])
+    assert "LONG" in view.measurements.upper()
+    assert backend.set_measure(session, -1).error
+    view = backend.set_measure(session, None)
+    assert "pixel size" in view.measurements
+
+
+def test_measurements_degrade_without_the_module(backend, session, monkeypatch):
+    monkeypatch.setitem(sys.modules, "usam.measure", None)  # import usam.measure -> ImportError
+    draw_box(backend, session)
+    view = backend.set_measure(session, 0.1)
+    assert not view.error and "unavailable" in view.measurements
+
+
+# ---------------------------------------------------------------------------------------------- API
+def test_segment_api_handler(backend, model):
+    calls = model.encoder_calls
+    mask = backend.segment(str(HEAD), json.dumps({"box": list(HEAD_BOX)}))
+    assert mask.shape == (540, 800) and mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 255}
+    x0, y0, x1, y1 = HEAD_BOX
+    assert (mask[y0:y1 + 1, x0:x1 + 1] > 0).sum() > 0.4 * (x1 - x0) * (y1 - y0)
+    assert (mask > 0).sum() - (mask[y0:y1 + 1, x0:x1 + 1] > 0).sum() < 0.01 * (mask > 0).sum()
+    both = backend.segment(str(HEAD), {"points": [[360, 238], [100, 450]], "labels": [1, 0], "box": list(HEAD_BOX)})
+    assert both.shape == (540, 800)
+    assert model.encoder_calls == calls
+    for bad, words in (
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ("{}", "points"),
+        ('{"points": [[9000, 5]]}', "outside"),
+        ('{"box": [300, 300, 100, 100]}', "inverted"),
+        ('{"box": [1, 2, 3]}', "shape"),
+        ('{"points": [[5, 5]], "labels": [1, 1]}', "labels"),
+        ('{"box": [0, 0, 10, 10], "adapter": "nope"}', "no adapter"),
+        ('{"boxes": [0, 0, 10, 10]}', "unknown keys"),
+        ('{"points": 5}', "list of"),
+        ('{"box": [0, 0, 10, 10], "multimask": "yes"}', "true or false"),
+    ):
+        with pytest.raises(UsamError, match=words):
+            backend.segment(str(HEAD), bad)
+
+
+def test_build_app_wires_events_and_api(model, tmp_path):
+    import gradio as gr
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        app = build_app(model, examples=[HEAD], workdir=tmp_path)
+    assert isinstance(app, gr.Blocks)
+    assert not [w for w in caught if "Expected" in str(w.message)]  # gr.SelectData is injected into select handlers
+    fns = list(app.fns.values()) if isinstance(app.fns, dict) else list(app.fns)
+    api = [f for f in fns if getattr(f, "api_name", None) == "segment"]
+    assert len(api) == 1
+    assert app.usam_backend.examples == [HEAD]

@@ -1,0 +1,210 @@
+"""The real demo server driven by headless Chromium (Playwright) and by ``gradio_client``.
+
+Needs Debian's chromium at /usr/bin/chromium and the ``playwright`` package: ``bash scripts/install_browser.sh``
+(Playwright's own browser download is not used). Run with ``pytest -m browser tests/test_demo_browser.py``.
+Set ``USAM_DEMO_SCREENSHOT=docs/demo.png`` to also save a screenshot of a segmented image for the README.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run",
+]
+EXAMPLES = Path(__file__).resolve().parents[1] / "demo" / "examples"
+HEAD = EXAMPLES / "hc18_130_HC.png"  # 800 x 540, fetal head inside HEAD_BOX
+HEAD_BOX = (215, 99, 506, 377)
+TIMEOUT_MS = 90_000  # first requests on a busy 2-core machine can be slow
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: run `bash scripts/install_browser.sh`"),
+    pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                       reason="the playwright package is missing: run `bash scripts/install_browser.sh`"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The real app (``usam.demo.launch``) on 127.0.0.1 in a background thread; yields its URL."""
+    from usam import UsamModel
+    from usam.demo import launch
+
+    model = UsamModel.from_pretrained(backbone="litemedsam")
+    app = launch(model, host="127.0.0.1", port=free_port(), examples=EXAMPLES, prevent_thread_lock=True, quiet=True)
+    try:
+        yield app.local_url
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    p = context.new_page()
+    p.set_default_timeout(TIMEOUT_MS)
+    p.goto(server)
+    p.wait_for_selector("#usam-upload input[type=file]", state="attached")
+    yield p
+    context.close()
+
+
+def wait_status(page, text: str) -> str:
+    page.wait_for_function("t => (document.querySelector('#usam-status') || {}).innerText?.includes(t)", arg=text,
+                           timeout=TIMEOUT_MS)
+    return page.locator("#usam-status").inner_text()
+
+
+def click_pixel(page, x: float, y: float) -> None:
+    """Click original-image pixel (x, y) on the overlay, whatever its displayed size (object-fit contain / scale-down)."""
+    img = page.locator("#usam-overlay img")
+    nw, nh, w, h, fit = img.evaluate(
+        "e => [e.naturalWidth, e.naturalHeight, e.clientWidth, e.clientHeight, getComputedStyle(e).objectFit]")
+    scale = min(w / nw, h / nh)
+    if fit == "scale-down":
+        scale = min(scale, 1.0)
+    ox, oy = (w - nw * scale) / 2, (h - nh * scale) / 2
+    img.click(position={"x": ox + (x + 0.5) * scale, "y": oy + (y + 0.5) * scale})
+
+
+def overlay_pixels(page) -> np.ndarray:
+    """The overlay image exactly as served to the page (its ``src``), ``(H, W, 3)`` int."""
+    from PIL import Image
+
+    src = page.locator("#usam-overlay img").get_attribute("src")
+    body = page.request.get(src).body()
+    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB")).astype(int)
+
+
+def blueness(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., 2] - rgb[..., 0]
+
+
+def box_into_head(page) -> None:
+    page.get_by_label("box (two corners)").check()
+    click_pixel(page, *HEAD_BOX[:2])
+    wait_status(page, "opposite corner")
+    click_pixel(page, *HEAD_BOX[2:])
+    wait_status(page, "Added box")
+
+
+def test_upload_box_and_mask_overlay(page):
+    from PIL import Image
+
+    page.locator("#usam-upload input[type=file]").set_input_files(str(HEAD))
+    wait_status(page, "Loaded")
+    before = overlay_pixels(page)
+    assert before.shape == (540, 800, 3)
+    assert np.abs(blueness(before)).max() <= 2  # a grey ultrasound image: no colour yet
+    box_into_head(page)
+    page.wait_for_function("() => document.querySelectorAll('#usam-candidates img').length >= 3", timeout=TIMEOUT_MS)
+    after = overlay_pixels(page)
+    x0, y0, x1, y1 = HEAD_BOX
+    centre = after[238 - 40:238 + 40, 360 - 40:360 + 40]
+    assert blueness(centre).mean() > 60  # the blue mask covers the head around the box's centre
+    far = after[440:540, 0:80]  # outside the box: untouched
+    assert np.abs(blueness(far)).max() <= 2
+    yellow = after[y0 - 1:y0 + 3, x0 + 20:x1 - 20]  # the box outline
+    assert ((yellow[..., 0] > 200) & (yellow[..., 1] > 150) & (yellow[..., 2] < 100)).mean() > 0.3
+    # what the browser renders: a screenshot of the image element shows the coloured mask too
+    shot = np.asarray(Image.open(io.BytesIO(page.locator("#usam-overlay img").screenshot())).convert("RGB")).astype(int)
+    assert (blueness(shot) > 60).mean() > 0.05
+    assert "IoU" in page.locator("#usam-choice").inner_text()
+    assert page.locator("#usam-mask-file").inner_text().count(".png") >= 1 or "KB" in page.locator("#usam-mask-file").inner_text()
+    # undo removes the box and its mask
+    page.locator("#usam-undo").click()
+    wait_status(page, "Undone")
+    page.wait_for_function("() => document.querySelectorAll('#usam-candidates img').length === 0", timeout=TIMEOUT_MS)
+    assert np.abs(blueness(overlay_pixels(page))).max() <= 2
+
+
+def test_bad_upload_shows_a_message_and_the_app_keeps_serving(page, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image at all")
+    page.locator("#usam-upload input[type=file]").set_input_files(str(bad))
+    text = wait_status(page, "Could not load")
+    assert "not a readable image" in text and "'notes.png'" in text and "/tmp/" not in text
+    page.locator("#usam-upload button[aria-label='Clear']").click()  # the upload shows its file until cleared
+    page.locator("#usam-upload input[type=file]").set_input_files(str(HEAD))
+    wait_status(page, "Loaded")
+
+
+def test_example_click_sets_pixel_size_and_measures(page):
+    pytest.importorskip("usam.measure")
+    page.get_by_text("HC18 test image 130_HC").click()
+    wait_status(page, "hc18_130_HC.png:")
+    page.wait_for_function("() => parseFloat(document.querySelector('#usam-pixel-size input').value) > 0.1",
+                           timeout=TIMEOUT_MS)
+    box_into_head(page)
+    page.wait_for_function("() => document.querySelector('#usam-measurements').innerText.includes('HC')",
+                           timeout=TIMEOUT_MS)
+    text = page.locator("#usam-measurements").inner_text()
+    hc = float(text.split("HC ")[1].split(" mm")[0])
+    assert 80 < hc < 115, text  # HC18's reference: 96.8 mm
+    shot = os.environ.get("USAM_DEMO_SCREENSHOT")
+    if shot:
+        save_screenshot(page, Path(shot))
+
+
+def save_screenshot(page, path: Path, limit: int = 300_000) -> None:
+    """The page's top as a PNG under ``limit`` bytes (palette-quantised if needed)."""
+    from PIL import Image
+
+    page.mouse.move(0, 0)
+    raw = page.screenshot(clip={"x": 0, "y": 0, "width": 1280, "height": 1000})
+    im = Image.open(io.BytesIO(raw)).convert("RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for colours in (None, 256, 128, 64):
+        out = im if colours is None else im.quantize(colors=colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        buf = io.BytesIO()
+        out.save(buf, format="PNG", optimize=True)
+        if buf.tell() < limit:
+            break
+    path.write_bytes(buf.getvalue())
+
+
+def test_segment_endpoint_with_gradio_client(server):
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    client = Client(server, verbose=False)
+    assert "/segment" in json.dumps(client.view_api(print_info=False, return_format="dict"))
+    out = client.predict(handle_file(str(HEAD)), json.dumps({"box": list(HEAD_BOX)}), api_name="/segment")
+    mask = np.asarray(Image.open(out))
+    assert mask.shape[:2] == (540, 800)
+    fg = (mask if mask.ndim == 2 else mask[..., 0]) > 127
+    x0, y0, x1, y1 = HEAD_BOX
+    inside = fg[y0:y1 + 1, x0:x1 + 1].sum()
+    assert inside > 0.4 * (x1 - x0) * (y1 - y0)
+    assert fg.sum() - inside < 0.01 * fg.sum()
+    with pytest.raises(Exception, match="inverted"):
+        client.predict(handle_file(str(HEAD)), json.dumps({"box": [300, 300, 100, 100]}), api_name="/segment")

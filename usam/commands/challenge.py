@@ -1,0 +1,338 @@
+"""``usam predict`` / ``usam evaluate`` / ``usam measure``: challenge outputs, their scores, clinical measurements.
+
+- ``usam predict DATA_ROOT OUT_DIR --adapters A B ...``: the FMC_UIA output files for every CSV row of a split
+  (see :mod:`usam.challenge.predict`); resumable; exit code 0, or 3 when some images could not be decoded
+  (listed, the others are predicted), 130 when interrupted (rerun the same command to resume).
+- ``usam evaluate DATA_ROOT PRED_DIR [--report DIR]``: scores per task (see :func:`usam.challenge.evaluate`).
+- ``usam measure IMAGE --adapter A --pixel-size MM``: head circumference / BPD / OFD (fetal-head adapters) or
+  lesion long / short axes (breast adapters) from the adapter's automatic segmentation, and BPD / OFD from a
+  4-point biometry regression task.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+__all__ = ["build_model", "cmd_evaluate", "cmd_measure", "cmd_predict", "register"]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number (mm per pixel)")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return v
+
+
+def _model_args(p, adapters: bool) -> None:
+    from ..cli import _add_model_args
+
+    _add_model_args(p, adapters=adapters)
+    p.add_argument("--device", default="auto", help="torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1 ...")
+
+
+def build_model(args, adapters=()):
+    """The model the command line asks for (tests replace this to run on a tiny backbone)."""
+    import torch
+
+    from ..model import UsamModel
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    t0 = time.perf_counter()
+    model = UsamModel.from_pretrained(backbone=args.backbone, checkpoint=args.checkpoint, adapters=list(adapters),
+                                      precision=args.precision, device=device)
+    _log(f"usam: loaded {model.backbone.name} on {device} in {time.perf_counter() - t0:.2f} s (precision {model.precision})"
+         + (f", adapters {list(model.adapters)}" if len(model.adapters) else ""))
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- predict
+def cmd_predict(args) -> int:
+    from ..challenge.predict import FAILED_IMAGES_NAME, MISSING_TASKS_NAME, predict_split
+    from ..data.fmc import read_split
+    from ..errors import AdapterError
+
+    t0 = time.perf_counter()
+    read_split(args.data_root, tasks=args.tasks, check_files=False)  # bad data fails before the model loads
+    if not args.adapters:
+        raise AdapterError("give the adapters that serve the split's tasks: --adapters DIR_OR_HUB_ID ...")
+    model = build_model(args, adapters=args.adapters)
+    try:
+        r = predict_split(args.data_root, args.out_dir, model, tasks=args.tasks, batch_size=args.batch_size,
+                          restart=args.restart, progress=not args.quiet, log=_log)
+    except KeyboardInterrupt:
+        _log("usam predict: interrupted; finished rows are kept: run the same command again to resume")
+        raise
+    wall = time.perf_counter() - t0
+    for tid, t in r["tasks"].items():
+        _log(f"usam predict: {tid} ({t['kind']}, adapter {t['adapter']}): {t['predicted']} predicted, "
+             f"{t['skipped']} already done, of {t['rows']}")
+    if r["missing_tasks"]:
+        shown = ", ".join(f"{m['task_id']} ({m['kind']}, {m['rows']} rows)" for m in r["missing_tasks"])
+        _log(f"usam predict: WARNING: no adapter serves {len(r['missing_tasks'])} task(s): {shown}. Their predictions "
+             f"are missing (scored as worst case); load adapters trained on them. Listed in {MISSING_TASKS_NAME}.")
+    if r["failed_images"]:
+        _log(f"usam predict: ERROR: {len(r['failed_images'])} image(s) could not be read; their rows are not predicted "
+             f"(listed in {FAILED_IMAGES_NAME}; fix them and rerun to fill the gaps):")
+        for f in r["failed_images"][:20]:
+            _log(f"  {f['image_path']} ({', '.join(f['tasks'])}): {f['error']}")
+    _log(f"usam predict: {r['images']} image(s) in {r['seconds']:.1f} s ({r['images_per_s']:.2f} images/s, "
+         f"{r['encoder_calls']} encoder passes); wall time {wall:.1f} s -> {r['out_dir']}")
+    if args.json:
+        print(json.dumps(r, indent=1))
+    else:
+        print(r["out_dir"])
+    return 3 if r["failed_images"] else 0
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "n/a"
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+    return str(v)
+
+
+def cmd_evaluate(args) -> int:
+    from ..challenge import evaluate, write_report
+    from ..challenge.report import MAIN_METRICS, _clean
+
+    results = evaluate(args.data_root, args.pred_dir, tasks=args.tasks)
+    report = None
+    if args.report:
+        report = write_report(results, args.report, data_root=args.data_root, pred_dir=args.pred_dir)
+    summary = {
+        "tasks": {tid: {"kind": t["kind"], "n": t["n"], "missing": t["missing"], "metrics": t["metrics"]}
+                  for tid, t in results["tasks"].items()},
+        "missing_total": results["missing_total"],
+        "unmatched_predictions": results["unmatched_predictions"],
+    }
+    if report:
+        summary["report"] = str(report["report_md"])
+    if args.json:
+        print(json.dumps(_clean(summary), indent=1, allow_nan=False))
+        return 0
+    rows = [("task", "kind", "n", "missing", "main metrics")]
+    for tid, t in results["tasks"].items():
+        m = t["metrics"]
+        shown = "  ".join(f"{k} {_fmt(m[k])}" for k in MAIN_METRICS.get(t["kind"], ()) if k in m)
+        rows.append((tid, t["kind"], str(t["n"]), str(t["missing"]), shown))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+    if results["missing_total"]:
+        _log(f"usam evaluate: {results['missing_total']} prediction(s) missing (scored as worst case)")
+    for name, count in results["unmatched_predictions"].items():
+        if count:
+            _log(f"usam evaluate: {name}: {count} entries match no ground-truth row (ignored)")
+    if report:
+        _log(f"usam evaluate: report -> {report['report_md']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- measure
+def _head_class(spec) -> int | None:
+    """Class id of the head in a segmentation task (``None``: every foreground class)."""
+    for i, name in enumerate(spec.class_names or []):
+        if i > 0 and "head" in str(name).lower():
+            return i
+    return 1 if spec.num_classes == 2 else None
+
+
+def _measure_kind(task_id: str) -> str | None:
+    low = task_id.lower()
+    if low == "fetal_head" or "head" in low:
+        return "head"
+    if "breast" in low or "lesion" in low:
+        return "lesion"
+    return None
+
+
+def measure_prediction(adapter, pred, pixel_size_mm: float) -> list[dict]:
+    """Measurements of one adapter's :class:`~usam.heads.Prediction` (see ``usam measure``).
+
+    Returns one dict per measurable task: ``{"task_id", "kind": "head" | "lesion" | "points", ...}`` with the
+    :func:`~usam.measure.head_biometry` / :func:`~usam.measure.lesion_axes` fields, or ``bpd_*`` / ``ofd_*`` /
+    ``hc_*`` and ``points`` for a 4-point biometry task; ``{"task_id", "kind", "error"}`` when the mask is empty.
+    """
+    import numpy as np
+
+    from ..challenge.metrics import ellipse_perimeter
+    from ..errors import InputImageError
+    from ..measure import head_biometry, lesion_axes
+
+    out = []
+    for tid, spec in adapter.tasks.items():
+        if spec.kind == "segmentation" and tid in pred.masks:
+            kind = _measure_kind(tid)
+            if kind is None:
+                continue
+            labels = np.asarray(pred.masks[tid])
+            cls = _head_class(spec) if kind == "head" else (1 if spec.num_classes == 2 else None)
+            mask = labels == cls if cls is not None else labels > 0
+            try:
+                res = head_biometry(mask, pixel_size_mm) if kind == "head" else lesion_axes(mask, pixel_size_mm)
+            except InputImageError as exc:
+                out.append({"task_id": tid, "kind": kind, "error": f"no {kind} found by the adapter ({exc})"})
+                continue
+            out.append({"task_id": tid, **res})
+        elif spec.kind == "regression" and spec.num_classes == 4 and tid in pred.keypoints:
+            p = np.asarray(pred.keypoints[tid], dtype=np.float64).reshape(4, 2)
+            ofd, bpd = float(np.linalg.norm(p[0] - p[1])), float(np.linalg.norm(p[2] - p[3]))
+            hc = ellipse_perimeter(max(ofd, bpd), min(ofd, bpd))
+            out.append({
+                "task_id": tid, "kind": "points", "points": p.tolist(),
+                "ofd_px": ofd, "bpd_px": bpd, "hc_px": hc,
+                "ofd_mm": ofd * pixel_size_mm, "bpd_mm": bpd * pixel_size_mm, "hc_mm": hc * pixel_size_mm,
+                "pixel_size_mm": pixel_size_mm,
+            })
+    return out
+
+
+def _draw_points(image, m: dict):
+    import cv2
+
+    out = image.copy()
+    h, w = out.shape[:2]
+    th = max(1, int(round(min(h, w) / 300)))
+    scale = max(0.4, min(h, w) / 700)
+    colour = (255, 0, 255)
+    pts = [(int(round(x)), int(round(y))) for x, y in m["points"]]
+    cv2.line(out, pts[0], pts[1], colour, th, cv2.LINE_AA)
+    cv2.line(out, pts[2], pts[3], colour, th, cv2.LINE_AA)
+    for p in pts:
+        cv2.circle(out, p, th + 2, colour, -1, cv2.LINE_AA)
+    text = f"points: OFD {m['ofd_mm']:.1f} mm, BPD {m['bpd_mm']:.1f} mm"
+    y = h - 8
+    cv2.putText(out, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), th + 2, cv2.LINE_AA)
+    cv2.putText(out, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, th, cv2.LINE_AA)
+    return out
+
+
+def cmd_measure(args) -> int:
+    from ..challenge.report import _clean
+    from ..errors import AdapterError, InputImageError
+    from ..io import read_image, write_png
+    from ..measure import draw_measurements
+
+    image = read_image(args.image)  # validate the input before loading any model
+    model = build_model(args)
+    name = model.load_adapter(args.adapter)
+    adapter = model.adapters[name]
+    measurable = [t for t, s in adapter.tasks.items()
+                  if (s.kind == "segmentation" and _measure_kind(t)) or (s.kind == "regression" and s.num_classes == 4)]
+    if not measurable:
+        raise AdapterError(
+            f"adapter {name!r} has nothing to measure: it needs a fetal-head segmentation task (id containing 'head'), "
+            f"a breast / lesion segmentation task, or a 4-point biometry regression task; its tasks: "
+            + ", ".join(f"{t} ({s.kind})" for t, s in adapter.tasks.items())
+        )
+    pred = model.predict(image, adapter=name)
+    results = measure_prediction(adapter, pred, args.pixel_size)
+    good = [m for m in results if "error" not in m]
+    if not good:
+        raise InputImageError(f"nothing measurable in {args.image!r}: " + "; ".join(m["error"] for m in results))
+    annotated = None
+    if args.out:
+        annotated = image
+        drawn = False
+        for m in good:
+            if m["kind"] in ("head", "lesion") and not drawn:
+                annotated = draw_measurements(annotated, m)
+                drawn = True
+            elif m["kind"] == "points":
+                annotated = _draw_points(annotated, m)
+        write_png(args.out, annotated)
+    doc = {"image": str(args.image), "adapter": name, "pixel_size_mm": args.pixel_size, "measurements": results,
+           "annotated": str(args.out) if args.out else None}
+    if args.json:
+        print(json.dumps(_clean(doc), indent=1, allow_nan=False))
+    else:
+        for m in results:
+            if "error" in m:
+                print(f"{m['task_id']}: {m['error']}")
+            elif m["kind"] == "head":
+                print(f"{m['task_id']}: HC {m['hc_mm']:.1f} mm, BPD {m['bpd_mm']:.1f} mm, OFD {m['ofd_mm']:.1f} mm")
+            elif m["kind"] == "lesion":
+                print(f"{m['task_id']}: long axis {m['long_mm']:.1f} mm, short axis {m['short_mm']:.1f} mm")
+            else:
+                print(f"{m['task_id']} (points): BPD {m['bpd_mm']:.1f} mm, OFD {m['ofd_mm']:.1f} mm, HC {m['hc_mm']:.1f} mm")
+        if args.out:
+            _log(f"usam measure: annotated image -> {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- register
+def register(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="write the challenge's prediction files for every row of a split",
+        description="Predict every row of every DATA_ROOT/csv_files/*.csv whose task a loaded adapter serves, in the "
+                    "FMC_UIA output formats: segmentation PNGs (class ids) at mask_path without its leading ../, and "
+                    "classification_predictions.json, detection_predictions.json, regression_predictions.json (pixel and "
+                    "normalised coordinates). Each image is encoded once per encoder state. Resumable: rerun the same "
+                    "command after an interruption. Tasks no adapter serves are listed (missing_tasks.json). Images that "
+                    "cannot be decoded are reported (failed_images.json) and the others predicted; the exit code is then 3.",
+    )
+    p.add_argument("data_root", help="split folder holding csv_files/ (e.g. ../shared/data/fmc_uia_dev/test)")
+    p.add_argument("out_dir", help="output folder")
+    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK_ID", help="only these tasks (default: every CSV)")
+    p.add_argument("--batch-size", type=_positive_int, default=1, help="images per encoder call (default 1; larger helps on a GPU)")
+    p.add_argument("--restart", action="store_true", help="redo the tasks predicted now instead of resuming")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    _model_args(p, adapters=True)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "evaluate", help="score a prediction folder against a split (Dice, HD, AUC, F1, IoU, MRE, HC error)",
+        description="Score predictions in the FMC_UIA output formats against DATA_ROOT's ground truth. Missing "
+                    "predictions are scored as the worst case and counted.",
+    )
+    p.add_argument("data_root", help="split folder holding csv_files/ and the ground truth")
+    p.add_argument("pred_dir", help="prediction folder (as written by usam predict)")
+    p.add_argument("--tasks", nargs="+", default=None, metavar="TASK_ID", help="only these tasks")
+    p.add_argument("--report", default=None, metavar="DIR", help="also write report.md, report.json and figures into DIR")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "measure", help="fetal head HC / BPD / OFD or lesion axes in mm from an adapter's segmentation",
+        description="Segment IMAGE with the adapter's automatic segmentation and measure: head circumference, BPD and "
+                    "OFD for a fetal-head task (id containing 'head'); long and short axes for a breast / lesion task; "
+                    "BPD and OFD from a 4-point biometry regression task (OFD ends, then BPD ends).",
+    )
+    p.add_argument("image", help="ultrasound image file")
+    p.add_argument("--adapter", required=True, metavar="DIR_OR_HUB_ID", help="adapter directory or Hub id")
+    p.add_argument("--pixel-size", type=_positive_float, required=True, metavar="MM", help="pixel size in mm (isotropic)")
+    p.add_argument("--out", default=None, metavar="PNG", help="write the image annotated with the measurements")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _model_args(p, adapters=False)
+    p.set_defaults(func=cmd_measure)
