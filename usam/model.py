@@ -83,6 +83,13 @@ class UsamModel(nn.Module):
     def device(self) -> torch.device:
         return self.backbone.device
 
+    def train(self, mode: bool = True) -> "UsamModel":
+        """Train mode for adapters only: the frozen backbone stays in eval mode (its batch norms keep
+        their running statistics, so LoRA training never changes a base tensor)."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
     # ------------------------------------------------------------------ adapters
     def load_adapter(self, ref: str, name: str | None = None, revision: str | None = None) -> str:
         """Load an adapter directory or Hub id (offline) under ``name`` (default: its own name); returns the name."""

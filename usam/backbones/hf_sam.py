@@ -65,7 +65,7 @@ class HFSam(Backbone):
         self.image_encoder = model.vision_encoder
         self.name = f"hf:{ref}"
         model_dir = _model_dir(model) or (Path(ref) if Path(ref).is_dir() else None)
-        _, self._mean, self._std = _preprocessor_settings(None)
+        _, self._mean, self._std = _preprocessor_settings(model_dir)
         self.input_size = int(model.config.vision_config.image_size)
         e = int(model.config.prompt_encoder_config.image_embedding_size)
         self.embedding_shape = (int(model.config.vision_config.output_channels), e, e)

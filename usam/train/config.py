@@ -31,7 +31,8 @@ from ..errors import ConfigError
 DEFAULT_TRAIN = {
     "epochs": 10,
     "steps_per_epoch": None,     # default: samples of all tasks / batch_size
-    "batch_size": 8,
+    "batch_size": 8,             # segmentation batch (each row runs the mask decoder several times)
+    "batch_size_heads": 32,      # classification / detection / regression batch (cheap heads on the embedding)
     "lr": 3.0e-4,
     "weight_decay": 1.0e-4,
     "seed": 0,
@@ -139,7 +140,7 @@ def load_config(path: str | os.PathLike | dict, overrides: list[str] = ()) -> Tr
     if unknown:
         raise ConfigError(f"{source}: unknown train keys {sorted(unknown)} (known: {sorted(DEFAULT_TRAIN)})")
     train.update(t_raw)
-    for k in ("epochs", "batch_size"):
+    for k in ("epochs", "batch_size", "batch_size_heads"):
         if not isinstance(train[k], int) or train[k] < 1:
             raise ConfigError(f"{source}: train.{k} must be a positive integer, got {train[k]!r}")
     try:

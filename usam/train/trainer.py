@@ -430,6 +430,27 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
     weights = weights / weights.sum()
     task_ids = list(sizes)
     base_seed = int(t["seed"]) * 1000003 + accelerator.process_index
+    probe = {tid: rows[: (t["batch_size"] if specs[tid].kind == "segmentation" else t["batch_size_heads"])]
+             for tid, rows in train_rows.items()}
+
+    @torch.no_grad()
+    def probe_loss() -> dict[str, float]:
+        """Loss on a fixed batch per task, in eval mode with fixed prompts: comparable across epochs."""
+        m = accelerator.unwrap_model(module)
+        m.eval()
+        out = {}
+        for tid, rows in probe.items():
+            if cfg.mode == "cache":
+                batch, inputs = [source.cached(r) for r in rows], None
+            else:
+                pairs = [source.fresh(r, augment=False) for r in rows]
+                batch, inputs = [p[1] for p in pairs], torch.cat([p[0] for p in pairs]).to(accelerator.device)
+            out[tid] = float(m(specs[tid], batch, inputs, 12345))
+        m.train()
+        return out
+
+    if not history:
+        history.append({"epoch": 0, "probe_loss": probe_loss()})
     t0 = time.time()
     for epoch in range(start_epoch, t["epochs"]):
         rng = np.random.default_rng(base_seed + epoch)
@@ -439,7 +460,8 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
         for step in bar:
             tid = task_ids[int(rng.choice(len(task_ids), p=weights))]
             rows = train_rows[tid]
-            idx = rng.choice(len(rows), size=min(t["batch_size"], len(rows)), replace=len(rows) < t["batch_size"])
+            bs = t["batch_size"] if specs[tid].kind == "segmentation" else t["batch_size_heads"]
+            idx = rng.choice(len(rows), size=min(bs, len(rows)), replace=False)
             if cfg.mode == "cache":
                 batch, inputs = [source.cached(rows[i]) for i in idx], None
             else:
@@ -452,11 +474,12 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses[tid].append(float(loss.detach()))
-            bar.set_postfix(task=tid, loss=f"{float(loss):.3f}")
+            bar.set_postfix(task=tid, loss=f"{losses[tid][-1]:.3f}")
         unwrapped = accelerator.unwrap_model(module)
         val = validate(unwrapped, source, val_rows, specs) if val_rows else {}
         score = float(np.mean([m["score"] for m in val.values()])) if val else -float(np.mean([np.mean(v) for v in losses.values() if v]))
-        record = {"epoch": epoch + 1, "train_loss": {k: float(np.mean(v)) for k, v in losses.items() if v}, "val": val,
+        record = {"epoch": epoch + 1, "train_loss": {k: float(np.mean(v)) for k, v in losses.items() if v},
+                  "probe_loss": probe_loss(), "val": val,
                   "score": score, "seconds": round(time.time() - t0, 1)}
         history.append(record)
         if main:
@@ -474,6 +497,7 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
         accelerator.wait_for_everyone()
     if main:
         log(f"usam train: done in {time.time() - t0:.0f} s; best val score {best:.4f} -> {out}")
+    model.eval()
     model.set_adapter(cfg.name)
     return out
 
