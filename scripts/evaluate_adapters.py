@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""Recompute every reported figure of the shipped adapters on the dev data's test split.
+
+    .venv/bin/python scripts/evaluate_adapters.py [--data ../shared/data/fmc_uia_dev] [--split test] [--limit N]
+
+1. ``usam predict`` + ``usam evaluate`` with all shipped adapters (official metrics, report under runs/eval/report);
+2. interactive Dice per segmentation task (GT box, 1..3 simulated error-region clicks, no prompt);
+3. writes ``adapters/RESULTS.md`` and ``adapters/results.json``, puts the test figures into each adapter's
+   ``metrics.json`` and card, and stores a few per-image figures that ``tests/test_shipped_adapters.py`` re-checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ADAPTERS = {"breast": ["breast_lesion"], "fetal_head": ["fetal_head"], "intrapartum": ["head_symphysis_multi"]}
+TARGETS = [  # (task, metric key, label, op, target)
+    ("breast_lesion", "prompt:box", "breast_lesion, GT box — Dice", ">=", 0.92),
+    ("breast_lesion", "prompt:click_1", "breast_lesion, 1 click — Dice", ">=", 0.80),
+    ("breast_lesion", "prompt:click_3", "breast_lesion, 3 clicks — Dice", ">=", 0.87),
+    ("breast_lesion", "dice", "breast_lesion, no prompt — Dice", ">=", 0.78),
+    ("breast_3cls", "auc", "breast_3cls — macro AUC (OvR)", ">=", 0.88),
+    ("breast_2cls", "auc", "breast_2cls — AUC", None, None),
+    ("breast_lesion_det", "iou", "breast_lesion_det — mean box IoU", ">=", 0.70),
+    ("head_symphysis_multi", "dice", "head_symphysis_multi, no prompt — mean Dice of 2 classes", ">=", 0.88),
+    ("head_symphysis_multi", "prompt:box", "head_symphysis_multi, GT box — Dice", None, None),
+    ("head_symphysis_multi", "prompt:click_1", "head_symphysis_multi, 1 click — Dice", None, None),
+    ("fetal_head", "dice", "fetal_head, no prompt — Dice", ">=", 0.96),
+    ("fetal_head", "hc_abs_err_mm", "fetal_head — head circumference abs error (mm)", "<=", 3.0),
+    ("fetal_head", "prompt:box", "fetal_head, GT box — Dice", None, None),
+    ("fetal_head", "prompt:click_1", "fetal_head, 1 click — Dice", None, None),
+    ("fetal_head_biometry", "mre_px", "fetal_head_biometry — mean radial error (px)", "<=", 15.0),
+]
+#: Fixed test images whose per-image figures CI re-checks.
+CHECK_IMAGES = 3
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "fmc_uia_dev"))
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "eval"))
+    ap.add_argument("--limit", type=int, default=None, help="at most N rows per task (quick look; figures not written)")
+    ap.add_argument("--precision", default="auto")
+    args = ap.parse_args(argv)
+
+    import usam
+    from usam.challenge import evaluate, write_report
+    from usam.challenge.interactive import evaluate_prompts
+    from usam.challenge.predict import predict_split
+    from usam.data.fmc import read_split
+
+    split = Path(args.data) / args.split
+    out = Path(args.out)
+    dirs = [ROOT / "adapters" / a for a in ADAPTERS]
+    model = usam.UsamModel.from_pretrained(adapters=[str(d) for d in dirs], precision=args.precision, cache_size=2000)
+    t0 = time.time()
+    data = split
+    if args.limit:
+        data = _limited_copy(split, out / "data", args.limit)
+    summary = predict_split(data, out / "pred", model, restart=True, log=lambda m: print(m, file=sys.stderr))
+    t_pred = time.time() - t0
+    results = evaluate(data, out / "pred")
+    write_report(results, out / "report", data_root=data, pred_dir=out / "pred")
+    figures = {tid: dict(r["metrics"]) for tid, r in results["tasks"].items()}
+    rows = read_split(data)
+    prompt_cases = {}
+    for adapter, tasks in ADAPTERS.items():
+        for tid in tasks:
+            res = evaluate_prompts(model, adapter, rows[tid], n_clicks=3)
+            figures[tid].update({f"prompt:{k}": v for k, v in res["mean"].items()})
+            figures[tid]["prompt:n_objects"] = res["n_objects"]
+            prompt_cases[tid] = res["cases"]
+    seconds = time.time() - t0
+    n = {tid: len(r) for tid, r in rows.items()}
+    lines = ["# Shipped adapters: test-split figures", "",
+             f"Recomputed by `python scripts/evaluate_adapters.py` on `{args.split}/` of the FMC_UIA dev data "
+             f"(precision {model.precision}); predict {summary['images_total']} images in {t_pred:.0f} s "
+             f"({summary['images_per_s']:.2f} images/s), everything in {seconds:.0f} s on a 2-core CPU.", "",
+             "| task / metric | n | value | target | met |", "|---|---|---|---|---|"]
+    for tid, key, label, op, target in TARGETS:
+        v = figures.get(tid, {}).get(key)
+        if v is None:
+            continue
+        met = "" if op is None else ("yes" if (v >= target if op == ">=" else v <= target) else f"no ({v - target:+.3f})")
+        lines.append(f"| {label} | {n.get(tid)} | {v:.4f} | {'' if op is None else f'{op} {target}'} | {met} |")
+    lines += ["", "All official metrics per task (from `usam evaluate`):", "", "```", json.dumps(
+        {t: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()} for t, m in figures.items()}, indent=1), "```", ""]
+    md = "\n".join(lines)
+    print(md)
+    if args.limit:
+        return 0
+    (ROOT / "adapters" / "RESULTS.md").write_text(md)
+    check = {tid: cases[:CHECK_IMAGES] for tid, cases in prompt_cases.items()}
+    (ROOT / "adapters" / "results.json").write_text(json.dumps(
+        {"split": args.split, "precision": model.precision, "n": n, "figures": figures, "check_cases": check,
+         "predict": {k: summary[k] for k in ("images_total", "seconds", "images_per_s")}}, indent=1) + "\n")
+    _update_cards(dirs, figures)
+    return 0
+
+
+def _update_cards(dirs, figures) -> None:
+    from usam.adapter import read_adapter_dir
+    from usam.card import adapter_card
+
+    for d in dirs:
+        config, _, _ = read_adapter_dir(d)
+        mpath = d / "metrics.json"
+        metrics = json.loads(mpath.read_text()) if mpath.exists() else {}
+        metrics["test"] = {t: {k.replace("prompt:", "dice_"): v for k, v in figures[t].items() if isinstance(v, (int, float))}
+                           for t in config.tasks if t in figures}
+        mpath.write_text(json.dumps(metrics, indent=2) + "\n")
+        (d / "README.md").write_text(adapter_card(config, metrics))
+
+
+def _limited_copy(split: Path, dest: Path, limit: int) -> Path:
+    import csv
+    import shutil
+
+    shutil.rmtree(dest, ignore_errors=True)
+    (dest / "csv_files").mkdir(parents=True)
+    for f in (split / "csv_files").glob("*.csv"):
+        with open(f, newline="") as fh:
+            rows = list(csv.reader(fh))
+        with open(dest / "csv_files" / f.name, "w", newline="") as fh:
+            csv.writer(fh).writerows(rows[: limit + 1])
+    for sub in ("Classification", "Segmentation"):
+        (dest / sub).symlink_to(split / sub)
+    return dest
+
+
+if __name__ == "__main__":
+    sys.exit(main())
