@@ -180,3 +180,28 @@ def test_bad_training_configs(tmp_path, data_root):
         load_config({k: v for k, v in good.items() if k != "output"})
     cfg = load_config(good, overrides=["train.lr=0.01", "name=other"])
     assert cfg.train["lr"] == 0.01 and cfg.name == "other"
+
+
+def test_new_organ_from_a_folder_with_the_default_config(model, data_root, tmp_path, monkeypatch_module):
+    """A user's images/ + masks/ folder trains with configs/default.yaml and only data.root / name / output set."""
+    from pathlib import Path
+
+    from usam.train.trainer import train
+
+    src = data_root / "test" / "Segmentation" / "Three" / "PSFHS"
+    folder = tmp_path / "intrapartum_user"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for img in sorted((src / "images").iterdir())[:5]:
+        (folder / "images" / img.name).symlink_to(img)
+        (folder / "masks" / img.name).symlink_to(src / "labels" / img.name)
+    config = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    out = train(config, overrides=[f"data.root={folder}", "name=user_organ", f"output={tmp_path / 'out'}",
+                                   "train.epochs=1", "train.steps_per_epoch=1", "train.batch_size=2", "train.click_iters=1"],
+                model=model)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["name"] == "user_organ"
+    assert cfg["tasks"] == {"intrapartum_user": {"kind": "segmentation", "num_classes": 3, "class_names": None}}
+    assert cfg["decoder"] is not None  # clicks are trained by default
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "intrapartum_user" in metrics["val"]  # a validation share was held out automatically

@@ -391,6 +391,8 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
         model.set_adapter(None)
         store.build(mine, desc=f"embedding cache (rank {accelerator.process_index})" if accelerator.num_processes > 1 else "embedding cache")
         accelerator.wait_for_everyone()
+        if accelerator.num_processes > 1:  # nodes without a shared cache folder: compute what the others wrote elsewhere
+            store.build(paths, desc=f"embedding cache (rank {accelerator.process_index}, not shared)")
         model.set_adapter(cfg.name)
     source = ExampleSource(model, cfg.mode, store, augment=bool(t["augment"]), seed=int(t["seed"]) + accelerator.process_index)
 
@@ -497,6 +499,8 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
         accelerator.wait_for_everyone()
     if main:
         log(f"usam train: done in {time.time() - t0:.0f} s; best val score {best:.4f} -> {out}")
+    if os.environ.get("USAM_DUMP_RANK_STATE"):  # tests: every rank records what it holds after training
+        _dump_rank_state(Path(os.environ["USAM_DUMP_RANK_STATE"]), accelerator, model, adapter, cfg, history)
     model.eval()
     model.set_adapter(cfg.name)
     return out
@@ -510,6 +514,21 @@ def _trainable_named(model, adapter, cfg):
         for n, p in model.backbone.image_encoder.named_parameters():
             if "lora_" in n and f".{cfg.name}." in n:
                 yield f"encoder.{n}", p
+
+
+def _dump_rank_state(directory: Path, accelerator, model, adapter, cfg, history) -> None:
+    """``directory/rank<i>.json``: SHA-256 of this rank's trainable tensors, its encoder passes and its history."""
+    digest = hashlib.sha256()
+    named = sorted(_trainable_named(model, adapter, cfg), key=lambda kv: kv[0])
+    for k, p in named:
+        digest.update(k.encode())
+        digest.update(p.detach().cpu().float().contiguous().numpy().tobytes())
+    directory.mkdir(parents=True, exist_ok=True)
+    rank = accelerator.process_index
+    _atomic_write_text(directory / f"rank{rank}.json", json.dumps({
+        "rank": rank, "world_size": accelerator.num_processes, "trainable_sha256": digest.hexdigest(),
+        "trainable_tensors": len(named), "encoder_calls": model.encoder_calls, "history": history,
+    }, default=float))
 
 
 def _save_state(state_dir: Path, model, adapter, cfg, optimizer, scheduler, epoch, best, history, chash) -> None:

@@ -1,0 +1,379 @@
+"""ONNX export of a backbone (+ adapter): the image encoder and the prompt decoder, for ONNX Runtime.
+
+``usam export onnx --adapter NAME_OR_DIR OUT_DIR`` writes::
+
+    encoder.onnx     image (1, 3, S, S) float32, preprocessed  ->  image_embeddings (1, 256, 64, 64)
+    decoder.onnx     image_embeddings, point_coords (1, N, 2), point_labels (1, N), mask_input (1, 1, 256, 256),
+                     has_mask_input (1,)  ->  masks (1, 4, 256, 256) low-res logits, iou_predictions (1, 4)
+    usam_onnx.json   inputs / outputs, preprocessing, prompt conventions, backbone and adapter, file SHA-256s
+
+The adapter's encoder LoRA is merged into a copy of the encoder (``W + scale * B @ A``, via peft's
+``merge``) so the ONNX graph is a plain encoder; an adapter without encoder LoRA exports the bare encoder.
+The decoder is the adapter's tuned prompt decoder (its LoRA merged the same way), else the backbone's.
+``--adapter none`` exports the bare backbone.
+
+Prompts follow segment-anything's ONNX export: coordinates are (x, y) in model-input pixels (original
+pixels times ``resized / original`` per axis); labels 1 positive click, 0 negative click, 2 / 3 the top-left /
+bottom-right corners of a box, -1 padding. Without a box, append one padding point ``(0, 0)`` with label -1
+(as the PyTorch path does). ``masks[:, 0]`` is the single-mask output (``multimask_output=False``, the one for
+boxes and several clicks), ``masks[:, 1:]`` the three candidates of ``multimask_output=True`` (one click).
+
+The encoder is exported with the TorchScript-based exporter (``dynamo=False``): TinyViT's Python-side
+shapes do not trace with the dynamo exporter, and batch size is fixed at 1 (TinyViT reads ``len(x)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import AdapterError, UsamError
+
+#: Default (and minimum) ONNX opset.
+OPSET = 17
+ENCODER_FILE = "encoder.onnx"
+DECODER_FILE = "decoder.onnx"
+META_FILE = "usam_onnx.json"
+#: Side of the low-resolution logits (segment-anything's mask decoder output).
+LOW_RES = 256
+
+
+# --------------------------------------------------------------------------------------------- LoRA merge
+def merged_copy(module: nn.Module, adapters: list[str] | None = None) -> nn.Module:
+    """A deep copy of ``module`` in which every peft LoRA layer is replaced by its plain base layer.
+
+    Args:
+      adapters: LoRA adapter names merged into the base weights (``W + scale * B @ A``); ``None``: the
+        adapters active in each layer (none where LoRA is disabled); ``[]``: none (bare weights).
+    The original module is not touched.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    out = copy.deepcopy(module)
+    names = [n for n, m in out.named_modules() if isinstance(m, BaseTunerLayer)]
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = out.get_submodule(parent_name) if parent_name else out
+        layer = getattr(parent, child)
+        if adapters is None:
+            todo = [] if getattr(layer, "disable_adapters", False) else list(layer.active_adapters)
+        else:
+            todo = list(adapters)
+        todo = [a for a in todo if a in getattr(layer, "lora_A", {})]
+        if todo:
+            with torch.no_grad():
+                layer.merge(safe_merge=True, adapter_names=todo)
+        setattr(parent, child, layer.get_base_layer())
+    if any(isinstance(m, BaseTunerLayer) for m in out.modules()):  # pragma: no cover - nested tuner layers
+        raise UsamError("could not remove every LoRA layer from the exported copy")
+    return out.eval()
+
+
+# --------------------------------------------------------------------------------------------- decoder
+class OnnxPromptDecoder(nn.Module):
+    """SAM's prompt encoder + mask decoder with array inputs (segment-anything's ONNX conventions).
+
+    ``forward(image_embeddings (1, C, h, w), point_coords (1, N, 2), point_labels (1, N),
+    mask_input (1, 1, 256, 256), has_mask_input (1,))`` -> ``masks (1, 4, 256, 256)``, ``iou_predictions (1, 4)``.
+    """
+
+    def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module, input_size: int):
+        super().__init__()
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.input_size = int(input_size)
+
+    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        pe = self.prompt_encoder
+        coords = (coords + 0.5) / self.input_size  # pixel centres, as PromptEncoder._embed_points / _embed_boxes
+        emb = pe.pe_layer._pe_encoding(coords)
+        labels = labels.unsqueeze(-1)
+        emb = emb * (labels != -1).to(emb.dtype)
+        emb = emb + pe.not_a_point_embed.weight * (labels == -1).to(emb.dtype)
+        for i in range(pe.num_point_embeddings):
+            emb = emb + pe.point_embeddings[i].weight * (labels == i).to(emb.dtype)
+        return emb
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+        pe, dec = self.prompt_encoder, self.mask_decoder
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = has_mask_input * pe.mask_downscaling(mask_input)
+        dense = dense + (1 - has_mask_input) * pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        # segment_anything MaskDecoder.predict_masks for one image and one prompt set (usam.backbones.sam_style.run_mask_decoder)
+        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0)
+        tokens = torch.cat((output_tokens, sparse), dim=1)
+        src = image_embeddings + dense
+        pos_src = pe.get_dense_pe()
+        b, c, h, w = src.shape
+        hs, src = dec.transformer(src, pos_src, tokens)
+        iou_token_out = hs[:, 0, :]
+        mask_tokens_out = hs[:, 1 : (1 + dec.num_mask_tokens), :]
+        src = src.transpose(1, 2).reshape(b, c, h, w)
+        upscaled = dec.output_upscaling(src)
+        hyper_in = torch.stack([dec.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(dec.num_mask_tokens)], dim=1)
+        b, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+        iou_pred = dec.iou_prediction_head(iou_token_out)
+        return masks, iou_pred
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _sha256(path: Path) -> str:
+    d = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            d.update(block)
+    return d.hexdigest()
+
+
+def _io(name: str, shape: list, dtype: str = "float32", doc: str = "") -> dict:
+    return {"name": name, "shape": shape, "dtype": dtype, "doc": doc}
+
+
+def preprocessing_spec(backbone) -> dict:
+    """How to turn an image into the encoder input, per backbone (mirrors ``backbone.preprocess``)."""
+    s = int(backbone.input_size)
+    common = {
+        "input": "RGB uint8 (H, W, 3); grey images repeated to 3 channels, alpha dropped (usam.io.to_rgb_uint8)",
+        "input_size": s,
+        "geometry": {"scale": f"{s} / max(H, W)", "resized_hw": "(int(H * scale + 0.5), int(W * scale + 0.5))"},
+        "pad": f"zeros at the bottom / right to {s} x {s}",
+        "layout": f"NCHW float32, shape (1, 3, {s}, {s})",
+    }
+    name = backbone.name
+    if name == "litemedsam":
+        return {**common, "resize": "longest side to input_size, cv2.INTER_AREA",
+                "normalize": "min-max over the resized image (all channels): (x - min) / max(max - min, 1e-8)"}
+    mean, std = getattr(backbone, "pixel_mean", None), getattr(backbone, "pixel_std", None)
+    return {**common, "resize": "longest side to input_size, segment_anything ResizeLongestSide (PIL bilinear)",
+            "normalize": f"(x - mean) / std per channel, mean {list(mean or ())}, std {list(std or ())}"}
+
+
+def _prompt_spec(input_size: int) -> dict:
+    return {
+        "coordinates": "(x, y) in model-input pixels: x * resized_w / W, y * resized_h / H (original pixels in)",
+        "point_labels": {"-1": "padding point (0, 0): append one when there is no box", "0": "negative click",
+                         "1": "positive click", "2": "box top-left corner (x0, y0)", "3": "box bottom-right corner (x1, y1)"},
+        "order": "clicks first, then the two box corners (labels 2, 3)",
+        "mask_input": "low-res logits of a previous call (masks[:, k:k+1]) with has_mask_input = [1]; zeros and [0] otherwise",
+        "masks": "index 0: single-mask output (multimask_output=False; boxes, several clicks); 1..3: the three "
+                 "candidates of multimask_output=True (one click: pick the highest iou_predictions)",
+        "postprocess": f"bilinear (align_corners=False) upsample {LOW_RES} -> {input_size}, crop [:resized_h, :resized_w], "
+                       "bilinear resize to (H, W), mask = logits > 0",
+    }
+
+
+def _model_fingerprint(model, name: str | None) -> dict | None:
+    if name is None:
+        return None
+    from .challenge.predict import adapter_fingerprint
+
+    a = model.adapters[name]
+    fp = adapter_fingerprint(model, name)
+    return {
+        "name": name,
+        "weights_sha256": fp["weights_sha256"],
+        "encoder_lora": a.config.lora.to_dict() if a.config.lora else None,
+        "encoder_lora_merged": bool(a.lora_name),
+        "decoder": "tuned (adapter)" if a.decoder is not None else "backbone",
+        "decoder_lora_merged": bool(a.decoder is not None and a.decoder.lora is not None),
+        "tasks": {tid: {"kind": t.kind, "num_classes": t.num_classes, "class_names": t.class_names} for tid, t in a.tasks.items()},
+        "heads": "not exported (the heads run in PyTorch: usam predict)",
+    }
+
+
+@contextlib.contextmanager
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes, opset: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with _quiet(), torch.no_grad():
+        torch.onnx.export(module, args, str(tmp), input_names=list(input_names), output_names=list(output_names),
+                          dynamic_axes=dynamic_axes, opset_version=int(opset), do_constant_folding=True, dynamo=False)
+    os.replace(tmp, path)
+
+
+def decoder_inputs(points: np.ndarray, labels: np.ndarray, box: np.ndarray | None = None,
+                   mask_input: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """``decoder.onnx`` feeds from clicks / a box in model-input pixels (segment-anything's conventions)."""
+    pts = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32).reshape(-1, 2)
+    lab = np.zeros((0,), np.float32) if labels is None else np.asarray(labels, np.float32).reshape(-1)
+    if box is not None:
+        pts = np.concatenate([pts, np.asarray(box, np.float32).reshape(2, 2)])
+        lab = np.concatenate([lab, np.array([2, 3], np.float32)])
+    else:
+        pts = np.concatenate([pts, np.zeros((1, 2), np.float32)])
+        lab = np.concatenate([lab, np.array([-1], np.float32)])
+    has = mask_input is not None
+    m = np.asarray(mask_input, np.float32).reshape(1, 1, LOW_RES, LOW_RES) if has else np.zeros((1, 1, LOW_RES, LOW_RES), np.float32)
+    return {"point_coords": pts[None], "point_labels": lab[None], "mask_input": m,
+            "has_mask_input": np.array([1.0 if has else 0.0], np.float32)}
+
+
+# --------------------------------------------------------------------------------------------- export
+def export_model(model, out_dir: str | os.PathLike, adapter: str | None = None, opset: int = OPSET,
+                 verify: bool = True, source: str | None = None, log=None) -> dict:
+    """Export ``model``'s encoder (+ adapter ``adapter``'s encoder LoRA, merged) and prompt decoder to ONNX.
+
+    Args:
+      model: a :class:`~usam.model.UsamModel` on a segment-anything style backbone (litemedsam, sam_vit_*).
+      out_dir: output folder (created); the three files are replaced atomically one by one.
+      adapter: name of a loaded adapter, or ``None`` for the bare backbone.
+      opset: ONNX opset (>= 17).
+      verify: run both models in onnxruntime (when installed) on a synthetic image and record the max abs
+        difference to PyTorch in the JSON.
+      source: where the adapter came from (recorded in the JSON).
+
+    Returns:
+      The JSON metadata that was written to ``out_dir/usam_onnx.json``.
+    """
+    from . import __version__
+
+    log = log or (lambda _m: None)
+    backbone = model.backbone
+    if not hasattr(backbone, "prompt_encoder") or not hasattr(backbone, "mask_decoder") or hasattr(backbone, "model"):
+        raise UsamError(f"ONNX export supports segment-anything style backbones (litemedsam, sam_vit_*), not {backbone.name!r}")
+    if int(opset) < 17:
+        raise UsamError(f"opset must be >= 17, got {opset}")
+    if adapter is not None and adapter not in model.adapters:
+        raise AdapterError(f"no adapter named {adapter!r} is loaded (loaded: {sorted(model.adapters) or 'none'})")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsamError(f"output {str(out)!r} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    a = model.adapters[adapter] if adapter is not None else None
+    s = int(backbone.input_size)
+    c, h, w = backbone.embedding_shape
+
+    t0 = time.perf_counter()
+    encoder = merged_copy(backbone.image_encoder, [a.lora_name] if a is not None and a.lora_name else []).cpu().float()
+    x = torch.zeros(1, 3, s, s)
+    _export(encoder, (x,), out / ENCODER_FILE, ["image"], ["image_embeddings"], None, opset)
+    log(f"usam export: {ENCODER_FILE} in {time.perf_counter() - t0:.1f} s")
+
+    t0 = time.perf_counter()
+    if a is not None and a.decoder is not None:
+        pe, md = a.decoder.prompt_encoder, merged_copy(a.decoder.mask_decoder)
+    else:
+        pe, md = backbone.prompt_encoder, merged_copy(backbone.mask_decoder)
+    decoder = OnnxPromptDecoder(copy.deepcopy(pe), md, s).cpu().float().eval()
+    feeds = decoder_inputs(np.array([[s / 2, s / 2]]), np.array([1]))
+    dargs = (torch.zeros(1, c, h, w), *(torch.from_numpy(feeds[k]) for k in ("point_coords", "point_labels", "mask_input", "has_mask_input")))
+    _export(decoder, dargs, out / DECODER_FILE, ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
+            ["masks", "iou_predictions"], {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}, opset)
+    log(f"usam export: {DECODER_FILE} in {time.perf_counter() - t0:.1f} s")
+
+    meta = {
+        "format": "usam-onnx",
+        "format_version": 1,
+        "usam_version": __version__,
+        "torch_version": torch.__version__,
+        "opset": int(opset),
+        "precision": "fp32",
+        "backbone": {"name": backbone.name, "checksum": backbone.checksum, "source": backbone.source,
+                     "input_size": s, "embedding_shape": [c, h, w]},
+        "adapter": _model_fingerprint(model, adapter),
+        "adapter_source": source,
+        "preprocessing": preprocessing_spec(backbone),
+        "encoder": {
+            "file": ENCODER_FILE,
+            "inputs": [_io("image", [1, 3, s, s], doc="preprocessed image (see preprocessing); batch size 1")],
+            "outputs": [_io("image_embeddings", [1, c, h, w])],
+        },
+        "decoder": {
+            "file": DECODER_FILE,
+            "inputs": [
+                _io("image_embeddings", [1, c, h, w], doc="encoder output"),
+                _io("point_coords", [1, "num_points", 2], doc="(x, y) model-input pixels; box = 2 corner points"),
+                _io("point_labels", [1, "num_points"], doc="-1 pad, 0 negative, 1 positive, 2 box top-left, 3 box bottom-right"),
+                _io("mask_input", [1, 1, LOW_RES, LOW_RES], doc="previous low-res logits, or zeros"),
+                _io("has_mask_input", [1], doc="1 when mask_input is given, else 0"),
+            ],
+            "outputs": [_io("masks", [1, 4, LOW_RES, LOW_RES], doc="low-res logits: [0] single mask, [1:] multimask"),
+                        _io("iou_predictions", [1, 4], doc="predicted IoU of each mask")],
+            "prompts": _prompt_spec(s),
+        },
+    }
+    if verify:
+        meta["verification"] = _verify(model, adapter, out)
+    meta["files"] = {f: _sha256(out / f) for f in (ENCODER_FILE, DECODER_FILE)}
+    tmp = out / f".{META_FILE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, out / META_FILE)
+    return meta
+
+
+@torch.no_grad()
+def _verify(model, adapter: str | None, out: Path) -> dict:
+    """onnxruntime vs PyTorch (fp32) on a synthetic image, a click and a box; ``{}`` without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {"skipped": "onnxruntime is not installed (pip install onnxruntime)"}
+    s = int(model.backbone.input_size)
+    yy, xx = np.mgrid[0:300, 0:400]
+    image = np.stack([(xx + yy) % 256, (2 * xx) % 256, np.abs(yy - 150) % 256], -1).astype(np.uint8)
+    active, precision = model.active_adapter, model.precision
+    try:
+        model.set_adapter(adapter)
+        model.precision = "fp32"
+        x, geo = model.backbone.preprocess(image)
+        emb = model.backbone.encode(x.to(model.device)).float().cpu()
+        enc = ort.InferenceSession(str(out / ENCODER_FILE), providers=["CPUExecutionProvider"])
+        dec = ort.InferenceSession(str(out / DECODER_FILE), providers=["CPUExecutionProvider"])
+        onnx_emb = enc.run(None, {"image": x.numpy()})[0]
+        res = {"embedding_max_abs_diff": float(np.abs(onnx_emb - emb.numpy()).max())}
+        box = np.array([[s * 0.2, s * 0.2, s * 0.6, s * 0.5]], np.float32)
+        click = np.array([[s * 0.4, s * 0.35]], np.float32)
+        dev = model.device
+        tl, _ = model.decode(emb.to(dev), boxes=torch.from_numpy(box).to(dev), multimask_output=False)
+        ol = dec.run(None, {"image_embeddings": emb.numpy(), **decoder_inputs(None, None, box=box)})[0][:, :1]
+        tc, _ = model.decode(emb.to(dev), points=(torch.from_numpy(click[None]).to(dev), torch.ones(1, 1, device=dev)))
+        oc = dec.run(None, {"image_embeddings": emb.numpy(), **decoder_inputs(click, [1])})[0][:, 1:]
+        res["box_logits_max_abs_diff"] = float(np.abs(ol - tl.float().cpu().numpy()).max())
+        res["click_logits_max_abs_diff"] = float(np.abs(oc - tc.float().cpu().numpy()).max())
+        res["box_mask_agreement"] = float(((ol > 0) == (tl.cpu().numpy() > 0)).mean())
+        return res
+    finally:
+        model.precision = precision
+        model.set_adapter(active)
+
+
+def _adapter_backbone(ref: str) -> str | None:
+    """Backbone name recorded in an adapter's config.json (``None`` when it cannot be read)."""
+    from .hub import resolve_adapter
+
+    try:
+        raw = json.loads((resolve_adapter(ref) / "config.json").read_text())
+        return str(raw["backbone"]["name"])
+    except Exception:  # the real load reports the problem with a proper message
+        return None
+
+
+def export_onnx(out_dir: str | os.PathLike, adapter: str | None = None, backbone: str | None = None,
+                checkpoint: str | None = None, opset: int = OPSET, verify: bool = True, log=None) -> dict:
+    """Build the model (CPU, fp32), load ``adapter`` (directory or Hub id; ``None`` / ``"none"``: bare backbone)
+    and export it with :func:`export_model`. ``backbone`` defaults to the adapter's, else ``litemedsam``."""
+    from .model import UsamModel
+
+    if adapter is not None and str(adapter).lower() in ("", "none"):
+        adapter = None
+    if backbone is None:
+        backbone = (_adapter_backbone(adapter) if adapter else None) or "litemedsam"
+    model = UsamModel.from_pretrained(backbone=backbone, checkpoint=checkpoint, precision="fp32", device="cpu", cache_size=0)
+    name = model.load_adapter(adapter) if adapter else None
+    return export_model(model, out_dir, adapter=name, opset=opset, verify=verify, source=adapter, log=log)
