@@ -68,6 +68,8 @@ class AdapterConfig:
     decoder: dict | None = None
     input_size: int = 256
     training: dict = field(default_factory=dict)
+    #: per-task head options, e.g. ``{"breast_lesion_det": {"refine_with_decoder": true}}``
+    head_options: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -81,6 +83,7 @@ class AdapterConfig:
             "decoder": self.decoder,
             "preprocessing": {"input_size": self.input_size, "resize": "longest side", "pad": "bottom/right zeros"},
             "training": self.training,
+            "head_options": self.head_options,
         }
 
     @classmethod
@@ -93,6 +96,7 @@ class AdapterConfig:
                 tasks=tasks, lora=LoraSettings.from_dict(d["lora"]) if d.get("lora") else None,
                 decoder=d.get("decoder"), input_size=int(d["backbone"].get("input_size", 256)),
                 training=d.get("training") or {},
+                head_options=d.get("head_options") or {},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise AdapterError(f"{where} is not a usam adapter config ({type(exc).__name__}: {exc})") from exc

@@ -65,6 +65,9 @@ class Backbone(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` -> image embedding ``(B, C, h, w)``."""
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # bf16 fast path: a channels-last input runs the convolutions on oneDNN's fast bf16 kernels (same values)
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.image_encoder(x)
 
     def decode(

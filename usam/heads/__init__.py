@@ -36,6 +36,23 @@ class Prediction:
         return int(np.argmax(self.probabilities[task_id]))
 
 
+def refine_box(decoder, embedding, box: np.ndarray, input_size: int) -> np.ndarray:
+    """Refine a regressed ``(4,)`` box (model-input pixels): prompt the decoder with it and take the
+    extent of the mask it returns; the regressed box is kept when the mask is empty."""
+    import torch
+
+    from ..backbones import LOW_RES
+
+    logits, _ = decoder.decode(embedding, boxes=torch.as_tensor(box[None], dtype=torch.float32, device=embedding.device),
+                               multimask_output=False)
+    mask = (logits[0, 0] > 0).cpu().numpy()
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        return box
+    s = input_size / LOW_RES
+    return np.array([xs.min() * s, ys.min() * s, (xs.max() + 1) * s, (ys.max() + 1) * s], dtype=np.float64)
+
+
 def run_heads(model, embedded) -> Prediction:
     """Run every head of ``model``'s active adapter on one :class:`~usam.embedding.Embedded` image."""
     import torch
@@ -55,9 +72,10 @@ def run_heads(model, embedded) -> Prediction:
             if task.kind == "classification":
                 pred.probabilities[tid] = head(emb).float().softmax(-1)[0].cpu().numpy()
             elif task.kind == "detection":
-                box = head(emb).float()[0].cpu().numpy()
-                box = geo.boxes_to_original(np.clip(box, 0, [rw, rh, rw, rh]))
-                pred.boxes[tid] = box
+                box = np.clip(head(emb).float()[0].cpu().numpy(), 0, [rw, rh, rw, rh])
+                if adapter.config.head_options.get(tid, {}).get("refine_with_decoder") and adapter.decoder is not None:
+                    box = refine_box(adapter.decoder, emb, box, model.backbone.input_size)
+                pred.boxes[tid] = geo.boxes_to_original(box)
             elif task.kind == "regression":
                 _, coords = head(emb)
                 pts = np.clip(coords.float()[0].cpu().numpy(), 0, [rw, rh])

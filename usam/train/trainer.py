@@ -258,9 +258,20 @@ def validate(module: TrainModule, source: ExampleSource, val: dict[str, list[Sam
         elif spec.kind == "detection":
             from torchvision.ops import box_iou
 
-            ious = [float(box_iou(head(e).float(), torch.tensor(ex.target.box[None], dtype=torch.float32))[0, 0]) for ex, e in outs]
+            from ..heads import refine_box
+
+            ious, refined = [], []
+            for ex, e in outs:
+                raw = head(e).float()
+                truth = torch.tensor(ex.target.box[None], dtype=torch.float32)
+                ious.append(float(box_iou(raw, truth)[0, 0]))
+                if adapter.decoder is not None:
+                    box = refine_box(adapter.decoder, e, raw[0].cpu().numpy(), model.backbone.input_size)
+                    refined.append(float(box_iou(torch.tensor(box[None], dtype=torch.float32), truth)[0, 0]))
             metrics["iou"] = float(np.mean(ious))
-            metrics["score"] = metrics["iou"]
+            if refined:
+                metrics["iou_refined"] = float(np.mean(refined))
+            metrics["score"] = max(metrics["iou"], metrics.get("iou_refined", 0.0))
         elif spec.kind == "regression":
             errs = []
             for ex, e in outs:
@@ -356,7 +367,12 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
     mp = t["mixed_precision"]
     if mp == "auto":
         mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    accelerator = Accelerator(mixed_precision=mp, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    # launched as several processes (accelerate launch / torchrun) on a machine without GPUs: DDP over gloo on the
+    # CPU. accelerate only does that when asked for the CPU; otherwise every process would train on its own.
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    no_gpu = not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available())
+    accelerator = Accelerator(mixed_precision=mp, cpu=distributed and no_gpu,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     main = accelerator.is_main_process
     set_seed(int(t["seed"]))
     if model is None:
@@ -490,6 +506,10 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
             improved = score > best
             if improved:
                 best = score
+                adapter.config.head_options = {
+                    tid: {"refine_with_decoder": True} for tid, m in val.items()
+                    if "iou_refined" in m and m["iou_refined"] > m["iou"]
+                }
                 metrics = {"best_epoch": epoch + 1, "val": val, "history": history}
                 adapter.save_pretrained(out, model.backbone.image_encoder if cfg.mode == "lora" else None, metrics=metrics,
                                         card=_card(cfg, adapter, metrics))

@@ -1,0 +1,405 @@
+"""Speed and memory, side by side from one run: encoders, click latency, ``usam predict`` vs the FMC_UIA baseline.
+
+    .venv/bin/python benchmarks/bench_speed.py                  # 8 images, CPU
+    .venv/bin/python benchmarks/bench_speed.py --images 20 --vit-images 3 --clicks 100
+    .venv/bin/python benchmarks/bench_speed.py --device cuda    # on a GPU (benchmarks/gpu.sh)
+
+Rows:
+
+- encoder images/s (network only, preprocessing excluded, batch 1): LiteMedSAM (real weights) in eager fp32,
+  the bf16 fast path (autocast, what ``--precision auto`` picks on CPUs with AVX512-BF16 / AMX and on GPUs)
+  and ONNX Runtime (``usam export onnx`` of the bare backbone, fp32); SAM ViT-B (random weights, 1024 px)
+  in fp32 and bf16;
+- click-to-mask latency p50 / p95: ``Predictor.predict`` with one click on a cached embedding, end to end
+  (prompt encoder, mask decoder, upsampling to the original size);
+- ``usam predict`` images/s (``predict_split`` on a split of the same images: read, encode, automatic
+  segmentation head + prompt decoder, PNG + journal writes) vs the FMC_UIA baseline architecture
+  (EfficientNet-B4 + FPN from segmentation_models_pytorch, random weights, ``encoder_weights=None``; the
+  baseline's own inference: resize to 256 x 256, ImageNet normalisation, argmax, nearest resize, PNG write);
+  batch 1 for both. Adapter and baseline weights are random: timing does not depend on the values.
+
+Each row runs in a fresh process, so "peak RSS" (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is that
+row's own peak (interpreter + libraries + model + work); on CUDA the peak allocated GPU memory is shown too.
+One image (or click) per row is a warm-up and is not timed. Images: the first rows of
+``<data>/test/csv_files/breast_lesion.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fmc_uia_dev"
+
+#: row id -> (group, label)
+ROWS = {
+    "enc_lite_fp32": ("encoder", "litemedsam fp32 (eager)"),
+    "enc_lite_bf16": ("encoder", "litemedsam bf16 (fast path)"),
+    "enc_lite_onnx": ("encoder", "litemedsam ONNX Runtime fp32"),
+    "enc_vitb_fp32": ("encoder", "sam_vit_b fp32 (random)"),
+    "enc_vitb_bf16": ("encoder", "sam_vit_b bf16 (random)"),
+    "click": ("click", "click -> mask (litemedsam)"),
+    "predict_usam_fp32": ("predict", "usam predict fp32"),
+    "predict_usam_bf16": ("predict", "usam predict bf16 (auto)"),
+    "predict_base_fp32": ("predict", "FMC_UIA baseline fp32"),
+    "predict_base_bf16": ("predict", "FMC_UIA baseline bf16"),
+}
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def rows_of(data: Path, n: int) -> list[dict]:
+    with open(data / "test" / "csv_files" / "breast_lesion.csv", newline="") as fh:
+        return list(csv.DictReader(fh))[:n]
+
+
+def warm_first(items: list) -> list:
+    """``n + 1`` items -> the last one (warm-up, not timed) first, then the ``n`` timed ones in order."""
+    return [items[-1], *items[:-1]]
+
+
+def load_images(data: Path, n: int):
+    from usam.io import read_image
+
+    csv_dir = data / "test" / "csv_files"
+    return [read_image(csv_dir / r["image_path"]) for r in rows_of(data, n)]
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def autocast(device: str, precision: str):
+    import contextlib
+
+    import torch
+
+    if precision == "bf16":
+        return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def timed(fn, items, device: str) -> list[float]:
+    """Seconds per item, the first item a warm-up (not returned)."""
+    out = []
+    for i, item in enumerate(items):
+        sync(device)
+        t0 = time.perf_counter()
+        fn(item)
+        sync(device)
+        if i:
+            out.append(time.perf_counter() - t0)
+    return out
+
+
+def split_dir(data: Path, n: int, where: Path) -> Path:
+    """A split folder with the first ``n`` breast_lesion test rows (images linked, not copied)."""
+    src = data / "test"
+    (where / "csv_files").mkdir(parents=True, exist_ok=True)
+    for sub in ("Classification", "Segmentation"):
+        if not (where / sub).exists():
+            os.symlink((src / sub).resolve(), where / sub)
+    rows = rows_of(data, n)
+    with open(where / "csv_files" / "breast_lesion.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return where
+
+
+# ----------------------------------------------------------------------------------------------- rows
+def row_encoder(args, backbone_name: str, precision: str) -> dict:
+    import torch
+
+    from usam import build_backbone
+
+    n = args.images if backbone_name == "litemedsam" else args.vit_images
+    images = warm_first(load_images(args.data, n + 1))
+    bb = build_backbone(backbone_name) if backbone_name == "litemedsam" else build_backbone(backbone_name, pretrained=False)
+    bb.to(args.device)
+    xs = [bb.preprocess(im)[0].to(args.device) for im in images]
+
+    def run(x):
+        with torch.inference_mode(), autocast(args.device, precision):
+            bb.encode(x)
+
+    return {"times": timed(run, xs, args.device), "unit": "image"}
+
+
+def row_onnx(args) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    from usam import UsamModel, build_backbone
+    from usam.export import ENCODER_FILE, export_model
+
+    images = warm_first(load_images(args.data, args.images + 1))
+    model = UsamModel(build_backbone("litemedsam"), precision="fp32")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        export_model(model, tmp, verify=False)
+        export_s = time.perf_counter() - t0
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = torch.get_num_threads()
+        providers = ["CPUExecutionProvider"]
+        if args.device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                return {"skipped": "onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)"}
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        sess = ort.InferenceSession(str(Path(tmp) / ENCODER_FILE), so, providers=providers)
+        xs = [model.backbone.preprocess(im)[0].numpy() for im in images]
+        times = timed(lambda x: sess.run(None, {"image": x}), xs, "cpu")
+    return {"times": times, "unit": "image", "note": f"export {export_s:.1f} s, {so.intra_op_num_threads} threads, {providers[0]}"}
+
+
+def row_click(args) -> dict:
+    import numpy as np
+
+    from usam import Predictor, UsamModel, build_backbone
+    from usam.io import read_mask
+
+    csv_dir = args.data / "test" / "csv_files"
+    row = rows_of(args.data, 1)[0]
+    image = load_images(args.data, 1)[0]
+    gt = read_mask(csv_dir / row["mask_path"]) > 0
+    ys, xs = np.nonzero(gt)
+    click = np.array([[xs.mean(), ys.mean()]])
+    model = UsamModel(build_backbone("litemedsam").to(args.device), precision=args.precision)
+    predictor = Predictor(model)
+    predictor.set_image(image)
+    times = timed(lambda _: predictor.predict(point_coords=click, point_labels=np.array([1]), multimask_output=True),
+                  range(args.clicks + 1), args.device)
+    return {"times": times, "unit": "click", "note": f"{image.shape[1]}x{image.shape[0]} image, multimask, cached embedding"}
+
+
+def _tiny_adapter(model, where: Path) -> Path:
+    """An untrained breast_lesion adapter (automatic segmentation head + tuned prompt decoder)."""
+    from usam.adapter import Adapter, AdapterConfig
+    from usam.data.tasks import TaskSpec
+    bb = model.backbone
+    cfg = AdapterConfig(name="bench", backbone=bb.name, backbone_checksum=bb.checksum,
+                        tasks={"breast_lesion": TaskSpec(task_id="breast_lesion", kind="segmentation", num_classes=2)},
+                        decoder={"lora": {"rank": 16, "alpha": 16}}, input_size=bb.input_size)
+    Adapter(cfg, bb).save_pretrained(where)
+    return where
+
+
+def row_predict_usam(args, precision: str) -> dict:
+    from usam import UsamModel
+    from usam.challenge.predict import predict_split
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        split = split_dir(args.data, args.images, tmp / "split")
+        model = UsamModel.from_pretrained(precision=precision, device=args.device)
+        model.load_adapter(str(_tiny_adapter(model, tmp / "adapter")))
+        model.predict(load_images(args.data, args.images + 1)[-1])  # warm-up on an image outside the split
+        model.cache.clear()
+        sync(args.device)
+        t0 = time.perf_counter()
+        r = predict_split(split, tmp / "out", model, progress=False)
+        sync(args.device)
+        seconds = time.perf_counter() - t0
+    n = r["images"]
+    return {"times": [seconds / n] * n, "unit": "image", "note": f"{n} images in {seconds:.1f} s, adapter: auto-seg head + tuned decoder",
+            "precision": model.precision}
+
+
+def row_predict_baseline(args, precision: str) -> dict:
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError:
+        return {"skipped": "pip install segmentation-models-pytorch"}
+    import cv2
+    import numpy as np
+    import torch
+
+    net = smp.FPN(encoder_name="efficientnet-b4", encoder_weights=None, classes=2).eval().to(args.device)
+    csv_dir = args.data / "test" / "csv_files"
+    rows = warm_first(rows_of(args.data, args.images + 1))
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(row):
+            image = cv2.cvtColor(cv2.imread(str(csv_dir / row["image_path"])), cv2.COLOR_BGR2RGB)
+            h, w = image.shape[:2]
+            x = (cv2.resize(image, (256, 256)).astype(np.float32) / 255.0 - mean) / std
+            x = torch.from_numpy(x).permute(2, 0, 1)[None].to(args.device)
+            with torch.inference_mode(), autocast(args.device, precision):
+                logits = net(x)
+            mask = logits[0].float().argmax(0).to(torch.uint8).cpu().numpy()
+            mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+            cv2.imwrite(str(Path(tmp) / (Path(row["mask_path"]).stem + ".png")), mask)
+
+        times = timed(run, rows, args.device)
+    return {"times": times, "unit": "image", "note": f"EfficientNet-B4 + FPN, {sum(p.numel() for p in net.parameters()) / 1e6:.1f}M params, 256 px"}
+
+
+def run_row(args, row: str) -> dict:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if row == "enc_lite_fp32":
+        r = row_encoder(args, "litemedsam", "fp32")
+    elif row == "enc_lite_bf16":
+        r = row_encoder(args, "litemedsam", "bf16")
+    elif row == "enc_lite_onnx":
+        r = row_onnx(args)
+    elif row == "enc_vitb_fp32":
+        r = row_encoder(args, "sam_vit_b", "fp32")
+    elif row == "enc_vitb_bf16":
+        r = row_encoder(args, "sam_vit_b", "bf16")
+    elif row == "click":
+        r = row_click(args)
+    elif row == "predict_usam_fp32":
+        r = row_predict_usam(args, "fp32")
+    elif row == "predict_usam_bf16":
+        r = row_predict_usam(args, "auto" if not args.device.startswith("cuda") else "bf16")
+    elif row == "predict_base_fp32":
+        r = row_predict_baseline(args, "fp32")
+    elif row == "predict_base_bf16":
+        r = row_predict_baseline(args, "bf16")
+    else:
+        raise SystemExit(f"unknown row {row!r}")
+    r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    if args.device.startswith("cuda"):
+        r["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    r["threads"] = torch.get_num_threads()
+    return r
+
+
+# ----------------------------------------------------------------------------------------------- report
+def _fmt_row(row: str, r: dict, ref: dict) -> str:
+    group, label = ROWS[row]
+    if "skipped" in r or "error" in r:
+        return f"| {label:<30} | {'n/a':>9} | {'':>10} | {'':>16} | {'':>9} | {r.get('skipped') or r.get('error')}"
+    t = sorted(r["times"])
+    ms = statistics.mean(t) * 1000
+    if r["unit"] == "click":
+        p50 = statistics.median(t) * 1000
+        p95 = t[min(len(t) - 1, int(round(0.95 * (len(t) - 1))))] * 1000
+        rate, lat = f"{1000 / ms:>7.1f}/s", f"p50 {p50:5.1f} p95 {p95:5.1f}"
+    else:
+        rate, lat = f"{1000 / ms:>9.2f}", f"{ms:>10.0f}"
+    rel = ""
+    base = ref.get(group)
+    if base is not None and base is not r and r["unit"] != "click":
+        rel = f"{statistics.mean(base['times']) / statistics.mean(r['times']):.2f}x"
+    mem = f"{r['peak_rss_mb']:>8.0f}" + (f" / GPU {r['peak_gpu_mb']:.0f}" if "peak_gpu_mb" in r else "")
+    note = r.get("note", "")
+    if r["unit"] == "click":
+        return f"| {label:<30} | {rate:>9} | {'':>10} | {lat:>16} | {mem:>9} | {note}"
+    return f"| {label:<30} | {rate:>9} | {lat:>10} | {rel:>16} | {mem:>9} | {note}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=8, help="timed images per LiteMedSAM / predict row (default 8; +1 warm-up)")
+    ap.add_argument("--vit-images", type=int, default=2, help="timed images for sam_vit_b (default 2; +1 warm-up)")
+    ap.add_argument("--clicks", type=int, default=50, help="timed clicks (default 50; +1 warm-up)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
+    ap.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"], help="encoder precision of the click row")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW",
+                    help=f"rows to run (default all): {' '.join(ROWS)}")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"FMC_UIA dev data (default {DEFAULT_DATA})")
+    ap.add_argument("--json", type=Path, default=None, help="also write the raw results as JSON here")
+    ap.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: run one row in this process
+    args = ap.parse_args(argv)
+    if args.images < 1 or args.vit_images < 1 or args.clicks < 2:
+        ap.error("--images and --vit-images must be >= 1, --clicks >= 2")
+
+    if args.row:  # child: one row, JSON on the last stdout line
+        try:
+            r = run_row(args, args.row)
+        except Exception as exc:  # reported in the table, the other rows still run
+            r = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        print(json.dumps(r))
+        return 0
+
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("bench_speed: --device cuda but torch sees no CUDA device", file=sys.stderr)
+        return 1
+    from usam.model import resolve_precision
+
+    dev = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else cpu_model()
+    print(f"torch {torch.__version__}, device {args.device} ({dev}), {os.cpu_count()} logical CPUs, "
+          f"threads {args.threads or torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
+          f"precision auto -> {resolve_precision('auto', torch.device(args.device))}")
+    print(f"images: first {args.images} (+1 warm-up) rows of {args.data / 'test/csv_files/breast_lesion.csv'}; "
+          f"sam_vit_b {args.vit_images} (+1); {args.clicks} clicks (+1)")
+    results = {}
+    passthrough = ["--images", str(args.images), "--vit-images", str(args.vit_images), "--clicks", str(args.clicks),
+                   "--device", args.device, "--precision", args.precision, "--data", str(args.data)]
+    if args.threads:
+        passthrough += ["--threads", str(args.threads)]
+    for row in args.rows:
+        t0 = time.perf_counter()
+        p = subprocess.run([sys.executable, __file__, "--row", row, *passthrough], capture_output=True, text=True)
+        try:
+            results[row] = json.loads(p.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            results[row] = {"error": f"exit {p.returncode}: {p.stderr.strip()[-300:]}"}
+        print(f"  {row}: {time.perf_counter() - t0:.0f} s" + (f" ({results[row]['error']})" if "error" in results[row] else ""),
+              file=sys.stderr, flush=True)
+
+    ref = {"encoder": None, "predict": None}
+    for row in ("enc_lite_fp32", "predict_base_fp32"):
+        if row in results and "times" in results[row]:
+            ref[ROWS[row][0]] = results[row]
+    enc_vitb = results.get("enc_vitb_fp32")
+    print()
+    print(f"| {'':<30} | {'images/s':>9} | {'ms/image':>10} | {'vs fp32 / base':>16} | {'peak RSS MB':>9} | notes")
+    print(f"|{'-' * 32}|{'-' * 11}|{'-' * 12}|{'-' * 18}|{'-' * 11}|{'-' * 30}")
+    last_group = None
+    for row in args.rows:
+        group = ROWS[row][0]
+        if last_group is not None and group != last_group:
+            print(f"|{' ' * 32}|{' ' * 11}|{' ' * 12}|{' ' * 18}|{' ' * 11}|")
+        last_group = group
+        r = results[row]
+        # sam_vit_b bf16 compares with sam_vit_b fp32, not with litemedsam
+        rr = dict(ref)
+        if row == "enc_vitb_bf16" and enc_vitb and "times" in enc_vitb:
+            rr["encoder"] = enc_vitb
+        elif row == "enc_vitb_fp32":
+            rr["encoder"] = None
+        if row == "click":
+            print(f"| {'':<30} | {'clicks/s':>9} | {'':>10} | {'latency ms':>16} | {'':>9} |")
+        print(_fmt_row(row, r, rr))
+    print("\nvs fp32 / base: encoder rows vs litemedsam fp32 (sam_vit_b bf16 vs sam_vit_b fp32); "
+          "predict rows vs the FMC_UIA baseline fp32 (speed-up, >1 = faster)")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
