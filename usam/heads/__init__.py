@@ -84,4 +84,26 @@ def run_heads(model, embedded) -> Prediction:
                 logits, _ = head(model.prompt_decoder(), emb)
                 full = geo.masks_to_original(logits.float())
                 pred.masks[tid] = logits_to_classes(full)[0].cpu().numpy().astype(np.uint8)
+    for tid, opts in adapter.config.head_options.items():
+        source = opts.get("ellipse_from")
+        if source and tid in pred.keypoints and source in pred.masks:
+            points = ellipse_axis_points(pred.masks[source] > 0)
+            if points is not None:
+                pred.keypoints[tid] = points
     return pred
+
+
+def ellipse_axis_points(mask: np.ndarray) -> np.ndarray | None:
+    """``(4, 2)`` ends of the major axis (left -> right) then of the minor axis (top -> bottom) of the
+    ellipse fitted to a head mask: fetal biometry's OFD and BPD landmarks. ``None`` for an empty mask."""
+    from ..measure import head_biometry
+
+    if mask.sum() < 5:
+        return None
+    try:
+        result = head_biometry(mask)
+    except Exception:
+        return None
+    ofd = sorted(map(tuple, result["ofd_endpoints"]), key=lambda p: p[0])
+    bpd = sorted(map(tuple, result["bpd_endpoints"]), key=lambda p: p[1])
+    return np.array([*ofd, *bpd], dtype=np.float64)

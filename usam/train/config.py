@@ -13,6 +13,7 @@ Example (``configs/breast.yaml``)::
     decoder: {tune: true, lora: {rank: 16, alpha: 16}}
     train: {epochs: 10, batch_size: 8, lr: 3.0e-4, seed: 0}
     output: runs/breast
+    init: null                         # optional: an adapter directory to start from (same tasks and settings)
 
 Relative paths are resolved against the working directory, then against the config file's folder.
 """
@@ -48,7 +49,7 @@ DEFAULT_TRAIN = {
 }
 DEFAULT_DECODER = {"tune": True, "lora": {"rank": 16, "alpha": 16, "dropout": 0.0}}
 DEFAULT_LORA = {"rank": 8, "alpha": 16, "dropout": 0.05}
-TOP_KEYS = {"name", "backbone", "checkpoint", "data", "mode", "lora", "decoder", "train", "output", "precision"}
+TOP_KEYS = {"name", "backbone", "checkpoint", "data", "mode", "lora", "decoder", "train", "output", "precision", "init"}
 
 
 @dataclass
@@ -67,6 +68,7 @@ class TrainConfig:
     decoder: dict = field(default_factory=lambda: copy.deepcopy(DEFAULT_DECODER))
     train: dict = field(default_factory=lambda: dict(DEFAULT_TRAIN))
     precision: str = "auto"
+    init: Path | None = None  # start from this adapter's weights (same tasks), e.g. to continue training
     source: str = "<dict>"
     raw: dict = field(default_factory=dict)
 
@@ -174,4 +176,5 @@ def load_config(path: str | os.PathLike | dict, overrides: list[str] = ()) -> Tr
         checkpoint=raw.get("checkpoint"), tasks=tasks, limit=limit, train_split=data.get("train", "train"),
         val_split=data.get("val", "val"), mode=mode, lora=lora, decoder=decoder, train=train,
         precision=raw.get("precision", "auto"), source=source, raw=raw,
+        init=_resolve(raw["init"], base) if raw.get("init") else None,
     )

@@ -383,6 +383,10 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
     if main:
         log(f"usam train: {cfg.name}: mode {cfg.mode}, tasks " + ", ".join(f"{k} ({v.kind}, {len(train_rows[k])} train / {len(val_rows.get(k, []))} val)" for k, v in specs.items()))
     adapter = build_adapter(cfg, model, specs)
+    if cfg.init is not None:
+        _init_from(adapter, cfg.init)
+        if main:
+            log(f"usam train: starting from the weights of {cfg.init}")
     attach_adapter(model, adapter, cfg.name)
     if cfg.mode == "lora":
         add_lora(model.backbone.image_encoder, cfg.name, adapter.config.lora)
@@ -524,6 +528,17 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
     model.eval()
     model.set_adapter(cfg.name)
     return out
+
+
+def _init_from(adapter: Adapter, directory: Path) -> None:
+    """Copy heads / tuned-decoder weights of an existing adapter directory (its tasks must match)."""
+    from ..adapter import HEADS_NAME, read_adapter_dir
+
+    config, heads, _ = read_adapter_dir(Path(directory))
+    if set(config.tasks) != set(adapter.tasks):
+        raise ConfigError(f"init adapter {str(directory)!r} has tasks {sorted(config.tasks)}, this config {sorted(adapter.tasks)}")
+    adapter.load_head_state(heads, str(Path(directory) / HEADS_NAME))
+    adapter.config.head_options = dict(config.head_options)
 
 
 def _trainable_named(model, adapter, cfg):
