@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from usam.data.fmc import read_split
     from usam.io import read_image
 
-    model = usam.load(adapters=[args.adapter], cache_size=4)
+    model = usam.load(adapters=[args.adapter], cache_size=512)
     adapter = model.adapter
     tasks = adapter.tasks
     seg = [t for t, s in tasks.items() if s.kind == "segmentation"]

@@ -220,6 +220,9 @@ class Adapter(nn.Module):
                 (tmp / "README.md").write_text(card)
             elif (out / "README.md").exists():
                 shutil.copy2(out / "README.md", tmp / "README.md")
+            os.chmod(tmp, 0o755)  # mkdtemp makes 0700; an adapter is meant to be shared
+            for f in tmp.iterdir():
+                os.chmod(f, 0o644)
             if out.exists():
                 old = out.with_name(f".{out.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
