@@ -29,6 +29,11 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _dice(a, b) -> float:
+    s = int(a.sum()) + int(b.sum())
+    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("adapter")
@@ -38,7 +43,7 @@ def main(argv=None) -> int:
 
     import usam
     from usam.data.fmc import read_split
-    from usam.io import read_image
+    from usam.io import read_image, read_mask
 
     model = usam.load(adapters=[args.adapter], cache_size=512)
     adapter = model.adapter
@@ -46,29 +51,38 @@ def main(argv=None) -> int:
     seg = [t for t, s in tasks.items() if s.kind == "segmentation"]
     split = read_split(Path(args.data) / args.split, tasks=list(tasks))
     choices, report = {}, {}
-    for tid, spec in tasks.items():
+    # segmentation first: the ellipse of biometry and box refinement read the automatic masks
+    order = sorted(tasks, key=lambda t: tasks[t].kind != "segmentation")
+    for tid in order:
+        spec = tasks[tid]
         if spec.kind == "detection" and adapter.decoder is not None:
             variants = {"raw": {}, "refine_with_decoder": {"refine_with_decoder": True}}
+        elif spec.kind == "segmentation" and adapter.decoder is not None:
+            variants = {"raw": {}, "refine_with_box": {"refine_with_box": True}}
         elif spec.kind == "regression" and spec.num_classes == 4 and seg:
             variants = {"raw": {}, "ellipse_from": {"ellipse_from": seg[0]}}
         else:
             continue
         scores = {}
         for label, opts in variants.items():
-            adapter.config.head_options = {tid: opts} if opts else {}
+            adapter.config.head_options = {**choices, **({tid: opts} if opts else {})}
             vals = []
             for s in split[tid]:
                 pred = model.predict(read_image(s.image_path))
                 if spec.kind == "detection":
                     vals.append(_iou(pred.boxes[tid], s.box))
+                elif spec.kind == "segmentation":
+                    gt = read_mask(s.mask_path)
+                    vals.append(float(np.mean([_dice(pred.masks[tid] == c, gt == c) for c in range(1, spec.num_classes)])))
                 else:
                     vals.append(float(np.linalg.norm(pred.keypoints[tid] - s.points, axis=1).mean()))
             scores[label] = float(np.mean(vals))
-        better = max if spec.kind == "detection" else min
+        better = min if spec.kind == "regression" else max
         best = better(scores, key=scores.get)
-        report[tid] = {"metric": "iou" if spec.kind == "detection" else "mre_px", **scores, "chosen": best}
+        report[tid] = {"metric": {"detection": "iou", "segmentation": "dice"}.get(spec.kind, "mre_px"), **scores, "chosen": best}
         if variants[best]:
             choices[tid] = variants[best]
+            adapter.config.head_options = dict(choices)  # later tasks (ellipse_from) see the chosen mask
     cfg_path = Path(args.adapter) / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["head_options"] = choices

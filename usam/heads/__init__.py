@@ -53,6 +53,31 @@ def refine_box(decoder, embedding, box: np.ndarray, input_size: int) -> np.ndarr
     return np.array([xs.min() * s, ys.min() * s, (xs.max() + 1) * s, (ys.max() + 1) * s], dtype=np.float64)
 
 
+def refine_with_box(decoder, embedding, logits, input_size: int):
+    """Refine automatic per-class logits ``(1, K - 1, 256, 256)``: the box around each class's largest
+    component is given to the decoder as a box prompt, and its mask replaces the class's logits."""
+    import cv2
+    import torch
+
+    from ..backbones import LOW_RES
+    from .automask import logits_to_classes
+
+    classes = logits_to_classes(logits)[0].cpu().numpy()
+    out = logits.clone()
+    s = input_size / LOW_RES
+    for c in range(logits.shape[1]):
+        m = (classes == c + 1).astype(np.uint8)
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+        if n <= 1:
+            continue
+        k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        x, y, w, h = stats[k, :4]
+        box = torch.tensor([[x * s, y * s, (x + w) * s, (y + h) * s]], dtype=torch.float32, device=embedding.device)
+        refined, _ = decoder.decode(embedding, boxes=box, multimask_output=False)
+        out[:, c] = refined[:, 0]
+    return out
+
+
 def run_heads(model, embedded) -> Prediction:
     """Run every head of ``model``'s active adapter on one :class:`~usam.embedding.Embedded` image."""
     import torch
@@ -82,6 +107,8 @@ def run_heads(model, embedded) -> Prediction:
                 pred.keypoints[tid] = geo.points_to_original(pts)
             elif task.kind == "segmentation":
                 logits, _ = head(model.prompt_decoder(), emb)
+                if adapter.config.head_options.get(tid, {}).get("refine_with_box"):
+                    logits = refine_with_box(model.prompt_decoder(), emb, logits, model.backbone.input_size)
                 full = geo.masks_to_original(logits.float())
                 pred.masks[tid] = logits_to_classes(full)[0].cpu().numpy().astype(np.uint8)
     for tid, opts in adapter.config.head_options.items():
