@@ -38,7 +38,7 @@ def tiny_adapter(model, tmp_path_factory):
         name="tiny_onnx", backbone=bb.name, backbone_checksum=bb.checksum,
         tasks={"breast_lesion": TaskSpec(task_id="breast_lesion", kind="segmentation", num_classes=2)},
         lora=LoraSettings(rank=2, alpha=4.0),
-        decoder={"lora": {"rank": 2, "alpha": 4.0}, "train": list(DEFAULT_DECODER_TRAIN)},
+        decoder={"lora": {"rank": 2, "alpha": 4.0}, "train": list(DEFAULT_DECODER_TRAIN), "box_prompts": "tuned"},
         input_size=bb.input_size,
     )
     adapter = Adapter(cfg, bb)

@@ -105,10 +105,14 @@ class AdapterConfig:
 class TunedDecoder(nn.Module):
     """A trainable copy of a segment-anything backbone's prompt encoder + mask decoder."""
 
-    def __init__(self, backbone, train: tuple[str, ...] = DEFAULT_DECODER_TRAIN, lora: LoraSettings | None = None):
+    def __init__(self, backbone, train: tuple[str, ...] = DEFAULT_DECODER_TRAIN, lora: LoraSettings | None = None,
+                 box_prompts: str = "base"):
         super().__init__()
         if not hasattr(backbone, "prompt_encoder") or not hasattr(backbone, "mask_decoder") or hasattr(backbone, "model"):
             raise ConfigError(f"decoder tuning needs a segment-anything style backbone (litemedsam, sam_vit_*), not {backbone.name}")
+        # the backbone's own prompt encoder / decoder (not registered: not saved, not trained)
+        object.__setattr__(self, "_base", (backbone.prompt_encoder, backbone.mask_decoder))
+        self.box_prompts = box_prompts
         self.prompt_encoder = copy.deepcopy(backbone.prompt_encoder)
         self.mask_decoder = copy.deepcopy(backbone.mask_decoder)
         self.train_prefixes = tuple(train)
@@ -122,8 +126,15 @@ class TunedDecoder(nn.Module):
                     p.requires_grad_(True)
 
     def decode(self, embeddings, points=None, boxes=None, mask_input=None, multimask_output=True, sparse_extra=None):
+        """As :meth:`usam.backbones.Backbone.decode`. With ``box_prompts == "base"`` a box-only prompt (no clicks,
+        no previous mask, no learned tokens) goes to the backbone's own decoder: LiteMedSAM was trained on boxes
+        and click training costs its box path about a point of Dice, so both are kept."""
         from .backbones.sam_style import sam_decode
 
+        if (self.box_prompts == "base" and not self.training and boxes is not None and points is None
+                and mask_input is None and sparse_extra is None):
+            pe, md = self._base
+            return sam_decode(pe, md, embeddings, None, boxes, None, multimask_output, None)
         return sam_decode(self.prompt_encoder, self.mask_decoder, embeddings, points, boxes, mask_input,
                           multimask_output, sparse_extra)
 
@@ -160,7 +171,8 @@ class Adapter(nn.Module):
         if config.decoder:
             dl = config.decoder.get("lora")
             self.decoder = TunedDecoder(backbone, tuple(config.decoder.get("train", DEFAULT_DECODER_TRAIN)),
-                                        LoraSettings.from_dict(dl, DECODER_TARGETS) if dl else None)
+                                        LoraSettings.from_dict(dl, DECODER_TARGETS) if dl else None,
+                                        box_prompts=config.decoder.get("box_prompts", "base"))
         self.lora_name = config.name if config.lora else None
 
     @property

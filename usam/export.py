@@ -288,6 +288,8 @@ def export_model(model, out_dir: str | os.PathLike, adapter: str | None = None, 
                      "input_size": s, "embedding_shape": [c, h, w]},
         "adapter": _model_fingerprint(model, adapter),
         "adapter_source": source,
+        # "base": in PyTorch, box-only prompts go to the backbone's own decoder; decoder.onnx is the tuned one
+        "box_prompts": getattr(a.decoder, "box_prompts", None) if a is not None and a.decoder is not None else None,
         "preprocessing": preprocessing_spec(backbone),
         "encoder": {
             "file": ENCODER_FILE,

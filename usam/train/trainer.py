@@ -344,7 +344,8 @@ def build_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
     if cfg.decoder.get("tune") and any(s.kind == "segmentation" for s in specs.values()):
         from ..adapter import DEFAULT_DECODER_TRAIN
 
-        decoder = {"lora": cfg.decoder.get("lora"), "train": list(cfg.decoder.get("train") or DEFAULT_DECODER_TRAIN)}
+        decoder = {"lora": cfg.decoder.get("lora"), "train": list(cfg.decoder.get("train") or DEFAULT_DECODER_TRAIN),
+                   "box_prompts": cfg.decoder.get("box_prompts", "base")}
     config = AdapterConfig(
         name=cfg.name, backbone=model.backbone.name, backbone_checksum=model.backbone.checksum, tasks=specs,
         lora=LoraSettings.from_dict(cfg.lora) if cfg.mode == "lora" else None, decoder=decoder,
