@@ -52,9 +52,6 @@ def cmd_backbones(args) -> int:
             b = build_backbone(name)
             row.update({k: v for k, v in b.describe().items() if k != "name"})
         elif name.startswith("sam_vit"):
-            from .backbones.sam_vit import VIT_CONFIGS
-
-            dim, depth, heads, _ = VIT_CONFIGS[name]
             row.update({"input_size": 1024, "embedding_shape": [256, 64, 64], "source": "--checkpoint (not bundled)"})
         rows.append(row)
     if args.json:

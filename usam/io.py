@@ -158,6 +158,19 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return mask.astype(np.int64)
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically (temp file, fsync, rename): readers never see a partial file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, p)
+    return p
+
+
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write an ``(H, W)`` or ``(H, W, 3)`` RGB uint8 array atomically (temp file + rename): nothing half-written is left."""
     p = Path(path)

@@ -46,7 +46,7 @@ import numpy as np
 
 from ..data.fmc import Sample, output_mask_relpath, read_split
 from ..errors import AdapterError, DataError, InputImageError, UsamError
-from ..io import read_image, write_png
+from ..io import read_image, write_png, write_text_atomic
 from .evaluate import PRED_FILES
 
 __all__ = ["JOURNAL_DIR", "MISSING_TASKS_NAME", "FAILED_IMAGES_NAME", "predict_split", "adapter_fingerprint"]
@@ -61,16 +61,6 @@ MAX_LISTED = 20
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _dump(obj) -> str:
     return json.dumps(obj, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
@@ -139,7 +129,7 @@ class _Journal:
                     good.append(line)
             clean = "".join(g + "\n" for g in good)
             if clean != text:
-                _atomic_write_text(path, clean)
+                write_text_atomic(path, clean)
 
     def add(self, entry: dict) -> None:
         if self._fh is None:
@@ -334,7 +324,7 @@ def predict_split(
         )
     for tid, n in served.items():
         state["tasks"][tid] = fps[n]
-    _atomic_write_text(state_path, _dump(state))
+    write_text_atomic(state_path, _dump(state))
 
     journals: dict[str, _Journal] = {}
     for tid in served:
@@ -437,13 +427,13 @@ def predict_split(
     files = []
     for kind, entries in by_kind.items():
         entries.sort(key=lambda e: (str(e["task_id"]), str(e["image_path"])))
-        _atomic_write_text(out / PRED_FILES[kind], _dump(entries))
+        write_text_atomic(out / PRED_FILES[kind], _dump(entries))
         files.append(PRED_FILES[kind])
-    _atomic_write_text(out / MISSING_TASKS_NAME, _dump(missing_tasks))
+    write_text_atomic(out / MISSING_TASKS_NAME, _dump(missing_tasks))
     files.append(MISSING_TASKS_NAME)
     failed_path = out / FAILED_IMAGES_NAME
     if failed:
-        _atomic_write_text(failed_path, _dump(failed))
+        write_text_atomic(failed_path, _dump(failed))
         files.append(FAILED_IMAGES_NAME)
     elif failed_path.exists():
         failed_path.unlink()

@@ -32,7 +32,7 @@ from ..backbones import LOW_RES
 from ..data.fmc import Sample, read_split
 from ..data.tasks import TaskSpec
 from ..errors import ConfigError, DataError
-from ..io import read_image, read_mask
+from ..io import read_image, read_mask, write_text_atomic
 from ..lora import DECODER_TARGETS, LoraSettings, activate_lora, add_lora, lora_parameters
 from ..model import UsamModel
 from . import clicks
@@ -333,12 +333,6 @@ def _config_hash(cfg: TrainConfig) -> str:
     return hashlib.sha1(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def build_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]) -> Adapter:
     decoder = None
     if cfg.decoder.get("tune") and any(s.kind == "segmentation" for s in specs.values()):
@@ -561,7 +555,7 @@ def _dump_rank_state(directory: Path, accelerator, model, adapter, cfg, history)
         digest.update(p.detach().cpu().float().contiguous().numpy().tobytes())
     directory.mkdir(parents=True, exist_ok=True)
     rank = accelerator.process_index
-    _atomic_write_text(directory / f"rank{rank}.json", json.dumps({
+    write_text_atomic(directory / f"rank{rank}.json", json.dumps({
         "rank": rank, "world_size": accelerator.num_processes, "trainable_sha256": digest.hexdigest(),
         "trainable_tensors": len(named), "encoder_calls": model.encoder_calls, "history": history,
     }, default=float))
@@ -592,7 +586,7 @@ def _update_history(out: Path, history: list) -> None:
     if f.exists():
         m = json.loads(f.read_text())
         m["history"] = history
-        _atomic_write_text(f, json.dumps(m, indent=2) + "\n")
+        write_text_atomic(f, json.dumps(m, indent=2) + "\n")
 
 
 def _card(cfg: TrainConfig, adapter: Adapter, metrics: dict) -> str:
