@@ -3,10 +3,16 @@
 
     .venv/bin/python scripts/tune_head_options.py adapters/breast [--data ../shared/data/fmc_uia_dev] [--split val]
 
-- detection: the regressed box, or the extent of the mask the tuned decoder returns for it (``refine_with_decoder``);
+Options (``usam/heads/refine.py``), tried task by task, segmentation first (the others may read its masks):
+- segmentation: automatic logits as they are, or refined by prompting the decoder with the box of each class's
+  largest component (base or tuned box path, 1 or 2 rounds); then optionally only the largest component,
+  and optionally the ellipse fitted to a class (per class);
+- detection: the regressed box, its extent after the decoder (base or tuned box path), or the extent of the
+  automatic mask of a segmentation task of the same adapter;
 - 4-point regression next to a segmentation task: the regressed points, or the axis ends of the ellipse fitted
-  to the automatic mask (``ellipse_from``; fetal biometry's OFD / BPD landmarks are defined that way).
-The option with the better validation score is written into the adapter's ``config.json`` (``head_options``).
+  to the automatic mask (fetal biometry's OFD / BPD landmarks are defined that way).
+The variant with the best validation score (ties: the simpler one, listed first) is written into the
+adapter's ``config.json`` (``head_options``), with every score under ``training.head_options_validation``.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ def main(argv=None) -> int:
 
     import usam
     from usam.data.fmc import read_split
+    from usam.heads.refine import postprocess_classes
     from usam.io import read_image, read_mask
 
     model = usam.load(adapters=[args.adapter], cache_size=512)
@@ -51,38 +58,75 @@ def main(argv=None) -> int:
     seg = [t for t, s in tasks.items() if s.kind == "segmentation"]
     split = read_split(Path(args.data) / args.split, tasks=list(tasks))
     choices, report = {}, {}
-    # segmentation first: the ellipse of biometry and box refinement read the automatic masks
+    images = {}
+
+    def predictions(tid, opts):
+        adapter.config.head_options = {**choices, **({tid: opts} if opts else {})}
+        out = []
+        for s in split[tid]:
+            if s.image_path not in images:
+                images[s.image_path] = read_image(s.image_path)
+            out.append(model.predict(images[s.image_path]))
+        return out
+
+    def score(spec, tid, preds, post=None):
+        vals = []
+        for s, pred in zip(split[tid], preds):
+            if spec.kind == "detection":
+                vals.append(_iou(pred.boxes[tid], s.box))
+            elif spec.kind == "segmentation":
+                gt = read_mask(s.mask_path)
+                m = pred.masks[tid] if post is None else postprocess_classes(pred.masks[tid], post)
+                vals.append(float(np.mean([_dice(m == c, gt == c) for c in range(1, spec.num_classes)])))
+            else:
+                vals.append(float(np.linalg.norm(pred.keypoints[tid] - s.points, axis=1).mean()))
+        return float(np.mean(vals))
+
     order = sorted(tasks, key=lambda t: tasks[t].kind != "segmentation")
     for tid in order:
         spec = tasks[tid]
-        if spec.kind == "detection" and adapter.decoder is not None:
-            variants = {"raw": {}, "refine_with_decoder": {"refine_with_decoder": True}}
-        elif spec.kind == "segmentation" and adapter.decoder is not None:
-            variants = {"raw": {}, "refine_with_box": {"refine_with_box": True}}
+        refine = [{}]
+        if adapter.decoder is not None:
+            refine += [{"refine_decoder": r} for r in ("base", "tuned")]
+        if spec.kind == "detection":
+            variants = {"raw": {}}
+            for r in refine[1:]:
+                variants[f"refine_{r['refine_decoder']}"] = {"refine_with_decoder": True, **r}
+            variants.update({f"box_from_{t}": {"box_from": t} for t in seg})
+        elif spec.kind == "segmentation":
+            variants = {"raw": {}}
+            for r in refine[1:]:
+                for rounds in (1, 2):
+                    variants[f"refine_{r['refine_decoder']}_x{rounds}"] = {"refine_with_box": True, **r,
+                                                                          **({"refine_rounds": 2} if rounds == 2 else {})}
         elif spec.kind == "regression" and spec.num_classes == 4 and seg:
-            variants = {"raw": {}, "ellipse_from": {"ellipse_from": seg[0]}}
+            variants = {"raw": {}, f"ellipse_from_{seg[0]}": {"ellipse_from": seg[0]}}
         else:
             continue
-        scores = {}
+        scores, cached = {}, {}
         for label, opts in variants.items():
-            adapter.config.head_options = {**choices, **({tid: opts} if opts else {})}
-            vals = []
-            for s in split[tid]:
-                pred = model.predict(read_image(s.image_path))
-                if spec.kind == "detection":
-                    vals.append(_iou(pred.boxes[tid], s.box))
-                elif spec.kind == "segmentation":
-                    gt = read_mask(s.mask_path)
-                    vals.append(float(np.mean([_dice(pred.masks[tid] == c, gt == c) for c in range(1, spec.num_classes)])))
-                else:
-                    vals.append(float(np.linalg.norm(pred.keypoints[tid] - s.points, axis=1).mean()))
-            scores[label] = float(np.mean(vals))
+            cached[label] = predictions(tid, opts)
+            scores[label] = score(spec, tid, cached[label])
         better = min if spec.kind == "regression" else max
         best = better(scores, key=scores.get)
-        report[tid] = {"metric": {"detection": "iou", "segmentation": "dice"}.get(spec.kind, "mre_px"), **scores, "chosen": best}
-        if variants[best]:
-            choices[tid] = variants[best]
-            adapter.config.head_options = dict(choices)  # later tasks (ellipse_from) see the chosen mask
+        opts = dict(variants[best])
+        if spec.kind == "segmentation":
+            # post-processing on the chosen masks: largest component, then an ellipse per class
+            post_scores = {}
+            for lc in (False, True):
+                fills = [[]] + [[c] for c in range(1, spec.num_classes)]
+                for fill in fills:
+                    post = {**({"largest_component": True} if lc else {}), **({"ellipse_fill": fill} if fill else {})}
+                    post_scores[json.dumps(post, sort_keys=True)] = score(spec, tid, cached[best], post)
+            best_post = max(post_scores, key=post_scores.get)
+            opts.update(json.loads(best_post))
+            scores.update({f"{best}+{k}": v for k, v in post_scores.items() if k != "{}"})
+            best = best if best_post == "{}" else f"{best}+{best_post}"
+        report[tid] = {"metric": {"detection": "iou", "segmentation": "dice"}.get(spec.kind, "mre_px"),
+                       **{k: round(v, 4) for k, v in scores.items()}, "chosen": best}
+        if opts:
+            choices[tid] = opts
+        adapter.config.head_options = dict(choices)  # later tasks (box_from, ellipse_from) see the chosen masks
     cfg_path = Path(args.adapter) / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["head_options"] = choices

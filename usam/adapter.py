@@ -35,6 +35,7 @@ from . import __version__
 from .data.tasks import TaskSpec
 from .errors import AdapterError, ConfigError
 from .heads.automask import AutoMaskHead
+from .heads.refine import check_head_options
 from .heads.classify import ClassifyHead
 from .heads.spatial import DetectHead, KeypointHead
 from .lora import DECODER_TARGETS, LoraSettings, add_lora, lora_state_dict, load_lora_state
@@ -91,13 +92,17 @@ class AdapterConfig:
         try:
             tasks = {tid: TaskSpec(task_id=tid, kind=t["kind"], num_classes=int(t["num_classes"]),
                                    class_names=t.get("class_names")) for tid, t in d["tasks"].items()}
-            return cls(
+            config = cls(
                 name=d["name"], backbone=d["backbone"]["name"], backbone_checksum=d["backbone"]["checksum"],
                 tasks=tasks, lora=LoraSettings.from_dict(d["lora"]) if d.get("lora") else None,
                 decoder=d.get("decoder"), input_size=int(d["backbone"].get("input_size", 256)),
                 training=d.get("training") or {},
                 head_options=d.get("head_options") or {},
             )
+            check_head_options(config.head_options, {tid: t.kind for tid, t in tasks.items()}, f"{where}: head_options")
+            return config
+        except ConfigError as exc:
+            raise AdapterError(str(exc)) from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise AdapterError(f"{where} is not a usam adapter config ({type(exc).__name__}: {exc})") from exc
 
@@ -125,13 +130,16 @@ class TunedDecoder(nn.Module):
                 if "lora_" in n:
                     p.requires_grad_(True)
 
-    def decode(self, embeddings, points=None, boxes=None, mask_input=None, multimask_output=True, sparse_extra=None):
+    def decode(self, embeddings, points=None, boxes=None, mask_input=None, multimask_output=True, sparse_extra=None,
+               box_prompts: str | None = None):
         """As :meth:`usam.backbones.Backbone.decode`. With ``box_prompts == "base"`` a box-only prompt (no clicks,
         no previous mask, no learned tokens) goes to the backbone's own decoder: LiteMedSAM was trained on boxes
-        and click training costs its box path about a point of Dice, so both are kept."""
+        and click training costs its box path about a point of Dice, so both are kept. ``box_prompts`` given
+        here overrides the adapter's setting for this call (``"base"`` or ``"tuned"``)."""
         from .backbones.sam_style import sam_decode
 
-        if (self.box_prompts == "base" and not self.training and boxes is not None and points is None
+        route = box_prompts or self.box_prompts
+        if (route == "base" and not self.training and boxes is not None and points is None
                 and mask_input is None and sparse_extra is None):
             pe, md = self._base
             return sam_decode(pe, md, embeddings, None, boxes, None, multimask_output, None)

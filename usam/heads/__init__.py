@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .refine import ellipse_axis_points, mask_extent, postprocess_classes, refine_box, refine_with_box
+
+__all__ = ["Prediction", "ellipse_axis_points", "refine_box", "refine_with_box", "run_heads"]
+
 
 @dataclass
 class Prediction:
@@ -36,48 +40,6 @@ class Prediction:
         return int(np.argmax(self.probabilities[task_id]))
 
 
-def refine_box(decoder, embedding, box: np.ndarray, input_size: int) -> np.ndarray:
-    """Refine a regressed ``(4,)`` box (model-input pixels): prompt the decoder with it and take the
-    extent of the mask it returns; the regressed box is kept when the mask is empty."""
-    import torch
-
-    from ..backbones import LOW_RES
-
-    logits, _ = decoder.decode(embedding, boxes=torch.as_tensor(box[None], dtype=torch.float32, device=embedding.device),
-                               multimask_output=False)
-    mask = (logits[0, 0] > 0).cpu().numpy()
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
-        return box
-    s = input_size / LOW_RES
-    return np.array([xs.min() * s, ys.min() * s, (xs.max() + 1) * s, (ys.max() + 1) * s], dtype=np.float64)
-
-
-def refine_with_box(decoder, embedding, logits, input_size: int):
-    """Refine automatic per-class logits ``(1, K - 1, 256, 256)``: the box around each class's largest
-    component is given to the decoder as a box prompt, and its mask replaces the class's logits."""
-    import cv2
-    import torch
-
-    from ..backbones import LOW_RES
-    from .automask import logits_to_classes
-
-    classes = logits_to_classes(logits)[0].cpu().numpy()
-    out = logits.clone()
-    s = input_size / LOW_RES
-    for c in range(logits.shape[1]):
-        m = (classes == c + 1).astype(np.uint8)
-        n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
-        if n <= 1:
-            continue
-        k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        x, y, w, h = stats[k, :4]
-        box = torch.tensor([[x * s, y * s, (x + w) * s, (y + h) * s]], dtype=torch.float32, device=embedding.device)
-        refined, _ = decoder.decode(embedding, boxes=box, multimask_output=False)
-        out[:, c] = refined[:, 0]
-    return out
-
-
 def run_heads(model, embedded) -> Prediction:
     """Run every head of ``model``'s active adapter on one :class:`~usam.embedding.Embedded` image."""
     import torch
@@ -85,52 +47,41 @@ def run_heads(model, embedded) -> Prediction:
     from .automask import logits_to_classes
 
     adapter = model.adapter
+    options = adapter.config.head_options
     geo = embedded.geometry
     emb = embedded.embedding.to(model.device)
     rh, rw = geo.resized_hw
+    size = model.backbone.input_size
     pred = Prediction(adapter=adapter.name)
+    # segmentation first: detection (box_from) and regression (ellipse_from) may read its masks
+    order = sorted(adapter.tasks, key=lambda t: adapter.tasks[t].kind != "segmentation")
     with torch.no_grad():
-        for tid, task in adapter.tasks.items():
-            head = adapter.heads[tid]
+        for tid in order:
+            task, head, opts = adapter.tasks[tid], adapter.heads[tid], options.get(tid, {})
+            route = opts.get("refine_decoder")
             if task.class_names:
                 pred.class_names[tid] = list(task.class_names)
             if task.kind == "classification":
                 pred.probabilities[tid] = head(emb).float().softmax(-1)[0].cpu().numpy()
             elif task.kind == "detection":
                 box = np.clip(head(emb).float()[0].cpu().numpy(), 0, [rw, rh, rw, rh])
-                if adapter.config.head_options.get(tid, {}).get("refine_with_decoder") and adapter.decoder is not None:
-                    box = refine_box(adapter.decoder, emb, box, model.backbone.input_size)
-                pred.boxes[tid] = geo.boxes_to_original(box)
+                if opts.get("refine_with_decoder") and adapter.decoder is not None:
+                    box = refine_box(adapter.decoder, emb, box, size, route)
+                box = geo.boxes_to_original(box)
+                source = opts.get("box_from")
+                extent = mask_extent(pred.masks[source] > 0) if source in pred.masks else None
+                pred.boxes[tid] = box if extent is None else extent
             elif task.kind == "regression":
                 _, coords = head(emb)
-                pts = np.clip(coords.float()[0].cpu().numpy(), 0, [rw, rh])
-                pred.keypoints[tid] = geo.points_to_original(pts)
+                pts = geo.points_to_original(np.clip(coords.float()[0].cpu().numpy(), 0, [rw, rh]))
+                source = opts.get("ellipse_from")
+                axis = ellipse_axis_points(pred.masks[source] > 0) if source in pred.masks else None
+                pred.keypoints[tid] = pts if axis is None else axis
             elif task.kind == "segmentation":
                 logits, _ = head(model.prompt_decoder(), emb)
-                if adapter.config.head_options.get(tid, {}).get("refine_with_box"):
-                    logits = refine_with_box(model.prompt_decoder(), emb, logits, model.backbone.input_size)
+                if opts.get("refine_with_box"):
+                    logits = refine_with_box(model.prompt_decoder(), emb, logits, size, route, opts.get("refine_rounds", 1))
                 full = geo.masks_to_original(logits.float())
-                pred.masks[tid] = logits_to_classes(full)[0].cpu().numpy().astype(np.uint8)
-    for tid, opts in adapter.config.head_options.items():
-        source = opts.get("ellipse_from")
-        if source and tid in pred.keypoints and source in pred.masks:
-            points = ellipse_axis_points(pred.masks[source] > 0)
-            if points is not None:
-                pred.keypoints[tid] = points
+                classes = logits_to_classes(full)[0].cpu().numpy().astype(np.uint8)
+                pred.masks[tid] = postprocess_classes(classes, opts)
     return pred
-
-
-def ellipse_axis_points(mask: np.ndarray) -> np.ndarray | None:
-    """``(4, 2)`` ends of the major axis (left -> right) then of the minor axis (top -> bottom) of the
-    ellipse fitted to a head mask: fetal biometry's OFD and BPD landmarks. ``None`` for an empty mask."""
-    from ..measure import head_biometry
-
-    if mask.sum() < 5:
-        return None
-    try:
-        result = head_biometry(mask)
-    except Exception:
-        return None
-    ofd = sorted(map(tuple, result["ofd_endpoints"]), key=lambda p: p[0])
-    bpd = sorted(map(tuple, result["bpd_endpoints"]), key=lambda p: p[1])
-    return np.array([*ofd, *bpd], dtype=np.float64)

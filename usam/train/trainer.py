@@ -258,7 +258,7 @@ def validate(module: TrainModule, source: ExampleSource, val: dict[str, list[Sam
         elif spec.kind == "detection":
             from torchvision.ops import box_iou
 
-            from ..heads import refine_box
+            from ..heads.refine import refine_box
 
             ious, refined = [], []
             for ex, e in outs:

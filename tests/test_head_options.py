@@ -1,0 +1,134 @@
+"""Inference-time head options (``usam/heads/refine.py``): post-processing, decoder routing, validation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from usam.errors import AdapterError
+from usam.heads.refine import check_head_options, fill_ellipse, largest_component, mask_extent, postprocess_classes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ellipse(shape=(200, 300), center=(150, 100), axes=(80, 50), angle=20) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    cv2.ellipse(m, center, axes, angle, 0, 360, 1, thickness=-1)
+    return m.astype(bool)
+
+
+def _iou(a, b) -> float:
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_fill_ellipse_recovers_a_dented_ellipse():
+    truth = _ellipse()
+    dented = truth.copy()
+    dented[90:110, 60:120] = False  # a bite out of the left side
+    assert _iou(dented, truth) < 0.97
+    assert _iou(fill_ellipse(dented), truth) > 0.98
+    tiny = np.zeros((10, 10), bool)
+    tiny[5, 5] = True
+    assert np.array_equal(fill_ellipse(tiny), tiny)  # too small to fit: unchanged
+
+
+def test_largest_component_and_extent():
+    m = np.zeros((50, 60), bool)
+    m[10:30, 5:25] = True
+    m[40:43, 50:55] = True
+    assert np.array_equal(largest_component(m), m & (np.arange(50)[:, None] < 35))
+    assert mask_extent(m).tolist() == [5, 10, 25, 30]
+    assert mask_extent(np.zeros((4, 4), bool)) is None
+    assert not largest_component(np.zeros((4, 4), bool)).any()
+
+
+def test_postprocess_classes_per_class():
+    classes = np.zeros((200, 300), np.uint8)
+    classes[_ellipse()] = 2
+    classes[5:15, 5:15] = 2          # spurious blob of class 2
+    classes[170:190, 10:60] = 1      # class 1, one component
+    out = postprocess_classes(classes, {"largest_component": True})
+    assert (out[5:15, 5:15] == 0).all() and (out[170:190, 10:60] == 1).all()
+    filled = postprocess_classes(classes, {"ellipse_fill": [2]})
+    assert (filled[170:190, 10:60] == 1).all()          # class 1 untouched
+    assert _iou(filled == 2, _ellipse()) > 0.98          # class 2 replaced by its ellipse (blob dropped)
+    assert postprocess_classes(classes, {}) is classes
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"nope": {}}, "not a task of this adapter"),
+    ({"fetal_head": {"refine_with_decoder": True}}, "unknown options ['refine_with_decoder']"),
+    ({"fetal_head": {"refine_with_box": True, "refine_decoder": "mine"}}, "must be 'base' or 'tuned'"),
+    ({"fetal_head_biometry": {"ellipse_from": "fetal_head_biometry"}}, "is not a segmentation task"),
+    ({"fetal_head": []}, "must be a mapping"),
+])
+def test_bad_head_options_in_an_adapter_are_refused(tmp_path, options, message):
+    import usam
+
+    target = tmp_path / "fetal_head"
+    shutil.copytree(ROOT / "adapters" / "fetal_head", target)
+    cfg = json.loads((target / "config.json").read_text())
+    cfg["head_options"] = options
+    (target / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(AdapterError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        usam.load(adapters=[str(target)])
+    kinds = {"fetal_head": "segmentation", "fetal_head_biometry": "regression"}
+    with pytest.raises(Exception, match="head_options"):
+        check_head_options(options, kinds)
+
+
+@pytest.fixture(scope="module")
+def breast(data_root):
+    import usam
+    from usam.data.fmc import read_split
+    from usam.io import read_image
+
+    model = usam.load(adapters=[str(ROOT / "adapters" / "breast")], precision="fp32")
+    row = read_split(data_root / "test", tasks=["breast_lesion"])["breast_lesion"][3]
+    return model, read_image(row.image_path)
+
+
+def test_box_prompts_route_reaches_the_chosen_decoder(breast):
+    from usam.backbones.sam_style import sam_decode
+
+    model, image = breast
+    dec = model.adapter.decoder
+    emb = model.embed(image).embedding
+    box = torch.tensor([[40.0, 50.0, 160.0, 150.0]])
+    with torch.no_grad():
+        base, _ = dec.decode(emb, boxes=box, multimask_output=False)                      # adapter default: base
+        tuned, _ = dec.decode(emb, boxes=box, multimask_output=False, box_prompts="tuned")
+        ref_base, _ = sam_decode(model.backbone.prompt_encoder, model.backbone.mask_decoder, emb, None, box, None, False, None)
+        ref_tuned, _ = sam_decode(dec.prompt_encoder, dec.mask_decoder, emb, None, box, None, False, None)
+    assert torch.equal(base, ref_base) and torch.equal(tuned, ref_tuned)
+    assert not torch.equal(base, tuned)
+
+
+def test_run_heads_applies_the_options(breast):
+    model, image = breast
+    opts = model.adapter.config.head_options
+    saved = json.loads(json.dumps(opts))
+    try:
+        opts.clear()
+        plain = model.predict(image)
+        opts.update({"breast_lesion": {"refine_with_box": True, "refine_decoder": "tuned", "largest_component": True},
+                     "breast_lesion_det": {"box_from": "breast_lesion"}})
+        pred = model.predict(image)
+        mask = pred.masks["breast_lesion"] > 0
+        n, _ = cv2.connectedComponents(mask.astype(np.uint8))
+        assert n <= 2                                                   # one component at most
+        assert np.array_equal(pred.boxes["breast_lesion_det"], mask_extent(mask))
+        assert not np.array_equal(pred.boxes["breast_lesion_det"], plain.boxes["breast_lesion_det"])
+        opts["breast_lesion"] = {"ellipse_fill": [1]}
+        filled = model.predict(image).masks["breast_lesion"]
+        assert np.array_equal(filled > 0, fill_ellipse(plain.masks["breast_lesion"] > 0))
+        np.testing.assert_allclose(model.predict(image).probabilities["breast_3cls"], plain.probabilities["breast_3cls"])
+    finally:
+        opts.clear()
+        opts.update(saved)

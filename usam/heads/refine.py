@@ -1,0 +1,165 @@
+"""Inference-time refinements of head outputs, switched per task by an adapter's ``head_options``.
+
+Each option is chosen on the validation split (``scripts/tune_head_options.py``), never by default:
+
+- segmentation ``refine_with_box``: the box around each class's largest component is given back to the
+  decoder as a box prompt, and its mask replaces the class's logits (``refine_rounds`` times);
+- segmentation ``largest_component``: keep only the largest 8-connected component of each class;
+- segmentation ``ellipse_fill``: class ids whose mask is replaced by the filled ellipse fitted to it
+  (fetal heads are annotated as ellipses);
+- detection ``refine_with_decoder``: the regressed box is given to the decoder and replaced by the extent
+  of the mask it returns;
+- detection ``box_from``: the box is the extent of the largest component of another task's automatic mask;
+- regression ``ellipse_from``: 4 landmarks = ends of the major then minor axis of the ellipse fitted to
+  another task's automatic mask (fetal OFD / BPD);
+- ``refine_decoder``: ``"base"`` (the backbone's own box path, default for a tuned decoder with
+  ``box_prompts: base``) or ``"tuned"``: which decoder answers the box prompts of the two refinements.
+
+Shapes: low-res logits ``(1, K - 1, 256, 256)``; boxes ``(4,)`` xyxy; masks ``(H, W)``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..errors import ConfigError
+
+OPTIONS = {
+    "segmentation": {"refine_with_box", "refine_rounds", "refine_decoder", "largest_component", "ellipse_fill"},
+    "detection": {"refine_with_decoder", "refine_decoder", "box_from"},
+    "regression": {"ellipse_from"},
+    "classification": set(),
+}
+
+
+def check_head_options(options: dict, kinds: dict[str, str], where: str = "head_options") -> None:
+    """Raise :class:`ConfigError` for an option that is unknown, misspelt, or names a missing task.
+
+    ``kinds``: ``task_id -> kind`` of the adapter's tasks.
+    """
+    if not isinstance(options, dict):
+        raise ConfigError(f"{where} must be a mapping task_id -> options, got {type(options).__name__}")
+    for tid, opts in options.items():
+        if tid not in kinds:
+            raise ConfigError(f"{where}: {tid!r} is not a task of this adapter (tasks: {sorted(kinds)})")
+        if not isinstance(opts, dict):
+            raise ConfigError(f"{where}.{tid} must be a mapping, got {type(opts).__name__}")
+        unknown = set(opts) - OPTIONS[kinds[tid]]
+        if unknown:
+            raise ConfigError(f"{where}.{tid}: unknown options {sorted(unknown)} for a {kinds[tid]} task "
+                              f"(known: {sorted(OPTIONS[kinds[tid]])})")
+        if opts.get("refine_decoder", "base") not in ("base", "tuned"):
+            raise ConfigError(f"{where}.{tid}.refine_decoder must be 'base' or 'tuned', got {opts['refine_decoder']!r}")
+        for key in ("box_from", "ellipse_from"):
+            if key in opts and kinds.get(opts[key]) != "segmentation":
+                raise ConfigError(f"{where}.{tid}.{key}: {opts[key]!r} is not a segmentation task of this adapter")
+
+
+def _decode_box(decoder, embedding, boxes, route: str | None):
+    """Box-only prompt ``(N, 4)`` in model-input pixels -> low-res logits ``(N, 1, 256, 256)``."""
+    kwargs = {"box_prompts": route} if route and hasattr(decoder, "box_prompts") else {}
+    logits, _ = decoder.decode(embedding, boxes=boxes, multimask_output=False, **kwargs)
+    return logits
+
+
+def mask_extent(mask: np.ndarray) -> np.ndarray | None:
+    """``(4,)`` xyxy extent (x2 / y2 exclusive) of the largest component of a boolean mask, ``None`` if empty."""
+    m = largest_component(mask)
+    ys, xs = np.nonzero(m)
+    if xs.size == 0:
+        return None
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a boolean ``(H, W)`` mask (all False if empty)."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros(mask.shape, dtype=bool)
+    return lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+def refine_box(decoder, embedding, box: np.ndarray, input_size: int, route: str | None = None) -> np.ndarray:
+    """Refine a regressed ``(4,)`` box (model-input pixels): prompt the decoder with it and take the
+    extent of the mask it returns; the regressed box is kept when the mask is empty."""
+    import torch
+
+    from ..backbones import LOW_RES
+
+    logits = _decode_box(decoder, embedding, torch.as_tensor(box[None], dtype=torch.float32, device=embedding.device), route)
+    extent = mask_extent((logits[0, 0] > 0).cpu().numpy())
+    return box if extent is None else extent * (input_size / LOW_RES)
+
+
+def refine_with_box(decoder, embedding, logits, input_size: int, route: str | None = None, rounds: int = 1):
+    """Refine automatic per-class logits ``(1, K - 1, 256, 256)``: the box around each class's largest
+    component is given to the decoder as a box prompt, and its mask replaces the class's logits."""
+    import torch
+
+    from ..backbones import LOW_RES
+    from .automask import logits_to_classes
+
+    s = input_size / LOW_RES
+    out = logits
+    for _ in range(max(1, int(rounds))):
+        classes = logits_to_classes(out)[0].cpu().numpy()
+        out = out.clone()
+        for c in range(out.shape[1]):
+            extent = mask_extent(classes == c + 1)
+            if extent is None:
+                continue
+            box = torch.as_tensor(extent[None] * s, dtype=torch.float32, device=embedding.device)
+            out[:, c] = _decode_box(decoder, embedding, box, route)[:, 0]
+    return out
+
+
+def fill_ellipse(mask: np.ndarray) -> np.ndarray:
+    """The filled ellipse fitted (``cv2.fitEllipse``) to the largest contour of a boolean ``(H, W)`` mask;
+    the mask itself when it is too small to fit one."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return mask
+    c = max(contours, key=cv2.contourArea)
+    if len(c) < 5:
+        return mask
+    (cx, cy), (w, h), angle = cv2.fitEllipse(c)
+    if not all(np.isfinite([cx, cy, w, h, angle])) or w < 1 or h < 1:
+        return mask
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    cv2.ellipse(out, ((cx, cy), (w, h), angle), 1, thickness=-1)
+    return out.astype(bool)
+
+
+def postprocess_classes(classes: np.ndarray, opts: dict) -> np.ndarray:
+    """Apply ``largest_component`` / ``ellipse_fill`` to an ``(H, W)`` class-id map."""
+    fill = set(opts.get("ellipse_fill") or [])
+    if not opts.get("largest_component") and not fill:
+        return classes
+    out = np.zeros_like(classes)
+    for c in np.unique(classes):
+        if c == 0:
+            continue
+        m = classes == c
+        if opts.get("largest_component"):
+            m = largest_component(m)
+        if int(c) in fill:
+            m = fill_ellipse(m)
+        out[m & (out == 0)] = c
+    return out
+
+
+def ellipse_axis_points(mask: np.ndarray) -> np.ndarray | None:
+    """``(4, 2)`` ends of the major axis (left -> right) then of the minor axis (top -> bottom) of the
+    ellipse fitted to a head mask: fetal biometry's OFD and BPD landmarks. ``None`` for an empty mask."""
+    from ..measure import head_biometry
+
+    if mask.sum() < 5:
+        return None
+    try:
+        result = head_biometry(mask)
+    except Exception:
+        return None
+    ofd = sorted(map(tuple, result["ofd_endpoints"]), key=lambda p: p[0])
+    bpd = sorted(map(tuple, result["bpd_endpoints"]), key=lambda p: p[1])
+    return np.array([*ofd, *bpd], dtype=np.float64)
