@@ -115,12 +115,13 @@ def refine_with_box(decoder, embedding, logits, input_size: int, route: str | No
 
 
 def fill_ellipse(mask: np.ndarray) -> np.ndarray:
-    """The filled ellipse fitted (``cv2.fitEllipse``) to the largest contour of a boolean ``(H, W)`` mask;
-    the mask itself when it is too small to fit one."""
+    """The filled ellipse fitted (``cv2.fitEllipse``) to the convex hull of the largest contour of a boolean
+    ``(H, W)`` mask (the hull: a dent in the mask does not pull the ellipse in); the mask itself when it is
+    too small to fit one."""
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return mask
-    c = max(contours, key=cv2.contourArea)
+    c = cv2.convexHull(max(contours, key=cv2.contourArea))
     if len(c) < 5:
         return mask
     (cx, cy), (w, h), angle = cv2.fitEllipse(c)
