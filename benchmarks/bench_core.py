@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import platform
 import statistics
 import sys
 import time
@@ -26,20 +25,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import cpu_model  # noqa: E402  (benchmarks/common.py)
+
 from usam import Predictor, UsamModel, build_backbone  # noqa: E402
 from usam.io import read_image, read_mask  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fmc_uia_dev"
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_cases(data: Path, n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -30,7 +30,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -41,6 +40,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from common import cpu_model  # noqa: E402  (benchmarks/common.py)
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fmc_uia_dev"
 
 #: row id -> (group, label)
@@ -59,16 +60,6 @@ ROWS = {
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def rows_of(data: Path, n: int) -> list[dict]:
     with open(data / "test" / "csv_files" / "breast_lesion.csv", newline="") as fh:
         return list(csv.DictReader(fh))[:n]
