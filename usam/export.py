@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .backbones.sam_style import predict_masks
 from .errors import AdapterError, UsamError
 
 #: Default (and minimum) ONNX opset.
@@ -109,22 +110,7 @@ class OnnxPromptDecoder(nn.Module):
         sparse = self._embed_points(point_coords, point_labels)
         dense = has_mask_input * pe.mask_downscaling(mask_input)
         dense = dense + (1 - has_mask_input) * pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        # segment_anything MaskDecoder.predict_masks for one image and one prompt set (usam.backbones.sam_style.run_mask_decoder)
-        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0)
-        tokens = torch.cat((output_tokens, sparse), dim=1)
-        src = image_embeddings + dense
-        pos_src = pe.get_dense_pe()
-        b, c, h, w = src.shape
-        hs, src = dec.transformer(src, pos_src, tokens)
-        iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1 : (1 + dec.num_mask_tokens), :]
-        src = src.transpose(1, 2).reshape(b, c, h, w)
-        upscaled = dec.output_upscaling(src)
-        hyper_in = torch.stack([dec.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in range(dec.num_mask_tokens)], dim=1)
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-        iou_pred = dec.iou_prediction_head(iou_token_out)
-        return masks, iou_pred
+        return predict_masks(dec, image_embeddings, pe.get_dense_pe(), sparse, dense)
 
 
 # --------------------------------------------------------------------------------------------- helpers

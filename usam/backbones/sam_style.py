@@ -110,8 +110,17 @@ def run_mask_decoder(decoder: MaskDecoder, image_embeddings, image_pe, sparse, d
 
     ``image_embeddings`` is ``(1, C, h, w)`` (shared by all ``P`` prompt sets, as in segment-anything)
     or ``(P, C, h, w)`` (one image per prompt set, for training on batches).
-    Returns low-res logits ``(P, M, 4h, 4w)`` and IoU predictions ``(P, M)``.
+    Returns low-res logits ``(P, M, 4h, 4w)`` and IoU predictions ``(P, M)``: the 3 multimask candidates,
+    or the single-mask output.
     """
+    masks, iou_pred = predict_masks(decoder, image_embeddings, image_pe, sparse, dense)
+    sl = slice(1, None) if multimask_output else slice(0, 1)
+    return masks[:, sl], iou_pred[:, sl]
+
+
+def predict_masks(decoder: MaskDecoder, image_embeddings, image_pe, sparse, dense):
+    """``segment_anything``'s ``MaskDecoder.predict_masks`` (batched images allowed, see :func:`run_mask_decoder`):
+    every output token's mask ``(P, 1 + 3, 4h, 4w)`` and IoU ``(P, 1 + 3)``, single-mask output first."""
     p = sparse.shape[0]
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     output_tokens = output_tokens.unsqueeze(0).expand(p, -1, -1)
@@ -130,9 +139,7 @@ def run_mask_decoder(decoder: MaskDecoder, image_embeddings, image_pe, sparse, d
     )
     b, c, h, w = upscaled.shape
     masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-    iou_pred = decoder.iou_prediction_head(iou_token_out)
-    sl = slice(1, None) if multimask_output else slice(0, 1)
-    return masks[:, sl], iou_pred[:, sl]
+    return masks, decoder.iou_prediction_head(iou_token_out)
 
 
 def resize_longest_side_area(image: np.ndarray, long_side: int) -> np.ndarray:
