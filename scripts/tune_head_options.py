@@ -10,7 +10,8 @@ Options (``usam/heads/refine.py``), tried task by task, segmentation first (the 
 - detection: the regressed box, its extent after the decoder (base or tuned box path), or the extent of the
   automatic mask of a segmentation task of the same adapter;
 - 4-point regression next to a segmentation task: the regressed points, or the axis ends of the ellipse fitted
-  to the automatic mask (fetal biometry's OFD / BPD landmarks are defined that way).
+  to the automatic mask (fetal biometry's OFD / BPD landmarks are defined that way);
+- the decoder that answers a user's box prompt (``decoder.box_prompts``): the backbone's own or the tuned one.
 The variant with the best validation score (ties: the simpler one, listed first) is written into the
 adapter's ``config.json`` (``head_options``), with every score under ``training.head_options_validation``.
 """
@@ -127,9 +128,34 @@ def main(argv=None) -> int:
         if opts:
             choices[tid] = opts
         adapter.config.head_options = dict(choices)  # later tasks (box_from, ellipse_from) see the chosen masks
+    box_route = None
+    if adapter.decoder is not None and seg:
+        # user box prompts: the backbone's own box path or the tuned decoder's, by Dice from ground-truth boxes
+        from usam.challenge.interactive import dice
+        from usam.predictor import Predictor
+        from usam.train.clicks import mask_box
+
+        predictor, route_scores = Predictor(model), {}
+        for route in ("base", "tuned"):
+            adapter.decoder.box_prompts = route
+            vals = []
+            for tid in seg:
+                for s in split[tid]:
+                    gt = read_mask(s.mask_path)
+                    predictor.set_image(images[s.image_path])
+                    for c in range(1, tasks[tid].num_classes):
+                        if (gt == c).any():
+                            m, _, _ = predictor.predict(box=mask_box(gt == c), multimask_output=False)
+                            vals.append(dice(m[0], gt == c))
+            route_scores[route] = float(np.mean(vals))
+        box_route = max(route_scores, key=route_scores.get)  # ties: base (listed first)
+        report["box_prompts"] = {"metric": "dice from ground-truth boxes", **{k: round(v, 4) for k, v in route_scores.items()},
+                                 "chosen": box_route}
     cfg_path = Path(args.adapter) / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["head_options"] = choices
+    if box_route:
+        cfg["decoder"]["box_prompts"] = box_route
     cfg.setdefault("training", {})["head_options_validation"] = report
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     print(json.dumps(report, indent=1))

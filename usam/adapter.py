@@ -117,6 +117,8 @@ class TunedDecoder(nn.Module):
             raise ConfigError(f"decoder tuning needs a segment-anything style backbone (litemedsam, sam_vit_*), not {backbone.name}")
         # the backbone's own prompt encoder / decoder (not registered: not saved, not trained)
         object.__setattr__(self, "_base", (backbone.prompt_encoder, backbone.mask_decoder))
+        if box_prompts not in ("base", "tuned"):
+            raise ConfigError(f"decoder.box_prompts must be 'base' or 'tuned', got {box_prompts!r}")
         self.box_prompts = box_prompts
         self.prompt_encoder = copy.deepcopy(backbone.prompt_encoder)
         self.mask_decoder = copy.deepcopy(backbone.mask_decoder)
