@@ -8,6 +8,8 @@ from ``usam evaluate`` results and / or the training run's validation metrics).
 
 from __future__ import annotations
 
+import json
+
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +189,21 @@ def parse_card(text: str) -> tuple[dict, str]:
     raise ValueError("the model card's YAML metadata block is not closed by a '---' line")
 
 
+def _inference_options(config) -> list[str]:
+    """Card lines for the post-processing / decoder routing the adapter uses (``head_options``, ``box_prompts``)."""
+    box = (config.decoder or {}).get("box_prompts")
+    if not config.head_options and not box:
+        return []
+    lines = ["", "## Inference options", "",
+             "Chosen on the validation split (`scripts/tune_head_options.py`); applied by `model.predict` and `usam predict`:", ""]
+    if box:
+        lines.append(f"- box prompts from a user go to the {'backbone' if box == 'base' else 'tuned'} decoder (`box_prompts: {box}`)")
+    for tid, opts in config.head_options.items():
+        text = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in opts.items())
+        lines.append(f"- `{tid}`: {text}")
+    return lines
+
+
 def adapter_card(config, metrics: dict | None = None, extra_body: str = "", *, repo_id: str | None = None,
                  base_model: str | None = None, license: str = "apache-2.0", evaluation: dict | None = None) -> str:
     """A model card for an :class:`~usam.adapter.AdapterConfig` with its metrics.
@@ -232,6 +249,7 @@ def adapter_card(config, metrics: dict | None = None, extra_body: str = "", *, r
         else:
             names = f"{t.num_classes} classes"
         lines.append(f"| {tid} | {t.kind} | {names} |")
+    lines += _inference_options(config)
     if rows:
         lines += ["", "## Evaluation", "", "| task | metric | value | split | source |", "|---|---|---|---|---|"]
         lines += [f"| {r.task} | {METRIC_NAMES.get(r.metric, r.metric)} | {r.value:.4f} | {r.split} | {r.source} |" for r in rows]
