@@ -266,7 +266,7 @@ def validate(module: TrainModule, source: ExampleSource, val: dict[str, list[Sam
                 truth = torch.tensor(ex.target.box[None], dtype=torch.float32)
                 ious.append(float(box_iou(raw, truth)[0, 0]))
                 if adapter.decoder is not None:
-                    box = refine_box(adapter.decoder, e, raw[0].cpu().numpy(), model.backbone.input_size)
+                    box = refine_box(adapter.decoder, e, raw[0].cpu().numpy(), model.backbone.input_size, route="tuned")
                     refined.append(float(box_iou(torch.tensor(box[None], dtype=torch.float32), truth)[0, 0]))
             metrics["iou"] = float(np.mean(ious))
             if refined:
@@ -506,7 +506,7 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
             if improved:
                 best = score
                 adapter.config.head_options = {
-                    tid: {"refine_with_decoder": True} for tid, m in val.items()
+                    tid: {"refine_with_decoder": True, "refine_decoder": "tuned"} for tid, m in val.items()
                     if "iou_refined" in m and m["iou_refined"] > m["iou"]
                 }
                 metrics = {"best_epoch": epoch + 1, "val": val, "history": history}
