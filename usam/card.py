@@ -265,7 +265,8 @@ def adapter_card(config, metrics: dict | None = None, extra_body: str = "", *, r
     tr = config.training or {}
     if tr:
         lines += ["", f"Trained with `usam train {Path(str(tr.get('config') or 'CONFIG.yaml')).name}` "
-                      f"(mode `{tr.get('mode', 'cache')}`)."]
+                      f"(mode `{tr.get('mode', 'cache')}`)" + (f", starting from the adapter in `{tr['init']}`" if tr.get("init") else "")
+                  + "."]
     cites = ([BACKBONE_CITATIONS["litemedsam"]] if config.backbone == "litemedsam" else []) + [BACKBONE_CITATIONS["sam"]]
     lines += ["", "Please cite " + ("the datasets above and " if datasets else "") + "the backbone:", ""]
     lines += [f"- {c}" for c in cites] + [""]

@@ -344,7 +344,8 @@ def build_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
         name=cfg.name, backbone=model.backbone.name, backbone_checksum=model.backbone.checksum, tasks=specs,
         lora=LoraSettings.from_dict(cfg.lora) if cfg.mode == "lora" else None, decoder=decoder,
         input_size=model.backbone.input_size,
-        training={"mode": cfg.mode, "data_root": str(cfg.data_root), "train": cfg.train, "config": cfg.source},
+        training={"mode": cfg.mode, "data_root": str(cfg.data_root), "train": cfg.train, "config": cfg.source,
+                  **({"init": str(cfg.init)} if cfg.init else {})},
     )
     return Adapter(config, model.backbone)
 
