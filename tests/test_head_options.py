@@ -145,3 +145,18 @@ def test_bad_box_prompts_route_is_refused(tmp_path):
     (target / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ConfigError, match="box_prompts must be 'base' or 'tuned'"):
         usam.load(adapters=[str(target)])
+
+
+def test_card_lists_the_inference_options():
+    from usam.adapter import AdapterConfig
+    from usam.card import adapter_card
+
+    cfg = AdapterConfig.from_dict(json.loads((ROOT / "adapters" / "fetal_head" / "config.json").read_text()))
+    cfg.head_options = {"fetal_head": {"refine_with_box": True, "ellipse_fill": [1]}}
+    cfg.decoder = {**cfg.decoder, "box_prompts": "tuned"}
+    card = adapter_card(cfg, {})
+    assert "## Inference options" in card
+    assert "- `fetal_head`: `refine_with_box: true`, `ellipse_fill: [1]`" in card
+    assert "go to the tuned decoder (`box_prompts: tuned`)" in card
+    cfg.head_options, cfg.decoder = {}, None
+    assert "## Inference options" not in adapter_card(cfg, {})
