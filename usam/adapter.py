@@ -99,10 +99,10 @@ class AdapterConfig:
                 training=d.get("training") or {},
                 head_options=d.get("head_options") or {},
             )
-            check_head_options(config.head_options, {tid: t.kind for tid, t in tasks.items()}, f"{where}: head_options")
+            check_head_options(config.head_options, {tid: t.kind for tid, t in tasks.items()})
             return config
         except ConfigError as exc:
-            raise AdapterError(str(exc)) from exc
+            raise AdapterError(f"{where} is not a usam adapter config ({exc})") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise AdapterError(f"{where} is not a usam adapter config ({type(exc).__name__}: {exc})") from exc
 
