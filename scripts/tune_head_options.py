@@ -36,19 +36,16 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _dice(a, b) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("adapter")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "fmc_uia_dev"))
     ap.add_argument("--split", default="val")
+    ap.add_argument("--limit", type=int, default=None, help="at most N rows per task (quick check)")
     args = ap.parse_args(argv)
 
     import usam
+    from usam.challenge.interactive import dice
     from usam.data.fmc import read_split
     from usam.heads.refine import postprocess_classes
     from usam.io import read_image, read_mask
@@ -57,7 +54,7 @@ def main(argv=None) -> int:
     adapter = model.adapter
     tasks = adapter.tasks
     seg = [t for t, s in tasks.items() if s.kind == "segmentation"]
-    split = read_split(Path(args.data) / args.split, tasks=list(tasks))
+    split = {t: rows[: args.limit] for t, rows in read_split(Path(args.data) / args.split, tasks=list(tasks)).items()}
     choices, report = {}, {}
     images = {}
 
@@ -78,7 +75,7 @@ def main(argv=None) -> int:
             elif spec.kind == "segmentation":
                 gt = read_mask(s.mask_path)
                 m = pred.masks[tid] if post is None else postprocess_classes(pred.masks[tid], post)
-                vals.append(float(np.mean([_dice(m == c, gt == c) for c in range(1, spec.num_classes)])))
+                vals.append(float(np.mean([dice(m == c, gt == c) for c in range(1, spec.num_classes)])))
             else:
                 vals.append(float(np.linalg.norm(pred.keypoints[tid] - s.points, axis=1).mean()))
         return float(np.mean(vals))
@@ -131,7 +128,6 @@ def main(argv=None) -> int:
     box_route = None
     if adapter.decoder is not None and seg:
         # user box prompts: the backbone's own box path or the tuned decoder's, by Dice from ground-truth boxes
-        from usam.challenge.interactive import dice
         from usam.predictor import Predictor
         from usam.train.clicks import mask_box
 

@@ -160,3 +160,30 @@ def test_card_lists_the_inference_options():
     assert "go to the tuned decoder (`box_prompts: tuned`)" in card
     cfg.head_options, cfg.decoder = {}, None
     assert "## Inference options" not in adapter_card(cfg, {})
+
+
+def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
+    import importlib.util
+
+    import usam
+
+    spec = importlib.util.spec_from_file_location("tune_head_options", ROOT / "scripts" / "tune_head_options.py")
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    target = tmp_path / "fetal_head"
+    shutil.copytree(ROOT / "adapters" / "fetal_head", target)
+    cfg = json.loads((target / "config.json").read_text())
+    cfg["head_options"] = {}
+    (target / "config.json").write_text(json.dumps(cfg))
+    assert tune.main([str(target), "--data", str(data_root), "--limit", "2"]) == 0
+    cfg = json.loads((target / "config.json").read_text())
+    report = cfg["training"]["head_options_validation"]
+    assert set(report) == {"fetal_head", "fetal_head_biometry", "box_prompts"}
+    for tid, r in report.items():
+        scores = {k: v for k, v in r.items() if k not in ("metric", "chosen")}
+        assert r["chosen"] in scores and len(scores) >= 2
+        best = min(scores.values()) if r["metric"] == "mre_px" else max(scores.values())
+        assert scores[r["chosen"]] == best
+    assert cfg["decoder"]["box_prompts"] == report["box_prompts"]["chosen"]
+    model = usam.load(adapters=[str(target)])  # the written options pass validation
+    assert model.adapter.config.head_options == cfg["head_options"]
