@@ -86,9 +86,13 @@ def wait_status(page, text: str) -> str:
 
 def click_pixel(page, x: float, y: float) -> None:
     """Click original-image pixel (x, y) on the overlay, whatever its displayed size (object-fit contain / scale-down)."""
+    # the overlay is replaced after every prompt: read its sizes once the current one has loaded (one JS call)
+    nw, nh, w, h, fit = page.wait_for_function(
+        "() => { const e = document.querySelector('#usam-overlay img');"
+        " return (e && e.complete && e.naturalWidth > 0 && e.clientWidth > 0)"
+        " ? [e.naturalWidth, e.naturalHeight, e.clientWidth, e.clientHeight, getComputedStyle(e).objectFit] : null; }",
+        timeout=TIMEOUT_MS).json_value()
     img = page.locator("#usam-overlay img")
-    nw, nh, w, h, fit = img.evaluate(
-        "e => [e.naturalWidth, e.naturalHeight, e.clientWidth, e.clientHeight, getComputedStyle(e).objectFit]")
     scale = min(w / nw, h / nh)
     if fit == "scale-down":
         scale = min(scale, 1.0)
