@@ -35,8 +35,8 @@ from . import __version__
 from .data.tasks import TaskSpec
 from .errors import AdapterError, ConfigError
 from .heads.automask import AutoMaskHead
-from .heads.refine import check_head_options
 from .heads.classify import ClassifyHead
+from .heads.refine import check_head_options
 from .heads.spatial import DetectHead, KeypointHead
 from .lora import DECODER_TARGETS, LoraSettings, add_lora, lora_state_dict, load_lora_state
 
