@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import cpu_model  # noqa: E402  (benchmarks/common.py)
+from common import breast_lesion_csv, cpu_model  # noqa: E402  (benchmarks/common.py)
 
 from usam import Predictor, UsamModel, build_backbone  # noqa: E402
 from usam.io import read_image, read_mask  # noqa: E402
@@ -35,8 +35,9 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fmc_uia_dev"
 
 def load_cases(data: Path, n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """First ``n`` breast_lesion test images with their ground-truth box (x1 / y1 exclusive)."""
-    csv_dir = data / "test" / "csv_files"
-    with open(csv_dir / "breast_lesion.csv", newline="") as fh:
+    csv_path = breast_lesion_csv(data)
+    csv_dir = csv_path.parent
+    with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))[:n]
     cases = []
     for r in rows:

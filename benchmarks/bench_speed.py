@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common import cpu_model  # noqa: E402  (benchmarks/common.py)
+from common import breast_lesion_csv, cpu_model  # noqa: E402  (benchmarks/common.py)
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fmc_uia_dev"
 
 #: row id -> (group, label)
@@ -61,7 +61,7 @@ ROWS = {
 
 # ----------------------------------------------------------------------------------------------- helpers
 def rows_of(data: Path, n: int) -> list[dict]:
-    with open(data / "test" / "csv_files" / "breast_lesion.csv", newline="") as fh:
+    with open(breast_lesion_csv(data), newline="") as fh:
         return list(csv.DictReader(fh))[:n]
 
 
@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.images < 1 or args.vit_images < 1 or args.clicks < 2:
         ap.error("--images and --vit-images must be >= 1, --clicks >= 2")
+    breast_lesion_csv(args.data)  # exits with a message when the data is not there
 
     if args.row:  # child: one row, JSON on the last stdout line
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 
 
 def cpu_model() -> str:
@@ -14,3 +15,11 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def breast_lesion_csv(data: Path) -> Path:
+    """``DATA/test/csv_files/breast_lesion.csv``, or exit with a message naming ``--data``."""
+    path = Path(data) / "test" / "csv_files" / "breast_lesion.csv"
+    if not path.is_file():
+        raise SystemExit(f"benchmark data not found: {path} (pass --data FMC_UIA_ROOT with test/csv_files/breast_lesion.csv)")
+    return path
