@@ -19,6 +19,7 @@ adapter's ``config.json`` (``head_options``), with every score under ``training.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -26,14 +27,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def main(argv=None) -> int:
@@ -46,6 +39,7 @@ def main(argv=None) -> int:
 
     import usam
     from usam.challenge.interactive import dice
+    from usam.challenge.metrics import box_iou
     from usam.data.fmc import read_split
     from usam.heads.refine import postprocess_classes
     from usam.io import read_image, read_mask
@@ -57,6 +51,7 @@ def main(argv=None) -> int:
     split = {t: rows[: args.limit] for t, rows in read_split(Path(args.data) / args.split, tasks=list(tasks)).items()}
     choices, report = {}, {}
     images = {}
+    truth = functools.lru_cache(maxsize=None)(read_mask)  # each mask read once, whatever the variants
 
     def predictions(tid, opts):
         adapter.config.head_options = {**choices, **({tid: opts} if opts else {})}
@@ -71,9 +66,9 @@ def main(argv=None) -> int:
         vals = []
         for s, pred in zip(split[tid], preds):
             if spec.kind == "detection":
-                vals.append(_iou(pred.boxes[tid], s.box))
+                vals.append(box_iou(pred.boxes[tid], s.box))
             elif spec.kind == "segmentation":
-                gt = read_mask(s.mask_path)
+                gt = truth(s.mask_path)
                 m = pred.masks[tid] if post is None else postprocess_classes(pred.masks[tid], post)
                 vals.append(float(np.mean([dice(m == c, gt == c) for c in range(1, spec.num_classes)])))
             else:
@@ -137,7 +132,7 @@ def main(argv=None) -> int:
             vals = []
             for tid in seg:
                 for s in split[tid]:
-                    gt = read_mask(s.mask_path)
+                    gt = truth(s.mask_path)
                     predictor.set_image(images[s.image_path])
                     for c in range(1, tasks[tid].num_classes):
                         if (gt == c).any():

@@ -9,7 +9,6 @@ from ``usam evaluate`` results and / or the training run's validation metrics).
 from __future__ import annotations
 
 import json
-
 import math
 from dataclasses import dataclass
 from pathlib import Path

@@ -20,6 +20,7 @@ import numpy as np
 
 from .challenge.metrics import ellipse_perimeter, fit_ellipse
 from .errors import InputImageError
+from .heads.refine import largest_component
 from .io import to_rgb_uint8
 
 __all__ = ["draw_measurements", "head_biometry", "lesion_axes"]
@@ -94,14 +95,6 @@ def head_biometry(mask: np.ndarray, pixel_size_mm: float | None = None) -> dict:
     }
 
 
-def _largest_component(m: np.ndarray) -> np.ndarray:
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
-    if n <= 2:
-        return m
-    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return labels == best
-
-
 def lesion_axes(mask: np.ndarray, pixel_size_mm: float | None = None) -> dict:
     """Long and short axes of the largest connected component (8-connected) of a lesion mask.
 
@@ -122,7 +115,7 @@ def lesion_axes(mask: np.ndarray, pixel_size_mm: float | None = None) -> dict:
     Raises:
       InputImageError: the mask is empty.
     """
-    m = _largest_component(_check_mask(mask, "lesion"))
+    m = largest_component(_check_mask(mask, "lesion"))
     ps = _check_pixel_size(pixel_size_mm)
     ys, xs = np.nonzero(m)
     pts = np.stack([xs, ys], axis=1).astype(np.float64)

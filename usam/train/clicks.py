@@ -34,15 +34,6 @@ def innermost_point(region: np.ndarray, rng: np.random.Generator | None = None, 
     return float(x), float(y)
 
 
-def largest_component(region: np.ndarray) -> tuple[np.ndarray, int]:
-    """The largest 8-connected component of ``region`` and its distance-weighted size."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return np.zeros_like(region, dtype=bool), 0
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return labels == k, int(stats[k, cv2.CC_STAT_AREA])
-
-
 def next_click(pred: np.ndarray, truth: np.ndarray) -> tuple[tuple[float, float], int] | None:
     """The corrective click for ``pred`` against ``truth``: ``((x, y), label)`` or ``None`` if perfect.
 
