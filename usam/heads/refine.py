@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
+from ..train.clicks import mask_box
 
 OPTIONS = {
     "segmentation": {"refine_with_box", "refine_rounds", "refine_decoder", "largest_component", "ellipse_fill"},
@@ -65,11 +66,7 @@ def _decode_box(decoder, embedding, boxes, route: str | None):
 
 def mask_extent(mask: np.ndarray) -> np.ndarray | None:
     """``(4,)`` xyxy extent (x2 / y2 exclusive) of the largest component of a boolean mask, ``None`` if empty."""
-    m = largest_component(mask)
-    ys, xs = np.nonzero(m)
-    if xs.size == 0:
-        return None
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+    return mask_box(largest_component(mask))
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
