@@ -21,6 +21,7 @@ Relative paths are resolved against the working directory, then against the conf
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,10 @@ DEFAULT_TRAIN = {
     "sampling": "sqrt",          # task sampling: sqrt | uniform | proportional (to sample count)
     "task_weights": {},          # extra sampling weight per task id, e.g. {breast_lesion: 3}
     "box_prob": 0.35,            # prompted segmentation: share of steps with a jittered box instead of clicks
-    "click_iters": 3,            # simulated clicks per step (first innermost, then error-region corrections)
+    "click_iters": 3,            # simulated clicks per step (first innermost, then error-region corrections); the maximum
+    "click_iters_min": None,     # with a value: the number of clicks is drawn uniformly in [click_iters_min, click_iters]
+    "box_click_iters": 0,        # box steps: up to this many corrective clicks after the box (drawn uniformly from 0)
+    "val_clicks": 1,             # validation: Dice after 1..val_clicks simulated clicks (the score uses their mean)
     "auto_weight": 1.0,          # weight of the automatic-segmentation loss
     "augment": True,             # lora mode: image augmentation
     "mixed_precision": "auto",   # auto: bf16 on CUDA, none on CPU
@@ -71,6 +75,10 @@ class TrainConfig:
     init: Path | None = None  # start from this adapter's weights (same tasks), e.g. to continue training
     source: str = "<dict>"
     raw: dict = field(default_factory=dict)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _resolve(path: str, base: Path | None) -> Path:
@@ -142,16 +150,35 @@ def load_config(path: str | os.PathLike | dict, overrides: list[str] = ()) -> Tr
     if unknown:
         raise ConfigError(f"{source}: unknown train keys {sorted(unknown)} (known: {sorted(DEFAULT_TRAIN)})")
     train.update(t_raw)
-    for k in ("epochs", "batch_size", "batch_size_heads"):
-        if not isinstance(train[k], int) or train[k] < 1:
+    for k in ("epochs", "batch_size", "batch_size_heads", "click_iters", "val_clicks"):
+        if not _is_int(train[k]) or train[k] < 1:
             raise ConfigError(f"{source}: train.{k} must be a positive integer, got {train[k]!r}")
-    try:
-        train["lr"] = float(train["lr"])
-        train["weight_decay"] = float(train["weight_decay"])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: train.lr / weight_decay must be numbers") from exc
-    if train["lr"] <= 0:
-        raise ConfigError(f"{source}: train.lr must be > 0")
+    for k in ("box_click_iters", "num_workers"):
+        if not _is_int(train[k]) or train[k] < 0:
+            raise ConfigError(f"{source}: train.{k} must be a non-negative integer, got {train[k]!r}")
+    for k in ("steps_per_epoch", "val_limit", "click_iters_min"):
+        if train[k] is not None and (not _is_int(train[k]) or train[k] < 1):
+            raise ConfigError(f"{source}: train.{k} must be a positive integer or null, got {train[k]!r}")
+    if train["click_iters_min"] is not None and train["click_iters_min"] > train["click_iters"]:
+        raise ConfigError(f"{source}: train.click_iters_min ({train['click_iters_min']}) is above train.click_iters ({train['click_iters']})")
+    if not _is_int(train["seed"]):
+        raise ConfigError(f"{source}: train.seed must be an integer, got {train['seed']!r}")
+    for k, lo, hi in (("lr", 0.0, None), ("weight_decay", 0.0, None), ("box_prob", 0.0, 1.0), ("auto_weight", 0.0, None)):
+        v = train[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise ConfigError(f"{source}: train.{k} must be a number, got {v!r}")
+        try:
+            v = float(v)
+        except ValueError:
+            raise ConfigError(f"{source}: train.{k} must be a number, got {train[k]!r}") from None
+        if not math.isfinite(v) or v < lo or (hi is not None and v > hi) or (k == "lr" and v == 0):
+            rng = f"in [{lo}, {hi}]" if hi is not None else ("> 0" if k == "lr" else ">= 0")
+            raise ConfigError(f"{source}: train.{k} must be a finite number {rng}, got {train[k]!r}")
+        train[k] = v
+    if not isinstance(train["augment"], bool):
+        raise ConfigError(f"{source}: train.augment must be true or false, got {train['augment']!r}")
+    if train["mixed_precision"] not in ("auto", "no", "bf16", "fp16"):
+        raise ConfigError(f"{source}: train.mixed_precision must be auto, no, bf16 or fp16, got {train['mixed_precision']!r}")
     tw = train["task_weights"] or {}
     if not isinstance(tw, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in tw.values()):
         raise ConfigError(f"{source}: train.task_weights must map task ids to non-negative numbers")
@@ -162,9 +189,19 @@ def load_config(path: str | os.PathLike | dict, overrides: list[str] = ()) -> Tr
     if raw.get("decoder") is not None:
         if not isinstance(raw["decoder"], dict):
             raise ConfigError(f"{source}: decoder must be a mapping")
+        unknown = set(raw["decoder"]) - {"tune", "lora", "train", "box_prompts"}
+        if unknown:
+            raise ConfigError(f"{source}: unknown decoder keys {sorted(unknown)} (known: box_prompts, lora, train, tune)")
         decoder.update(raw["decoder"])
+        if decoder.get("box_prompts", "base") not in ("base", "tuned"):
+            raise ConfigError(f"{source}: decoder.box_prompts must be 'base' or 'tuned', got {decoder['box_prompts']!r}")
+        if decoder.get("train") is not None and (not isinstance(decoder["train"], list)
+                                                 or not all(isinstance(x, str) and x for x in decoder["train"])):
+            raise ConfigError(f"{source}: decoder.train must be a list of parameter-name prefixes")
     lora = dict(DEFAULT_LORA)
     lora.update(raw.get("lora") or {})
+    if raw.get("precision", "auto") not in ("fp32", "bf16", "auto"):
+        raise ConfigError(f"{source}: precision must be fp32, bf16 or auto, got {raw['precision']!r}")
     tasks = data.get("tasks")
     if tasks is not None and (not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks) or not tasks):
         raise ConfigError(f"{source}: data.tasks must be a non-empty list of task ids")

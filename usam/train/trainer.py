@@ -14,6 +14,7 @@ resumes from its last epoch. Built on ``accelerate``: the same command runs unde
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -192,24 +193,33 @@ class TrainModule(nn.Module):
         emb = emb[keep]
         target = torch.tensor(np.stack(truths)[:, None], dtype=torch.float32, device=dev)
         decoder = self.adapter.decoder
+        lo = int(self.settings["click_iters_min"] or self.settings["click_iters"])
+        hi = int(self.settings["click_iters"])
+        boxes = None
         if rng.random() < self.settings["box_prob"]:
+            # a jittered box, followed by 0..box_click_iters corrective clicks (the box stays in the prompt)
             boxes = np.stack([clicks.jitter_box(clicks.mask_box(t), t.shape, rng) for t in truths]) * scale
-            logits, iou = decoder.decode(emb, boxes=torch.tensor(boxes, dtype=torch.float32, device=dev), multimask_output=False)
-            return prompted_mask_loss(logits, iou, target)
-        pts = [[clicks.innermost_point(t, rng, top_fraction=0.3)] for t in truths]
-        labels = [[1] for _ in truths]
-        prev, total = None, 0.0
-        iters = int(self.settings["click_iters"])
+            boxes = torch.tensor(boxes, dtype=torch.float32, device=dev)
+            iters = 1 + int(rng.integers(0, int(self.settings["box_click_iters"]) + 1))
+            pts, labels = [[] for _ in truths], [[] for _ in truths]
+        else:
+            iters = int(rng.integers(lo, hi + 1))
+            pts = [[clicks.innermost_point(t, rng, top_fraction=0.3)] for t in truths]
+            labels = [[1] for _ in truths]
+        prev, total, n_loss = None, 0.0, 0
         for it in range(iters):
-            coords = torch.tensor(np.array(pts, dtype=np.float32) * scale, device=dev)
-            lab = torch.tensor(np.array(labels), device=dev)
-            multimask = it == 0
+            points = None
+            if pts[0]:
+                coords = torch.tensor(np.array(pts, dtype=np.float32) * scale, device=dev)
+                points = (coords, torch.tensor(np.array(labels), device=dev))
+            multimask = it == 0 and boxes is None
             # gradients through the first and the last interaction; the ones between only place clicks
             grad = it == 0 or it + 1 == iters
             with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-                logits, iou = decoder.decode(emb, points=(coords, lab), mask_input=prev, multimask_output=multimask)
+                logits, iou = decoder.decode(emb, points=points, boxes=boxes, mask_input=prev, multimask_output=multimask)
             if grad:
                 total = total + prompted_mask_loss(logits, iou, target)
+                n_loss += 1
             with torch.no_grad():
                 pick = iou.argmax(dim=1)
                 best = logits[torch.arange(len(keep)), pick][:, None]
@@ -218,10 +228,11 @@ class TrainModule(nn.Module):
                 pred = (best[:, 0] > 0).cpu().numpy()
                 for i, t in enumerate(truths):
                     nxt = clicks.next_click(pred[i], t)
-                    (x, y), lab_i = nxt if nxt is not None else ((pts[i][-1][0], pts[i][-1][1]), labels[i][-1])
-                    pts[i].append((x, y))
-                    labels[i].append(lab_i)
-        return total / min(iters, 2)
+                    if nxt is None:  # already perfect: repeat the last click (or a centre click after a box)
+                        nxt = ((pts[i][-1][0], pts[i][-1][1]), labels[i][-1]) if pts[i] else (clicks.innermost_point(t), 1)
+                    pts[i].append(nxt[0])
+                    labels[i].append(nxt[1])
+        return total / n_loss
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -299,6 +310,7 @@ def _validate_segmentation(module: TrainModule, outs, spec: TaskSpec) -> dict:
     decoder = adapter.decoder or model.backbone
     scale = model.backbone.input_size / LOW_RES
     auto, box_d, click_d = [], [], []
+    n_clicks = int(module.settings["val_clicks"])
     for ex, e in outs:
         truth = ex.target.class_map
         logits, _ = adapter.heads[spec.task_id](decoder, e)
@@ -313,16 +325,36 @@ def _validate_segmentation(module: TrainModule, outs, spec: TaskSpec) -> dict:
             b = torch.tensor(clicks.mask_box(t)[None] * scale, dtype=torch.float32)
             lg, _ = decoder.decode(e, boxes=b, multimask_output=False)
             box_d.append(_dice(lg[0, 0].cpu().numpy() > 0, t))
-            x, y = clicks.innermost_point(t)
-            lg, iou = decoder.decode(e, points=(torch.tensor([[[x * scale, y * scale]]]), torch.tensor([[1]])), multimask_output=True)
-            click_d.append(_dice(lg[0, int(iou[0].argmax())].cpu().numpy() > 0, t))
+            click_d.append(_click_curve(decoder, e, t, scale, n_clicks))
     out = {"dice_auto": float(np.mean(auto))}
     parts = [out["dice_auto"]]
     if box_d:
         out["dice_box"] = float(np.mean(box_d))
-        out["dice_1click"] = float(np.mean(click_d))
-        parts += [out["dice_box"], out["dice_1click"]]
+        curve = np.mean(click_d, axis=0)
+        out["dice_1click"] = float(curve[0])
+        for k in range(1, n_clicks):
+            out[f"dice_{k + 1}click"] = float(curve[k])
+        parts += [out["dice_box"], float(curve.mean())]
     out["score"] = float(np.mean(parts))
+    return out
+
+
+def _click_curve(decoder, emb: torch.Tensor, truth: np.ndarray, scale: float, n_clicks: int) -> list[float]:
+    """Dice after each of ``n_clicks`` simulated clicks (standard protocol) on one ``(1, C, h, w)`` embedding,
+    in model space (``truth`` is the ``(256, 256)`` low-res mask, clicks are scaled to the input by ``scale``)."""
+    pts, labels, prev, out = [clicks.innermost_point(truth)], [1], None, []
+    for k in range(n_clicks):
+        coords = torch.tensor([pts], dtype=torch.float32) * scale
+        lg, iou = decoder.decode(emb, points=(coords, torch.tensor([labels])), mask_input=prev, multimask_output=k == 0)
+        best = lg[:, int(iou[0].argmax())][:, None]
+        pred = best[0, 0].cpu().numpy() > 0
+        out.append(_dice(pred, truth))
+        nxt = clicks.next_click(pred, truth)
+        if nxt is None:
+            return out + [out[-1]] * (n_clicks - k - 1)
+        pts.append(nxt[0])
+        labels.append(nxt[1])
+        prev = best
     return out
 
 
@@ -380,7 +412,7 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
         log(f"usam train: {cfg.name}: mode {cfg.mode}, tasks " + ", ".join(f"{k} ({v.kind}, {len(train_rows[k])} train / {len(val_rows.get(k, []))} val)" for k, v in specs.items()))
     adapter = build_adapter(cfg, model, specs)
     if cfg.init is not None:
-        _init_from(adapter, cfg.init)
+        _init_from(adapter, cfg.init, model.backbone)
         if main:
             log(f"usam train: starting from the weights of {cfg.init}")
     attach_adapter(model, adapter, cfg.name)
@@ -526,15 +558,41 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
     return out
 
 
-def _init_from(adapter: Adapter, directory: Path) -> None:
-    """Copy heads / tuned-decoder weights of an existing adapter directory (its tasks must match)."""
+def _init_from(adapter: Adapter, directory: Path, backbone) -> None:
+    """Copy heads / tuned-decoder weights of an existing adapter directory (its tasks must match).
+
+    When the new adapter tunes its decoder without LoRA but the old one carried decoder LoRA, the old decoder is
+    rebuilt, its LoRA merged into the weights, and the merged weights copied (continue training a LoRA-tuned
+    decoder as a fully tuned one).
+    """
     from ..adapter import HEADS_NAME, read_adapter_dir
 
     config, heads, _ = read_adapter_dir(Path(directory))
     if set(config.tasks) != set(adapter.tasks):
         raise ConfigError(f"init adapter {str(directory)!r} has tasks {sorted(config.tasks)}, this config {sorted(adapter.tasks)}")
-    adapter.load_head_state(heads, str(Path(directory) / HEADS_NAME))
+    new_dec, old_dec = adapter.config.decoder or {}, config.decoder or {}
+    if adapter.decoder is not None and old_dec.get("lora") and not new_dec.get("lora"):
+        old = Adapter(config, backbone)
+        old.load_head_state(heads, str(Path(directory) / HEADS_NAME))
+        merged = merged_decoder_state(old.decoder)
+        with torch.no_grad():
+            adapter.heads.load_state_dict(old.heads.state_dict(), strict=True)
+            for k, v in adapter.decoder.named_parameters():
+                v.copy_(merged[k])
+    else:
+        adapter.load_head_state(heads, str(Path(directory) / HEADS_NAME))
     adapter.config.head_options = dict(config.head_options)
+
+
+def merged_decoder_state(decoder) -> dict[str, torch.Tensor]:
+    """Parameters of a tuned decoder with its LoRA merged in, named as in a decoder without LoRA."""
+    from peft.tuners.lora import LoraLayer
+
+    dec = copy.deepcopy(decoder)
+    for m in dec.modules():
+        if isinstance(m, LoraLayer):
+            m.merge()
+    return {n.replace(".base_layer", ""): p.detach().clone() for n, p in dec.named_parameters() if "lora_" not in n}
 
 
 def _trainable_named(model, adapter, cfg):
