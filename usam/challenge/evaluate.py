@@ -22,8 +22,20 @@ A missing prediction is never skipped: it is scored as the worst case and counte
 - detection: no box -> IoU 0;
 - regression: no points -> every point's error is the image diagonal (MRE = diagonal).
 
-Malformed predictions (unreadable PNG, mask of the wrong size, probabilities of the wrong length, bad JSON)
-raise :class:`~usam.errors.DataError`: they are bugs in the predictor, not missing answers.
+Malformed predictions raise :class:`~usam.errors.DataError` naming the file and the JSON entry (index) or the
+CSV row: they are bugs in the predictor, not missing answers, and scoring them would give a silently wrong
+number. Refused:
+
+- JSON: not a list of objects, an entry without ``image_path`` / ``task_id``, duplicate entries, an entry of a
+  scored task with a key its kind does not have (e.g. ``probs`` for ``predicted_probs``) or with no answer at
+  all (none of its kind's answer keys);
+- classification: ``predicted_probs`` of the wrong length, not numbers, NaN / inf, negative, or not summing
+  to 1 within 1e-3 (probabilities, e.g. a softmax, not scores or logits); ``predicted_class`` not an integer
+  or outside ``0 .. num_classes - 1``;
+- detection / regression: coordinates of the wrong length, not numbers, NaN / inf;
+- segmentation: an empty or undecodable PNG, a colour PNG whose channels differ (one whose channels are
+  equal is read as grey), a mask of another size than the truth, values outside ``0 .. num_classes - 1``
+  (e.g. a 0/255 binary image for a 2-class task).
 """
 
 from __future__ import annotations
@@ -37,9 +49,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data.fmc import Sample, output_mask_relpath, read_split
-from ..errors import DataError, InputImageError
+from ..errors import DataError
 from ..io import read_mask
 from . import metrics as M
+from .checks import csv_rows, read_label_png
 
 #: Prediction file names of the challenge, per kind.
 PRED_FILES = {
@@ -48,7 +61,16 @@ PRED_FILES = {
     "regression": "regression_predictions.json",
 }
 
-__all__ = ["PRED_FILES", "evaluate", "write_ground_truth_as_predictions"]
+#: The keys that carry a prediction, per kind (an entry needs at least one; nothing else but image_path, task_id).
+ANSWER_KEYS = {
+    "classification": ("predicted_class", "predicted_probs"),
+    "detection": ("bbox_pixels", "bbox_normalized"),
+    "regression": ("predicted_points_pixels", "predicted_points_normalized"),
+}
+#: Largest accepted ``|sum(predicted_probs) - 1|``.
+PROBS_SUM_TOL = 1e-3
+
+__all__ = ["ANSWER_KEYS", "PRED_FILES", "PROBS_SUM_TOL", "evaluate", "write_ground_truth_as_predictions"]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -88,8 +110,9 @@ def _mean(values) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def _load_pred_json(pred_dir: Path, kind: str) -> dict:
-    """``{(image_path, task_id): entry}`` from one prediction file (``{}`` when the file is absent)."""
+def _load_pred_json(pred_dir: Path, kind: str, task_ids: set | None = None) -> dict:
+    """``{(image_path, task_id): (entry index, entry)}`` from one prediction file (``{}`` when the file is
+    absent). Entries of ``task_ids`` (``None``: all) must have only their kind's keys and at least one answer."""
     path = pred_dir / PRED_FILES[kind]
     if not path.exists():
         return {}
@@ -109,11 +132,26 @@ def _load_pred_json(pred_dir: Path, kind: str) -> dict:
         k = _key(e["image_path"], e["task_id"])
         if k in out:
             dupes.append(f"{e['task_id']}: {e['image_path']}")
-        out[k] = e
+        if task_ids is None or k[1] in task_ids:
+            _check_keys(e, kind, f"prediction file {str(path)!r} entry {i} ({e['task_id']}, {e['image_path']!r})")
+        out[k] = (i, e)
     if dupes:
         shown = "; ".join(dupes[:5]) + (f"; ... and {len(dupes) - 5} more" if len(dupes) > 5 else "")
         raise DataError(f"prediction file {str(path)!r} has {len(dupes)} duplicate (image_path, task_id) entries: {shown}")
     return out
+
+
+def _check_keys(e: dict, kind: str, where: str) -> None:
+    answers = ANSWER_KEYS[kind]
+    expected = ", ".join(("image_path", "task_id", *answers))
+    unknown = [k for k in e if k not in ("image_path", "task_id", *answers)]
+    absent = [k for k in answers if e.get(k) is None]
+    if unknown:
+        guess = f" (is {unknown[0]!r} meant to be {absent[0]!r}?)" if absent else ""
+        raise DataError(f"{where} has unknown key(s) {unknown}{guess}: a {kind} entry has the keys {expected}")
+    if len(absent) == len(answers):
+        need = " and/or ".join(answers) if kind == "classification" else " or ".join(answers)
+        raise DataError(f"{where} holds no prediction: give {need} (keys: {expected})")
 
 
 def _numbers(value, n: int, what: str, where: str) -> np.ndarray:
@@ -139,7 +177,22 @@ def _head_class(sample: Sample) -> int | None:
 
 
 # --------------------------------------------------------------------------------------------- per kind
-def _eval_segmentation(samples: list[Sample], pred_dir: Path) -> dict:
+def _check_labels(pred: np.ndarray, num_classes: int, task_id: str, what: str) -> None:
+    """Refuse label values outside ``0 .. num_classes - 1``."""
+    if pred.size == 0 or (int(pred.min()) >= 0 and int(pred.max()) < num_classes):
+        return
+    vals = [int(v) for v in np.unique(pred)]
+    shown = ", ".join(str(v) for v in vals[:10]) + (f", ... ({len(vals)} values)" if len(vals) > 10 else "")
+    if set(vals) <= {0, 255}:
+        hint = "it looks like a 0/255 binary image: write class ids (0 = background, 1 = the class), not 0/255"
+    else:
+        hint = "write class ids, one per pixel"
+    raise DataError(
+        f"{what} holds the values {{{shown}}} but task {task_id} has {num_classes} classes (ids 0..{num_classes - 1}): {hint}"
+    )
+
+
+def _eval_segmentation(samples: list[Sample], pred_dir: Path, rows: dict | None = None) -> dict:
     n_fg = samples[0].num_classes - 1
     names = samples[0].class_names
     if not names:  # unnamed: a binary task's one class is named after the task
@@ -157,15 +210,15 @@ def _eval_segmentation(samples: list[Sample], pred_dir: Path) -> dict:
             m["hd_mm"] = [diag * s.pixel_size_mm] * n_fg if s.pixel_size_mm else None
             pred = None
         else:
-            try:
-                pred = read_mask(pred_file)
-            except InputImageError as exc:
-                raise DataError(f"prediction mask {str(pred_file)!r} for {s.task_id} is unreadable: {exc}") from exc
+            row_name = (rows or {}).get((s.task_id, s.rel_image_path))
+            what = f"prediction mask {str(pred_file)!r} ({s.task_id}" + (f", {row_name})" if row_name else ")")
+            pred = read_label_png(pred_file, what)
             if pred.shape != truth.shape:
                 raise DataError(
-                    f"prediction mask {str(pred_file)!r} is {pred.shape[1]}x{pred.shape[0]} but the truth "
+                    f"{what} is {pred.shape[1]}x{pred.shape[0]} but the truth "
                     f"{s.rel_mask_path!r} is {truth.shape[1]}x{truth.shape[0]}: predict at the image's size"
                 )
+            _check_labels(pred, s.num_classes, s.task_id, what)
             m = M.segmentation_case_metrics(pred, truth, s.num_classes, s.pixel_size_mm)
         row = {
             "image_path": s.rel_image_path,
@@ -211,32 +264,64 @@ def _eval_segmentation(samples: list[Sample], pred_dir: Path) -> dict:
     return {"metrics": metrics, "cases": cases, "missing": missing}
 
 
-def _eval_classification(samples: list[Sample], preds: dict, used: set) -> dict:
+def _where(kind: str, pred_dir: Path, index: int | None, s: Sample, rows: dict | None) -> str:
+    row_name = (rows or {}).get((s.task_id, s.rel_image_path))
+    return (f"prediction file {str(pred_dir / PRED_FILES[kind])!r} entry {index} ({s.task_id}"
+            + (f", {row_name}" if row_name else "") + f", image {s.rel_image_path!r})")
+
+
+def _probabilities(value, n_cls: int, where: str) -> np.ndarray:
+    p = _numbers(value, n_cls, "predicted_probs", where)
+    if (p < 0).any():
+        raise DataError(f"{where}: predicted_probs {[float(v) for v in p]} has negative values: write probabilities in [0, 1]")
+    total = float(p.sum())
+    if abs(total - 1.0) > PROBS_SUM_TOL:
+        raise DataError(
+            f"{where}: predicted_probs sum to {total:.6g}, not 1 (tolerance {PROBS_SUM_TOL:g}): write probabilities "
+            f"(e.g. a softmax), not scores or logits"
+        )
+    return p
+
+
+def _class_id(value, n_cls: int, where: str) -> int:
+    try:
+        c = int(value)
+        ok = not isinstance(value, bool) and float(value) == c
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise DataError(f"{where}: predicted_class {value!r} is not an integer")
+    if not 0 <= c < n_cls:
+        raise DataError(f"{where}: predicted_class {c} is outside 0..{n_cls - 1} (the task has {n_cls} classes)")
+    return c
+
+
+def _eval_classification(samples: list[Sample], preds: dict, used: set, pred_dir: Path | None = None,
+                         rows: dict | None = None) -> dict:
     n_cls = samples[0].num_classes
     y, probs, yp, cases = [], [], [], []
     missing = missing_probs = 0
     for s in samples:
         k = _key(s.rel_image_path, s.task_id)
-        e = preds.get(k)
-        where = f"{PRED_FILES['classification']} entry for {s.task_id} {s.rel_image_path!r}"
+        index, e = preds.get(k, (None, None))
+        where = _where("classification", pred_dir or Path("."), index, s, rows)
         if e is None:
             missing += 1
             p = np.full(n_cls, 1.0 / n_cls)
             c = -1
         else:
             used.add(k)
+            if e.get("predicted_probs") is None and e.get("predicted_class") is None:
+                _check_keys(e, "classification", where)  # raises: no answer
             if e.get("predicted_probs") is None:
                 missing_probs += 1
                 p = np.full(n_cls, 1.0 / n_cls)
             else:
-                p = _numbers(e["predicted_probs"], n_cls, "predicted_probs", where)
+                p = _probabilities(e["predicted_probs"], n_cls, where)
             if e.get("predicted_class") is None:
-                c = int(np.argmax(p)) if e.get("predicted_probs") is not None else -1
+                c = int(np.argmax(p))
             else:
-                try:
-                    c = int(e["predicted_class"])
-                except (TypeError, ValueError) as exc:
-                    raise DataError(f"{where}: predicted_class {e['predicted_class']!r} is not an integer") from exc
+                c = _class_id(e["predicted_class"], n_cls, where)
         y.append(s.label)
         probs.append(p)
         yp.append(c)
@@ -255,12 +340,13 @@ def _eval_classification(samples: list[Sample], preds: dict, used: set) -> dict:
     return {"metrics": m, "cases": cases, "missing": missing, "missing_probs": missing_probs}
 
 
-def _eval_detection(samples: list[Sample], preds: dict, used: set, sizes: dict) -> dict:
+def _eval_detection(samples: list[Sample], preds: dict, used: set, sizes: dict, pred_dir: Path | None = None,
+                    rows: dict | None = None) -> dict:
     cases, missing = [], 0
     for s in samples:
         k = _key(s.rel_image_path, s.task_id)
-        e = preds.get(k)
-        where = f"{PRED_FILES['detection']} entry for {s.task_id} {s.rel_image_path!r}"
+        index, e = preds.get(k, (None, None))
+        where = _where("detection", pred_dir or Path("."), index, s, rows)
         box = None
         if e is not None:
             used.add(k)
@@ -292,13 +378,14 @@ def _hc_from_points(points: np.ndarray, pixel_size_mm: float) -> float:
     return M.ellipse_perimeter(max(ofd, bpd), min(ofd, bpd)) * pixel_size_mm
 
 
-def _eval_regression(samples: list[Sample], preds: dict, used: set, sizes: dict) -> dict:
+def _eval_regression(samples: list[Sample], preds: dict, used: set, sizes: dict, pred_dir: Path | None = None,
+                     rows: dict | None = None) -> dict:
     cases, missing = [], 0
     for s in samples:
         n = s.num_classes
         k = _key(s.rel_image_path, s.task_id)
-        e = preds.get(k)
-        where = f"{PRED_FILES['regression']} entry for {s.task_id} {s.rel_image_path!r}"
+        index, e = preds.get(k, (None, None))
+        where = _where("regression", pred_dir or Path("."), index, s, rows)
         pts = None
         if e is not None:
             used.add(k)
@@ -377,24 +464,26 @@ def evaluate(
     if not pred_dir.is_dir():
         raise DataError(f"prediction folder {str(pred_dir)!r} does not exist or is not a folder")
     split = read_split(data_root, tasks=tasks, check_files=True)
+    rows = csv_rows(data_root, split)
     loaded: dict[str, dict] = {}
     used: dict[str, set] = {}
     sizes: dict = {}
     out_tasks: dict[str, dict] = {}
+    # prediction files first: a malformed one fails before any mask is scored
+    for kind in dict.fromkeys(samples[0].kind for samples in split.values()):
+        if kind != "segmentation":
+            loaded[kind] = _load_pred_json(pred_dir, kind, set(split))
+            used[kind] = set()
     for task_id, samples in split.items():
         kind = samples[0].kind
         if kind == "segmentation":
-            res = _eval_segmentation(samples, pred_dir)
+            res = _eval_segmentation(samples, pred_dir, rows)
+        elif kind == "classification":
+            res = _eval_classification(samples, loaded[kind], used[kind], pred_dir, rows)
+        elif kind == "detection":
+            res = _eval_detection(samples, loaded[kind], used[kind], sizes, pred_dir, rows)
         else:
-            if kind not in loaded:
-                loaded[kind] = _load_pred_json(pred_dir, kind)
-                used[kind] = set()
-            if kind == "classification":
-                res = _eval_classification(samples, loaded[kind], used[kind])
-            elif kind == "detection":
-                res = _eval_detection(samples, loaded[kind], used[kind], sizes)
-            else:
-                res = _eval_regression(samples, loaded[kind], used[kind], sizes)
+            res = _eval_regression(samples, loaded[kind], used[kind], sizes, pred_dir, rows)
         out_tasks[task_id] = {
             "kind": kind,
             "num_classes": samples[0].num_classes,

@@ -21,14 +21,19 @@ embedding through the model's content-keyed cache; each LoRA adapter encodes wit
 With ``batch_size > 1`` the encoder runs on ``batch_size`` images at a time (useful on a GPU).
 
 Resuming: every finished row is appended (and flushed) to a journal ``out_dir/.usam_predict/<task>.jsonl``;
-a rerun skips rows that are in the journal (segmentation rows also need their PNG), so an interrupted run
-continues where it stopped, and the final JSON files are rebuilt from the journals and written atomically
-at the end (PNGs are written atomically too): no partial file is ever left. ``.usam_predict/state.json``
+a rerun skips rows that are in the journal, so an interrupted run continues where it stopped. A segmentation
+row also needs its PNG, and it is verified: a PNG that is empty, cannot be decoded, is not single-channel, does
+not have the image's size or holds values ``>= num_classes`` is removed and its row predicted again. The final
+JSON files are rebuilt from the journals and written atomically at the end (PNGs are written atomically too):
+no partial file is ever left. ``.usam_predict/state.json``
 records which adapter (name, weights hash, backbone, precision) produced each task; a rerun with a
 different one for a task refuses to mix outputs unless ``restart=True``, which re-predicts the run's tasks.
 
-Errors: a bad data root or CSV raises :class:`~usam.errors.DataError` before any work, as do image files
-that do not exist (all listed). An image that exists but cannot be decoded does not stop the run: it is
+Errors (all raised before any work, and before a model is needed: :func:`check_predict_inputs`): a bad data
+root or CSV, image files that do not exist (all listed), rows whose outputs would overwrite each other (two
+segmentation rows with one ``mask_path``: both rows named), and an output folder that is a file or cannot be
+written raise :class:`~usam.errors.DataError`; no adapter serving any task raises
+:class:`~usam.errors.AdapterError`. An image that exists but cannot be decoded does not stop the run: it is
 reported, its rows stay unpredicted (they score as worst case), and it is listed in the result and in
 ``failed_images.json`` (the CLI then exits with code 3). A rerun retries it.
 """
@@ -47,9 +52,11 @@ import numpy as np
 from ..data.fmc import Sample, output_mask_relpath, read_split
 from ..errors import AdapterError, DataError, InputImageError, UsamError
 from ..io import read_image, write_png, write_text_atomic
+from .checks import check_output_dir, csv_names
 from .evaluate import PRED_FILES
 
-__all__ = ["JOURNAL_DIR", "MISSING_TASKS_NAME", "FAILED_IMAGES_NAME", "predict_split", "adapter_fingerprint"]
+__all__ = ["JOURNAL_DIR", "MISSING_TASKS_NAME", "FAILED_IMAGES_NAME", "adapter_fingerprint", "check_predict_inputs",
+           "predict_split"]
 
 #: Side folder of the journals and the state file.
 JOURNAL_DIR = ".usam_predict"
@@ -204,6 +211,99 @@ def _read(path: Path):
         return exc
 
 
+def _bad_output_mask(path: Path, sample: Sample, sizes: dict) -> str | None:
+    """Why a finished segmentation row's PNG cannot be kept (``None``: it is fine). Only headers and the mask
+    itself are read."""
+    import cv2
+    from PIL import Image
+
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size == 0:
+        return "empty (0 bytes)"
+    try:
+        mask = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except (cv2.error, OSError):
+        mask = None
+    if mask is None:
+        return "not a decodable PNG"
+    if mask.ndim != 2:
+        return f"not a single-channel PNG (shape {mask.shape})"
+    if sample.image_path not in sizes:
+        try:
+            with Image.open(sample.image_path) as im:
+                sizes[sample.image_path] = (int(im.size[1]), int(im.size[0]))
+        except Exception:  # the image itself will be reported when it is read
+            sizes[sample.image_path] = None
+    hw = sizes[sample.image_path]
+    if hw is None or mask.shape != hw:
+        return f"{mask.shape[1]}x{mask.shape[0]} but the image is " + (f"{hw[1]}x{hw[0]}" if hw else "unreadable")
+    top = int(mask.max()) if mask.size else 0
+    if top >= sample.num_classes:
+        return f"holding value {top} but the task has {sample.num_classes} classes"
+    return None
+
+
+def _segmentation_outputs(data_root, split: dict) -> dict[tuple[str, str], str]:
+    """``{(task_id, image_path): output mask path}`` of every segmentation row; refuses rows that share one."""
+    seg_out: dict[tuple[str, str], str] = {}
+    seen: dict[str, list[tuple[str, int, str]]] = {}  # normalised output path -> [(task, row, mask_path)]
+    for tid, rows in split.items():
+        for i, s in enumerate(rows, 1):
+            if s.kind != "segmentation":
+                continue
+            rel = output_mask_relpath(s.rel_mask_path)
+            seg_out.setdefault((tid, s.rel_image_path), rel)
+            seen.setdefault(os.path.normcase(os.path.normpath(rel)), []).append((tid, i, s.rel_mask_path))
+    clashes = {k: v for k, v in seen.items() if len(v) > 1}
+    if clashes:
+        names = csv_names(data_root, split)
+        parts = []
+        for rel, rows in list(clashes.items())[:5]:
+            where = " and ".join(f"{names[t]} row {i}" for t, i, _ in rows[:4]) + (f" and {len(rows) - 4} more" if len(rows) > 4 else "")
+            masks = sorted({m for _, _, m in rows})
+            parts.append(f"{where} write {rel!r} (mask_path {', '.join(repr(m) for m in masks)})")
+        more = f"; ... and {len(clashes) - 5} more" if len(clashes) > 5 else ""
+        raise DataError(
+            f"{len(clashes)} output mask(s) of {str(data_root)!r} would be written by several rows, one overwriting "
+            f"the other: " + "; ".join(parts) + more + ": give each segmentation row its own mask_path"
+        )
+    return seg_out
+
+
+def _prepare(data_root, out_dir, tasks) -> tuple[dict, dict]:
+    split = read_split(Path(data_root), tasks=tasks, check_files=False)
+    missing_files: dict[Path, str] = {}
+    for tid, rows in split.items():
+        for s in rows:
+            if s.image_path not in missing_files and not s.image_path.is_file():
+                missing_files[s.image_path] = f"{tid}: {s.rel_image_path!r} (looked for {str(s.image_path)!r})"
+    if missing_files:
+        raise DataError(f"{len(missing_files)} image file(s) of {str(data_root)!r} do not exist:" + _listed(list(missing_files.values())))
+    seg_out = _segmentation_outputs(data_root, split)
+    check_output_dir(out_dir, "output folder")
+    return split, seg_out
+
+
+def check_predict_inputs(
+    data_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    tasks: list[str] | None = None,
+) -> dict:
+    """Everything :func:`predict_split` checks before it needs a model; writes nothing.
+
+    The split's CSVs are valid, its image files exist, no two segmentation rows write the same output mask,
+    and ``out_dir`` is (or can be created as) a writable folder.
+
+    Returns:
+      The split, ``{task_id: [Sample, ...]}``.
+
+    Raises:
+      DataError: naming the CSV rows, files or folder at fault.
+    """
+    return _prepare(data_root, out_dir, tasks)[0]
+
+
 # ------------------------------------------------------------------------------------------------- public
 def predict_split(
     data_root: str | os.PathLike,
@@ -232,14 +332,15 @@ def predict_split(
 
     Returns:
       A JSON-able summary: ``{"out_dir", "tasks": {task_id: {"kind", "adapter", "rows", "predicted",
-      "skipped"}}, "missing_tasks": [{"task_id", "kind", "num_classes", "rows"}], "failed_images":
+      "skipped", "redone"}}, "missing_tasks": [{"task_id", "kind", "num_classes", "rows"}], "failed_images":
       [{"image_path", "tasks", "error"}], "images": encoded this run, "images_total", "encoder_calls",
       "seconds", "images_per_s", "files": [written file names]}``.
 
     Raises:
-      DataError: bad data root / CSVs, missing image files, mask paths that leave ``out_dir``.
-      AdapterError: no adapter loaded, unknown adapter names, an adapter whose task disagrees with the CSV
-        (kind, number of classes or points).
+      DataError: bad data root / CSVs, missing image files, mask paths that leave ``out_dir``, rows that share
+        an output mask, an ``out_dir`` that is a file or cannot be written (see :func:`check_predict_inputs`).
+      AdapterError: no adapter loaded, unknown adapter names, no adapter serving any task to predict, an adapter
+        whose task disagrees with the CSV (kind, number of classes or points).
       UsamError: ``out_dir`` holds outputs of another adapter / backbone for a task (use ``restart``).
     """
     from tqdm.auto import tqdm
@@ -248,16 +349,9 @@ def predict_split(
     t_start = time.perf_counter()
     if batch_size < 1:
         raise UsamError(f"batch size must be >= 1, got {batch_size}")
-    split = read_split(Path(data_root), tasks=tasks, check_files=False)
-
-    # ---- image files must exist (cheap, before any work); decoding problems come later, per image
-    missing_files: dict[Path, str] = {}
-    for tid, rows in split.items():
-        for s in rows:
-            if s.image_path not in missing_files and not s.image_path.is_file():
-                missing_files[s.image_path] = f"{tid}: {s.rel_image_path!r} (looked for {str(s.image_path)!r})"
-    if missing_files:
-        raise DataError(f"{len(missing_files)} image file(s) of {str(data_root)!r} do not exist:" + _listed(list(missing_files.values())))
+    # ---- data, image files, output paths, output folder (cheap, before any work); decoding problems come
+    # later, per image
+    split, seg_out_all = _prepare(data_root, out_dir, tasks)
 
     # ---- which adapter serves which task
     names = list(model.adapters) if adapters is None else list(dict.fromkeys(adapters))
@@ -287,18 +381,20 @@ def predict_split(
             log(f"usam predict: {tid} is served by adapters {servers}: using {name!r}")
     if mismatches:
         raise AdapterError("adapter tasks disagree with the data:" + _listed(mismatches))
+    if not served:
+        shown_tasks = ", ".join(f"{m['task_id']} ({m['kind']})" for m in missing_tasks)
+        shown_adapters = ", ".join(f"{n!r} (tasks: {', '.join(sorted(model.adapters[n].tasks)) or 'none'})" for n in names)
+        raise AdapterError(
+            f"no adapter serves any of the {len(missing_tasks)} task(s) to predict in {str(data_root)!r}: "
+            f"{shown_tasks}; adapters given: {shown_adapters}: load adapters trained on these tasks, or choose "
+            f"served tasks with --tasks"
+        )
     for n in names:
         if not any(a == n for a in served.values()):
             log(f"usam predict: adapter {n!r} serves none of the tasks predicted here (its tasks: {sorted(model.adapters[n].tasks)})")
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"output folder {str(out)!r} exists and is not a folder")
-    seg_out: dict[tuple[str, str], str] = {}
-    for tid in served:
-        for s in split[tid]:
-            if s.kind == "segmentation":
-                seg_out[(tid, s.rel_image_path)] = output_mask_relpath(s.rel_mask_path)
+    seg_out = {k: v for k, v in seg_out_all.items() if k[0] in served}
     out.mkdir(parents=True, exist_ok=True)
     jdir = out / JOURNAL_DIR
 
@@ -335,14 +431,24 @@ def predict_split(
 
     # ---- work: rows not done yet, grouped by image (first-seen order)
     work: dict[Path, list[Sample]] = {}
-    stats = {tid: {"kind": split[tid][0].kind, "adapter": n, "rows": len(split[tid]), "predicted": 0, "skipped": 0}
+    stats = {tid: {"kind": split[tid][0].kind, "adapter": n, "rows": len(split[tid]), "predicted": 0, "skipped": 0,
+                   "redone": 0}
              for tid, n in served.items()}
+    sizes: dict = {}
     for tid in served:
         j = journals[tid]
         for s in split[tid]:
             done = s.rel_image_path in j.entries
             if done and s.kind == "segmentation":
-                done = (out / seg_out[(tid, s.rel_image_path)]).is_file()
+                png = out / seg_out[(tid, s.rel_image_path)]
+                why = _bad_output_mask(png, s, sizes)
+                if why is not None:
+                    done = False
+                    j.entries.pop(s.rel_image_path, None)
+                    if why != "missing":
+                        log(f"usam predict: {tid}: the earlier output {str(png)!r} is {why}: predicting it again")
+                        stats[tid]["redone"] += 1
+                        png.unlink()
             if done:
                 stats[tid]["skipped"] += 1
             elif not any(r.task_id == tid and r.rel_image_path == s.rel_image_path for r in work.get(s.image_path, [])):

@@ -196,8 +196,13 @@ def write_report(
 
     Returns:
       ``{"report_md": Path, "report_json": Path, "figures": [Path, ...]}``.
+
+    Raises:
+      DataError: ``report_dir`` is a file or cannot be created / written (nothing is written then).
     """
-    out = Path(report_dir)
+    from .checks import check_output_dir
+
+    out = check_output_dir(report_dir, "report folder")
     out.mkdir(parents=True, exist_ok=True)
     results = _clean(results)
     tasks = results.get("tasks", {})

@@ -2,8 +2,12 @@
 
 - ``usam predict DATA_ROOT OUT_DIR --adapters A B ...``: the FMC_UIA output files for every CSV row of a split
   (see :mod:`usam.challenge.predict`); resumable; exit code 0, or 3 when some images could not be decoded
-  (listed, the others are predicted), 130 when interrupted (rerun the same command to resume).
-- ``usam evaluate DATA_ROOT PRED_DIR [--report DIR]``: scores per task (see :func:`usam.challenge.evaluate`).
+  (listed, the others are predicted), 7 for bad data, rows sharing an output mask or an output folder that is a
+  file / not writable (checked before the model loads), 8 when no adapter serves any task, 130 when
+  interrupted (rerun the same command to resume).
+- ``usam evaluate DATA_ROOT PRED_DIR [--report DIR]``: scores per task (see :func:`usam.challenge.evaluate`);
+  exit code 7 for malformed predictions (naming the file and the entry or CSV row) and for a report folder
+  that is a file or not writable (checked before scoring).
 - ``usam measure IMAGE --adapter A --pixel-size MM``: head circumference / BPD / OFD (fetal-head adapters) or
   lesion long / short axes (breast adapters) from the adapter's automatic segmentation, and BPD / OFD from a
   4-point biometry regression task.
@@ -73,25 +77,30 @@ def build_model(args, adapters=()):
 
 # ----------------------------------------------------------------------------------------------- predict
 def cmd_predict(args) -> int:
-    from ..challenge.predict import FAILED_IMAGES_NAME, MISSING_TASKS_NAME, predict_split
-    from ..data.fmc import read_split
+    from ..challenge.predict import FAILED_IMAGES_NAME, MISSING_TASKS_NAME, check_predict_inputs, predict_split
     from ..errors import AdapterError
 
     t0 = time.perf_counter()
-    read_split(args.data_root, tasks=args.tasks, check_files=False)  # bad data fails before the model loads
+    # bad data, clashing output paths and an unwritable output folder fail before the model loads
+    check_predict_inputs(args.data_root, args.out_dir, tasks=args.tasks)
     if not args.adapters:
         raise AdapterError("give the adapters that serve the split's tasks: --adapters DIR_OR_HUB_ID ...")
     model = build_model(args, adapters=args.adapters)
     try:
         r = predict_split(args.data_root, args.out_dir, model, tasks=args.tasks, batch_size=args.batch_size,
                           restart=args.restart, progress=not args.quiet, log=_log)
-    except KeyboardInterrupt:
-        _log("usam predict: interrupted; finished rows are kept: run the same command again to resume")
+    except AdapterError as exc:
+        if args.adapters and "adapters given" in str(exc):
+            raise AdapterError(f"{exc} (--adapters {' '.join(args.adapters)})") from exc
         raise
+    except KeyboardInterrupt:  # said once here, not again by usam.cli
+        _log("usam predict: interrupted; finished rows are kept: run the same command again to resume")
+        return 130
     wall = time.perf_counter() - t0
     for tid, t in r["tasks"].items():
+        redone = f", {t['redone']} redone (bad earlier output)" if t.get("redone") else ""
         _log(f"usam predict: {tid} ({t['kind']}, adapter {t['adapter']}): {t['predicted']} predicted, "
-             f"{t['skipped']} already done, of {t['rows']}")
+             f"{t['skipped']} already done{redone}, of {t['rows']}")
     if r["missing_tasks"]:
         shown = ", ".join(f"{m['task_id']} ({m['kind']}, {m['rows']} rows)" for m in r["missing_tasks"])
         _log(f"usam predict: WARNING: no adapter serves {len(r['missing_tasks'])} task(s): {shown}. Their predictions "
@@ -123,8 +132,11 @@ def _fmt(v) -> str:
 
 def cmd_evaluate(args) -> int:
     from ..challenge import evaluate, write_report
+    from ..challenge.checks import check_output_dir
     from ..challenge.report import MAIN_METRICS, _clean
 
+    if args.report:  # before the scoring work
+        check_output_dir(args.report, "report folder")
     results = evaluate(args.data_root, args.pred_dir, tasks=args.tasks)
     report = None
     if args.report:
