@@ -36,8 +36,9 @@ TARGETS = [  # (task, metric key, label, op, target)
     ("fetal_head", "prompt:click_1", "fetal_head, 1 click — Dice", None, None),
     ("fetal_head_biometry", "mre_px", "fetal_head_biometry — mean radial error (px)", "<=", 15.0),
 ]
-#: Fixed test images whose per-image figures CI re-checks.
-CHECK_IMAGES = 3
+#: Fixed test images per segmentation task whose per-image figures CI re-checks (always in fp32: bf16 kernels
+#: differ between CPUs with AMX, with AVX-512 bf16 and without either, fp32 does not beyond summation order).
+CHECK_IMAGES = 6
 
 
 def main(argv=None) -> int:
@@ -47,11 +48,21 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "runs" / "eval"))
     ap.add_argument("--limit", type=int, default=None, help="at most N rows per task (quick look; figures not written)")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--clicks", type=int, default=20, help="click budget of the interactive benchmark (NoC cap)")
+    ap.add_argument("--check-only", action="store_true",
+                    help="only recompute the fp32 per-image check cases in adapters/results.json (what CI re-checks)")
     args = ap.parse_args(argv)
+    if args.check_only:
+        results_path = ROOT / "adapters" / "results.json"
+        stored = json.loads(results_path.read_text())
+        stored.update(check_cases(Path(args.data) / args.split))
+        results_path.write_text(json.dumps(stored, indent=1) + "\n")
+        print(json.dumps(stored["check_means"], indent=1))
+        return 0
 
     import usam
     from usam.challenge import evaluate, write_report
-    from usam.challenge.interactive import evaluate_prompts
+    from usam.challenge.interactive import evaluate_clicks, evaluate_prompts
     from usam.challenge.predict import predict_split
     from usam.data.fmc import read_split
 
@@ -76,6 +87,8 @@ def main(argv=None) -> int:
             figures[tid].update({f"prompt:{k}": v for k, v in res["mean"].items()})
             figures[tid]["prompt:n_objects"] = res["n_objects"]
             prompt_cases[tid] = res["cases"]
+            inter = evaluate_clicks(model, adapter, rows[tid], n_clicks=args.clicks)
+            figures[tid].update({f"clicks:{k}": v for k, v in inter.items() if k != "cases"})
     seconds = time.time() - t0
     n = {tid: len(r) for tid, r in rows.items()}
     lines = ["# Shipped adapters: test-split figures", "",
@@ -89,6 +102,9 @@ def main(argv=None) -> int:
             continue
         met = "" if op is None else ("yes" if (v >= target if op == ">=" else v <= target) else f"no ({v - target:+.3f})")
         lines.append(f"| {label} | {n.get(tid)} | {v:.4f} | {'' if op is None else f'{op} {target}'} | {met} |")
+    lines += ["", f"Interactive benchmark (standard click protocol, {args.clicks}-click budget; NoC = clicks to reach IoU "
+              f"0.85 / 0.90, unreached counted as {args.clicks}; IoU error = |predicted - measured| IoU of the chosen "
+              "first-click mask):", "", click_table(figures)]
     lines += ["", "All official metrics per task (from `usam evaluate`):", "", "```", json.dumps(
         {t: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()} for t, m in figures.items()}, indent=1), "```", ""]
     md = "\n".join(lines)
@@ -96,12 +112,44 @@ def main(argv=None) -> int:
     if args.limit:
         return 0
     (ROOT / "adapters" / "RESULTS.md").write_text(md)
-    check = {tid: cases[:CHECK_IMAGES] for tid, cases in prompt_cases.items()}
     (ROOT / "adapters" / "results.json").write_text(json.dumps(
-        {"split": args.split, "precision": model.precision, "n": n, "figures": figures, "check_cases": check,
+        {"split": args.split, "precision": model.precision, "n": n, "figures": figures, **check_cases(split),
          "predict": {k: summary[k] for k in ("images_total", "seconds", "images_per_s")}}, indent=1) + "\n")
     _update_cards(dirs, figures)
     return 0
+
+
+def click_table(figures: dict) -> str:
+    """Markdown table of the Dice-vs-clicks curve, NoC and IoU calibration of every task that has them."""
+    shown = (1, 2, 3, 5, 10, 15, 20)
+    rows = ["| task | objects | " + " | ".join(f"Dice@{k}" for k in shown) + " | NoC@85 | NoC@90 | IoU err | Spearman |",
+            "|---|---|" + "---|" * (len(shown) + 4)]
+    for tid, f in figures.items():
+        curve = f.get("clicks:dice_curve")
+        if not curve:
+            continue
+        cells = [f"{curve[k - 1]:.3f}" if k <= len(curve) else "" for k in shown]
+        rows.append(f"| {tid} | {f['clicks:n_objects']} | " + " | ".join(cells) +
+                    f" | {f['clicks:noc85']:.2f} | {f['clicks:noc90']:.2f} | {f['clicks:iou_error']:.3f} | {f['clicks:iou_spearman']:.2f} |")
+    return "\n".join(rows)
+
+
+def check_cases(split: Path) -> dict:
+    """Per-image Dice (GT box, 1..3 clicks, no prompt) of the first ``CHECK_IMAGES`` rows of each segmentation
+    task, computed in fp32 so that any x86-64 CPU reproduces them; ``tests/test_shipped_adapters.py`` re-checks."""
+    import numpy as np
+
+    import usam
+    from usam.challenge.interactive import evaluate_prompts
+    from usam.data.fmc import read_split
+
+    model = usam.UsamModel.from_pretrained(adapters=[str(ROOT / "adapters" / a) for a in ADAPTERS], precision="fp32")
+    rows = read_split(split, tasks=[t for ts in ADAPTERS.values() for t in ts])
+    cases = {tid: evaluate_prompts(model, adapter, rows[tid][:CHECK_IMAGES], n_clicks=3, progress=False)["cases"]
+             for adapter, tasks in ADAPTERS.items() for tid in tasks}
+    means = {tid: {k: float(np.mean([c[k] for c in cs])) for k in cs[0] if k not in ("image", "class")}
+             for tid, cs in cases.items()}
+    return {"check_precision": "fp32", "check_cases": cases, "check_means": means}
 
 
 def _update_cards(dirs, figures) -> None:
@@ -114,6 +162,8 @@ def _update_cards(dirs, figures) -> None:
         metrics = json.loads(mpath.read_text()) if mpath.exists() else {}
         metrics["test"] = {t: {k.replace("prompt:", "dice_"): v for k, v in figures[t].items() if isinstance(v, (int, float))}
                            for t in config.tasks if t in figures}
+        metrics["test_clicks"] = {t: {k[len("clicks:"):]: v for k, v in figures[t].items() if k.startswith("clicks:")}
+                                  for t in config.tasks if t in figures and "clicks:dice_curve" in figures[t]}
         mpath.write_text(json.dumps(metrics, indent=2) + "\n")
         (d / "README.md").write_text(adapter_card(config, metrics))
 

@@ -1,7 +1,15 @@
 """The shipped adapters reproduce the per-image figures stored by scripts/evaluate_adapters.py.
 
 ``adapters/results.json`` keeps, per segmentation task, the Dice of a few fixed test images from a GT box,
-1-3 simulated clicks and no prompt; this test recomputes them with the shipped adapters.
+1-3 simulated clicks and no prompt, computed in fp32 (``scripts/evaluate_adapters.py --check-only``); this test
+recomputes them with the shipped adapters, in fp32 whatever the CPU offers.
+
+Why fp32: bf16 kernels differ between CPUs (AMX, AVX-512 bf16, none), so a figure computed under
+``precision: auto`` on one machine moved by 0.013 on another. fp32 differs between CPUs only by summation
+order. Measured spread of the 18 x 5 per-image figures between this machine's default fp32 kernels and the
+most different code path that can be forced here (``ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41``, one
+thread): see ``PER_IMAGE_TOL``. A regression (another decoder, other head options, a wrong coordinate map)
+moves these figures by tenths.
 """
 
 from __future__ import annotations
@@ -9,7 +17,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,11 +33,33 @@ def stored():
     return json.loads(RESULTS.read_text())
 
 
+#: Largest per-image |difference| allowed: 5x the largest one measured between fp32 code paths (see above), and
+#: never below a couple of boundary pixels of the smallest object's Dice.
+PER_IMAGE_TOL = 0.01
+#: The per-task mean over the check images must agree more tightly.
+MEAN_TOL = 0.004
+
+
 @pytest.fixture(scope="module")
 def model():
     import usam
 
-    return usam.load(adapters=[str(ROOT / "adapters" / a) for a in sorted(set(ADAPTER_OF.values()))])
+    return usam.load(adapters=[str(ROOT / "adapters" / a) for a in sorted(set(ADAPTER_OF.values()))], precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def recomputed(model, data_root, stored):
+    from usam.challenge.interactive import evaluate_prompts
+    from usam.data.fmc import read_split
+
+    rows = read_split(data_root / stored["split"], tasks=sorted(ADAPTER_OF))
+    out = {}
+    for task, adapter in ADAPTER_OF.items():
+        images = [c["image"] for c in stored["check_cases"][task]]
+        chosen = [s for s in rows[task] if s.rel_image_path in set(images)]
+        assert len(chosen) == len(set(images)), f"{task}: check images missing from the data"
+        out[task] = evaluate_prompts(model, adapter, chosen, n_clicks=3, progress=False)
+    return out
 
 
 def test_every_adapter_loads_with_card_and_metrics(model):
@@ -44,29 +73,26 @@ def test_every_adapter_loads_with_card_and_metrics(model):
 
 
 @pytest.mark.parametrize("task", sorted(ADAPTER_OF))
-def test_stored_figures_reproduce(stored, model, data_root, task):
-    from usam.challenge.interactive import evaluate_prompts
-    from usam.data.fmc import read_split
-
+def test_stored_figures_reproduce(stored, recomputed, task):
+    assert stored["check_precision"] == "fp32"
     cases = stored["check_cases"][task]
-    images = {c["image"] for c in cases}
-    rows = [s for s in read_split(data_root / stored["split"], tasks=[task])[task] if s.rel_image_path in images]
-    assert len(rows) == len(images)
-    got = evaluate_prompts(model, ADAPTER_OF[task], rows, n_clicks=3, progress=False)["cases"]
-    # the same precision reproduces up to a few boundary pixels (thread counts change float sums);
-    # another CPU (fp32 instead of bf16) within a few points
-    tol = 0.01 if model.precision == stored["precision"] else 0.05
-    by_key = {(c["image"], c["class"]): c for c in got}
+    assert len(cases) >= 6
+    by_key = {(c["image"], c["class"]): c for c in recomputed[task]["cases"]}
+    assert set(by_key) == {(c["image"], c["class"]) for c in cases}
     for want in cases:
         have = by_key[(want["image"], want["class"])]
         for k, v in want.items():
             if k not in ("image", "class"):
-                assert abs(have[k] - v) <= tol, (task, want["image"], k, have[k], v)
+                assert abs(have[k] - v) <= PER_IMAGE_TOL, (task, want["image"], k, have[k], v)
+    for k, v in stored["check_means"][task].items():
+        assert abs(recomputed[task]["mean"][k] - v) <= MEAN_TOL, (task, k, recomputed[task]["mean"][k], v)
 
 
-def test_stored_test_figures_meet_the_floor(stored):
-    """Guard against a regression in what is shipped: the stored means stay where they were measured."""
-    f = stored["figures"]
-    assert f["breast_lesion"]["prompt:box"] > 0.85
-    assert f["breast_lesion"]["prompt:click_1"] > 0.5
-    assert np.isfinite(f["fetal_head_biometry"]["mre_px"])
+def test_recomputed_figures_meet_the_floor(recomputed):
+    """What is shipped, recomputed now: box prompts stay at the bare backbone's level, more clicks never hurt
+    on average, and the automatic masks are usable."""
+    for task, res in recomputed.items():
+        m = res["mean"]
+        assert m["box"] > 0.88, (task, m)
+        assert m["click_3"] >= m["click_1"] - 0.01, (task, m)
+        assert m["auto"] > 0.6, (task, m)

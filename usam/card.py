@@ -203,6 +203,26 @@ def _inference_options(config) -> list[str]:
     return lines
 
 
+def _click_section(metrics: dict | None) -> list[str]:
+    """The Dice-vs-clicks curve of ``metrics["test_clicks"]`` (``scripts/evaluate_adapters.py``) as a table."""
+    clicks = (metrics or {}).get("test_clicks") or {}
+    if not clicks:
+        return []
+    lines = ["", "## Interactive segmentation (test split)", "",
+             "Standard click protocol: first click at the innermost point of the object, each next click at the "
+             "innermost point of the larger error region, the previous logits fed back. NoC = clicks to reach IoU "
+             "0.85 / 0.90 (unreached counted as the budget); IoU error = |predicted - measured| IoU of the chosen "
+             "first-click mask.", "",
+             "| task | objects | Dice after 1 / 2 / 3 / 5 / 10 / 20 clicks | NoC@85 | NoC@90 | IoU error | Spearman |",
+             "|---|---|---|---|---|---|---|"]
+    for tid, c in clicks.items():
+        curve = c["dice_curve"]
+        pts = " / ".join(f"{curve[k - 1]:.3f}" for k in (1, 2, 3, 5, 10, 20) if k <= len(curve))
+        lines.append(f"| {tid} | {c['n_objects']} | {pts} | {c['noc85']:.2f} | {c['noc90']:.2f} | "
+                     f"{c['iou_error']:.3f} | {c['iou_spearman']:.2f} |")
+    return lines
+
+
 def adapter_card(config, metrics: dict | None = None, extra_body: str = "", *, repo_id: str | None = None,
                  base_model: str | None = None, license: str = "apache-2.0", evaluation: dict | None = None) -> str:
     """A model card for an :class:`~usam.adapter.AdapterConfig` with its metrics.
@@ -255,6 +275,7 @@ def adapter_card(config, metrics: dict | None = None, extra_body: str = "", *, r
         if not evaluation:
             lines += ["", "Validation metrics are measured in model space during training; the official metrics come "
                           "from `usam evaluate`."]
+    lines += _click_section(metrics)
     lines += ["", "## Training data", ""]
     if datasets:
         lines += [f"- **{d}**: {DATASET_CITATIONS[d]}" for d in datasets if d in DATASET_CITATIONS]

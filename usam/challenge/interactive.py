@@ -21,12 +21,20 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if s == 0 else float(2 * int((pred & truth).sum()) / s)
 
 
-def click_dices(predictor: Predictor, truth: np.ndarray, n_clicks: int) -> list[float]:
-    """Dice after each of ``n_clicks`` simulated clicks on the binary ``(H, W)`` ``truth``."""
-    pts, labels, out = [], [], []
-    first = sim.innermost_point(truth)
-    pts.append(first)
-    labels.append(1)
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    u = int((pred | truth).sum())
+    return 1.0 if u == 0 else float(int((pred & truth).sum()) / u)
+
+
+def click_session(predictor: Predictor, truth: np.ndarray, n_clicks: int) -> dict:
+    """Run the standard click protocol for ``n_clicks`` clicks on the binary ``(H, W)`` ``truth``.
+
+    Returns ``{"dice": [n_clicks], "iou": [n_clicks], "predicted_iou": [n_clicks]}``: after click ``k`` the Dice and
+    IoU of the chosen mask against ``truth`` and the model's own IoU estimate of that mask (its score). When the
+    mask becomes perfect no further click is possible and the last values are repeated.
+    """
+    pts, labels = [sim.innermost_point(truth)], [1]
+    out = {"dice": [], "iou": [], "predicted_iou": []}
     logits = None
     for k in range(n_clicks):
         masks, scores, low = predictor.predict(
@@ -35,15 +43,74 @@ def click_dices(predictor: Predictor, truth: np.ndarray, n_clicks: int) -> list[
         )
         best = int(np.argmax(scores))
         pred, logits = masks[best], low[best]
-        out.append(dice(pred, truth))
+        out["dice"].append(dice(pred, truth))
+        out["iou"].append(iou(pred, truth))
+        out["predicted_iou"].append(float(scores[best]))
         if k + 1 < n_clicks:
             nxt = sim.next_click(pred, truth)
             if nxt is None:
-                out += [out[-1]] * (n_clicks - k - 1)
+                for v in out.values():
+                    v += [v[-1]] * (n_clicks - k - 1)
                 break
             pts.append(nxt[0])
             labels.append(nxt[1])
     return out
+
+
+def click_dices(predictor: Predictor, truth: np.ndarray, n_clicks: int) -> list[float]:
+    """Dice after each of ``n_clicks`` simulated clicks on the binary ``(H, W)`` ``truth``."""
+    return click_session(predictor, truth, n_clicks)["dice"]
+
+
+def noc(ious: list[float], threshold: float, cap: int = 20) -> int:
+    """Number of clicks to reach IoU ``threshold`` (1-based); ``cap`` when the curve never reaches it."""
+    for k, v in enumerate(ious[:cap], start=1):
+        if v >= threshold:
+            return k
+    return cap
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two equal-length sequences (NaN when either is constant)."""
+    from scipy.stats import spearmanr
+
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def evaluate_clicks(model, adapter: str | None, samples: list[Sample], n_clicks: int = 20, progress: bool = True) -> dict:
+    """The interactive benchmark of ``adapter`` on segmentation ``samples`` (every foreground class present).
+
+    Returns ``{"n_objects", "n_clicks", "dice_curve": [n_clicks] (mean Dice after 1..n clicks), "noc85", "noc90"
+    (mean clicks to IoU 0.85 / 0.90, unreached counted as ``n_clicks``), "iou_error" (mean |predicted - measured|
+    IoU of the chosen first-click mask), "iou_spearman", "cases": [...]}``.
+    """
+    from tqdm.auto import tqdm
+
+    model.set_adapter(adapter)
+    predictor = Predictor(model)
+    cases = []
+    for s in tqdm(samples, desc="clicks", disable=not progress, unit="img"):
+        gt = read_mask(s.mask_path)
+        predictor.set_image(read_image(s.image_path))
+        for c in range(1, s.num_classes):
+            truth = gt == c
+            if truth.any():
+                run = click_session(predictor, truth, n_clicks)
+                cases.append({"image": s.rel_image_path, "class": c, **run,
+                              "noc85": noc(run["iou"], 0.85, n_clicks), "noc90": noc(run["iou"], 0.90, n_clicks)})
+    if not cases:
+        return {"n_objects": 0, "n_clicks": n_clicks, "cases": []}
+    first_pred = [c["predicted_iou"][0] for c in cases]
+    first_true = [c["iou"][0] for c in cases]
+    return {
+        "n_objects": len(cases), "n_clicks": n_clicks,
+        "dice_curve": np.mean([c["dice"] for c in cases], axis=0).tolist(),
+        "noc85": float(np.mean([c["noc85"] for c in cases])), "noc90": float(np.mean([c["noc90"] for c in cases])),
+        "iou_error": float(np.mean(np.abs(np.subtract(first_pred, first_true)))),
+        "iou_spearman": spearman(first_pred, first_true), "cases": cases,
+    }
 
 
 def evaluate_prompts(model, adapter: str | None, samples: list[Sample], n_clicks: int = 3, progress: bool = True) -> dict:

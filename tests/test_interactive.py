@@ -1,0 +1,109 @@
+"""The interactive benchmark: click simulation, Dice-vs-clicks curve, NoC and IoU calibration.
+
+Checked on constructed cases whose answers are known, and on the shipped breast adapter on real images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from usam.challenge.interactive import click_session, evaluate_clicks, noc, spearman
+from usam.train import clicks as sim
+
+
+def test_noc_counts_clicks_to_the_threshold_and_caps_unreached():
+    assert noc([0.5, 0.86, 0.95], 0.85) == 2
+    assert noc([0.5, 0.86, 0.95], 0.90) == 3
+    assert noc([0.91], 0.90) == 1
+    assert noc([0.1, 0.2, 0.3], 0.85, cap=20) == 20
+    assert noc([0.1] * 25 + [0.99], 0.85, cap=20) == 20  # beyond the budget does not count
+
+
+def test_spearman_is_rank_correlation():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_simulated_clicks_land_inside_the_image_on_a_wrong_pixel(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(20, 80, 2)
+    truth = np.zeros((h, w), bool)
+    pred = np.zeros((h, w), bool)
+    for m in (truth, pred):
+        for _ in range(rng.integers(1, 4)):
+            y0, x0 = rng.integers(0, h - 5), rng.integers(0, w - 5)
+            m[y0:y0 + rng.integers(3, h // 2 + 4), x0:x0 + rng.integers(3, w // 2 + 4)] = True
+    nxt = sim.next_click(pred, truth)
+    if (pred == truth).all():
+        assert nxt is None
+        return
+    (x, y), label = nxt
+    assert 0 <= x < w and 0 <= y < h
+    xi, yi = int(x), int(y)
+    assert pred[yi, xi] != truth[yi, xi], "clicked on a pixel that is already right"
+    assert label == int(truth[yi, xi]), "positive clicks go to misses, negative ones to false positives"
+    first = sim.innermost_point(truth)
+    assert truth[int(first[1]), int(first[0])]
+    assert sim.next_click(truth.copy(), truth) is None
+
+
+class DiskPredictor:
+    """A stand-in predictor with a known answer: the mask is the union of disks of radius ``r`` around positive
+    clicks, minus disks around negative clicks; its score is a fixed ``predicted`` IoU."""
+
+    def __init__(self, hw, r, predicted=0.5):
+        self.hw, self.r, self.predicted = hw, r, predicted
+
+    def predict(self, point_coords, point_labels, mask_input=None, multimask_output=True):
+        yy, xx = np.mgrid[: self.hw[0], : self.hw[1]]
+        m = np.zeros(self.hw, bool)
+        for (x, y), lab in zip(point_coords, point_labels):
+            disk = (xx - x) ** 2 + (yy - y) ** 2 <= self.r ** 2
+            m = (m | disk) if lab == 1 else (m & ~disk)
+        n = 3 if multimask_output else 1
+        return np.stack([m] * n), np.full(n, self.predicted), np.zeros((n, 256, 256), np.float32)
+
+
+def test_click_session_on_a_constructed_case():
+    # truth: a 12 x 40 bar; each positive click paints a disk of radius 5 inside it, so the bar fills click by click
+    truth = np.zeros((30, 60), bool)
+    truth[10:22, 10:50] = True
+    run = click_session(DiskPredictor(truth.shape, 5, predicted=0.3), truth, n_clicks=8)
+    assert len(run["dice"]) == len(run["iou"]) == len(run["predicted_iou"]) == 8
+    assert run["predicted_iou"] == [0.3] * 8
+    assert all(b > a for a, b in zip(run["dice"][:4], run["dice"][1:4])), run["dice"]
+    assert run["dice"][-1] > 0.8 > run["dice"][0]
+    # the first click is the innermost point: a disk fully inside the bar, so IoU = disk area / bar area
+    disk = DiskPredictor(truth.shape, 5).predict(np.array([sim.innermost_point(truth)]), np.array([1]))[0][0]
+    assert run["iou"][0] == pytest.approx((disk & truth).sum() / (disk | truth).sum())
+
+
+def test_a_perfect_mask_stops_the_clicks_and_repeats_the_last_figures():
+    truth = np.zeros((30, 30), bool)
+    yy, xx = np.mgrid[:30, :30]
+    truth[(xx - 15) ** 2 + (yy - 15) ** 2 <= 36] = True
+    run = click_session(DiskPredictor(truth.shape, 6), truth, n_clicks=5)
+    assert run["dice"] == [1.0] * 5 and run["iou"] == [1.0] * 5
+
+
+@pytest.mark.real
+def test_shipped_breast_adapter_clicks_converge_on_real_images(data_root):
+    """Mean Dice never drops from one click to the next on the first test images (6 clicks), and the
+    model's own IoU estimate of the first-click mask is close to the measured one."""
+    import usam
+    from usam.data.fmc import read_split
+
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    model = usam.load(adapters=[str(root / "adapters" / "breast")], precision="fp32")
+    rows = read_split(data_root / "test", tasks=["breast_lesion"])["breast_lesion"][:6]
+    res = evaluate_clicks(model, "breast", rows, n_clicks=6, progress=False)
+    curve = res["dice_curve"]
+    assert res["n_objects"] == 6 and len(curve) == 6
+    assert all(b >= a - 0.005 for a, b in zip(curve, curve[1:])), curve
+    assert curve[-1] > curve[0]
+    assert res["iou_error"] < 0.2, res["iou_error"]
+    assert 1 <= res["noc85"] <= 6
