@@ -3,6 +3,9 @@
     .venv/bin/python demo/app.py [--adapters DIR_OR_HUB_ID ...] [--host 127.0.0.1] [--port 7860]
 
 Runs offline: no share link, analytics off. Example images: demo/examples (see CREDITS.md there).
+The organ adapter selector starts on the first ``--adapters`` argument (e.g. ``--adapters adapters/fetal_head
+adapters/breast adapters/intrapartum`` starts on ``fetal_head``); point prompts need an adapter (the bare
+LiteMedSAM backbone answers boxes only).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ def main(argv=None) -> int:
     except UsamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(f"usam demo: {args.backbone}, adapters: {', '.join(model.adapters) or 'none'}; open http://{args.host}:{args.port}/")
+    names = list(model.adapters)
+    start = f" (starts on {names[0]})" if names else ""
+    print(f"usam demo: {args.backbone}, adapters: {', '.join(names) or 'none'}{start}; open http://{args.host}:{args.port}/")
     launch(model, host=args.host, port=args.port, examples=args.examples)
     return 0
 

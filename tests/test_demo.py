@@ -116,15 +116,18 @@ def test_clicks_reuse_the_embedding_and_feed_back_logits(backend, session, model
 
     monkeypatch.setattr(backend.predictor, "predict", spy)
     calls = model.encoder_calls
+    draw_box(backend, session)  # the bare backbone needs a box before points
+    assert "mask_input" not in seen[0]  # a new box: nothing to feed back
+    box_logits = session.logits.copy()
     view = backend.click(session, 360, 238, POS)
     assert not view.error and session.points == [[360.0, 238.0]] and session.labels == [1]
-    assert "mask_input" not in seen[0]  # first click: nothing to feed back
+    np.testing.assert_allclose(seen[1]["mask_input"].reshape(256, 256), box_logits[0])  # SAM convention
     first_logits = session.logits.copy()
     view = backend.click(session, 300, 240, POS)
     assert not view.error
-    assert model.encoder_calls == calls  # the second click did not re-run the encoder
-    assert len(seen) == 2 and seen[1]["point_coords"].shape == (2, 2)
-    np.testing.assert_allclose(seen[1]["mask_input"].reshape(256, 256), first_logits[0])  # SAM convention
+    assert model.encoder_calls == calls  # the clicks did not re-run the encoder
+    assert len(seen) == 3 and seen[2]["point_coords"].shape == (2, 2)
+    np.testing.assert_allclose(seen[2]["mask_input"].reshape(256, 256), first_logits[0])
     assert session.lowres.shape[-2:] == (256, 256) and session.logits.shape == (1, 256, 256)
 
 
@@ -182,8 +185,27 @@ def test_bad_clicks_give_messages(backend, session):
     backend.click(session, 100, 100, BOX)
     view = backend.click(session, 101, 100, BOX)
     assert view.error and "too small" in view.status and session.box is None
+    draw_box(backend, session)
     view = backend.click(session, 5000, -20, POS)  # outside: clipped to the border, not a crash
     assert not view.error and session.points == [[799.0, 0.0]]
+
+
+def test_bare_backbone_refuses_a_lone_point_and_says_why(backend, session, model):
+    """LiteMedSAM was trained on boxes: a lone click gave a speck away from it (Dice 0.003) without a word."""
+    assert session.adapter is None and session.mode == BOX  # a fresh bare-backbone tab starts in box mode
+    for mode in (POS, NEG):
+        view = backend.click(session, 360, 238, mode)
+        assert view.error and "trained on boxes only" in view.status and "box" in view.status
+        assert session.points == [] and session.masks is None and session.history == []
+    view = draw_box(backend, session)
+    assert not view.error
+    view = backend.click(session, 360, 238, POS)  # after a box, points refine it
+    assert not view.error and session.points == [[360.0, 238.0]] and session.mask[238, 360]
+    # the API says the same instead of returning a speck
+    with pytest.raises(UsamError, match="trained on boxes only") as info:
+        backend.segment(str(HEAD), {"points": [[360, 238]], "labels": [1]})
+    assert '"box"' in str(info.value)
+    assert backend.segment(str(HEAD), {"points": [[360, 238]], "box": list(HEAD_BOX)}).any()
 
 
 # ---------------------------------------------------------------------------------------------- adapters
@@ -284,15 +306,48 @@ def test_rgba_and_16bit_uploads_are_converted_with_a_note(backend, tmp_path, mod
     assert model.encoder_calls == calls  # same pixels as the example: cached
 
 
-def test_load_none_resets_nothing(backend, session):
+def test_clearing_the_upload_resets_everything(backend, session):
+    """The upload's x sends ``None``: image, prompts, mask, candidates, file, heads and pixel size go."""
+    draw_box(backend, session)
+    backend.click(session, 360, 238, POS)
+    backend.set_measure(session, 0.1148)
+    assert session.mask is not None and session.pixel_size
     view = backend.load(None, session)
-    assert not view.error and session.image is not None
+    assert not view.error and "Upload an image" in view.status and "point(s)" not in view.status
+    assert session.image is None and session.name == "" and session.points == [] and session.box is None
+    assert session.masks is None and session.history == [] and session.auto is None and session.pixel_size is None
+    assert view.overlay is None and view.candidates == [] and view.selected is None and view.mask_file is None
+    assert view.auto_overlay is None and view.probabilities is None and "mm" not in view.measurements
+    assert backend.undo(session).status.startswith("Nothing to undo")
+    assert backend.click(session, 5, 5, BOX).error  # nothing to click on
+    assert backend.reset(session).session is session
+
+
+def test_pixel_size_is_empty_or_the_examples_and_a_new_upload_resets_it(backend, session, tmp_path):
+    from usam.demo import _pixel_size_text
+
+    view = backend.load(str(HEAD), backend.new_session())  # a bundled example: its own pixel size
+    assert view.session.pixel_size == pytest.approx(0.114776629)
+    backend.set_measure(view.session, 0.2)
+    copy = tmp_path / "scan.png"  # the same pixels under another name: an upload, not the example
+    copy.write_bytes(HEAD.read_bytes())
+    view = backend.load(str(copy), view.session)
+    assert not view.error and view.session.pixel_size is None  # not carried over from the previous image
+    assert _pixel_size_text(None) == "" and float(_pixel_size_text(0.114776629)) == 0.114776629
+    view = backend.set_measure(view.session, "")
+    assert not view.error and view.session.pixel_size is None
+    for typed in ("0", "0.", " 0,12 "):
+        assert not backend.set_measure(view.session, typed).error, typed
+    assert view.session.pixel_size == pytest.approx(0.12)
+    assert backend.set_measure(view.session, "abc").error
 
 
 # ---------------------------------------------------------------------------------------------- measurements
 def test_measurements_with_pixel_size(backend, session):
     pytest.importorskip("usam.measure")
     view = draw_box(backend, session)
+    assert "HC **" in view.measurements  # the bundled example brings its pixel size
+    view = backend.set_measure(session, None)
     assert "pixel size" in view.measurements
     view = backend.set_measure(session, 0.114776629, MEASURE_KINDS[0])
     assert not view.error
@@ -352,3 +407,65 @@ def test_build_app_wires_events_and_api(model, tmp_path):
     api = [f for f in fns if getattr(f, "api_name", None) == "segment"]
     assert len(api) == 1
     assert app.usam_backend.examples == [HEAD]
+
+
+# ---------------------------------------------------------------------------------------------- real adapters
+ADAPTERS = Path(__file__).resolve().parents[1] / "adapters"
+ADAPTER_ORDER = ("fetal_head", "breast", "intrapartum")  # as on a command line: `usam demo --adapters ...`
+
+
+@pytest.fixture(scope="module")
+def real_backend(model, tmp_path_factory):
+    """The module's model with the three shipped adapters loaded in ADAPTER_ORDER (no LoRA: the embedding
+    cache still holds), removed again at the end of the module."""
+    if not all((ADAPTERS / name / "config.json").is_file() for name in ADAPTER_ORDER):
+        pytest.skip(f"shipped adapters missing under {ADAPTERS}")
+    for name in ADAPTER_ORDER:
+        model.load_adapter(str(ADAPTERS / name))
+    try:
+        yield DemoBackend(model, examples=EXAMPLES, workdir=tmp_path_factory.mktemp("demo_real"))
+    finally:
+        model.set_adapter(None)
+        for name in ADAPTER_ORDER:
+            del model.adapters[name]
+
+
+def test_default_adapter_is_the_first_loaded_and_measure_kind_follows_it(real_backend, model):
+    assert model.active_adapter == "intrapartum"  # loading activates the last one ...
+    assert real_backend.default_adapter() == "fetal_head"  # ... the demo starts on the first one
+    session = real_backend.new_session()
+    assert session.adapter == "fetal_head" and session.mode == POS and session.measure_kind == MEASURE_KINDS[0]
+    expected = {"breast": MEASURE_KINDS[1], "intrapartum": MEASURE_KINDS[0], "fetal_head": MEASURE_KINDS[0]}
+    for name, kind in expected.items():
+        view = real_backend.set_adapter(session, name)
+        assert not view.error and session.measure_kind == kind, (name, view.status)
+    # back to the bare backbone: box mode, and point-only prompts (which it cannot answer) are cleared
+    view = real_backend.load(str(HEAD), session)
+    real_backend.click(session, 360, 238, POS)
+    assert session.mask is not None
+    view = real_backend.set_adapter(session, NONE_CHOICE)
+    assert not view.error and session.mode == BOX and session.points == [] and session.masks is None
+    assert "box" in view.status
+
+
+def test_fetal_head_adapter_mask_is_measured_as_a_head(real_backend):
+    """fetal_head's class_names is null: its automatic mask was measured as a 'class 1' lesion."""
+    pytest.importorskip("usam.measure")
+    view = real_backend.load(str(HEAD), real_backend.new_session())  # the example brings its pixel size
+    assert not view.error and view.session.adapter == "fetal_head", view.status
+    text = view.measurements
+    assert "class 1" not in text and "LONG" not in text.upper(), text
+    auto = next(line for line in text.splitlines() if line.startswith("- `fetal_head` fetal_head:"))
+    hc = float(auto.split("HC **")[1].split(" mm")[0])
+    assert 80 < hc < 115 and "BPD **" in auto and "OFD **" in auto, auto  # HC18's reference: 96.8 mm
+    assert "fetal_head (" in view.auto_summary
+    view = real_backend.click(view.session, 360, 238, POS)  # my mask: measured as a head too
+    mine = next(line for line in view.measurements.splitlines() if line.startswith("- Your mask (fetal head)"))
+    assert "HC **" in mine and "BPD **" in mine, mine
+
+
+def test_segment_api_with_a_named_adapter_answers_points(real_backend):
+    mask = real_backend.segment(str(HEAD), {"points": [[360, 238]], "adapter": "fetal_head", "multimask": False})
+    assert mask[238, 360] == 255 and (mask > 0).sum() > 20_000  # the head (about 58,000 px), not a speck
+    with pytest.raises(UsamError, match='"adapter": "fetal_head"'):  # the error names a loaded adapter
+        real_backend.segment(str(HEAD), '{"points": [[360, 238]]}')

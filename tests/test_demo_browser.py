@@ -22,9 +22,12 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
     "--disable-component-update", "--no-first-run",
 ]
-EXAMPLES = Path(__file__).resolve().parents[1] / "demo" / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "demo" / "examples"
 HEAD = EXAMPLES / "hc18_130_HC.png"  # 800 x 540, fetal head inside HEAD_BOX
 HEAD_BOX = (215, 99, 506, 377)
+#: The shipped adapters, in command-line order: the page must start on the first one.
+ADAPTERS = [ROOT / "adapters" / name for name in ("fetal_head", "breast", "intrapartum")]
 TIMEOUT_MS = 90_000  # first requests on a busy 2-core machine can be slow
 
 pytestmark = [
@@ -42,17 +45,28 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
-    """The real app (``usam.demo.launch``) on 127.0.0.1 in a background thread; yields its URL."""
+def app():
+    """The real app (``usam.demo.launch``) with the shipped adapters on 127.0.0.1 in a background thread."""
     from usam import UsamModel
     from usam.demo import launch
 
-    model = UsamModel.from_pretrained(backbone="litemedsam")
+    adapters = [str(a) for a in ADAPTERS if (a / "config.json").is_file()]
+    model = UsamModel.from_pretrained(backbone="litemedsam", adapters=adapters)
     app = launch(model, host="127.0.0.1", port=free_port(), examples=EXAMPLES, prevent_thread_lock=True, quiet=True)
     try:
-        yield app.local_url
+        yield app
     finally:
         app.close()
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    """The app's URL."""
+    return app.local_url
+
+
+needs_adapters = pytest.mark.skipif(not all((a / "config.json").is_file() for a in ADAPTERS),
+                                    reason="the shipped adapters (adapters/) are missing")
 
 
 @pytest.fixture(scope="module")
@@ -169,10 +183,10 @@ def test_example_click_sets_pixel_size_and_measures(page):
     page.wait_for_function("() => parseFloat(document.querySelector('#usam-pixel-size input').value) > 0.1",
                            timeout=TIMEOUT_MS)
     box_into_head(page)
-    page.wait_for_function("() => document.querySelector('#usam-measurements').innerText.includes('HC')",
+    page.wait_for_function("() => document.querySelector('#usam-measurements').innerText.includes('Your mask')",
                            timeout=TIMEOUT_MS)
     text = page.locator("#usam-measurements").inner_text()
-    hc = float(text.split("HC ")[1].split(" mm")[0])
+    hc = float(text.split("Your mask")[1].split("HC ")[1].split(" mm")[0])
     assert 80 < hc < 115, text  # HC18's reference: 96.8 mm
     shot = os.environ.get("USAM_DEMO_SCREENSHOT")
     if shot:
@@ -212,3 +226,133 @@ def test_segment_endpoint_with_gradio_client(server):
     assert fg.sum() - inside < 0.01 * fg.sum()
     with pytest.raises(Exception, match="inverted"):
         client.predict(handle_file(str(HEAD)), json.dumps({"box": [300, 300, 100, 100]}), api_name="/segment")
+
+
+# ---------------------------------------------------------------------------------------------- issue #12 §4
+def pixel_size_text(page) -> str:
+    return page.locator("#usam-pixel-size input, #usam-pixel-size textarea").first.input_value()
+
+
+def unnamed_buttons(page) -> list[str]:
+    """Visible buttons with no accessible name (no aria-label / aria-labelledby / text / title)."""
+    return page.evaluate(
+        "() => [...document.querySelectorAll('button')].filter(b => b.offsetParent !== null"
+        " && !b.getAttribute('aria-label') && !b.getAttribute('aria-labelledby') && !(b.innerText || '').trim()"
+        " && !b.title).map(b => b.outerHTML.slice(0, 120))")
+
+
+@needs_adapters
+def test_keyboard_point_then_clearing_the_upload_resets_everything(page):
+    """A keyboard-placed point gives a mask; x on the upload then empties the image, mask, candidates, file,
+    measurements and status (it left '1 point(s)' and the old mask on screen)."""
+    page.get_by_text("HC18 test image 130_HC").click()  # an example: it brings its pixel size
+    wait_status(page, "Loaded")
+    assert float(pixel_size_text(page)) == pytest.approx(0.114776629)
+    # keyboard path: type X / Y, focus the button, press Enter
+    page.locator("#usam-x input").fill("360")
+    page.locator("#usam-y input").fill("238")
+    page.locator("#usam-add-pos").focus()
+    page.keyboard.press("Enter")
+    assert "1 point(s)" in wait_status(page, "Added positive point (360, 238)")
+    page.wait_for_function("() => document.querySelectorAll('#usam-candidates img').length >= 1", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelector('#usam-measurements').innerText.includes('Your mask')",
+                           timeout=TIMEOUT_MS)
+    x0, y0, x1, y1 = HEAD_BOX
+    assert (blueness(overlay_pixels(page))[y0:y1, x0:x1] > 60).mean() > 0.15  # the point's mask, in the head
+    assert ".png" in page.locator("#usam-mask-file").inner_text()
+    assert unnamed_buttons(page) == []  # every button has a name, the clickable images included
+    # x on the upload
+    page.locator("#usam-upload button[aria-label='Clear']").click()
+    wait_status(page, "Upload an image")
+    page.wait_for_function("() => !document.querySelector('#usam-overlay img')"
+                           " && document.querySelectorAll('#usam-candidates img').length === 0"
+                           " && !document.querySelector('#usam-auto img')", timeout=TIMEOUT_MS)
+    assert "point(s)" not in page.locator("#usam-status").inner_text()
+    assert ".png" not in page.locator("#usam-mask-file").inner_text()
+    assert "mm" not in page.locator("#usam-measurements").inner_text()
+    assert page.locator("#usam-choice input[type=radio]").count() == 0
+    assert pixel_size_text(page) == ""
+    # the next upload starts clean, without the example's pixel size
+    page.locator("#usam-upload input[type=file]").set_input_files(str(ROOT / "demo" / "examples" / "psfhs_03781.png"))
+    assert "0 point(s)" in wait_status(page, "Loaded")
+    assert pixel_size_text(page) == ""
+
+
+@needs_adapters
+def test_starts_on_the_first_adapter_and_measure_kind_follows(page):
+    assert pixel_size_text(page) == ""  # empty means empty, not "0"
+    assert page.locator("#usam-adapter input").input_value() == "fetal_head"  # the first --adapters, not the last
+    assert page.locator("#usam-measure-kind input:checked").get_attribute("value") == "fetal head (HC, BPD, OFD)"
+    assert page.locator("#usam-mode input:checked").get_attribute("value") == "positive point"
+    page.locator("#usam-adapter input").click()
+    page.get_by_role("option", name="breast").click()
+    page.wait_for_function("() => document.querySelector('#usam-measure-kind input:checked')?.value"
+                           " === 'lesion (long / short axis)'", timeout=TIMEOUT_MS)
+    page.locator("#usam-adapter input").click()
+    page.get_by_role("option", name="none (bare backbone)").click()
+    page.wait_for_function("() => document.querySelector('#usam-mode input:checked')?.value === 'box (two corners)'",
+                           timeout=TIMEOUT_MS)
+    assert "trained on boxes only" in wait_status(page, "Adapter: none")  # said plainly where it happens
+    assert "trained on" in page.locator("body").inner_text()  # and in the page's header
+
+
+def test_narrow_screen_has_the_upload_near_the_top(browser, server):
+    context = browser.new_context(viewport={"width": 400, "height": 800})
+    try:
+        p = context.new_page()
+        p.set_default_timeout(TIMEOUT_MS)
+        p.goto(server)
+        p.wait_for_selector("#usam-upload input[type=file]", state="attached")
+        box = p.locator("#usam-upload").bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 600, box
+    finally:
+        context.close()
+
+
+def readme_api_example() -> str:
+    """The ``gradio_client`` code block of the README's "## Demo" section."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Demo\n", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+    code = [b for b in blocks if "gradio_client" in b]
+    assert len(code) == 1, "README '## Demo' should hold one gradio_client example"
+    return code[0]
+
+
+@needs_adapters
+def test_readme_api_example_gives_a_real_mask(server, data_root, monkeypatch):
+    """Run the README's example as written (only the URL is this server's) and score its mask."""
+    from PIL import Image
+
+    code = readme_api_example()
+    assert '"http://127.0.0.1:7860/"' in code
+    monkeypatch.chdir(ROOT)  # the example's image path is relative to the repository
+    scope: dict = {}
+    exec(compile(code.replace('"http://127.0.0.1:7860/"', repr(server)), "README.md", "exec"), scope)
+    mask = np.asarray(Image.open(scope["mask_png"]))
+    fg = (mask if mask.ndim == 2 else mask[..., 0]) > 127
+    truth = np.asarray(Image.open(data_root / "test/Segmentation/Two/HC18/masks/130_HC.png")) > 0
+    truth = truth if truth.ndim == 2 else truth[..., 0]
+    assert fg.shape == truth.shape
+    dice = 2 * (fg & truth).sum() / (fg.sum() + truth.sum())
+    assert dice > 0.9, dice
+
+
+def test_bad_api_request_logs_one_line(server, caplog, capfd):
+    import logging
+
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING, logger="usam.demo"):
+        with pytest.raises(Exception, match="trained on boxes only"):
+            client.predict(handle_file(str(HEAD)), '{"points": [[360, 238]]}', api_name="/segment")
+        with pytest.raises(Exception, match="not valid JSON"):
+            client.predict(handle_file(str(HEAD)), "{not json", api_name="/segment")
+    records = [r for r in caplog.records if r.name == "usam.demo"]
+    assert len(records) == 2, [r.getMessage() for r in records]
+    assert all("bad /segment request" in r.getMessage() and "\n" not in r.getMessage() and not r.exc_info
+               for r in records)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err

@@ -10,9 +10,15 @@ Everything runs offline: no share links, analytics off, no web fonts. The page h
 - click modes *positive point*, *negative point*, *box (two corners)*, with undo and clear: the overlay
   (points green / red, box yellow, mask blue) updates after each click; the three multimask candidates
   with their predicted IoU can be chosen in a gallery; the chosen mask downloads as a PNG (0 / 255);
-- an organ adapter dropdown: with an adapter, its automatic segmentation, class probabilities, detected box
-  and keypoints; with a pixel size (mm), measurements of the masks (head circumference / BPD / OFD, or a
-  lesion's long and short axes) through :mod:`usam.measure` when it is installed;
+- a keyboard path: pixel X / Y number inputs with *add positive point*, *add negative point* and
+  *add box corner* buttons (the same prompts as clicks);
+- an organ adapter dropdown, defaulting to the **first adapter loaded** (the first ``--adapters`` argument);
+  with an adapter, its automatic segmentation, class probabilities, detected box and keypoints; with a
+  pixel size (mm), measurements of the masks through :mod:`usam.measure` (head circumference / BPD / OFD for
+  fetal heads, a lesion's long and short axes otherwise; "measure my mask as" follows the adapter);
+- point prompts need an organ adapter: the bare LiteMedSAM backbone was trained on boxes only (a lone click
+  gives a meaningless speck), so with "none (bare backbone)" a point without a box is refused with that
+  explanation (in the page and in the API's error); points added after a box refine it;
 - an API endpoint ``/segment`` (``segment(image_file, prompts_json) -> mask PNG``), e.g.::
 
     from gradio_client import Client, handle_file
@@ -20,8 +26,9 @@ Everything runs offline: no share links, analytics off, no web fonts. The page h
         handle_file("scan.png"), '{"box": [220, 100, 500, 370]}', api_name="/segment")
 
   ``prompts_json`` keys: ``points`` ``[[x, y], ...]``, ``labels`` ``[1, 0, ...]`` (1 positive, default all 1),
-  ``box`` ``[x0, y0, x1, y1]``, optional ``adapter`` (a loaded adapter's name; default: the bare backbone),
-  optional ``multimask`` (default: true for a single point without box) — the best-scoring mask is returned.
+  ``box`` ``[x0, y0, x1, y1]``, optional ``adapter`` (a loaded adapter's name; default: the bare backbone,
+  which needs a ``box``), optional ``multimask`` (default: true for a single point without box) — the
+  best-scoring mask is returned. A bad request is answered with a readable error and logged as one line.
 
 Each image is encoded once (the model's embedding cache): later clicks, undo, candidate choice and adapter
 heads reuse the embedding. All handlers live in :class:`DemoBackend` and can be called without a browser.
@@ -37,6 +44,7 @@ import argparse
 import hashlib
 import importlib
 import json
+import logging
 import tempfile
 import threading
 import time
@@ -51,6 +59,8 @@ import numpy as np
 from .errors import UsamError
 from .io import read_image, to_rgb_uint8
 
+log = logging.getLogger("usam.demo")
+
 NONE_CHOICE = "none (bare backbone)"
 MODES = ("positive point", "negative point", "box (two corners)")
 MEASURE_KINDS = ("fetal head (HC, BPD, OFD)", "lesion (long / short axis)")
@@ -60,6 +70,14 @@ DEMO_MAX_PIXELS = 40_000_000
 DEMO_MAX_BYTES = 64 * 1024 * 1024
 #: Undo steps kept per session.
 MAX_HISTORY = 50
+#: Backbones trained on box prompts only: bare (no adapter), they refuse point-only prompts.
+BOX_ONLY_BACKBONES = ("litemedsam",)
+#: Why the bare backbone refuses point-only prompts (shown in the page and raised by the API).
+BARE_POINTS_MESSAGE = (
+    "the bare LiteMedSAM backbone was trained on boxes only: a point without a box gives no usable mask. "
+    "Draw a box (click mode \"box (two corners)\"; points added after it refine it), or choose an organ adapter "
+    "for point clicks"
+)
 
 MASK_RGB = (30, 144, 255)
 POS_RGB = (0, 210, 0)
@@ -284,6 +302,16 @@ def measure_mask(mask: np.ndarray, pixel_size: float, kind: str) -> tuple[dict |
     return result, _format_result(result)
 
 
+def _class_name(task_id: str, names: Sequence[str], k: int, num_classes: int | None = None) -> str:
+    """Name of class ``k`` of segmentation task ``task_id``: its class name, else (a binary task without
+    class names, e.g. ``fetal_head``) the task id itself, else ``class k``."""
+    if k < len(names) and names[k]:
+        return str(names[k])
+    if not names and k == 1 and num_classes in (None, 2):
+        return str(task_id)
+    return f"class {k}"
+
+
 def _draw_measurement(image: np.ndarray, result: dict | None) -> np.ndarray:
     mod = _measure_module()
     if result is None or mod is None or not hasattr(mod, "draw_measurements"):
@@ -312,6 +340,19 @@ def _locked(method):
             return method(self, *args, **kwargs)
 
     return wrapper
+
+
+def _finite_number(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def _pixel_size_text(value: float | None) -> str:
+    """The pixel-size box's text: empty for none (never "0")."""
+    return "" if value is None else repr(float(value))
 
 
 def _finite_positive(value) -> float | None:
@@ -351,15 +392,47 @@ class DemoBackend:
         return [NONE_CHOICE, *self.adapter_names]
 
     def default_adapter(self) -> str | None:
-        active = getattr(self.model, "active_adapter", None)
-        if active in self.adapter_names:
-            return active
+        """The first adapter loaded (``usam demo --adapters A B C`` -> ``A``), or ``None`` without adapters.
+
+        Not the model's active adapter: loading makes the *last* one active, which would greet a breast
+        image with the intrapartum adapter's pubic-symphysis segmentation.
+        """
         return self.adapter_names[0] if self.adapter_names else None
+
+    @property
+    def bare_needs_box(self) -> bool:
+        """The bare backbone answers boxes only (LiteMedSAM was trained on boxes)."""
+        return getattr(getattr(self.model, "backbone", None), "name", None) in BOX_ONLY_BACKBONES
+
+    def _segmentation_names(self, adapter: str | None) -> list[str]:
+        """Task ids and class names of ``adapter``'s segmentation tasks (lower case)."""
+        if adapter is None or adapter not in self.adapter_names:
+            return []
+        tasks = getattr(self.model.adapters[adapter], "tasks", None)
+        names = []
+        for tid, spec in (tasks if isinstance(tasks, dict) else {}).items():
+            if getattr(spec, "kind", None) in ("segmentation", "segment"):
+                names += [str(tid).lower()] + [str(c).lower() for c in (getattr(spec, "class_names", None) or [])]
+        return names
+
+    def measure_kind_for(self, adapter: str | None, current: str = MEASURE_KINDS[0]) -> str:
+        """How to measure the interactive mask with ``adapter``: a head (HC / BPD / OFD) when the adapter
+        segments fetal heads (``fetal_head``, ``intrapartum``), a lesion (long / short axis) otherwise
+        (``breast``); ``current`` for the bare backbone or an adapter without segmentation."""
+        names = self._segmentation_names(adapter)
+        if not names:
+            return current
+        return MEASURE_KINDS[0] if any("head" in n for n in names) else MEASURE_KINDS[1]
 
     def new_session(self) -> Session:
         """A fresh tab: the default adapter; box mode on the bare backbone (it was trained on boxes), else clicks."""
         adapter = self.default_adapter()
-        return Session(adapter=adapter, mode=MODES[0] if adapter else MODES[2])
+        return Session(adapter=adapter, mode=MODES[0] if adapter or not self.bare_needs_box else MODES[2],
+                       measure_kind=self.measure_kind_for(adapter))
+
+    def _needs_box(self, adapter: str | None, points, box) -> bool:
+        """Point prompts without a box on a box-only bare backbone."""
+        return adapter is None and self.bare_needs_box and bool(points) and box is None
 
     def _activate(self, name: str | None) -> None:
         """Make ``name`` the model's active adapter (other sessions may have switched it)."""
@@ -380,6 +453,10 @@ class DemoBackend:
         if not session.has_prompts:
             session.clear_result()
             return
+        if self._needs_box(session.adapter, session.points, session.box):
+            from .errors import PromptError
+
+            raise PromptError(BARE_POINTS_MESSAGE + ".")
         kwargs: dict[str, Any] = {"multimask_output": bool(session.multimask)}
         if session.points:
             kwargs["point_coords"] = np.asarray(session.points, dtype=np.float64)
@@ -413,14 +490,38 @@ class DemoBackend:
             session.auto = (name, None, _readable(exc))
 
     # ------------------------------------------------------------------ handlers
+    def example_pixel_size(self, path: Path, name: str) -> float | None:
+        """The pixel size (mm) of a bundled example (same name and bytes), else ``None``."""
+        for ex in self.examples:
+            if ex.name == name and name in EXAMPLE_INFO:
+                try:
+                    if ex.stat().st_size == path.stat().st_size and ex.read_bytes() == path.read_bytes():
+                        return EXAMPLE_INFO[name][0]
+                except OSError:
+                    return None
+        return None
+
+    @_locked
+    def reset(self, session: Session | None = None) -> View:
+        """The upload was cleared (x): forget the image, prompts, masks, heads and pixel size.
+
+        The tab's choices (adapter, click mode, multimask, measurement kind) stay.
+        """
+        session = session if session is not None else self.new_session()
+        session.image, session.name, session.notes, session.auto, session.pixel_size = None, "", [], None, None
+        session.clear_prompts()
+        return self.render(session, "Upload an image or pick an example.")
+
     @_locked
     def load(self, file, session: Session | None = None, pixel_size=None) -> View:
-        """Upload / example: read and check the file, encode it once, reset the prompts."""
+        """Upload / example: read and check the file, encode it once, reset the prompts.
+
+        ``file=None`` (the upload was cleared) is :meth:`reset`. The pixel size becomes ``pixel_size`` when
+        given, else a bundled example's own, else empty: a new image never inherits the previous one's.
+        """
         session = session if session is not None else self.new_session()
-        if pixel_size is not None:
-            session.pixel_size = _finite_positive(pixel_size)
         if file is None:
-            return self.render(session, "Upload an image or pick an example.")
+            return self.reset(session)
         path = Path(file if isinstance(file, (str, os.PathLike)) else getattr(file, "path", None) or getattr(file, "name", file))
         name = Path(getattr(file, "orig_name", None) or path.name).name
         try:
@@ -430,6 +531,7 @@ class DemoBackend:
         except Exception as exc:
             return self.render(session, f"**Could not load `{name}`**: {_readable(exc)}", error=True)
         session.image, session.name, session.notes, session.auto = image, name, notes, None
+        session.pixel_size = _finite_positive(pixel_size) if pixel_size is not None else self.example_pixel_size(path, name)
         session.clear_prompts()
         try:
             seconds = self._encode(session)
@@ -507,6 +609,8 @@ class DemoBackend:
             what = "box"
         else:
             label = 0 if session.mode == MODES[1] else 1
+            if self._needs_box(session.adapter, [[x, y]], session.box):
+                return self.render(session, f"**Point not added**: {BARE_POINTS_MESSAGE}.", error=True)
             session.history.append(session.snapshot())
             session.corner = None
             session.points.append([x, y])
@@ -580,6 +684,16 @@ class DemoBackend:
         previous = session.adapter
         session.adapter = name
         session.auto = None
+        extra = ""
+        if name is None and self.bare_needs_box:
+            if session.mode != MODES[2]:
+                session.mode = MODES[2]
+                extra += " Click mode set to box: the bare backbone was trained on boxes only (points need an adapter, or a box first)."
+            if self._needs_box(None, session.points, session.box):
+                session.clear_prompts()
+                extra += " Your points were cleared: without an adapter they need a box."
+        if name is not None:
+            session.measure_kind = self.measure_kind_for(name, session.measure_kind)
         if session.image is not None:
             try:
                 seconds = self._encode(session)
@@ -592,15 +706,18 @@ class DemoBackend:
             enc = f" (image re-encoded with its LoRA in {seconds:.1f} s)" if seconds else ""
         else:
             enc = ""
-        return self.render(session, f"Adapter: **{name or NONE_CHOICE}**{enc}.")
+        return self.render(session, f"Adapter: **{name or NONE_CHOICE}**{enc}.{extra}")
 
     @_locked
     def set_measure(self, session: Session, pixel_size, kind: str | None = None) -> View:
-        """Pixel size (mm per pixel; empty / 0: no measurements) and what the interactive mask is."""
+        """Pixel size (mm per pixel, a number or its text; empty / 0: no measurements) and what the
+        interactive mask is."""
+        if isinstance(pixel_size, str):
+            pixel_size = pixel_size.strip().replace(",", ".")
         session.pixel_size = _finite_positive(pixel_size)
         if kind:
             session.measure_kind = kind
-        if session.pixel_size is None and pixel_size not in (None, "", 0, 0.0):
+        if session.pixel_size is None and pixel_size not in (None, "") and _finite_number(pixel_size) != 0:
             return self.render(session, f"Pixel size must be a positive number of mm, got {pixel_size!r}.", error=True)
         return self.render(session, f"Pixel size: {session.pixel_size} mm." if session.pixel_size else "No pixel size: no measurements.")
 
@@ -645,6 +762,17 @@ class DemoBackend:
             adapter = None
         if adapter is not None and adapter not in self.adapter_names:
             raise PromptError(f"no adapter named {adapter!r} is loaded (loaded: {', '.join(self.adapter_names) or 'none'})")
+        if self._needs_box(adapter, points, box):
+            from .predictor import check_points
+
+            check_points(points, labels, img.shape[:2])  # a bad point is reported as such first
+            if self.adapter_names:
+                hint = (f'Add "box": [x0, y0, x1, y1], or name an adapter: "adapter": "{self.adapter_names[0]}" '
+                        f"(loaded: {', '.join(self.adapter_names)})")
+            else:
+                hint = 'Add "box": [x0, y0, x1, y1] (no organ adapter is loaded: start the demo with --adapters for points)'
+            raise PromptError(f"no adapter given, and {BARE_POINTS_MESSAGE.split(': ', 1)[0]}: a point without a box "
+                              f"gives no usable mask. {hint}.")
         single_point = points is not None and len(points) == 1 and box is None
         multimask = prompts.get("multimask", single_point)
         if not isinstance(multimask, bool):
@@ -709,7 +837,7 @@ class DemoBackend:
             names = (getattr(pred, "class_names", None) or {}).get(tid) or []
             present = []
             for k in [int(v) for v in np.unique(cmap) if v > 0]:
-                cname = names[k] if k < len(names) else f"class {k}"
+                cname = _class_name(tid, names, k, getattr(tasks.get(tid), "num_classes", None))
                 out = _blend(out, cmap == k, CLASS_RGB[(k - 1) % len(CLASS_RGB)])
                 present.append(f"{cname} ({int((cmap == k).sum())} px)")
                 if session.pixel_size:
@@ -756,6 +884,26 @@ def _theme():
 
 CSS = "#usam-overlay img { cursor: crosshair; } .usam-small, .usam-small p { font-size: 0.8em !important; }"
 
+#: Page script (``launch(js=...)``): give every button an accessible name. Gradio's clickable images are
+#: ``<button>`` elements with neither text nor label; they get one here (and again whenever the page changes).
+A11Y_JS = """() => {
+  const names = {
+    "usam-overlay": "Image: click to place a prompt (keyboard: type X and Y below it and press an Add button)",
+    "usam-auto": "Adapter's automatic segmentation image",
+    "usam-api-mask": "Mask returned by the API",
+  };
+  const label = () => {
+    for (const b of document.querySelectorAll("button:not([aria-label])")) {
+      if ((b.innerText || "").trim() || b.title || b.getAttribute("aria-labelledby")) continue;
+      const host = b.closest("[id^='usam-']");
+      const img = b.querySelector("img");
+      b.setAttribute("aria-label", (host && names[host.id]) || (img && img.alt) || (host ? host.id.slice(5) : "button"));
+    }
+  };
+  label();
+  new MutationObserver(label).observe(document.body, {childList: true, subtree: true});
+}"""
+
 
 def build_app(model, examples=None, title: str = "usam — ultrasound Segment Anything", workdir=None):
     """The Gradio Blocks of the demo (not launched). ``examples``: paths, a folder, ``[]`` or ``None`` (bundled)."""
@@ -763,7 +911,7 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
 
     backend = DemoBackend(model, examples=examples, workdir=workdir)
 
-    def outputs_of(view: View):
+    def outputs_of(view: View, *extra):
         if view.error and view.status:
             try:
                 gr.Warning(view.status.split("\n\n_")[0].replace("**", ""))
@@ -776,26 +924,45 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
             gr.Gallery(value=cands or None, selected_index=view.selected),
             gr.Radio(choices=captions, value=captions[view.selected] if captions else None),
             view.mask_file, view.status, view.auto_overlay, view.probabilities, view.auto_summary, view.measurements,
+            *extra,
         )
 
+    bare_hint = (
+        "Without an adapter (\"none (bare backbone)\") draw a **box**: the bare LiteMedSAM backbone was trained on "
+        "boxes only, so a lone point is refused; points added after a box refine it."
+        if backend.bare_needs_box else ""
+    )
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         app.usam_backend = backend  # for tests and embedding
         gr.Markdown(
             f"## {title}\n"
             "Upload an ultrasound image or pick an example, choose a click mode and click the image: "
-            "**positive** / **negative** points, or a **box** (two opposite corners). "
-            "The bare LiteMedSAM backbone was trained on boxes: use a box, or an organ adapter for clicks."
+            "**positive** / **negative** points, or a **box** (two opposite corners); keyboard: type X / Y below "
+            "the image and press a button. Point clicks need an **organ adapter** (default: the first one "
+            f"loaded). {bare_hint}"
         )
         first = backend.new_session()
         state = gr.State(first)
         with gr.Row():
             with gr.Column(scale=3):
+                # first in the page's order: on a narrow screen the columns stack and the upload stays on top
+                upload = gr.File(label="Upload an image (PNG, JPEG, BMP, TIFF; 8 or 16 bit) — × clears it",
+                                 type="filepath", file_types=["image", ".tif", ".tiff"], elem_id="usam-upload",
+                                 height=130)
                 overlay = gr.Image(label="Image — click to prompt", type="numpy", format="png", interactive=False,
                                    elem_id="usam-overlay", buttons=["fullscreen"], height=520)
                 with gr.Row():
                     mode = gr.Radio(list(MODES), value=first.mode, label="Click mode", elem_id="usam-mode", scale=3)
                     undo_btn = gr.Button("Undo", elem_id="usam-undo", scale=1)
-                    clear_btn = gr.Button("Clear", elem_id="usam-clear", scale=1)
+                    clear_btn = gr.Button("Clear prompts", elem_id="usam-clear", scale=1)
+                with gr.Row(elem_id="usam-keyboard"):
+                    key_x = gr.Number(label="X (pixel, 0 = left)", value=None, precision=0, placeholder="x",
+                                      elem_id="usam-x", min_width=90)
+                    key_y = gr.Number(label="Y (pixel, 0 = top)", value=None, precision=0, placeholder="y",
+                                      elem_id="usam-y", min_width=90)
+                    key_pos = gr.Button("Add positive point at X, Y", elem_id="usam-add-pos", min_width=120)
+                    key_neg = gr.Button("Add negative point at X, Y", elem_id="usam-add-neg", min_width=120)
+                    key_box = gr.Button("Add box corner at X, Y", elem_id="usam-add-corner", min_width=120)
                 status = gr.Markdown("Upload an image or pick an example.", elem_id="usam-status")
                 choice = gr.Radio([], type="index", label="Chosen candidate (predicted IoU)", elem_id="usam-choice")
                 candidates = gr.Gallery(label="Candidates (predicted IoU) — click one to choose it", columns=3, height=200,
@@ -804,21 +971,22 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
                     multimask = gr.Checkbox(value=True, label="Three candidates (multimask output)", elem_id="usam-multimask")
                     mask_file = gr.File(label="Chosen mask (PNG, 0 / 255)", interactive=False, elem_id="usam-mask-file")
             with gr.Column(scale=2):
-                upload = gr.File(label="Upload an image (PNG, JPEG, BMP, TIFF; 8 or 16 bit)", type="filepath",
-                                 file_types=["image", ".tif", ".tiff"], elem_id="usam-upload")
-                pixel_size = gr.Number(label="Pixel size (mm per pixel) for measurements", value=None, minimum=0,
-                                       elem_id="usam-pixel-size")
                 if backend.examples:
                     gr.Examples(
-                        examples=[[str(p), EXAMPLE_INFO.get(p.name, (None, ""))[0]] for p in backend.examples],
+                        examples=[[str(p)] for p in backend.examples],
                         example_labels=[EXAMPLE_INFO.get(p.name, (None, p.name))[1] or p.name for p in backend.examples],
-                        inputs=[upload, pixel_size], label="Examples (click to load)", examples_per_page=6,
-                        cache_examples=False, api_visibility="private",
+                        inputs=[upload], label="Examples (click to load; HC18 ones set their pixel size)",
+                        examples_per_page=6, cache_examples=False, api_visibility="private",
                     )
                     gr.Markdown(EXAMPLES_CREDIT, elem_id="usam-credits", elem_classes=["usam-small"])
-                adapter = gr.Dropdown(backend.adapter_choices, value=backend.default_adapter() or NONE_CHOICE,
-                                      label="Organ adapter", elem_id="usam-adapter")
-                measure_kind = gr.Radio(list(MEASURE_KINDS), value=MEASURE_KINDS[0], label="Measure my mask as")
+                adapter = gr.Dropdown(backend.adapter_choices, value=first.adapter or NONE_CHOICE,
+                                      label="Organ adapter (default: the first loaded)", elem_id="usam-adapter")
+                # a Textbox, not gr.Number: Number shows "0" when empty
+                pixel_size = gr.Textbox(label="Pixel size (mm per pixel) for measurements — Enter to apply", value="",
+                                        placeholder="empty: no measurements (e.g. 0.115)", lines=1, max_lines=1,
+                                        elem_id="usam-pixel-size")
+                measure_kind = gr.Radio(list(MEASURE_KINDS), value=first.measure_kind,
+                                        label="Measure my mask as (follows the adapter)", elem_id="usam-measure-kind")
                 measurements = gr.Markdown("Type the pixel size (mm) to measure the masks.", elem_id="usam-measurements")
                 auto_overlay = gr.Image(label="Adapter: automatic segmentation, box, keypoints", type="numpy",
                                         format="png", interactive=False, elem_id="usam-auto")
@@ -827,8 +995,10 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
         with gr.Accordion("API: segment(image, prompts_json) -> mask", open=False):
             gr.Markdown(
                 "Call it with `gradio_client`: `Client(url).predict(handle_file('scan.png'), "
-                "'{\"points\": [[x, y]], \"labels\": [1], \"box\": [x0, y0, x1, y1]}', api_name='/segment')` "
-                "returns the best mask as a PNG (0 / 255). Optional keys: `adapter` (a loaded adapter), `multimask`."
+                "'{\"box\": [x0, y0, x1, y1], \"adapter\": \"fetal_head\"}', api_name='/segment')` "
+                "returns the best mask as a PNG (0 / 255). Keys: `box`, `points` `[[x, y], ...]` with `labels` "
+                "(1 positive, 0 negative), `adapter` (a loaded adapter; default none), `multimask`. "
+                "Without an adapter give a `box`: the bare backbone refuses points alone."
             )
             with gr.Row():
                 api_image = gr.File(label="image", type="filepath", elem_id="usam-api-image")
@@ -838,15 +1008,27 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
 
         outs = [state, overlay, candidates, choice, mask_file, status, auto_overlay, probs, auto_summary, measurements]
 
-        def on_upload(file, session, px):
-            return outputs_of(backend.load(file, session, px))
+        def on_upload(file, session):
+            # a new image (or x: none) never keeps the previous pixel size: it shows empty or the example's
+            view = backend.load(file, session)
+            return outputs_of(view, _pixel_size_text(view.session.pixel_size))
 
         def on_select(session, mode_value, evt: gr.SelectData):
             x, y = evt.index[:2]
             return outputs_of(backend.click(session, x, y, mode_value))
 
+        def on_key(session, x, y, key_mode):
+            if x is None or y is None:
+                return outputs_of(backend.render(session, "Type the pixel X and Y first (0, 0 is the top-left corner).",
+                                                 error=True))
+            return outputs_of(backend.click(session, x, y, key_mode))
+
         def on_choose(session, evt: gr.SelectData):
             return outputs_of(backend.choose(session, evt.index))
+
+        def on_adapter(session, value):
+            view = backend.set_adapter(session, value)
+            return outputs_of(view, view.session.mode, view.session.measure_kind)
 
         # ``from __future__ import annotations`` turns hints into strings: give Gradio the real class so it
         # injects the event data
@@ -856,22 +1038,29 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
         def on_segment(image, prompts_json):
             try:
                 return backend.segment(image, prompts_json)
-            except UsamError as exc:
-                raise gr.Error(str(exc)) from exc
-            except Exception as exc:  # anything else still reaches the client as a readable message
-                raise gr.Error(_readable(exc)) from exc
+            except UsamError as exc:  # the caller's mistake: one log line, a clean message, no traceback
+                log.warning("usam demo: bad /segment request: %s", str(exc).replace("\n", " "))
+                raise gr.Error(str(exc), print_exception=False) from None
+            except Exception as exc:  # a bug: full traceback in the log, a readable message for the client
+                log.exception("usam demo: /segment failed")
+                raise gr.Error(_readable(exc), print_exception=False) from exc
 
         quiet = {"show_progress": "minimal"}
-        upload.change(on_upload, [upload, state, pixel_size], outs, api_visibility="private", **quiet)
+        upload.change(on_upload, [upload, state], outs + [pixel_size], api_visibility="private", **quiet)
         overlay.select(on_select, [state, mode], outs, api_visibility="private", **quiet)
+        for btn, key_mode in ((key_pos, MODES[0]), (key_neg, MODES[1]), (key_box, MODES[2])):
+            btn.click(lambda s, x, y, m=key_mode: on_key(s, x, y, m), [state, key_x, key_y], outs,
+                      api_visibility="private", **quiet)
         candidates.select(on_choose, [state], outs, api_visibility="private", **quiet)
         choice.input(lambda s, i: outputs_of(backend.choose(s, i)), [state, choice], outs, api_visibility="private", **quiet)
         undo_btn.click(lambda s: outputs_of(backend.undo(s)), [state], outs, api_visibility="private", **quiet)
         clear_btn.click(lambda s: outputs_of(backend.clear(s)), [state], outs, api_visibility="private", **quiet)
         multimask.change(lambda s, v: outputs_of(backend.set_multimask(s, v)), [state, multimask], outs, api_visibility="private", **quiet)
-        adapter.change(lambda s, v: outputs_of(backend.set_adapter(s, v)), [state, adapter], outs, api_visibility="private")
-        pixel_size.change(lambda s, px, k: outputs_of(backend.set_measure(s, px, k)), [state, pixel_size, measure_kind], outs, api_visibility="private", **quiet)
-        measure_kind.change(lambda s, px, k: outputs_of(backend.set_measure(s, px, k)), [state, pixel_size, measure_kind], outs, api_visibility="private", **quiet)
+        adapter.change(on_adapter, [state, adapter], outs + [mode, measure_kind], api_visibility="private")
+        # user edits only (``input``): the handlers above set these components without re-triggering them
+        for event in (pixel_size.submit, pixel_size.blur):
+            event(lambda s, px, k: outputs_of(backend.set_measure(s, px, k)), [state, pixel_size, measure_kind], outs, api_visibility="private", **quiet)
+        measure_kind.input(lambda s, px, k: outputs_of(backend.set_measure(s, px, k)), [state, pixel_size, measure_kind], outs, api_visibility="private", **quiet)
         mode.change(lambda s, m: setattr(s, "mode", m) or s, [state, mode], [state], api_visibility="private", **quiet)
         api_btn.click(on_segment, [api_image, api_prompts], api_mask, api_name="segment",
                       api_description="Segment an image from point / box prompts; returns the best mask (PNG, 0 / 255).")
@@ -922,6 +1111,7 @@ def launch(
     launch_kwargs.setdefault("mcp_server", False)
     launch_kwargs.setdefault("theme", _theme())
     launch_kwargs.setdefault("css", CSS)
+    launch_kwargs.setdefault("js", A11Y_JS)
     app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=prevent_thread_lock,
                quiet=quiet, allowed_paths=allowed, **launch_kwargs)
     return app
@@ -932,7 +1122,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     from .backbones import DEFAULT_BACKBONE
 
     p = parser or argparse.ArgumentParser(prog="usam demo", description="Interactive ultrasound segmentation demo (Gradio, offline).")
-    p.add_argument("--adapters", nargs="*", default=[], metavar="ADAPTER", help="adapter directories or Hub ids (offline) to load")
+    p.add_argument("--adapters", nargs="*", default=[], metavar="ADAPTER", help="adapter directories or Hub ids (offline) to load; the page starts on the first one")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"backbone name (default: {DEFAULT_BACKBONE})")
     p.add_argument("--checkpoint", default=None, help="backbone weights file (default: bundled)")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: the backbone's)")
