@@ -6,13 +6,12 @@ classification / detection / keypoints / automatic segmentation, and SAM's promp
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .backbones import BACKBONES, DEFAULT_BACKBONE, build_backbone
 from .errors import UsamError
 from .io import read_image
 from .model import UsamModel
 from .predictor import Predictor
+from .version import __version__
 
 
 def load(backbone: str = DEFAULT_BACKBONE, adapters=(), **kwargs) -> UsamModel:
@@ -20,4 +19,4 @@ def load(backbone: str = DEFAULT_BACKBONE, adapters=(), **kwargs) -> UsamModel:
     return UsamModel.from_pretrained(backbone=backbone, adapters=list(adapters), **kwargs)
 
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "Predictor", "UsamError", "UsamModel", "build_backbone", "load", "read_image"]
+__all__ = ["__version__", "BACKBONES", "DEFAULT_BACKBONE", "Predictor", "UsamError", "UsamModel", "build_backbone", "load", "read_image"]

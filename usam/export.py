@@ -39,6 +39,7 @@ from torch import nn
 
 from .backbones.sam_style import predict_masks
 from .errors import AdapterError, UsamError
+from .io import dumps_json
 
 #: Default (and minimum) ONNX opset.
 OPSET = 17
@@ -227,7 +228,7 @@ def export_model(model, out_dir: str | os.PathLike, adapter: str | None = None, 
     Returns:
       The JSON metadata that was written to ``out_dir/usam_onnx.json``.
     """
-    from . import __version__
+    from .version import __version__
 
     log = log or (lambda _m: None)
     backbone = model.backbone
@@ -300,7 +301,7 @@ def export_model(model, out_dir: str | os.PathLike, adapter: str | None = None, 
         meta["verification"] = _verify(model, adapter, out)
     meta["files"] = {f: _sha256(out / f) for f in (ENCODER_FILE, DECODER_FILE)}
     tmp = out / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.write_text(dumps_json(meta, indent=2) + "\n")  # valid JSON: a NaN verification error becomes null
     os.replace(tmp, out / META_FILE)
     return meta
 

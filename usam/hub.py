@@ -337,7 +337,7 @@ def pull_adapter(repo_id: str, revision: str | None = None, local_dir: str | os.
         RevisionNotFoundError,
     )
 
-    from . import __version__
+    from .version import __version__
 
     log = log or (lambda _msg: None)
     check_repo_id(repo_id)

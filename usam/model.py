@@ -8,6 +8,8 @@ all read that embedding.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import sys
 import time
 
 import numpy as np
@@ -18,6 +20,7 @@ from .backbones import DEFAULT_BACKBONE, Backbone, build_backbone
 from .embedding import Embedded, EmbeddingCache, image_digest
 from .errors import AdapterError, UsamError
 from .io import to_rgb_uint8
+from .runtime import build_compiled_encoder, resolve_runtime
 
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -44,13 +47,14 @@ class UsamModel(nn.Module):
       backbone: a built :class:`~usam.backbones.Backbone` (frozen).
       cache_size: number of image embeddings kept (LRU).
       precision: ``fp32``, ``bf16`` (autocast in the encoder) or ``auto``.
+      runtime: encoder runtime, ``torch`` (eager), ``openvino``, ``onnx`` or ``auto`` (:mod:`usam.runtime`).
 
     Attributes:
       encoder_calls: how many images the encoder has run on (tests assert cache hits with it).
       active_adapter: name of the adapter in use, or ``None`` for the bare backbone.
     """
 
-    def __init__(self, backbone: Backbone, cache_size: int = 16, precision: str = "fp32"):
+    def __init__(self, backbone: Backbone, cache_size: int = 16, precision: str = "fp32", runtime: str = "torch"):
         super().__init__()
         self.backbone = backbone
         self.adapters = nn.ModuleDict()
@@ -59,6 +63,8 @@ class UsamModel(nn.Module):
         self.encoder_calls = 0
         self.last_encode_seconds = 0.0
         self.precision = resolve_precision(precision, backbone.device)
+        self.runtime = resolve_runtime(runtime, backbone)
+        self._compiled: dict[str, object] = {}
 
     @classmethod
     def from_pretrained(
@@ -69,12 +75,14 @@ class UsamModel(nn.Module):
         precision: str = "auto",
         device: str | None = None,
         cache_size: int = 16,
+        runtime: str | None = "auto",
     ) -> "UsamModel":
         """Build the backbone by name and load adapters (local paths or Hub ids resolved offline)."""
         model = cls(build_backbone(backbone, checkpoint=checkpoint), cache_size=cache_size, precision="fp32")
         if device:
             model.to(device)
         model.precision = resolve_precision(precision, model.device)
+        model.set_runtime(runtime)
         for ref in adapters:
             model.load_adapter(ref)
         return model
@@ -112,14 +120,44 @@ class UsamModel(nn.Module):
         return self.adapters[self.active_adapter] if self.active_adapter else None
 
     # ------------------------------------------------------------------ encoder
+    def set_runtime(self, runtime: str | None) -> str:
+        """Use encoder runtime ``runtime`` (see :mod:`usam.runtime`; ``None``: ``$USAM_RUNTIME`` or ``auto``)."""
+        self.runtime = resolve_runtime(runtime, self.backbone)
+        return self.runtime
+
     def encoder_key(self) -> str:
         lora = self.adapter.lora_name if self.adapter is not None and self.adapter.lora_name else "-"
-        return f"{self.backbone.name}|{self.backbone.checksum[:16]}|{lora}|{self.precision}"
+        return f"{self.backbone.name}|{self.backbone.checksum[:16]}|{lora}|{self.precision}|{self.runtime}"
 
     def autocast(self):
         if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` preprocessed images -> ``(B, C, h, w)`` embeddings on the configured runtime."""
+        if self.runtime == "torch" or torch.is_grad_enabled():
+            with self.autocast():
+                return self.backbone.encode(x.to(self.device))
+        compiled = self._compiled_encoder()
+        return torch.cat([compiled(x[i : i + 1]) for i in range(x.shape[0])]).to(self.device)
+
+    def _compiled_encoder(self):
+        """The compiled encoder for the current LoRA state (built once per LoRA weights, cached on disk)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        h = hashlib.sha1(f"{self.runtime}|{self.precision}".encode())
+        for n, m in self.backbone.image_encoder.named_modules():
+            if isinstance(m, BaseTunerLayer):  # which LoRA is on, and its weights (they change in training)
+                h.update(f"{n}|{m.disable_adapters}|{sorted(m.active_adapters)}".encode())
+                for k, p in m.named_parameters():
+                    if "lora_" in k:
+                        h.update(p.detach().cpu().float().numpy().tobytes())
+        key = h.hexdigest()
+        if key not in self._compiled:
+            self._compiled[key] = build_compiled_encoder(self.backbone, self.runtime, self.precision,
+                                                         log=lambda m: print(m, file=sys.stderr))
+        return self._compiled[key]
 
     @torch.no_grad()
     def embed(self, image: np.ndarray) -> Embedded:
@@ -134,8 +172,7 @@ class UsamModel(nn.Module):
             return hit
         x, geometry = self.backbone.preprocess(image)
         t0 = time.perf_counter()
-        with self.autocast():
-            emb = self.backbone.encode(x.to(self.device))
+        emb = self._encode(x)
         self.last_encode_seconds = time.perf_counter() - t0
         self.encoder_calls += 1
         item = Embedded(emb.float(), geometry, key)

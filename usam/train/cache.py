@@ -31,7 +31,11 @@ class EmbeddingStore:
 
     def __init__(self, model, root: str | os.PathLike | None = None):
         self.model = model
+        # fp32 runtimes agree with eager fp32 far below the fp16 the embeddings are stored in: one cache for all;
+        # bf16 kernels differ between runtimes (and CPUs): keyed by runtime
         key = f"{model.backbone.name}|{model.backbone.checksum}|{model.precision}"
+        if model.precision != "fp32" and getattr(model, "runtime", "torch") != "torch":
+            key += f"|{model.runtime}"
         self.dir = Path(root or cache_root()) / "embeddings" / hashlib.sha1(key.encode()).hexdigest()[:16]
         self.dir.mkdir(parents=True, exist_ok=True)
         self._digests: dict[str, str] = {}

@@ -1,0 +1,145 @@
+"""Inference runtimes for the image encoder: eager PyTorch, OpenVINO, ONNX Runtime.
+
+The encoder is the whole cost of a new image (a prompt costs ~15x less), so it is the part worth compiling.
+A compiled runtime is built from the encoder as :func:`usam.export.merged_copy` leaves it (the active adapter's
+LoRA merged into the weights), exported once to ONNX and cached on disk under
+``$USAM_CACHE/runtime/<key>/encoder.onnx``; the key hashes the backbone checksum, the merged LoRA weights and the
+usam / torch versions, so a changed adapter builds a new one and the old one is never used for it.
+
+- ``torch``: eager PyTorch; ``precision`` bf16 = autocast.
+- ``openvino``: OpenVINO on the CPU; ``precision`` bf16 = its bf16 inference hint (native on AMX / AVX-512 bf16
+  CPUs, fp32 elsewhere).
+- ``onnx``: ONNX Runtime CPU execution provider, fp32 (it has no bf16 kernels on the CPU).
+- ``auto``: ``openvino`` where it is installed, the model is on the CPU and the backbone is segment-anything style
+  (litemedsam, sam_vit_*); ``torch`` otherwise. Each runtime's accuracy against eager fp32 is checked on real images
+  in ``tests/test_runtime.py``; speeds side by side: ``benchmarks/bench_speed.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UsamError
+
+RUNTIMES = ("auto", "torch", "openvino", "onnx")
+#: pip package that provides each compiled runtime.
+PACKAGES = {"openvino": "openvino", "onnx": "onnxruntime"}
+_MODULES = {"openvino": "openvino", "onnx": "onnxruntime"}
+
+
+def runtime_root() -> Path:
+    return Path(os.environ.get("USAM_CACHE", Path.home() / ".cache" / "usam")) / "runtime"
+
+
+def installed(name: str) -> bool:
+    """Whether the package of runtime ``name`` can be imported (``torch`` always can)."""
+    return name == "torch" or importlib.util.find_spec(_MODULES[name]) is not None
+
+
+def supports(backbone) -> bool:
+    """Compiled runtimes take segment-anything style encoders (one ``(1, 3, S, S)`` input, one output)."""
+    return hasattr(backbone, "image_encoder") and hasattr(backbone, "mask_decoder") and not hasattr(backbone, "model")
+
+
+def resolve_runtime(name: str | None, backbone) -> str:
+    """The runtime that ``name`` means for ``backbone``; a clear error when it cannot run here."""
+    name = name or os.environ.get("USAM_RUNTIME") or "auto"
+    if name not in RUNTIMES:
+        raise UsamError(f"unknown runtime {name!r}: choose one of {', '.join(RUNTIMES)}")
+    on_cpu = backbone.device.type == "cpu"
+    if name == "auto":
+        return "openvino" if installed("openvino") and on_cpu and supports(backbone) else "torch"
+    if name == "torch":
+        return name
+    if not installed(name):
+        raise UsamError(f"runtime {name!r} needs the {PACKAGES[name]!r} package: pip install {PACKAGES[name]} "
+                        f"(or pip install 'usam[{'openvino' if name == 'openvino' else 'onnx'}]'), or use --runtime torch")
+    if not supports(backbone):
+        raise UsamError(f"runtime {name!r} supports segment-anything style backbones (litemedsam, sam_vit_*), "
+                        f"not {backbone.name!r}: use --runtime torch")
+    if not on_cpu:
+        raise UsamError(f"runtime {name!r} runs on the CPU; the model is on {backbone.device}: use --runtime torch")
+    return name
+
+
+def _versions() -> str:
+    """What the exported ONNX file depends on (the runtimes read the same file)."""
+    from .version import __version__
+
+    return f"usam {__version__} torch {torch.__version__}"
+
+
+def encoder_fingerprint(encoder: torch.nn.Module) -> str:
+    """SHA-256 over the names, shapes and bytes of every parameter of a (merged) encoder."""
+    h = hashlib.sha256()
+    for n, p in encoder.state_dict().items():
+        t = p.detach().cpu().contiguous()
+        h.update(n.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool else t.numpy().tobytes())
+    return h.hexdigest()
+
+
+class CompiledEncoder:
+    """One compiled encoder: ``__call__(x (1, 3, S, S) float32) -> (1, C, h, w) float32 tensor``."""
+
+    def __init__(self, name: str, onnx_path: Path, precision: str, threads: int):
+        self.name, self.path, self.precision = name, onnx_path, precision
+        if name == "openvino":
+            import openvino as ov
+
+            core = ov.Core()
+            cfg = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
+                   "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+            try:
+                self._run = core.compile_model(core.read_model(str(onnx_path)), "CPU", cfg)
+            except RuntimeError:  # a CPU without bf16 refuses the hint on some OpenVINO builds: fp32 then
+                cfg["INFERENCE_PRECISION_HINT"] = "f32"
+                self._run = core.compile_model(core.read_model(str(onnx_path)), "CPU", cfg)
+            self._request = self._run.create_infer_request()
+        else:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = int(threads)
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self._sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+            self._input = self._sess.get_inputs()[0].name
+        self._lock = threading.Lock()  # one infer request: serialise callers (the demo serves several threads)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = np.ascontiguousarray(x.detach().cpu().float().numpy())
+        with self._lock:
+            if self.name == "openvino":
+                out = self._request.infer({0: arr})[self._run.output(0)]
+            else:
+                out = self._sess.run(None, {self._input: arr})[0]
+        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+
+
+def build_compiled_encoder(backbone, name: str, precision: str, log=None) -> CompiledEncoder:
+    """Compile ``backbone``'s encoder (active LoRA merged) for runtime ``name``, reusing the on-disk ONNX file."""
+    from .export import OPSET, _export, merged_copy
+
+    encoder = merged_copy(backbone.image_encoder).cpu().float().eval()
+    key = hashlib.sha256(f"{backbone.name}|{encoder_fingerprint(encoder)}|{_versions()}|opset{OPSET}".encode())
+    folder = runtime_root() / key.hexdigest()[:24]
+    onnx_path = folder / "encoder.onnx"
+    if not onnx_path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        if log:
+            log(f"usam: building the {name} encoder for {backbone.name} (once; cached in {folder})")
+        s = int(backbone.input_size)
+        try:
+            _export(encoder, (torch.zeros(1, 3, s, s),), onnx_path, ["image"], ["image_embeddings"], None, OPSET)
+        except Exception as exc:  # noqa: BLE001 - any exporter failure means: this runtime cannot serve the model
+            raise UsamError(f"could not export the {backbone.name} encoder for runtime {name!r} "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}): use --runtime torch") from exc
+    return CompiledEncoder(name, onnx_path, precision, threads=torch.get_num_threads())
