@@ -365,6 +365,7 @@ def _fake_heads(monkeypatch, masks=None, keypoints=None):
         for tid, fn in (masks or {}).items():
             if tid in pred.masks:
                 pred.masks[tid] = fn(h, w)
+                pred.confidence[tid] = np.ones_like(pred.confidence[tid])  # a known mask: fully confident
         for tid, pts in (keypoints or {}).items():
             if tid in pred.keypoints:
                 pred.keypoints[tid] = np.asarray(pts, dtype=np.float64)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -33,11 +34,12 @@ from torch import nn
 
 from . import __version__
 from .data.tasks import TaskSpec
-from .errors import AdapterError, ConfigError
+from .errors import AdapterError, ConfigError, OutputError, short_repr
 from .heads.automask import AutoMaskHead
 from .heads.classify import ClassifyHead
 from .heads.refine import check_head_options
 from .heads.spatial import DetectHead, KeypointHead
+from .io import dumps_json
 from .lora import DECODER_TARGETS, LoraSettings, add_lora, lora_state_dict, load_lora_state
 
 CONFIG_NAME = "config.json"
@@ -90,6 +92,7 @@ class AdapterConfig:
     @classmethod
     def from_dict(cls, d: dict, where: str = "config.json") -> "AdapterConfig":
         try:
+            _check_config_dict(d)
             tasks = {tid: TaskSpec(task_id=tid, kind=t["kind"], num_classes=int(t["num_classes"]),
                                    class_names=t.get("class_names")) for tid, t in d["tasks"].items()}
             config = cls(
@@ -103,8 +106,75 @@ class AdapterConfig:
             return config
         except ConfigError as exc:
             raise AdapterError(f"{where} is not a usam adapter config ({exc})") from exc
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise AdapterError(f"{where} is not a usam adapter config ({type(exc).__name__}: {exc})") from exc
+
+
+#: An adapter's name: it names LoRA modules, Hub commits and folders, so a plain identifier (no '.', no '/').
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$")
+#: Most classes (or points) a task may declare: the heads grow with it (the automatic head runs once per class).
+MAX_CLASSES = 256
+#: Fewest classes per kind: background + 1 for segmentation, two for classification, one box / point otherwise.
+_MIN_CLASSES = {"segmentation": 2, "classification": 2, "detection": 1, "regression": 1}
+
+
+def check_adapter_name(name, what: str = "name") -> str:
+    """Raise :class:`ConfigError` unless ``name`` is a plain adapter name (letters, digits, '_' and '-')."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{what} {short_repr(name)} must be a plain adapter name: 1-100 letters, digits, '_' or '-' "
+                          "(no '.', '/' or spaces)")
+    return name
+
+
+def _check_config_dict(d) -> None:
+    """Types and ranges of an adapter's ``config.json`` (raises :class:`ConfigError`)."""
+    from .data.tasks import KINDS
+
+    if not isinstance(d, dict):
+        raise ConfigError(f"it must be a JSON object, got {type(d).__name__}")
+    check_adapter_name(d["name"])  # a missing key: KeyError, reported by from_dict
+    bb = d["backbone"]
+    if not isinstance(bb, dict) or not isinstance(bb.get("name"), str) or not isinstance(bb.get("checksum"), str):
+        raise ConfigError("backbone must be an object with a name and a checksum (strings)")
+    size = bb.get("input_size", 256)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 4096:
+        raise ConfigError(f"backbone.input_size must be a positive integer, got {short_repr(size)}")
+    tasks = d["tasks"]
+    if not isinstance(tasks, dict) or not tasks:
+        raise ConfigError(f"tasks must be a non-empty object task_id -> task, got {short_repr(tasks)}")
+    for tid, t in tasks.items():
+        if not tid or "." in tid or "/" in tid:
+            raise ConfigError(f"task id {tid!r} must be non-empty, without '.' or '/'")
+        if not isinstance(t, dict):
+            raise ConfigError(f"task {tid!r} must be an object with kind and num_classes, got {short_repr(t)}")
+        kind, n = t.get("kind"), t.get("num_classes")
+        if kind not in KINDS:
+            raise ConfigError(f"task {tid!r} has unknown kind {short_repr(kind)} (known: {', '.join(KINDS)})")
+        lo = _MIN_CLASSES[kind]
+        if isinstance(n, bool) or not isinstance(n, int) or not lo <= n <= MAX_CLASSES:
+            raise ConfigError(f"task {tid!r}: num_classes must be an integer in [{lo}, {MAX_CLASSES}] for a {kind} task, "
+                              f"got {short_repr(n)}")
+        names = t.get("class_names")
+        if names is not None and (not isinstance(names, list) or len(names) != n
+                                  or not all(isinstance(x, str) for x in names)):
+            raise ConfigError(f"task {tid!r}: class_names must be null or a list of {n} strings")
+    for key in ("lora", "decoder", "training", "head_options"):
+        if d.get(key) is not None and not isinstance(d[key], dict):
+            raise ConfigError(f"{key} must be an object or null, got {type(d[key]).__name__}")
+    dec = d.get("decoder")
+    if dec:
+        train = dec.get("train")
+        if train is not None and (not isinstance(train, list) or not all(isinstance(x, str) and x for x in train)):
+            raise ConfigError("decoder.train must be a list of parameter-name prefixes")
+        if dec.get("lora") is not None and not isinstance(dec["lora"], dict):
+            raise ConfigError("decoder.lora must be an object or null")
+        if dec.get("box_prompts", "base") not in ("base", "tuned"):
+            raise ConfigError(f"decoder.box_prompts must be 'base' or 'tuned', got {short_repr(dec['box_prompts'])}")
+    if dec and dec.get("lora"):
+        try:
+            LoraSettings.from_dict(dec["lora"], DECODER_TARGETS)
+        except ConfigError as exc:
+            raise ConfigError(f"decoder.lora: {exc}") from None
 
 
 class TunedDecoder(nn.Module):
@@ -222,10 +292,13 @@ class Adapter(nn.Module):
                         metrics: dict | None = None, card: str | None = None) -> Path:
         """Write the adapter directory atomically (a temp dir renamed into place)."""
         out = Path(directory)
+        problem = output_problem(out)
+        if problem:
+            raise OutputError(f"will not write the adapter to {str(out)!r}: {problem}")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+            (tmp / CONFIG_NAME).write_text(dumps_json(self.config.to_dict(), indent=2) + "\n")
             save_file(self.head_state(), str(tmp / HEADS_NAME), metadata={"format": "pt", "usam": __version__})
             if self.lora_name:
                 if encoder is None:
@@ -233,9 +306,9 @@ class Adapter(nn.Module):
                 save_file(lora_state_dict(encoder, self.lora_name), str(tmp / LORA_NAME), metadata={"format": "pt"})
                 cfg = self.config.lora.peft_config().to_dict()
                 cfg["base_model_name_or_path"] = self.config.backbone
-                (tmp / LORA_CONFIG_NAME).write_text(json.dumps(_jsonable(cfg), indent=2) + "\n")
+                (tmp / LORA_CONFIG_NAME).write_text(dumps_json(_jsonable(cfg), indent=2) + "\n")
             if metrics is not None:
-                (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+                (tmp / "metrics.json").write_text(dumps_json(metrics, indent=2) + "\n")
             elif (out / "metrics.json").exists():
                 shutil.copy2(out / "metrics.json", tmp / "metrics.json")
             if card is not None:
@@ -256,6 +329,58 @@ class Adapter(nn.Module):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return out
+
+
+#: Every file an adapter directory may hold (see the module docstring).
+ADAPTER_DIR_FILES = (CONFIG_NAME, HEADS_NAME, LORA_CONFIG_NAME, LORA_NAME, "metrics.json", "README.md")
+
+
+def is_usam_adapter_dir(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` is an adapter written by usam: nothing but adapter files, and a ``config.json`` with
+    ``"library_name": "usam"``. Only such a directory (or an empty one) is ever replaced by a new adapter."""
+    d = Path(directory)
+    try:
+        names = [p.name for p in d.iterdir()]
+        if not names or any(n not in ADAPTER_DIR_FILES or not (d / n).is_file() for n in names):
+            return False
+        cfg = json.loads((d / CONFIG_NAME).read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("library_name") == "usam"
+
+
+def output_problem(directory: str | os.PathLike) -> str | None:
+    """Why an adapter must not be written to ``directory`` (``None`` when it may be): it must not exist yet, be
+    empty, or be an adapter usam wrote (:func:`is_usam_adapter_dir`, replaced only once the new one is complete);
+    nothing else is ever replaced or deleted. The current directory and its parents are refused too."""
+    out = Path(directory)
+    try:
+        here, target = Path.cwd().resolve(), out.resolve()
+    except OSError:  # pragma: no cover - the working directory was removed
+        here, target = None, out.absolute()
+    if here is not None and (target == here or target in here.parents):
+        return "it is the current directory (or holds it): give a new folder, e.g. --output runs/NAME"
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        return "it is a file, not a folder: give a new folder"
+    if out.is_dir():
+        try:
+            entries = sorted(p.name for p in out.iterdir())
+        except OSError as exc:
+            return f"it cannot be read ({exc.strerror or exc})"
+        if entries and not is_usam_adapter_dir(out):
+            foreign = [n for n in entries if n not in ADAPTER_DIR_FILES][:3] or entries[:3]
+            return (f"the folder already holds files that are not a usam adapter's ({', '.join(foreign)}"
+                    f"{', ...' if len(entries) > 3 else ''}): give a new or empty folder")
+        parent = out.parent
+    else:
+        parent = out.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            return f"{str(parent)!r} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"folder {str(parent)!r} is not writable"
+    return None
 
 
 def _jsonable(obj):
@@ -283,8 +408,10 @@ def read_adapter_dir(directory: Path) -> tuple[AdapterConfig, dict, dict | None]
     if not cfg_path.is_file():
         raise AdapterError(f"{str(directory)!r} is not a usam adapter: it has no {CONFIG_NAME}")
     try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
+        raw = json.loads(cfg_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise AdapterError(f"{cfg_path} is not UTF-8 text (byte {exc.start}): re-save the adapter with usam") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise AdapterError(f"{cfg_path} is not valid JSON: {exc}") from exc
     config = AdapterConfig.from_dict(raw, str(cfg_path))
     heads_path = directory / HEADS_NAME
@@ -335,9 +462,17 @@ def load_adapter(model, ref: str, name: str | None = None, revision: str | None 
     directory = resolve_adapter(ref, revision=revision)
     config, heads, lora = read_adapter_dir(directory)
     check_compatible(config, model.backbone, repr(ref))
+    if name is not None:
+        try:
+            check_adapter_name(name, "adapter name")
+        except ConfigError as exc:
+            raise AdapterError(f"cannot load adapter {ref!r}: {exc}") from exc
     name = name or config.name
     config.name = name
-    adapter = Adapter(config, model.backbone)
+    try:
+        adapter = Adapter(config, model.backbone)
+    except (ConfigError, ValueError, RuntimeError) as exc:
+        raise AdapterError(f"adapter {str(directory)!r} cannot be built on {model.backbone.name}: {exc}") from exc
     adapter.load_head_state(heads, str(directory / HEADS_NAME))
     active = model.active_adapter
     attach_adapter(model, adapter, name)

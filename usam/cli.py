@@ -1,6 +1,7 @@
 """``usam`` command line. Every command has ``--help``; errors print one line and exit non-zero.
 
-Exit codes: 0 ok, 2 usage, 3 bad image, 4 bad prompt, 5 checkpoint, 6 config, 7 data, 8 adapter, 9 hub, 130 interrupted.
+Exit codes: 0 ok, 2 usage (bad arguments, or an output path that cannot or must not be written), 3 bad image,
+4 bad prompt, 5 checkpoint, 6 config, 7 data, 8 adapter, 9 hub, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from . import __version__
-from .errors import UsamError
+from .errors import UsamError, one_line
 
 
 def _log(msg: str) -> None:
@@ -66,17 +68,46 @@ def cmd_backbones(args) -> int:
     return 0
 
 
+def check_adapters(refs) -> None:
+    """Read every adapter directory's files (config, weights) before the backbone is built: a damaged
+    adapter fails at once, naming its directory (:class:`~usam.errors.AdapterError`)."""
+    from .adapter import read_adapter_dir
+    from .hub import resolve_adapter
+
+    for ref in refs or []:
+        read_adapter_dir(resolve_adapter(ref))
+
+
 def cmd_segment(args) -> int:
     import numpy as np
 
-    from .errors import PromptError
-    from .io import read_image, write_png
-    from .predictor import Predictor
+    from .errors import OutputError, PromptError
+    from .io import IMAGE_SUFFIXES, check_output_path, encode_image, read_image, write_files_atomic
+    from .predictor import MAX_POINTS, Predictor
     from .visualize import overlay_mask
 
     if args.box is None and not args.point:
         raise PromptError("give a prompt: --box X0 Y0 X1 Y1 or --point X Y (repeatable), optionally --neg X Y")
+    n_points = len(args.point or []) + len(args.neg or [])
+    if n_points > MAX_POINTS:
+        raise PromptError(f"{n_points} clicks given (--point / --neg): at most {MAX_POINTS} per prompt")
+    # every output is checked before any work: masks only as PNG (lossless), the overlay as its suffix says
+    check_output_path(args.out, "--out")
+    if Path(args.out).suffix.lower() != ".png":
+        raise OutputError(f"--out {args.out!r} must be a .png file: masks are written lossless, as PNG "
+                          "(JPEG would blur the 0/255 mask); use --overlay for a .jpg picture")
+    outputs = [Path(args.out)]
+    if args.overlay:
+        check_output_path(args.overlay, "--overlay", IMAGE_SUFFIXES)
+        outputs.append(Path(args.overlay))
+    image_path = Path(args.image).resolve()
+    for flag, o in zip(("--out", "--overlay"), outputs):
+        if o.resolve() == image_path:
+            raise OutputError(f"{flag} {str(o)!r} is the input image: write the result elsewhere")
+    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
+        raise OutputError(f"--out and --overlay are the same file {args.out!r}: give two names")
     image = read_image(args.image)  # validate input before loading any model
+    check_adapters(getattr(args, "adapters", None))
     model = _build_model(args)
     if args.adapter:
         model.set_adapter(args.adapter)
@@ -96,9 +127,11 @@ def cmd_segment(args) -> int:
     t_dec = time.perf_counter() - t0
     best = int(np.argmax(scores))
     mask = masks[best]
-    write_png(args.out, mask.astype(np.uint8) * 255)
+    files = [(outputs[0], encode_image(outputs[0], mask.astype(np.uint8) * 255, ".png"))]
     if args.overlay:
-        write_png(args.overlay, overlay_mask(image, mask, points=points, labels=labels, box=args.box))
+        drawn = overlay_mask(image, mask, points=points, labels=labels, box=args.box)
+        files.append((outputs[1], encode_image(outputs[1], drawn, outputs[1].suffix.lower())))
+    write_files_atomic(files)  # all or nothing
     _log(f"usam: encoder {t_enc * 1000:.0f} ms, prompt {t_dec * 1000:.0f} ms; mask {int(mask.sum())} px, "
          f"predicted IoU {float(scores[best]):.3f} -> {args.out}")
     return 0
@@ -122,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--neg", nargs=2, type=float, action="append", metavar=("X", "Y"), help="negative click (repeatable)")
     p.add_argument("--adapter", default=None, help="name of a loaded adapter whose decoder answers the prompts")
     p.add_argument("--multimask", action="store_true", help="predict 3 candidates and keep the best-scored one")
-    p.add_argument("--out", required=True, help="output mask PNG")
-    p.add_argument("--overlay", default=None, help="also write an overlay PNG")
+    p.add_argument("--out", required=True, help="output mask, a .png file (masks are written lossless only)")
+    p.add_argument("--overlay", default=None,
+                   help="also write an overlay image, encoded as its suffix says (.png, .jpg/.jpeg, .bmp, .tif/.tiff)")
     _add_model_args(p)
     p.set_defaults(func=cmd_segment)
 
@@ -148,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UsamError as exc:
-        _log(f"usam {args.command}: error: {exc}")
+        _log(f"usam {args.command}: error: {one_line(exc)}")
         return exc.exit_code
     except KeyboardInterrupt:
         _log(f"usam {args.command}: interrupted")

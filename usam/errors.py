@@ -14,6 +14,13 @@ class UsamError(Exception):
     exit_code = 1
 
 
+class OutputError(UsamError, ValueError):
+    """An output path that cannot or must not be written (a directory, an unwritable folder, a lossy format for a
+    mask, a folder holding other files). Checked before any work is done; a usage error for the CLI."""
+
+    exit_code = 2
+
+
 class InputImageError(UsamError, ValueError):
     """An image that cannot be read or used (missing, corrupt, empty, wrong shape, NaN, too large...)."""
 
@@ -54,3 +61,25 @@ class HubError(UsamError):
     """A Hugging Face Hub repository that cannot be resolved offline or pushed."""
 
     exit_code = 9
+
+
+#: Longest error message the CLI prints (one line); longer ones are cut.
+MAX_MESSAGE = 1000
+
+
+def short_repr(value, limit: int = 120) -> str:
+    """A short, one-line description of a value for an error message: small arrays in full, large ones by shape."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray) and value.size > 8:
+        return f"an array of shape {value.shape} ({value.dtype})"
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return one_line(text, limit)
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` on one line (line breaks become spaces), cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

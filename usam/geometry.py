@@ -37,7 +37,15 @@ class Geometry:
 
     @classmethod
     def for_image(cls, h: int, w: int, input_size: int) -> "Geometry":
-        return cls((int(h), int(w)), preprocess_shape(h, w, input_size), int(input_size))
+        resized = preprocess_shape(h, w, input_size)
+        if min(resized) < 1:
+            from .errors import InputImageError
+
+            raise InputImageError(
+                f"image is {w}x{h} pixels: too elongated for the {input_size} px model input (its short side would "
+                f"shrink to {min(resized)} px): crop it into tiles first"
+            )
+        return cls((int(h), int(w)), resized, int(input_size))
 
     @property
     def scale_xy(self) -> tuple[float, float]:

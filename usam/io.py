@@ -13,12 +13,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import InputImageError
+from .errors import InputImageError, OutputError
+from .errors import short_repr as _short
 
 #: Smallest side accepted: below this a SAM encoder sees nothing but padding.
 MIN_SIDE = 8
 #: Largest number of pixels accepted (about 16k x 16k): above this decoding alone needs gigabytes.
 MAX_PIXELS = 256_000_000
+#: Largest aspect ratio (long side / short side) accepted: the image is resized so its long side fits the
+#: model input (256 px for LiteMedSAM), so at 32:1 its short side is already down to 8 px there.
+MAX_ASPECT_RATIO = 32
+#: Suffixes :func:`write_image` encodes (by suffix); masks are written only as PNG (lossless).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 cv2.setNumThreads(1)
 
@@ -42,6 +48,10 @@ def to_rgb_uint8(image: np.ndarray, name: str | os.PathLike | None = None) -> np
         empty, or containing NaN / inf.
     """
     what = _describe(name)
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise InputImageError(
+            f"{what} is a path ({_short(image)}), not an array: pass a numpy array, or read the file with usam.io.read_image"
+        )
     if not isinstance(image, np.ndarray):
         try:
             image = np.asarray(image)
@@ -60,6 +70,11 @@ def to_rgb_uint8(image: np.ndarray, name: str | os.PathLike | None = None) -> np
     h, w = image.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise InputImageError(f"{what} is {w}x{h} pixels: both sides must be at least {MIN_SIDE} pixels")
+    if max(h, w) > MAX_ASPECT_RATIO * min(h, w):
+        raise InputImageError(
+            f"{what} is {w}x{h} pixels, an aspect ratio of {max(h, w) / min(h, w):.0f}:1; at most {MAX_ASPECT_RATIO}:1 "
+            "is accepted (its short side would shrink to a few pixels in the model input): crop it into tiles first"
+        )
     if h * w > MAX_PIXELS:
         raise InputImageError(
             f"{what} is {w}x{h} pixels ({h * w / 1e6:.0f} MP), over the {MAX_PIXELS / 1e6:.0f} MP limit: downscale it first"
@@ -158,6 +173,51 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return mask.astype(np.int64)
 
 
+def json_safe(obj):
+    """``obj`` made valid for strict JSON: NaN / inf -> ``None`` (JSON ``null``), numpy scalars and arrays -> Python
+    numbers and lists, tuples / sets -> lists, paths -> strings, dict keys -> strings."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return str(obj)
+    return obj
+
+
+def dumps_json(obj, **kwargs) -> str:
+    """``json.dumps`` that always writes valid JSON: NaN / inf become ``null`` (see :func:`json_safe`)."""
+    import json
+
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
+def check_output_path(path: str | os.PathLike, what: str = "output", suffixes: tuple[str, ...] | None = None) -> Path:
+    """Check, before any work, that ``path`` can be written as a file: not a directory, a suffix in ``suffixes``
+    (when given), and its folder exists as a writable folder or can be created. Raises :class:`OutputError`."""
+    p = Path(path)
+    if p.is_dir():
+        raise OutputError(f"{what} {str(p)!r} is a directory: give a file path")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise OutputError(f"{what} {str(p)!r} must end in {' / '.join(suffixes)} (got {p.suffix or 'no suffix'!r})")
+    if p.exists() and not p.is_file():
+        raise OutputError(f"{what} {str(p)!r} exists and is not a regular file")
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{what} {str(p)!r} cannot be written: {str(folder)!r} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {str(p)!r} cannot be written: folder {str(folder)!r} is not writable")
+    return p
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write a text file atomically (temp file, fsync, rename): readers never see a partial file."""
     p = Path(path)
@@ -171,17 +231,57 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return p
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write an ``(H, W)`` or ``(H, W, 3)`` RGB uint8 array atomically (temp file + rename): nothing half-written is left."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+def encode_image(path: str | os.PathLike, image: np.ndarray, suffix: str) -> bytes:
+    """The bytes of ``image`` (``(H, W)`` or ``(H, W, 3)`` RGB uint8) encoded as ``suffix`` (".png", ".jpg", ...)."""
     arr = np.asarray(image)
     if arr.ndim == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", arr)
+    ok, buf = cv2.imencode(suffix, arr)
     if not ok:  # pragma: no cover
-        raise InputImageError(f"could not encode {str(p)!r} as PNG")
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, p)
-    return p
+        raise OutputError(f"could not encode {str(path)!r} as {suffix}")
+    return buf.tobytes()
+
+
+def write_files_atomic(items: list[tuple[str | os.PathLike, bytes]]) -> list[Path]:
+    """Write several files all or nothing: every one to a temp file first, then each renamed into place.
+    On a failure the temp files and the files this call created are removed (a file that existed before and
+    was already replaced stays replaced) and :class:`OutputError` is raised naming the file."""
+    staged: list[tuple[Path, Path, bool]] = []
+    placed: list[Path] = []
+    p = None
+    try:
+        for path, data in items:
+            p = Path(path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_name(f".{p.name}.tmp")
+            staged.append((tmp, p, p.exists()))
+            tmp.write_bytes(data)
+        for tmp, p, existed in staged:
+            os.replace(tmp, p)
+            if not existed:
+                placed.append(p)
+    except OSError as exc:
+        for q in placed:
+            q.unlink(missing_ok=True)
+        raise OutputError(f"could not write {str(p)!r}: {exc.strerror or exc}") from exc
+    finally:
+        for tmp, _, _ in staged:
+            if tmp.is_file():
+                tmp.unlink()
+    return [p for _, p, _ in staged]
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write an ``(H, W)`` or ``(H, W, 3)`` RGB uint8 array as PNG atomically (temp file + rename): nothing
+    half-written is left. The bytes are PNG whatever the name says; see :func:`write_image` to encode by suffix."""
+    p = Path(path)
+    return write_files_atomic([(p, encode_image(p, image, ".png"))])[0]
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write an ``(H, W)`` or ``(H, W, 3)`` RGB uint8 image atomically, encoded as its suffix says
+    (one of :data:`IMAGE_SUFFIXES`; JPEG is lossy, so never use it for masks)."""
+    p = Path(path)
+    if p.suffix.lower() not in IMAGE_SUFFIXES:
+        raise OutputError(f"image file {str(p)!r} must end in {' / '.join(IMAGE_SUFFIXES)}")
+    return write_files_atomic([(p, encode_image(p, image, p.suffix.lower()))])[0]

@@ -6,28 +6,38 @@
 >>> masks, scores, logits = predictor.predict(point_coords=np.array([[x, y]]), point_labels=np.array([1]),
 ...                                           mask_input=logits[np.argmax(scores)][None])
 
-Coordinates are (x, y) in original-image pixels; labels 1 = positive, 0 = negative.
+Coordinates are (x, y) in original-image pixels; labels 1 = positive, 0 = negative. One prompt holds at most
+:data:`MAX_POINTS` (64) clicks; more raise :class:`~usam.errors.PromptError`.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 
 from .backbones import LOW_RES, Backbone
 from .embedding import Embedded
-from .errors import PromptError
-from .io import to_rgb_uint8
+from .errors import PromptError, short_repr
+from .io import read_image, to_rgb_uint8
 from .model import UsamModel
+
+#: Most clicks (positive + negative) in one prompt. SAM was trained with a handful; each click costs decoder
+#: time and memory (10,000 took a minute and 7 GB), so more are refused rather than silently slow.
+MAX_POINTS = 64
 
 
 def _finite(arr: np.ndarray, what: str) -> np.ndarray:
     try:
         arr = np.asarray(arr, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise PromptError(f"{what} must be numbers, got {arr!r}") from exc
-    if not np.isfinite(arr).all():
-        raise PromptError(f"{what} contains NaN or infinite values: {arr.tolist()}")
+        raise PromptError(f"{what} must be numbers, got {short_repr(arr)}") from exc
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        detail = short_repr(arr) if arr.size <= 8 else f"{int(bad.sum())} of {arr.size} values, first at index {where}"
+        raise PromptError(f"{what} contains NaN or infinite values: {detail}")
     return arr
 
 
@@ -40,11 +50,13 @@ def check_points(point_coords, point_labels, hw: tuple[int, int]) -> tuple[np.nd
         coords = coords[None]
     if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] == 0:
         raise PromptError(f"point_coords must have shape (N, 2) as (x, y) pixels, got {coords.shape}")
+    if coords.shape[0] > MAX_POINTS:
+        raise PromptError(f"{coords.shape[0]} points given: at most {MAX_POINTS} clicks per prompt")
     labels = np.asarray(point_labels).reshape(-1)
     if labels.shape[0] != coords.shape[0]:
         raise PromptError(f"{coords.shape[0]} points but {labels.shape[0]} labels: give one label per point")
     if not np.isin(labels, (0, 1)).all():
-        raise PromptError(f"point_labels must be 1 (positive) or 0 (negative), got {labels.tolist()}")
+        raise PromptError(f"point_labels must be 1 (positive) or 0 (negative), got {short_repr(labels)}")
     h, w = hw
     bad = (coords[:, 0] < 0) | (coords[:, 0] > w - 1) | (coords[:, 1] < 0) | (coords[:, 1] > h - 1)
     if bad.any():
@@ -73,6 +85,9 @@ def check_boxes(box, hw: tuple[int, int]) -> np.ndarray:
 class Predictor:
     """Prompted segmentation of one image at a time with an embedding cache.
 
+    A prompt is a box and / or up to :data:`MAX_POINTS` (64) clicks (positive and negative together);
+    more clicks raise :class:`~usam.errors.PromptError`.
+
     Args:
       model: a :class:`UsamModel` (its active adapter's decoder answers the prompts) or a bare backbone.
       mask_threshold: logit threshold for binary masks.
@@ -92,8 +107,12 @@ class Predictor:
         self._require_image()
         return self._embedded.geometry.original_hw
 
-    def set_image(self, image: np.ndarray) -> Embedded:
-        """Encode ``image`` (``(H, W)``, ``(H, W, 3|4)``; uint8, uint16 or float), reusing a cached embedding."""
+    def set_image(self, image: np.ndarray | str | os.PathLike) -> Embedded:
+        """Encode ``image`` (``(H, W)``, ``(H, W, 3|4)``; uint8, uint16 or float), reusing a cached embedding.
+
+        A path (``str`` / ``os.PathLike``) is read with :func:`usam.io.read_image`."""
+        if isinstance(image, (str, os.PathLike)):
+            image = read_image(image)
         self._embedded = self.model.embed(to_rgb_uint8(image))
         return self._embedded
 
@@ -122,7 +141,7 @@ class Predictor:
         """Masks for the current image from points and/or boxes.
 
         Args:
-          point_coords: ``(N, 2)`` (x, y) pixels of the original image.
+          point_coords: ``(N, 2)`` (x, y) pixels of the original image, ``N <= MAX_POINTS`` (64).
           point_labels: ``(N,)`` 1 positive / 0 negative.
           box: ``(4,)`` one box, or ``(K, 4)`` K boxes answered in one call (the points, if any, go with each box).
           mask_input: ``(1, 256, 256)`` (or ``(K, 1, 256, 256)``) low-res logits of a previous call.

@@ -50,13 +50,27 @@ class HFSam(Backbone):
         super().__init__()
         from transformers import SamModel
 
+        local = Path(ref).expanduser()
+        if local.is_dir() and not any(local.glob("*.safetensors")):
+            pickles = sorted(p.name for p in local.iterdir() if p.suffix.lower() in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))
+            if pickles:
+                raise CheckpointError(
+                    f"transformers model directory {ref!r} holds only pickled weights ({', '.join(pickles[:3])}): usam loads "
+                    "transformers models from safetensors only (a pickle can run code). Convert it once where you trust it: "
+                    "SamModel.from_pretrained(DIR).save_pretrained(NEW_DIR)"
+                )
         try:
-            model = SamModel.from_pretrained(ref, local_files_only=True)
-        except (OSError, ValueError) as exc:
+            model = SamModel.from_pretrained(ref, local_files_only=True, use_safetensors=True)
+        except Exception as exc:  # noqa: BLE001 - transformers raises many types (OSError, ValueError, pickle, safetensors)
+            if not isinstance(exc, (OSError, ValueError)):
+                raise CheckpointError(
+                    f"transformers SamModel {ref!r} could not be loaded ({type(exc).__name__}: "
+                    f"{(str(exc).splitlines() or [''])[0][:200]}): check its config.json and model.safetensors"
+                ) from exc
             raise CheckpointError(
                 f"transformers SamModel {ref!r} is not available offline: pass a local directory with config.json and "
                 f"model.safetensors, or fetch it on a connected machine with `hf download {ref}` and copy the HF cache here. "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+                f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})"
             ) from exc
         if model.config.model_type != "sam":
             raise CheckpointError(f"{ref!r} is a {model.config.model_type!r} model, not a SAM (`model_type: sam`)")

@@ -199,7 +199,7 @@ def measure_prediction(adapter, pred, pixel_size_mm: float) -> list[dict]:
 
     from ..challenge.metrics import ellipse_perimeter
     from ..errors import InputImageError
-    from ..measure import head_biometry, lesion_axes
+    from ..measure import head_biometry, lesion_axes, refuse_unconfident
 
     out = []
     for tid, spec in adapter.tasks.items():
@@ -226,7 +226,7 @@ def measure_prediction(adapter, pred, pixel_size_mm: float) -> list[dict]:
                 "ofd_mm": ofd * pixel_size_mm, "bpd_mm": bpd * pixel_size_mm, "hc_mm": hc * pixel_size_mm,
                 "pixel_size_mm": pixel_size_mm,
             })
-    return out
+    return refuse_unconfident(adapter, pred, out)  # no measurement without a confident mask (usam.measure)
 
 
 def _draw_points(image, m: dict):

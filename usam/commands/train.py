@@ -6,14 +6,28 @@ import sys
 
 
 def cmd_train(args) -> int:
+    import json
+
+    from ..errors import ConfigError
     from ..train.trainer import train
 
+    # every override, flags included, goes through the config's own validation (``--epochs 0`` is refused like
+    # ``train: {epochs: 0}``); ``is not None``: an empty or zero value is an override too, never silently dropped
     overrides = list(args.set or [])
-    if args.output:
-        overrides.append(f"output={args.output}")
-    if args.epochs:
-        overrides.append(f"train.epochs={args.epochs}")
-    out = train(args.config, overrides=overrides, restart=args.restart, log=lambda m: print(m, file=sys.stderr, flush=True))
+    flags = {}
+    if args.output is not None:
+        flags["output"] = (f"output={json.dumps(args.output)}", f"--output {args.output!r}")
+    if args.epochs is not None:
+        flags["train.epochs"] = (f"train.epochs={args.epochs}", f"--epochs {args.epochs}")
+    overrides += [o for o, _ in flags.values()]
+    try:
+        out = train(args.config, overrides=overrides, restart=args.restart,
+                    log=lambda m: print(m, file=sys.stderr, flush=True))
+    except ConfigError as exc:
+        named = [flag for key, (_, flag) in flags.items() if f" {key} " in f" {exc} ".replace("'", " ").replace(":", " ")]
+        if named:
+            raise ConfigError(f"{exc} (given as {', '.join(named)})") from exc
+        raise
     print(out)
     return 0
 

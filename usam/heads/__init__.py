@@ -27,6 +27,9 @@ class Prediction:
       class_names: ``task_id -> [K names]`` for classification and segmentation tasks.
       boxes: ``task_id -> (4,)`` xyxy box.
       keypoints: ``task_id -> (N, 2)`` (x, y) landmarks.
+      confidence: ``task_id -> (K - 1,)`` for automatic segmentation: per foreground class, the model's mean
+        probability (sigmoid of the winning logit) over the pixels it gives that class, before post-processing;
+        0 for a class it does not predict. :func:`usam.measure.check_confident` reads it.
     """
 
     adapter: str
@@ -35,6 +38,7 @@ class Prediction:
     class_names: dict[str, list[str]] = field(default_factory=dict)
     boxes: dict[str, np.ndarray] = field(default_factory=dict)
     keypoints: dict[str, np.ndarray] = field(default_factory=dict)
+    confidence: dict[str, np.ndarray] = field(default_factory=dict)
 
     def predicted_class(self, task_id: str) -> int:
         return int(np.argmax(self.probabilities[task_id]))
@@ -81,7 +85,27 @@ def run_heads(model, embedded) -> Prediction:
                 logits, _ = head(model.prompt_decoder(), emb)
                 if opts.get("refine_with_box"):
                     logits = refine_with_box(model.prompt_decoder(), emb, logits, size, route, opts.get("refine_rounds", 1))
+                pred.confidence[tid] = _class_confidence(logits.float(), geo, size)
                 full = geo.masks_to_original(logits.float())
                 classes = logits_to_classes(full)[0].cpu().numpy().astype(np.uint8)
                 pred.masks[tid] = postprocess_classes(classes, opts)
     return pred
+
+
+def _class_confidence(logits, geo, input_size: int) -> np.ndarray:
+    """``(1, K - 1, 256, 256)`` low-res logits -> ``(K - 1,)`` mean probability of each class over the pixels
+    (inside the image, not the padding) where it wins with a positive logit; 0 where it never does."""
+    import torch
+
+    from ..backbones import LOW_RES
+
+    rh, rw = geo.resized_hw
+    lh, lw = max(1, -(-rh * LOW_RES // input_size)), max(1, -(-rw * LOW_RES // input_size))
+    best, idx = logits[0, :, :lh, :lw].max(dim=0)
+    prob, fg = torch.sigmoid(best), best > 0
+    out = np.zeros(logits.shape[1], dtype=np.float64)
+    for c in range(logits.shape[1]):
+        sel = fg & (idx == c)
+        if bool(sel.any()):
+            out[c] = float(prob[sel].mean())
+    return out

@@ -96,11 +96,16 @@ def set_override(raw: dict, assignment: str) -> None:
     key, value = assignment.split("=", 1)
     node = raw
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {assignment!r}: the key must be a.b.c, without empty parts")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(value)
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({exc})") from exc
 
 
 def load_config(path: str | os.PathLike | dict, overrides: list[str] = ()) -> TrainConfig:
@@ -113,7 +118,9 @@ def load_config(path: str | os.PathLike | dict, overrides: list[str] = ()) -> Tr
         if not p.is_file():
             raise ConfigError(f"training config {str(p)!r} does not exist")
         try:
-            raw = yaml.safe_load(p.read_text())
+            raw = yaml.safe_load(p.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p} is not UTF-8 text (byte {exc.start})") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
         source, base = str(p), p.resolve().parent
@@ -127,9 +134,22 @@ def load_config(path: str | os.PathLike | dict, overrides: list[str] = ()) -> Tr
     for key in ("name", "data", "output"):
         if key not in raw:
             raise ConfigError(f"{source}: missing required key {key!r}")
-    name = str(raw["name"])
-    if not name or "/" in name or name.startswith("."):
-        raise ConfigError(f"{source}: name {name!r} must be a plain adapter name (no '/')")
+    from ..adapter import check_adapter_name
+
+    name = str(raw["name"]) if _is_int(raw["name"]) else raw["name"]
+    try:
+        check_adapter_name(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    output = raw["output"]
+    if not isinstance(output, (str, os.PathLike)) or not str(output).strip():
+        raise ConfigError(f"{source}: output must be a folder path, got {output!r}")
+    for key in ("train", "lora"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {raw[key]!r}")
+    for key in ("backbone", "checkpoint", "init"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise ConfigError(f"{source}: {key} must be a string, got {raw[key]!r}")
     data = raw["data"]
     if isinstance(data, str):
         data = {"root": data}
@@ -200,18 +220,40 @@ def load_config(path: str | os.PathLike | dict, overrides: list[str] = ()) -> Tr
             raise ConfigError(f"{source}: decoder.train must be a list of parameter-name prefixes")
     lora = dict(DEFAULT_LORA)
     lora.update(raw.get("lora") or {})
+    from ..lora import DECODER_TARGETS, LoraSettings
+
+    for what, settings, targets in (("lora", lora, None), ("decoder.lora", decoder.get("lora"), DECODER_TARGETS)):
+        if settings is None:
+            continue
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{source}: {what} must be a mapping, got {settings!r}")
+        for k in ("rank", "alpha"):
+            v = settings.get(k, 1)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 \
+                    or (k == "rank" and not _is_int(v)):
+                raise ConfigError(f"{source}: {what}.{k} must be a positive {'integer' if k == 'rank' else 'number'}, got {v!r}")
+        try:
+            LoraSettings.from_dict(settings, *([targets] if targets else []))
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: {what}: {exc}") from None
     if raw.get("precision", "auto") not in ("fp32", "bf16", "auto"):
         raise ConfigError(f"{source}: precision must be fp32, bf16 or auto, got {raw['precision']!r}")
     tasks = data.get("tasks")
     if tasks is not None and (not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks) or not tasks):
         raise ConfigError(f"{source}: data.tasks must be a non-empty list of task ids")
     limit = data.get("limit")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ConfigError(f"{source}: data.limit must be a positive integer or null")
+    if limit is not None and (not _is_int(limit) or limit < 1):
+        raise ConfigError(f"{source}: data.limit must be a positive integer or null, got {limit!r}")
+    for key in ("train", "val"):
+        if not isinstance(data.get(key, key), str) or not data.get(key, key):
+            raise ConfigError(f"{source}: data.{key} must be a split folder name, got {data[key]!r}")
+    init = _resolve(raw["init"], base) if raw.get("init") else None
+    if init is not None and not init.is_dir():
+        raise ConfigError(f"{source}: init adapter {raw['init']!r} is not a folder (resolved to {init})")
     return TrainConfig(
-        name=name, output=_resolve(raw["output"], None), data_root=root, backbone=raw.get("backbone", "litemedsam"),
+        name=name, output=_resolve(output, None), data_root=root, backbone=raw.get("backbone", "litemedsam"),
         checkpoint=raw.get("checkpoint"), tasks=tasks, limit=limit, train_split=data.get("train", "train"),
         val_split=data.get("val", "val"), mode=mode, lora=lora, decoder=decoder, train=train,
         precision=raw.get("precision", "auto"), source=source, raw=raw,
-        init=_resolve(raw["init"], base) if raw.get("init") else None,
+        init=init,
     )

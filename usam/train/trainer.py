@@ -33,7 +33,7 @@ from ..backbones import LOW_RES
 from ..data.fmc import Sample, read_split
 from ..data.tasks import TaskSpec
 from ..errors import ConfigError, DataError
-from ..io import read_image, read_mask, write_text_atomic
+from ..io import dumps_json, read_image, read_mask, write_text_atomic
 from ..lora import DECODER_TARGETS, LoraSettings, activate_lora, add_lora, lora_parameters
 from ..model import UsamModel
 from . import clicks
@@ -391,6 +391,7 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
     from tqdm.auto import tqdm
 
     cfg = config if isinstance(config, TrainConfig) else load_config(config, overrides)
+    check_output(cfg)  # before any work: never replace a folder (or file) that is not usam's
     t = cfg.train
     mp = t["mixed_precision"]
     if mp == "auto":
@@ -466,7 +467,8 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
                     named[k].copy_(v)
             optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", map_location="cpu", weights_only=True))
             scheduler.load_state_dict(meta["scheduler"])
-            start_epoch, best, history = meta["epoch"] + 1, meta["best"], meta["history"]
+            start_epoch, history = meta["epoch"] + 1, meta["history"]
+            best = -float("inf") if meta.get("best") is None else float(meta["best"])  # -inf is stored as null
             if main:
                 log(f"usam train: resuming after epoch {meta['epoch'] + 1} (best score {best:.4f})")
         elif main:
@@ -534,7 +536,7 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
         history.append(record)
         if main:
             log(f"usam train: epoch {epoch + 1}: loss " + ", ".join(f"{k} {v:.4f}" for k, v in record["train_loss"].items())
-                + f"; val score {score:.4f} " + json.dumps({k: {m: round(x, 4) for m, x in v.items()} for k, v in val.items()}))
+                + f"; val score {score:.4f} " + dumps_json({k: {m: round(x, 4) for m, x in v.items()} for k, v in val.items()}))
             improved = score > best
             if improved:
                 best = score
@@ -556,6 +558,16 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
     model.eval()
     model.set_adapter(cfg.name)
     return out
+
+
+def check_output(cfg: TrainConfig) -> None:
+    """Refuse, before any work, an output that is not a new or empty folder or an adapter usam wrote
+    (:func:`usam.adapter.output_problem`); the adapter it replaces is kept until the new one is complete."""
+    from ..adapter import output_problem
+
+    problem = output_problem(cfg.output)
+    if problem:
+        raise ConfigError(f"{cfg.source}: output {str(cfg.output)!r} is refused: {problem}")
 
 
 def _init_from(adapter: Adapter, directory: Path, backbone) -> None:
@@ -614,7 +626,7 @@ def _dump_rank_state(directory: Path, accelerator, model, adapter, cfg, history)
         digest.update(p.detach().cpu().float().contiguous().numpy().tobytes())
     directory.mkdir(parents=True, exist_ok=True)
     rank = accelerator.process_index
-    write_text_atomic(directory / f"rank{rank}.json", json.dumps({
+    write_text_atomic(directory / f"rank{rank}.json", dumps_json({
         "rank": rank, "world_size": accelerator.num_processes, "trainable_sha256": digest.hexdigest(),
         "trainable_tensors": len(named), "encoder_calls": model.encoder_calls, "history": history,
     }, default=float))
@@ -630,7 +642,7 @@ def _save_state(state_dir: Path, model, adapter, cfg, optimizer, scheduler, epoc
     tmp.mkdir(parents=True)
     save_file({k: p.detach().cpu().contiguous() for k, p in _trainable_named(model, adapter, cfg)}, str(tmp / "trainable.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"epoch": epoch, "best": best, "history": history, "config_hash": chash,
+    (tmp / "state.json").write_text(dumps_json({"epoch": epoch, "best": best, "history": history, "config_hash": chash,
                                                 "scheduler": scheduler.state_dict()}, default=float))
     old = state_dir.with_name(state_dir.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -645,7 +657,7 @@ def _update_history(out: Path, history: list) -> None:
     if f.exists():
         m = json.loads(f.read_text())
         m["history"] = history
-        write_text_atomic(f, json.dumps(m, indent=2) + "\n")
+        write_text_atomic(f, dumps_json(m, indent=2) + "\n")
 
 
 def _card(cfg: TrainConfig, adapter: Adapter, metrics: dict) -> str:
