@@ -143,7 +143,8 @@ def check_cases(split: Path) -> dict:
     from usam.challenge.interactive import evaluate_prompts
     from usam.data.fmc import read_split
 
-    model = usam.UsamModel.from_pretrained(adapters=[str(ROOT / "adapters" / a) for a in ADAPTERS], precision="fp32")
+    model = usam.UsamModel.from_pretrained(adapters=[str(ROOT / "adapters" / a) for a in ADAPTERS], precision="fp32",
+                                           runtime="torch")
     rows = read_split(split, tasks=[t for ts in ADAPTERS.values() for t in ts])
     cases = {tid: evaluate_prompts(model, adapter, rows[tid][:CHECK_IMAGES], n_clicks=3, progress=False)["cases"]
              for adapter, tasks in ADAPTERS.items() for tid in tasks}

@@ -224,7 +224,7 @@ def test_load_by_hub_id_from_hf_cache_matches_original(original, no_network):
     assert_same_state(model, "local", original)
     assert_same_state(model, "breast", original)
     model.set_adapter("breast")
-    assert model.encoder_key().endswith("|breast|fp32")
+    assert model.encoder_key().endswith("|breast|fp32|torch")
 
 
 def test_usam_load_by_hub_id(original, no_network, monkeypatch):
