@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "runs" / "eval"))
     ap.add_argument("--limit", type=int, default=None, help="at most N rows per task (quick look; figures not written)")
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--adapters", nargs="+", choices=sorted(ADAPTERS), default=sorted(ADAPTERS),
+                    help="recompute only these adapters' tasks; the other tasks keep their stored figures")
     ap.add_argument("--clicks", type=int, default=20, help="click budget of the interactive benchmark (NoC cap)")
     ap.add_argument("--check-only", action="store_true",
                     help="only recompute the fp32 per-image check cases in adapters/results.json (what CI re-checks)")
@@ -68,12 +70,16 @@ def main(argv=None) -> int:
 
     split = Path(args.data) / args.split
     out = Path(args.out)
-    dirs = [ROOT / "adapters" / a for a in ADAPTERS]
+    from usam.adapter import read_adapter_dir
+
+    chosen = {a: ADAPTERS[a] for a in args.adapters}
+    dirs = [ROOT / "adapters" / a for a in chosen]
     model = usam.UsamModel.from_pretrained(adapters=[str(d) for d in dirs], precision=args.precision, cache_size=2000)
     t0 = time.time()
     data = split
-    if args.limit:
-        data = _limited_copy(split, out / "data", args.limit)
+    if args.limit or len(chosen) < len(ADAPTERS):
+        tasks = {t for d in dirs for t in read_adapter_dir(d)[0].tasks}
+        data = _limited_copy(split, out / "data", args.limit, tasks)
     summary = predict_split(data, out / "pred", model, restart=True, log=lambda m: print(m, file=sys.stderr))
     t_pred = time.time() - t0
     results = evaluate(data, out / "pred")
@@ -81,7 +87,7 @@ def main(argv=None) -> int:
     figures = {tid: dict(r["metrics"]) for tid, r in results["tasks"].items()}
     rows = read_split(data)
     prompt_cases = {}
-    for adapter, tasks in ADAPTERS.items():
+    for adapter, tasks in chosen.items():
         for tid in tasks:
             res = evaluate_prompts(model, adapter, rows[tid], n_clicks=3)
             figures[tid].update({f"prompt:{k}": v for k, v in res["mean"].items()})
@@ -91,10 +97,19 @@ def main(argv=None) -> int:
             figures[tid].update({f"clicks:{k}": v for k, v in inter.items() if k != "cases"})
     seconds = time.time() - t0
     n = {tid: len(r) for tid, r in rows.items()}
+    runs = {a: {"seconds": round(seconds), "images_per_s": summary["images_per_s"], "precision": model.precision,
+                "runtime": model.runtime} for a in chosen}
+    stored = ROOT / "adapters" / "results.json"
+    if len(chosen) < len(ADAPTERS) and not args.limit and stored.is_file():  # keep the other adapters' figures
+        old = json.loads(stored.read_text())
+        figures = {**{t: f for t, f in old["figures"].items() if t not in figures}, **figures}
+        n = {**old.get("n", {}), **n}
+        runs = {**old.get("runs", {}), **runs}
     lines = ["# Shipped adapters: test-split figures", "",
              f"Recomputed by `python scripts/evaluate_adapters.py` on `{args.split}/` of the FMC_UIA dev data "
-             f"(precision {model.precision}); predict {summary['images_total']} images in {t_pred:.0f} s "
-             f"({summary['images_per_s']:.2f} images/s), everything in {seconds:.0f} s on a 2-core CPU.", "",
+             "on a 2-core CPU; per adapter (recomputed with `--adapters NAME`): " + "; ".join(
+                 f"`{a}` {r['seconds']} s in all, predict {r['images_per_s']:.2f} images/s, precision {r['precision']}, "
+                 f"runtime {r.get('runtime', 'torch')}" for a, r in sorted(runs.items())) + ".", "",
              "| task / metric | n | value | target | met |", "|---|---|---|---|---|"]
     for tid, key, label, op, target in TARGETS:
         v = figures.get(tid, {}).get(key)
@@ -114,7 +129,7 @@ def main(argv=None) -> int:
     (ROOT / "adapters" / "RESULTS.md").write_text(md)
     (ROOT / "adapters" / "results.json").write_text(json.dumps(
         {"split": args.split, "precision": model.precision, "n": n, "figures": figures, **check_cases(split),
-         "predict": {k: summary[k] for k in ("images_total", "seconds", "images_per_s")}}, indent=1) + "\n")
+         "runs": runs}, indent=1) + "\n")
     _update_cards(dirs, figures)
     return 0
 
@@ -169,17 +184,20 @@ def _update_cards(dirs, figures) -> None:
         (d / "README.md").write_text(adapter_card(config, metrics))
 
 
-def _limited_copy(split: Path, dest: Path, limit: int) -> Path:
+def _limited_copy(split: Path, dest: Path, limit: int | None, tasks: set[str] | None = None) -> Path:
+    """A split with the CSVs of ``tasks`` only (default all), each cut to ``limit`` rows; images are symlinked."""
     import csv
     import shutil
 
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "csv_files").mkdir(parents=True)
     for f in (split / "csv_files").glob("*.csv"):
+        if tasks is not None and f.stem not in tasks:
+            continue
         with open(f, newline="") as fh:
             rows = list(csv.reader(fh))
         with open(dest / "csv_files" / f.name, "w", newline="") as fh:
-            csv.writer(fh).writerows(rows[: limit + 1])
+            csv.writer(fh).writerows(rows[: (limit + 1) if limit else None])
     for sub in ("Classification", "Segmentation"):
         (dest / sub).symlink_to(split / sub)
     return dest
