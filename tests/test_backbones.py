@@ -92,8 +92,8 @@ def test_hf_backbone_follows_preprocessor_config(hf_sam_dir, tmp_path):
         "size": {"longest_edge": 256}, "rescale_factor": 1 / 255, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25],
     }))
     b = build_backbone(f"hf:{d}")
-    np.testing.assert_allclose(b._mean, [127.5] * 3)
-    np.testing.assert_allclose(b._std, [63.75] * 3)
+    np.testing.assert_allclose(b.pixel_mean, [127.5] * 3)
+    np.testing.assert_allclose(b.pixel_std, [63.75] * 3)
     x, geo = b.preprocess(np.full((300, 500, 3), 255, np.uint8))
     nh, nw = geo.resized_hw
     torch.testing.assert_close(x[0, :, :nh, :nw], torch.full((3, nh, nw), 2.0))

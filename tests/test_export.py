@@ -188,3 +188,13 @@ def test_export_refuses_bad_requests(model, tmp_path):
         export_model(model, tmp_path / "x", adapter="nope")
     with pytest.raises(UsamError, match="opset"):
         export_model(model, tmp_path / "x", opset=13)
+
+
+def test_preprocessing_spec_records_the_normalisation_of_every_backbone_kind(tiny_vit, hf_backbone):
+    """HF backbones keep their mean / std under the same names as segment-anything ones (it was lost before)."""
+    from usam.export import preprocessing_spec
+
+    for backbone in (tiny_vit, hf_backbone):
+        spec = preprocessing_spec(backbone)
+        assert "mean []" not in spec["normalize"] and "std []" not in spec["normalize"], spec["normalize"]
+        assert str(list(backbone.pixel_mean)) in spec["normalize"]

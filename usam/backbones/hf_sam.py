@@ -79,7 +79,7 @@ class HFSam(Backbone):
         self.image_encoder = model.vision_encoder
         self.name = f"hf:{ref}"
         model_dir = _model_dir(model) or (Path(ref) if Path(ref).is_dir() else None)
-        _, self._mean, self._std = _preprocessor_settings(model_dir)
+        _, self.pixel_mean, self.pixel_std = _preprocessor_settings(model_dir)
         self.input_size = int(model.config.vision_config.image_size)
         e = int(model.config.prompt_encoder_config.image_embedding_size)
         self.embedding_shape = (int(model.config.vision_config.output_channels), e, e)
@@ -91,7 +91,7 @@ class HFSam(Backbone):
             self.checksum = sha256_state_dict(model.state_dict())
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, Geometry]:
-        return sam_preprocess(image, self.input_size, self._mean, self._std)
+        return sam_preprocess(image, self.input_size, self.pixel_mean, self.pixel_std)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.vision_encoder(pixel_values=x)[0]
