@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
+from .version import __version__
 from .data.tasks import TaskSpec
 from .errors import AdapterError, ConfigError, OutputError, short_repr
 from .heads.automask import AutoMaskHead

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 from .errors import UsamError, one_line
 
 
@@ -26,6 +26,9 @@ def _add_model_args(p: argparse.ArgumentParser, adapters: bool = True) -> None:
     p.add_argument("--checkpoint", default=None, help="weights file for sam_vit_b/l/h (or another LiteMedSAM .pth)")
     p.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"],
                    help="encoder precision: auto = bf16 autocast where the CPU/GPU has native bf16, else fp32 (default auto)")
+    p.add_argument("--runtime", default=None, choices=["auto", "torch", "openvino", "onnx"],
+                   help="encoder runtime: auto (default, or $USAM_RUNTIME) = OpenVINO on a CPU when installed, else "
+                        "eager PyTorch; onnx = ONNX Runtime. Compiled encoders are built once and cached in $USAM_CACHE")
     if adapters:
         p.add_argument("--adapters", nargs="*", default=[], metavar="DIR_OR_HUB_ID",
                        help="adapters to load: directories or Hub ids in the local HF cache")
@@ -37,9 +40,10 @@ def _build_model(args):
     t0 = time.perf_counter()
     model = UsamModel.from_pretrained(
         backbone=args.backbone, checkpoint=args.checkpoint, adapters=getattr(args, "adapters", []) or [],
-        precision=args.precision,
+        precision=args.precision, runtime=args.runtime,
     )
-    _log(f"usam: loaded {model.backbone.name} in {time.perf_counter() - t0:.2f} s (precision {model.precision})")
+    _log(f"usam: loaded {model.backbone.name} in {time.perf_counter() - t0:.2f} s (precision {model.precision}, "
+         f"runtime {model.runtime})")
     return model
 
 
