@@ -217,3 +217,23 @@ def test_ground_truth_as_prediction_scores_perfect_on_dev_test(tmp_path):
     assert fh["metrics"]["hd_mm"] == 0.0
     assert fh["metrics"]["hc_n"] == fh["n"] and fh["metrics"]["hc_abs_err_mm"] < 2.4
     assert max(c["hc_abs_err_mm"] for c in fh["cases"]) < 3.0
+
+
+def test_report_shows_click_results(split, tmp_path):
+    """``usam evaluate --clicks``' results (a task's ``clicks``, the run's ``clicks``) become a table in
+    report.md, a Dice-vs-clicks plot and stay in report.json; tasks no adapter serves are listed."""
+    pred = tmp_path / "pred"
+    write_ground_truth_as_predictions(split, pred)
+    results = evaluate(split, pred)
+    curve = [0.5, 0.7, 0.8, 0.85, 0.9, 0.91]
+    results["tasks"]["seg"]["clicks"] = {"adapter": "a", "images": 2, "n_objects": 2, "n_clicks": 6, "dice_curve": curve,
+                                         "noc85": 4.5, "noc90": 6.0, "iou_error": 0.125, "iou_spearman": float("nan"), "cases": []}
+    results["clicks"] = {"n_clicks": 6, "limit": 2, "unserved_tasks": [{"task_id": "other_seg", "num_classes": 2, "rows": 7}]}
+    out = write_report(results, tmp_path / "report")
+    md = out["report_md"].read_text()
+    assert "| task | adapter | images | objects | Dice@1 | Dice@2 | Dice@3 | Dice@5 | Dice@6 | NoC@85 | NoC@90 | IoU error | Spearman |" in md
+    assert "| seg | a | 2 | 2 | 0.5000 | 0.7000 | 0.8000 | 0.9000 | 0.9100 | 4.50 | 6.00 | 0.1250 | n/a |" in md
+    assert "first 2 images of each task" in md and "other_seg (7 rows)" in md
+    assert json.loads(out["report_json"].read_text())["tasks"]["seg"]["clicks"]["dice_curve"] == curve
+    png = tmp_path / "report" / "dice_vs_clicks.png"
+    assert png in out["figures"] and cv2.imread(str(png)) is not None

@@ -7,7 +7,10 @@
 - ``metrics.png``: per-task bars of the bounded scores (Dice, AUC, accuracy, F1, MCC, IoU) and of the
   distances (HD, MRE in pixels and mm, HC error in mm);
 - ``dice_hist_<task>.png``: per-class Dice histogram of each segmentation task;
-- ``worst_<task>.png``: the segmentation cases with the lowest Dice, image / truth / prediction side by side.
+- ``worst_<task>.png``: the segmentation cases with the lowest Dice, image / truth / prediction side by side;
+- with click results (``usam evaluate --clicks N``: ``results["tasks"][task]["clicks"]``, from
+  :func:`usam.challenge.interactive.evaluate_clicks`): a table of the Dice-vs-clicks curve, NoC@85 / NoC@90 and
+  the predicted-IoU error / Spearman per task in ``report.md``, and ``dice_vs_clicks.png`` (one line per task).
 """
 
 from __future__ import annotations
@@ -125,6 +128,51 @@ def _dice_histogram(task_id: str, task: dict, path: Path) -> Path:
     return path
 
 
+#: Clicks whose Dice the click table shows (those within the budget, plus the last click).
+_CLICKS_SHOWN = (1, 2, 3, 5, 10, 15, 20)
+
+
+def _clicks_figure(clicks: dict, path: Path) -> Path | None:
+    """Mean Dice after 1..N clicks, one line per task."""
+    curves = {tid: c["dice_curve"] for tid, c in clicks.items() if c.get("dice_curve")}
+    if not curves:
+        return None
+    plt = _pyplot()
+    n = max(len(v) for v in curves.values())
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for tid, curve in curves.items():
+        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", markersize=3,
+                label=f"{tid} ({clicks[tid]['n_objects']} objects)")
+    ax.set_xlabel("clicks")
+    ax.set_ylabel("mean Dice")
+    ax.set_xlim(0.5, n + 0.5)
+    ax.set_xticks(np.arange(1, n + 1, max(1, round(n / 10))))
+    ax.set_ylim(0.0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Dice vs clicks (click protocol, {n}-click budget)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _clicks_table(clicks: dict) -> list[str]:
+    """Markdown lines of the click benchmark: Dice after some clicks, NoC@85 / NoC@90, IoU calibration."""
+    n = max(c["n_clicks"] for c in clicks.values())
+    shown = [k for k in _CLICKS_SHOWN if k < n] + [n]
+    lines = ["| task | adapter | images | objects | " + " | ".join(f"Dice@{k}" for k in shown)
+             + " | NoC@85 | NoC@90 | IoU error | Spearman |",
+             "|---|---|---|---|" + "---|" * (len(shown) + 4)]
+    for tid, c in clicks.items():
+        curve = c.get("dice_curve") or []
+        cells = [_fmt(curve[k - 1]) if k <= len(curve) else "n/a" for k in shown]
+        lines.append(f"| {tid} | {c.get('adapter', '')} | {c.get('images', '')} | {c['n_objects']} | " + " | ".join(cells)
+                     + " | " + " | ".join(f"{c[k]:.2f}" if c.get(k) is not None else "n/a" for k in ("noc85", "noc90"))
+                     + " | " + " | ".join(_fmt(c.get(k)) for k in ("iou_error", "iou_spearman")) + " |")
+    return lines
+
+
 def _overlay(image: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
     out = image.astype(np.float64) / 255.0
     if labels is None:
@@ -215,6 +263,11 @@ def write_report(
         f = _metrics_figure(tasks, out / "metrics.png")
         if f:
             figures.append(f)
+    clicks = {tid: t["clicks"] for tid, t in tasks.items() if t.get("clicks")}
+    if clicks:
+        f = _clicks_figure(clicks, out / "dice_vs_clicks.png")
+        if f:
+            figures.append(f)
     for tid, t in tasks.items():
         if t["kind"] != "segmentation" or not t["cases"]:
             continue
@@ -240,6 +293,22 @@ def write_report(
         for tid, t in seg.items():
             for name, d in t["metrics"].get("dice_per_class", {}).items():
                 lines.append(f"| {tid} | {name} | {_fmt(d)} | {_fmt(t['metrics'].get('hd_per_class', {}).get(name))} |")
+    bench = results.get("clicks") or {}
+    if clicks or bench:
+        n = bench.get("n_clicks") or max(c["n_clicks"] for c in clicks.values())
+        limit = f"; the first {bench['limit']} images of each task" if bench.get("limit") else ""
+        lines += ["", "## Interactive segmentation (click protocol)", "",
+                  f"Standard click protocol, {n}-click budget{limit}: first click at the innermost point of the object, "
+                  "each next click at the innermost point of the larger error region, the previous logits fed back; "
+                  "every foreground class present is one object. Dice@k = mean Dice after k clicks; NoC@85 / NoC@90 = "
+                  f"mean clicks to reach IoU 0.85 / 0.90 (unreached counted as {n}); IoU error = mean |predicted - "
+                  "measured| IoU of the first-click mask, Spearman = their rank correlation.", ""]
+        if clicks:
+            lines += _clicks_table(clicks)
+        unserved = bench.get("unserved_tasks") or []
+        if unserved:
+            lines += ["", "No adapter serves these segmentation tasks (not in the click benchmark): "
+                      + ", ".join(f"{u['task_id']} ({u['rows']} rows)" for u in unserved) + "."]
     for tid, t in tasks.items():
         skipped = t["metrics"].get("auc_skipped_classes")
         if skipped:

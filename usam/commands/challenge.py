@@ -5,9 +5,12 @@
   (listed, the others are predicted), 7 for bad data, rows sharing an output mask or an output folder that is a
   file / not writable (checked before the model loads), 8 when no adapter serves any task, 130 when
   interrupted (rerun the same command to resume).
-- ``usam evaluate DATA_ROOT PRED_DIR [--report DIR]``: scores per task (see :func:`usam.challenge.evaluate`);
-  exit code 7 for malformed predictions (naming the file and the entry or CSV row) and for a report folder
-  that is a file or not writable (checked before scoring).
+- ``usam evaluate DATA_ROOT PRED_DIR [--report DIR] [--clicks N --adapters A B ... [--limit K]]``: scores per
+  task (see :func:`usam.challenge.evaluate`); with ``--clicks`` also the interactive benchmark (click protocol,
+  :func:`usam.challenge.interactive.evaluate_clicks`) of every segmentation task a loaded adapter serves
+  (:func:`click_benchmark`); exit code 7 for malformed predictions (naming the file and the entry or CSV row)
+  and for a report folder that is a file or not writable (checked before scoring), 2 for ``--clicks`` without
+  ``--adapters``, 8 when no adapter serves any segmentation task (both checked before scoring).
 - ``usam measure IMAGE --adapter A --pixel-size MM``: head circumference / BPD / OFD (fetal-head adapters) or
   lesion long / short axes (breast adapters) from the adapter's automatic segmentation, and BPD / OFD from a
   4-point biometry regression task.
@@ -20,7 +23,7 @@ import math
 import sys
 import time
 
-__all__ = ["build_model", "cmd_evaluate", "cmd_measure", "cmd_predict", "register"]
+__all__ = ["build_model", "click_benchmark", "cmd_evaluate", "cmd_measure", "cmd_predict", "register"]
 
 
 def _log(msg: str) -> None:
@@ -69,8 +72,9 @@ def build_model(args, adapters=()):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     t0 = time.perf_counter()
     model = UsamModel.from_pretrained(backbone=args.backbone, checkpoint=args.checkpoint, adapters=list(adapters),
-                                      precision=args.precision, device=device)
-    _log(f"usam: loaded {model.backbone.name} on {device} in {time.perf_counter() - t0:.2f} s (precision {model.precision})"
+                                      precision=args.precision, device=device, runtime=getattr(args, "runtime", None))
+    _log(f"usam: loaded {model.backbone.name} on {device} in {time.perf_counter() - t0:.2f} s (precision {model.precision}, "
+         f"runtime {model.runtime})"
          + (f", adapters {list(model.adapters)}" if len(model.adapters) else ""))
     return model
 
@@ -130,25 +134,135 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _click_routes(model, split: dict) -> tuple[dict[str, str], list[dict]]:
+    """``({task_id: adapter name}, [unserved task])`` for the segmentation tasks of ``split``, routed as
+    ``usam predict`` does: the first loaded adapter whose tasks include the task serves it, and its task must
+    agree with the CSV (kind, number of classes)."""
+    from ..errors import AdapterError
+
+    names = list(model.adapters)
+    served: dict[str, str] = {}
+    unserved: list[dict] = []
+    mismatches: list[str] = []
+    for tid, rows in split.items():
+        s0 = rows[0]
+        if s0.kind != "segmentation":
+            continue
+        servers = [n for n in names if tid in model.adapters[n].tasks]
+        if not servers:
+            unserved.append({"task_id": tid, "num_classes": s0.num_classes, "rows": len(rows)})
+            continue
+        spec = model.adapters[servers[0]].tasks[tid]
+        if spec.kind != s0.kind or int(spec.num_classes) != int(s0.num_classes):
+            mismatches.append(f"{tid}: the CSV has segmentation with {s0.num_classes} classes, adapter "
+                              f"{servers[0]!r} predicts {spec.kind} with {spec.num_classes}")
+            continue
+        served[tid] = servers[0]
+        if len(servers) > 1:
+            _log(f"usam evaluate: {tid} is served by adapters {servers}: using {servers[0]!r}")
+    if mismatches:
+        raise AdapterError("adapter tasks disagree with the data: " + "; ".join(mismatches))
+    if not served:
+        seg = ", ".join(u["task_id"] for u in unserved) or "none (tasks: " + ", ".join(
+            f"{t} ({rows[0].kind})" for t, rows in split.items()) + ")"
+        adapters = ", ".join(f"{n!r} (tasks: {', '.join(sorted(a.tasks)) or 'none'})" for n, a in model.adapters.items())
+        raise AdapterError(f"--clicks: no adapter serves any segmentation task; segmentation tasks: {seg}; "
+                           f"adapters given: {adapters or 'none'}: load adapters trained on these tasks, or choose "
+                           f"served tasks with --tasks")
+    return served, unserved
+
+
+def click_benchmark(model, split: dict, n_clicks: int, limit: int | None = None, progress: bool = True,
+                    routes: tuple[dict, list] | None = None) -> dict:
+    """The interactive benchmark of every segmentation task of ``split`` that a loaded adapter of ``model`` serves.
+
+    Args:
+      model: a :class:`~usam.model.UsamModel` with the adapters loaded.
+      split: ``{task_id: [Sample, ...]}`` (:func:`usam.data.fmc.read_split`); other kinds are ignored.
+      n_clicks: click budget (the NoC cap).
+      limit: at most this many images per task (the first rows; ``None``: all).
+      progress: tqdm progress bars.
+      routes: ``({task_id: adapter name}, [unserved task])`` when already worked out (default: routed here).
+
+    Returns:
+      ``{"n_clicks", "limit", "tasks": {task_id: {"adapter", "images", "n_objects", "n_clicks", "dice_curve",
+      "noc85", "noc90", "iou_error", "iou_spearman", "cases"}}, "unserved_tasks": [{"task_id", "num_classes",
+      "rows"}]}`` (see :func:`usam.challenge.interactive.evaluate_clicks`).
+
+    Raises:
+      AdapterError: no adapter serves any segmentation task of ``split`` (or it has none), or an adapter's
+        task disagrees with the CSV.
+    """
+    from ..challenge.interactive import evaluate_clicks
+
+    served, unserved = routes or _click_routes(model, split)
+    active0 = model.active_adapter
+    out = {"n_clicks": n_clicks, "limit": limit, "tasks": {}, "unserved_tasks": unserved}
+    try:
+        for tid, name in served.items():
+            samples = split[tid][:limit] if limit else split[tid]
+            res = evaluate_clicks(model, name, samples, n_clicks=n_clicks, progress=progress)
+            out["tasks"][tid] = {"adapter": name, "images": len(samples), **res}
+    finally:
+        if model.active_adapter != active0:
+            model.set_adapter(active0)
+    return out
+
+
+def _clicks_summary(c: dict) -> dict:
+    """A task's click results without the per-object cases."""
+    return {k: v for k, v in c.items() if k != "cases"}
+
+
 def cmd_evaluate(args) -> int:
     from ..challenge import evaluate, write_report
     from ..challenge.checks import check_output_dir
     from ..challenge.report import MAIN_METRICS, _clean
 
+    # usage first: the click benchmark needs a model with adapters; adapters are only used by it
+    if args.clicks and not args.adapters:
+        _log("usam evaluate: error: --clicks needs the adapters that serve the segmentation tasks: "
+             "--adapters DIR_OR_HUB_ID ...")
+        return 2
+    if args.adapters and not args.clicks:
+        _log("usam evaluate: error: --adapters is only used by the click benchmark: add --clicks N (e.g. --clicks 20)")
+        return 2
+    if args.limit and not args.clicks:
+        _log("usam evaluate: error: --limit caps the images of the click benchmark: add --clicks N")
+        return 2
     if args.report:  # before the scoring work
         check_output_dir(args.report, "report folder")
+    model = split = routes = None
+    if args.clicks:  # the model and the routing before the scoring work too
+        from ..data.fmc import read_split
+
+        split = read_split(args.data_root, tasks=args.tasks)
+        model = build_model(args, adapters=args.adapters)
+        routes = _click_routes(model, split)
     results = evaluate(args.data_root, args.pred_dir, tasks=args.tasks)
+    if args.clicks:
+        bench = click_benchmark(model, split, args.clicks, limit=args.limit, progress=not args.quiet, routes=routes)
+        for tid, c in bench["tasks"].items():
+            results["tasks"][tid]["clicks"] = c
+        results["clicks"] = {k: v for k, v in bench.items() if k != "tasks"}
     report = None
     if args.report:
         report = write_report(results, args.report, data_root=args.data_root, pred_dir=args.pred_dir)
     summary = {
-        "tasks": {tid: {"kind": t["kind"], "n": t["n"], "missing": t["missing"], "metrics": t["metrics"]}
+        "tasks": {tid: {"kind": t["kind"], "n": t["n"], "missing": t["missing"], "metrics": t["metrics"],
+                        **({"clicks": _clicks_summary(t["clicks"])} if "clicks" in t else {})}
                   for tid, t in results["tasks"].items()},
         "missing_total": results["missing_total"],
         "unmatched_predictions": results["unmatched_predictions"],
     }
+    if "clicks" in results:
+        summary["clicks"] = results["clicks"]
     if report:
         summary["report"] = str(report["report_md"])
+    unserved = results.get("clicks", {}).get("unserved_tasks", [])
+    if unserved:
+        _log(f"usam evaluate: WARNING: no adapter serves {len(unserved)} segmentation task(s), left out of the click "
+             f"benchmark: " + ", ".join(f"{u['task_id']} ({u['rows']} rows)" for u in unserved))
     if args.json:
         print(json.dumps(_clean(summary), indent=1, allow_nan=False))
         return 0
@@ -160,6 +274,20 @@ def cmd_evaluate(args) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+    clicked = {tid: t["clicks"] for tid, t in results["tasks"].items() if "clicks" in t}
+    if clicked:
+        n = results["clicks"]["n_clicks"]
+        print(f"\nclick protocol ({n}-click budget; NoC unreached counted as {n}):")
+        rows = [("task", "adapter", "objects", f"Dice@1 -> @{n}", "NoC@85", "NoC@90", "IoU err", "Spearman")]
+        for tid, c in clicked.items():
+            curve = c.get("dice_curve")
+            rows.append((tid, c["adapter"], str(c["n_objects"]),
+                         f"{curve[0]:.3f} -> {curve[-1]:.3f}" if curve else "n/a",
+                         *(f"{c[k]:.2f}" if c.get(k) is not None else "n/a" for k in ("noc85", "noc90")),
+                         *(_fmt(c.get(k)) for k in ("iou_error", "iou_spearman"))))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     if results["missing_total"]:
         _log(f"usam evaluate: {results['missing_total']} prediction(s) missing (scored as worst case)")
     for name, count in results["unmatched_predictions"].items():
@@ -326,13 +454,25 @@ def register(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="score a prediction folder against a split (Dice, HD, AUC, F1, IoU, MRE, HC error)",
         description="Score predictions in the FMC_UIA output formats against DATA_ROOT's ground truth. Missing "
-                    "predictions are scored as the worst case and counted.",
+                    "predictions are scored as the worst case and counted. With --clicks N --adapters A B ..., also "
+                    "run the click protocol on every segmentation task an adapter serves (routed as usam predict "
+                    "routes: the first adapter given that has the task); tasks no adapter serves are listed. The "
+                    "results go into the output (and report.json / report.md, with a Dice-vs-clicks plot).",
     )
     p.add_argument("data_root", help="split folder holding csv_files/ and the ground truth")
     p.add_argument("pred_dir", help="prediction folder (as written by usam predict)")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK_ID", help="only these tasks")
     p.add_argument("--report", default=None, metavar="DIR", help="also write report.md, report.json and figures into DIR")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--clicks", type=_positive_int, default=None, metavar="N",
+                   help="also run the interactive benchmark (standard click protocol, N clicks: Dice after 1..N "
+                        "clicks, NoC@85/90, predicted-IoU error and Spearman) on every segmentation task an adapter "
+                        "of --adapters serves (needs --adapters)")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="K",
+                   help="with --clicks: only the first K images of each task in the click benchmark (a quick look; "
+                        "the official metrics still score every row)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (--clicks)")
+    _model_args(p, adapters=True)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
