@@ -170,12 +170,72 @@ def test_choose_candidate_and_single_mask_mode(backend, session):
     view = draw_box(backend, session)
     other = (view.selected + 1) % 3
     view = backend.choose(session, other)
-    assert view.selected == other and view.candidates[other][1].startswith(f"#{other + 1} · IoU ")
+    assert view.selected == other and view.candidates[other][1].startswith(f"#{other + 1} · predicted IoU ")
     assert ((read_png(view.mask_file) > 0) == session.masks[other]).all()
     assert np.array_equal(session.logits[0], session.lowres[other])  # the chosen mask is refined next
     assert backend.choose(session, 7).error
     view = backend.set_multimask(session, False)
     assert len(view.candidates) == 1 and session.masks.shape[0] == 1 and session.mask.any()
+
+
+def test_recorded_clicks_are_all_segmented_in_order(backend, session, model, monkeypatch):
+    """Issue #16: clicks are recorded at once (no model call) and a flush segments every one of them, in order,
+    with the same result as clicks answered one by one; the page sees each click drawn and a "Working…" status."""
+    draw_box(backend, session)
+    reference = backend.load(str(HEAD), backend.new_session()).session
+    draw_box(backend, reference)
+    clicks = [(360, 238, POS), (300, 240, POS), (100, 450, NEG), (420, 200, POS)]
+    for x, y, mode in clicks:
+        backend.click(reference, x, y, mode)
+    seen = []
+    real = backend.predictor.predict
+    monkeypatch.setattr(backend.predictor, "predict", lambda **kw: seen.append(kw) or real(**kw))
+    page_clicks = []
+    for i, (x, y, mode) in enumerate(clicks, start=1):
+        page_clicks.append([i, x, y, mode])
+        overlay, status, error = backend.record_clicks(session, json.dumps(page_clicks))  # the page resends all
+        assert not error and "Working" in status and f"{len(page_clicks)} click(s)" in status
+        assert f"{len(page_clicks)} point(s), box" in status
+        r, g, b = (int(v) for v in overlay[y, x])  # drawn at once: green / red dot
+        assert (g > 180 and r < 60) if mode == POS else (r > 200 and g < 80)
+    assert seen == [] and session.points == [] and len(session.pending) == 4  # nothing segmented yet
+    assert backend.record_clicks(session, json.dumps(page_clicks)) is None  # nothing new: nothing recorded
+    view = backend.flush(session)
+    assert not view.error and len(seen) == 4 and session.pending == []
+    assert "4 clicks segmented" in view.status and "4 point(s), box" in view.status and "Working" not in view.status
+    assert session.points == [[float(x), float(y)] for x, y, _ in clicks] and session.labels == [1, 1, 0, 1]
+    assert np.array_equal(session.mask, reference.mask)  # as if each click had been answered before the next
+    prompts = json.loads(view.prompts)
+    assert prompts["points"] == [[x, y] for x, y, _ in clicks] and prompts["box"] == [215, 99, 507, 378]
+    # a flush with nothing new renders the same result again (the page may show a newer "working" overlay)
+    again = backend.flush(session)
+    assert np.array_equal(again.overlay, view.overlay) and len(seen) == 4
+    # a render while clicks wait draws them and says so; undo first segments them, then takes the last back
+    backend.record(session, 250, 250, POS)
+    view = backend.set_measure(session, None)
+    assert "Working" in view.status and "+1 click(s) being segmented" in view.status
+    backend.undo(session)
+    assert len(session.points) == 4 and session.pending == []
+    backend.record(session, 250, 250, POS)
+    backend.clear(session)  # clear drops waiting clicks too
+    assert session.points == [] and session.pending == [] and session.box is None
+    # a new image drops the clicks made on the previous one
+    backend.record(session, 250, 250, POS)
+    backend.load(str(HEAD), session)
+    assert session.pending == [] and backend.flush(session).session.points == []
+
+
+def test_refining_clicks_use_the_single_mask_output(backend, session):
+    """Three candidates for an ambiguous prompt only (one click, or a box alone); refining clicks get SAM's
+    single-mask output, the one the adapters were trained and benchmarked with. Picking the best-scored of
+    three after several clicks undid corrections (HC18 / BUSI: Dice fell with each negative click)."""
+    view = draw_box(backend, session)
+    assert len(view.candidates) == 3
+    view = backend.click(session, 360, 238, POS)
+    assert len(view.candidates) == 1 and view.selected == 0
+    assert "predicted IoU" in view.candidates[0][1] and "model's own quality estimate" in view.status
+    backend.undo(session)
+    assert len(session.masks) == 3  # back to the box's candidates
 
 
 def test_bad_clicks_give_messages(backend, session):
@@ -407,6 +467,20 @@ def test_build_app_wires_events_and_api(model, tmp_path):
     api = [f for f in fns if getattr(f, "api_name", None) == "segment"]
     assert len(api) == 1
     assert app.usam_backend.examples == [HEAD]
+    # issue #16: clicks on the image come from the page script (CLICKS_JS) through the hidden #usam-clicks box
+    # (every change carries all recent clicks; ``always_last``), each followed by a coalesced flush; Gradio's
+    # own image select event (lost while the image reloads) is not used
+    ids = {getattr(b, "elem_id", None): i for i, b in app.blocks.items()}
+    targets = {t for f in fns for t in f.targets}
+    assert (ids["usam-overlay"], "select") not in targets
+    record = next(f for f in fns if (ids["usam-clicks"], "change") in f.targets)
+    assert record.trigger_mode == "always_last" and record.concurrency_limit == 1
+    flushes = [f for f in fns if f.trigger_after == fns.index(record)]
+    assert len(flushes) == 1 and flushes[0].trigger_mode == "always_last"
+    assert any(f.js and "usamClicks" in f.js for f in fns)
+    for name in ("usam-add-pos", "usam-add-neg", "usam-add-corner"):  # keyboard clicks: never skipped either
+        key = next(f for f in fns if (ids[name], "click") in f.targets)
+        assert key.trigger_mode == "multiple" and any(f.trigger_after == fns.index(key) for f in fns)
 
 
 # ---------------------------------------------------------------------------------------------- real adapters

@@ -356,3 +356,151 @@ def test_bad_api_request_logs_one_line(server, caplog, capfd):
                for r in records)
     err = capfd.readouterr().err
     assert "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------------------------------------- issues #16, #14
+def overlay_geometry(page) -> dict:
+    """Where the overlay image's pixels are on the page: ``{"left", "top", "scale"}`` (after it has loaded)."""
+    return page.wait_for_function(
+        "() => { const e = document.querySelector('#usam-overlay img');"
+        " if (!(e && e.complete && e.naturalWidth > 0 && e.clientWidth > 0)) return null;"
+        " const r = e.getBoundingClientRect();"
+        " const s = Math.min(r.width / e.naturalWidth, r.height / e.naturalHeight, 1);"  # as Gradio maps a click
+        " return {left: r.left + (r.width - e.naturalWidth * s) / 2, top: r.top + (r.height - e.naturalHeight * s) / 2,"
+        " scale: s}; }", timeout=TIMEOUT_MS).json_value()
+
+
+def mouse_click_pixel(page, geometry: dict, x: float, y: float) -> None:
+    """A real mouse click (no waiting for the page) on image pixel (x, y); Gradio rounds it back to a pixel."""
+    page.mouse.click(geometry["left"] + x * geometry["scale"], geometry["top"] + y * geometry["scale"])
+
+
+def page_prompts(page) -> dict:
+    """The prompts of the mask the page shows (its JSON box)."""
+    text = page.locator("#usam-prompts textarea, #usam-prompts input").first.input_value()
+    return json.loads(text) if text.strip() else {}
+
+
+def page_mask(page) -> np.ndarray:
+    """The chosen mask as the page offers it for download, ``(H, W)`` bool."""
+    from PIL import Image
+
+    href = page.locator("#usam-mask-file a[href]").first.get_attribute("href")
+    mask = np.asarray(Image.open(io.BytesIO(page.request.get(href).body())))
+    return (mask if mask.ndim == 2 else mask[..., 0]) > 127
+
+
+def wait_segmented(page, n_points: int) -> str:
+    """Wait until the page has segmented every click: ``n_points`` point(s) and nothing left to segment."""
+    page.wait_for_function(
+        "n => { const t = (document.querySelector('#usam-status') || {}).innerText || '';"
+        " return t.includes(`: ${n} point(s)`) && !t.includes('Working') && !t.includes('being segmented'); }",
+        arg=n_points, timeout=TIMEOUT_MS)
+    return page.locator("#usam-status").inner_text()
+
+
+def record_statuses(page) -> None:
+    """Keep every text the status shows in ``window.usamStatuses`` (read with :func:`seen_statuses`)."""
+    page.evaluate(
+        "() => { window.usamStatuses = []; const el = document.querySelector('#usam-status');"
+        " new MutationObserver(() => window.usamStatuses.push(el.innerText))"
+        ".observe(el, {childList: true, subtree: true, characterData: true}); }")
+
+
+def seen_statuses(page) -> list[str]:
+    return page.evaluate("() => window.usamStatuses")
+
+
+@needs_adapters
+def test_fast_clicks_are_never_lost(page, app):
+    """Issue #16: five clicks 100 ms apart, each made while earlier ones are still being segmented. Before,
+    a click made while the previous one was answered was silently dropped (two clicks 150-600 ms apart
+    recorded one point). Now every click shows at once with a "Working…" status, and the final prompt has
+    all five points and its mask is the one five clicks give one after another (the backend replays them)."""
+    from usam.demo import MODES
+
+    page.locator("#usam-upload input[type=file]").set_input_files(str(HEAD))
+    assert "0 point(s)" in wait_status(page, "Loaded")  # fetal_head: point clicks work without a box
+    targets = [(360, 238), (300, 200), (420, 280), (300, 300), (430, 180)]  # inside the head
+    geometry = overlay_geometry(page)
+    record_statuses(page)
+    for x, y in targets:
+        mouse_click_pixel(page, geometry, x, y)
+        page.wait_for_timeout(100)
+    status = wait_segmented(page, 5)
+    assert "5 point(s)" in status and "Added" in status, status
+    assert any("Working" in s for s in seen_statuses(page))  # shown while the clicks were being segmented
+    prompts = page_prompts(page)
+    assert prompts["labels"] == [1] * 5 and prompts["adapter"] == "fetal_head", prompts
+    points = prompts["points"]
+    assert len(points) == 5
+    for (x, y), target in zip(points, targets):  # in the order clicked, where clicked (a pixel's rounding)
+        assert abs(x - target[0]) <= 1.5 and abs(y - target[1]) <= 1.5, (points, targets)
+    shown = page_mask(page)
+    # the same five clicks, one after another, in the page's own backend
+    backend = app.usam_backend
+    session = backend.load(str(HEAD), backend.new_session()).session
+    masks = []
+    for x, y in points:
+        assert not backend.click(session, x, y, MODES[0]).error
+        masks.append(session.mask.copy())
+    assert shown.shape == masks[-1].shape and np.array_equal(shown, masks[-1])  # the five-point mask ...
+    assert not np.array_equal(shown, masks[0])  # ... not the first click's
+    green = overlay_pixels(page)  # and the five points are drawn (green dots)
+    for x, y in points:
+        r, g, b = green[int(y), int(x)]
+        assert g > 180 and r < 60, (x, y, green[int(y), int(x)])
+
+
+#: Issue #14's case: BUSI test image ``benign (163)`` with the ``breast`` adapter. Under the standard click
+#: protocol its Dice rises at every one of five clicks (0.38, 0.46, 0.54, 0.58, 0.61 when each click lands
+#: on its exact pixel; likewise with every click shifted by one pixel either way, as a page click's rounding
+#: may do). Many BUSI / HC18 cases are not monotone over five clicks (a corrective click can leave the mask
+#: unchanged or lose elsewhere), so the test names its case rather than claiming it for all.
+CORRECTIVE_CASE = ("Classification/BUSI/images/benign (163).png", "Segmentation/Two/BUSI/masks/benign (163).png")
+
+
+@needs_adapters
+def test_five_corrective_clicks_each_raise_dice(page, data_root):
+    """Issue #14: five clicks placed by the standard protocol, each one raising Dice against the ground truth.
+
+    Protocol (as ``usam.challenge.interactive`` and the trainer): the first click positive at the innermost
+    point of the lesion (``innermost_point``); every next click at the innermost point of the larger error
+    region of the mask the page offers for download (``next_click``: positive in a miss, negative in a false
+    positive), made with the mouse on the image in that click mode. Rule: Dice after each click >= Dice
+    after the previous one, strictly higher on at least 4 of the 5 steps (the first step counts from no
+    mask, Dice 0: equality allows only a plateau at perfect overlap), and the five clicks gain > 0.15 Dice.
+    """
+    from PIL import Image
+
+    from usam.train.clicks import innermost_point, next_click
+
+    image = data_root / "test" / CORRECTIVE_CASE[0]
+    truth = np.asarray(Image.open(data_root / "test" / CORRECTIVE_CASE[1])) > 0
+    truth = truth if truth.ndim == 2 else truth[..., 0]
+    page.locator("#usam-adapter input").click()
+    page.get_by_role("option", name="breast").click()
+    wait_status(page, "Adapter: breast")
+    page.locator("#usam-upload input[type=file]").set_input_files(str(image))
+    assert "adapter: breast" in wait_status(page, "Loaded")
+    dices, mask = [0.0], None
+    for k in range(5):
+        if k == 0:
+            (x, y), label = innermost_point(truth), 1
+        else:
+            step = next_click(mask, truth)
+            assert step is not None, f"the mask became perfect after {k} clicks"
+            (x, y), label = step
+        page.get_by_label("positive point" if label else "negative point", exact=True).check()
+        mouse_click_pixel(page, overlay_geometry(page), x, y)
+        wait_segmented(page, k + 1)
+        prompts = page_prompts(page)
+        px, py = prompts["points"][-1]
+        assert prompts["labels"][-1] == label and abs(px - x) <= 1.5 and abs(py - y) <= 1.5, (prompts, x, y, label)
+        mask = page_mask(page)
+        assert mask.shape == truth.shape
+        dices.append(float(2 * (mask & truth).sum() / (mask.sum() + truth.sum())))
+    steps = np.diff(dices)
+    assert (steps >= 0).all(), dices
+    assert (steps > 0).sum() >= 4, dices
+    assert dices[-1] - dices[1] > 0.15, dices

@@ -8,8 +8,14 @@ Everything runs offline: no share links, analytics off, no web fonts. The page h
 
 - an upload (PNG / JPEG / BMP / TIFF, 8 or 16 bit, grey / RGB / RGBA) and bundled examples (credited);
 - click modes *positive point*, *negative point*, *box (two corners)*, with undo and clear: the overlay
-  (points green / red, box yellow, mask blue) updates after each click; the three multimask candidates
-  with their predicted IoU can be chosen in a gallery; the chosen mask downloads as a PNG (0 / 255);
+  (points green / red, box yellow, mask blue) updates after each click; one click or a box alone gives
+  three multimask candidates, with their *predicted IoU* (the model's own quality estimate, not a measured
+  score), to choose in a gallery; refining clicks give SAM's single mask; the chosen mask downloads as a
+  PNG (0 / 255) and its prompts show as JSON;
+- no click is lost: each click is recorded and drawn at once (the page's own click capture, in order, also
+  while the image reloads) with a "Working…" status; the segmentation then runs on every click recorded,
+  coalesced (one run after the current one covers all clicks made meanwhile) and gives the mask the same
+  clicks answered one by one give (:meth:`DemoBackend.record` / :meth:`DemoBackend.flush`);
 - a keyboard path: pixel X / Y number inputs with *add positive point*, *add negative point* and
   *add box corner* buttons (the same prompts as clicks);
 - an organ adapter dropdown, defaulting to the **first adapter loaded** (the first ``--adapters`` argument);
@@ -145,13 +151,21 @@ class Session:
     # adapter heads on the current image: (adapter, Prediction or None, error message)
     auto: tuple | None = None
     notes: list[str] = field(default_factory=list)
+    # clicks recorded at once (DemoBackend.record) and segmented later (DemoBackend.flush), in order:
+    # [(x, y, mode)]; the first ``applied`` of them are already in the prompts but not yet rendered
+    pending: list[tuple] = field(default_factory=list)
+    applied: int = 0
+    # the last rendered overlay without the pending clicks, and its prompt counts (points, box, corner)
+    shown: tuple | None = None
+    last_status: str = ""  # the last status rendered (without its prompt line)
+    click_seq: int = 0  # the page's click counter already recorded (DemoBackend.record_clicks)
 
     def __repr__(self) -> str:
         shape = None if self.image is None else self.image.shape
         return (f"Session(name={self.name!r}, image={shape}, adapter={self.adapter!r}, mode={self.mode!r}, "
                 f"points={self.points}, labels={self.labels}, box={self.box}, corner={self.corner}, "
                 f"candidates={None if self.masks is None else len(self.masks)}, selected={self.selected}, "
-                f"history={len(self.history)})")
+                f"history={len(self.history)}, pending={len(self.pending)})")
 
     @property
     def has_prompts(self) -> bool:
@@ -184,6 +198,30 @@ class Session:
         self.mask_input = self.masks = self.scores = self.lowres = None
         self.selected = 0
 
+    @property
+    def multimask_now(self) -> bool:
+        """Three candidates for the current prompts: the *Three candidates* option for an ambiguous prompt
+        (one click, or a box alone). Refining clicks (a second point, points on a box) use the single-mask
+        output, SAM's convention and the one the adapters were trained and benchmarked with: picking among the
+        multimask candidates after several clicks undid the corrections (Dice fell with each negative click)."""
+        return bool(self.multimask) and (len(self.points) == 1 and self.box is None
+                                          or not self.points and self.box is not None)
+
+    def prompts_json(self) -> str:
+        """The prompts of the current mask as JSON (the ``prompts_json`` of ``/segment``)."""
+        def num(v):
+            return int(v) if float(v).is_integer() else round(float(v), 2)
+
+        d: dict[str, Any] = {}
+        if self.points:
+            d["points"] = [[num(x), num(y)] for x, y in self.points]
+            d["labels"] = [int(v) for v in self.labels]
+        if self.box is not None:
+            d["box"] = [num(v) for v in self.box]
+        if d and self.adapter:
+            d["adapter"] = self.adapter
+        return json.dumps(d) if d else ""
+
 
 class View(NamedTuple):
     """What every handler returns: the session and the value of each output component."""
@@ -199,6 +237,7 @@ class View(NamedTuple):
     auto_summary: str  # Markdown
     measurements: str  # Markdown
     error: bool  # the status is an error (shown as a warning too)
+    prompts: str = ""  # the prompts of the shown mask as JSON (Session.prompts_json)
 
 
 # ---------------------------------------------------------------------------------------------- drawing
@@ -240,6 +279,20 @@ def draw_prompts(image: np.ndarray, session: Session, mask: np.ndarray | None = 
         cv2.drawMarker(out, (x, y), BOX_RGB, cv2.MARKER_CROSS, 4 * r, max(2, r // 2), cv2.LINE_AA)
     for xy, lab in zip(session.points, session.labels):
         _draw_point(out, xy, POS_RGB if lab == 1 else NEG_RGB, r)
+    return out
+
+
+def draw_pending(image: np.ndarray, pending: Sequence[tuple]) -> np.ndarray:
+    """``image`` with clicks that are recorded but not yet segmented: points as dots, box corners as crosses."""
+    if not pending:
+        return image
+    out = image.copy()
+    r = _radius(image.shape)
+    for x, y, mode in pending:
+        if mode == MODES[2]:
+            cv2.drawMarker(out, (int(round(x)), int(round(y))), BOX_RGB, cv2.MARKER_CROSS, 4 * r, max(2, r // 2), cv2.LINE_AA)
+        else:
+            _draw_point(out, (x, y), NEG_RGB if mode == MODES[1] else POS_RGB, r)
     return out
 
 
@@ -381,6 +434,8 @@ class DemoBackend:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="usam-demo-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()  # one model, one predictor: serialise their use across sessions
+        # guards Session.pending / applied / shown: record() appends clicks without waiting for self.lock
+        self.guard = threading.Lock()
 
     # ------------------------------------------------------------------ adapters
     @property
@@ -457,7 +512,7 @@ class DemoBackend:
             from .errors import PromptError
 
             raise PromptError(BARE_POINTS_MESSAGE + ".")
-        kwargs: dict[str, Any] = {"multimask_output": bool(session.multimask)}
+        kwargs: dict[str, Any] = {"multimask_output": session.multimask_now}
         if session.points:
             kwargs["point_coords"] = np.asarray(session.points, dtype=np.float64)
             kwargs["point_labels"] = np.asarray(session.labels, dtype=np.int64)
@@ -508,6 +563,7 @@ class DemoBackend:
         The tab's choices (adapter, click mode, multimask, measurement kind) stay.
         """
         session = session if session is not None else self.new_session()
+        self._drop_pending(session)
         session.image, session.name, session.notes, session.auto, session.pixel_size = None, "", [], None, None
         session.clear_prompts()
         return self.render(session, "Upload an image or pick an example.")
@@ -530,6 +586,7 @@ class DemoBackend:
             return self.render(session, f"**Could not load `{name}`**: {exc}", error=True)
         except Exception as exc:
             return self.render(session, f"**Could not load `{name}`**: {_readable(exc)}", error=True)
+        self._drop_pending(session)  # clicks made on the previous image
         session.image, session.name, session.notes, session.auto = image, name, notes, None
         session.pixel_size = _finite_positive(pixel_size) if pixel_size is not None else self.example_pixel_size(path, name)
         session.clear_prompts()
@@ -583,13 +640,107 @@ class DemoBackend:
             raise UsamError(f"the image is {image.shape[1]}x{image.shape[0]} pixels, over the demo's {DEMO_MAX_PIXELS / 1e6:.0f} MP limit")
         return image, notes
 
+    # ------------------------------------------------------------------ clicks: record now, segment later
+    # A click is recorded at once (``record``: no model, no lock held by a segmentation) and segmented by
+    # ``flush``, which applies every recorded click in order, exactly as if each had been answered before the
+    # next (same points, same logits fed back), and renders once. The page runs ``record`` for each click
+    # and ``flush`` after it, coalesced: a flush asked for while one runs runs once when it ends, so no click
+    # is lost however fast they come, and only the last render waits.
     @_locked
     def click(self, session: Session, x: float, y: float, mode: str | None = None) -> View:
         """A click at pixel ``(x, y)``: add a point (positive / negative) or a box corner, then predict."""
+        _, status, error = self.record(session, x, y, mode)
+        if error:
+            return self.render(session, status, error=True)
+        return self.flush(session)
+
+    def record(self, session: Session, x: float, y: float, mode: str | None = None) -> tuple[np.ndarray | None, str, bool]:
+        """Record a click without segmenting it; returns ``(overlay, status, error)`` at once: the last shown
+        overlay with every recorded click drawn, and a "working" status. :meth:`flush` segments it."""
+        image = session.image
+        if image is None:
+            session.last_status = "Upload an image or pick an example first."
+            return None, session.last_status, True
+        h, w = image.shape[:2]
+        x, y = float(np.clip(x, 0, w - 1)), float(np.clip(y, 0, h - 1))
+        with self.guard:
+            session.pending.append((x, y, mode or session.mode))
+            pending = list(session.pending)
+            shown = session.shown
+        base, n_points, box, corner = shown if shown is not None and shown[0].shape == image.shape else (image, 0, False, False)
+        overlay = draw_pending(base, pending)
+        n_points += sum(m != MODES[2] for _, _, m in pending)
+        corners = sum(m == MODES[2] for _, _, m in pending) + int(corner)
+        info = f"{n_points} point(s)" + (", box" if box else "") + (f", {corners} box corner(s) pending" if corners else "")
+        status = (f"**Working…** segmenting {len(pending)} click(s); the mask updates when it is done.\n\n"
+                  f"_{session.name}: {info}; adapter: {session.adapter or NONE_CHOICE}._")
+        return overlay, status, False
+
+    def record_clicks(self, session: Session, clicks) -> tuple[np.ndarray | None, str, bool] | None:
+        """Record the page's clicks: ``clicks`` is the page's list (or its JSON) of ``[seq, x, y, mode]``, every
+        click of the tab numbered from 1 (the page resends its recent ones each time); those above
+        ``session.click_seq`` are new and recorded in order. Returns :meth:`record`'s answer for the last new
+        one, ``None`` when none is new."""
+        if isinstance(clicks, str):
+            try:
+                clicks = json.loads(clicks or "[]")
+            except json.JSONDecodeError:
+                return None
+        result = None
+        for item in clicks if isinstance(clicks, list) else []:
+            try:
+                seq, x, y, mode = int(item[0]), float(item[1]), float(item[2]), item[3]
+            except (TypeError, ValueError, IndexError):
+                continue
+            if seq <= session.click_seq or not (np.isfinite(x) and np.isfinite(y)):
+                continue
+            session.click_seq = seq
+            result = self.record(session, x, y, mode if mode in MODES else None)
+        return result
+
+    @_locked
+    def flush(self, session: Session) -> View:
+        """Segment every recorded click (in order) and render the result once; with nothing recorded, render
+        the current result again (the page may show a "working" overlay from a click this flush took)."""
+        results = self._drain(session)
+        if not results:
+            return self.render(session, session.last_status)
+        errors = [m for m, e in results if e]
+        messages = [m for m, _ in results]
+        if len(messages) > 3:
+            messages = [f"{len(messages)} clicks segmented:", messages[0], "…", messages[-1]]
+        text = " ".join(messages)
+        if errors and errors[-1] not in text:
+            text = f"{errors[-1]} {text}"
+        return self.render(session, text, error=bool(errors))
+
+    def _drain(self, session: Session) -> list[tuple[str, bool]]:
+        """Apply the recorded clicks not applied yet (under ``self.lock``); ``[(message, error)]``."""
+        out = []
+        with self.lock:
+            while True:
+                with self.guard:
+                    if session.applied >= len(session.pending):
+                        return out
+                    x, y, mode = session.pending[session.applied]
+                try:
+                    out.append(self._apply_click(session, x, y, mode))
+                except Exception as exc:  # a bug must not wedge the queue of clicks
+                    log.exception("usam demo: click failed")
+                    out.append((f"**Could not segment**: {_readable(exc)}", True))
+                with self.guard:
+                    session.applied += 1
+
+    def _drop_pending(self, session: Session) -> None:
+        with self.guard:
+            session.pending, session.applied, session.shown = [], 0, None
+
+    def _apply_click(self, session: Session, x: float, y: float, mode: str | None = None) -> tuple[str, bool]:
+        """Add a point (positive / negative) or a box corner at ``(x, y)`` and predict; ``(message, error)``."""
         if mode is not None:
             session.mode = mode
         if session.image is None:
-            return self.render(session, "Upload an image or pick an example first.", error=True)
+            return "Upload an image or pick an example first.", True
         h, w = session.image.shape[:2]
         x = float(np.clip(x, 0, w - 1))
         y = float(np.clip(y, 0, h - 1))
@@ -597,20 +748,20 @@ class DemoBackend:
             if session.corner is None:
                 session.history.append(session.snapshot())
                 session.corner = [x, y]
-                return self.render(session, "Box: first corner set. Click the opposite corner.")
+                return "Box: first corner set. Click the opposite corner.", False
             (cx, cy), session.corner = session.corner, None
             x0, x1 = sorted((cx, x))
             y0, y1 = sorted((cy, y))
             box = [x0, y0, min(x1 + 1, w), min(y1 + 1, h)]
             if box[2] - box[0] < 3 or box[3] - box[1] < 3:
-                return self.render(session, "The box is too small: click two opposite corners of the object.", error=True)
+                return "The box is too small: click two opposite corners of the object.", True
             session.box = box
             mask_input = None  # a new box starts the object afresh
             what = "box"
         else:
             label = 0 if session.mode == MODES[1] else 1
             if self._needs_box(session.adapter, [[x, y]], session.box):
-                return self.render(session, f"**Point not added**: {BARE_POINTS_MESSAGE}.", error=True)
+                return f"**Point not added**: {BARE_POINTS_MESSAGE}.", True
             session.history.append(session.snapshot())
             session.corner = None
             session.points.append([x, y])
@@ -622,8 +773,8 @@ class DemoBackend:
             self._predict(session, mask_input)
         except Exception as exc:
             self._restore(session, session.history.pop())
-            return self.render(session, f"**Could not segment**: {_readable(exc)}", error=True)
-        return self.render(session, f"Added {what}.")
+            return f"**Could not segment**: {_readable(exc)}", True
+        return f"Added {what}.", False
 
     def _restore(self, session: Session, snap: dict) -> None:
         session.points, session.labels = snap["points"], snap["labels"]
@@ -639,6 +790,7 @@ class DemoBackend:
     @_locked
     def undo(self, session: Session) -> View:
         """Undo the last click (point, box corner or box)."""
+        self._drain(session)  # clicks still being segmented come first: undo takes back the last one
         if session.image is None:
             return self.render(session, "Nothing to undo: no image.")
         if not session.history:
@@ -651,34 +803,44 @@ class DemoBackend:
 
     @_locked
     def clear(self, session: Session) -> View:
-        """Remove every prompt (the image stays, its embedding too)."""
+        """Remove every prompt (the image stays, its embedding too), clicks still being segmented too."""
+        with self.guard:
+            session.pending, session.applied = [], 0
         session.clear_prompts()
         return self.render(session, "Cleared." if session.image is not None else "Upload an image or pick an example.")
 
     @_locked
     def choose(self, session: Session, index: int) -> View:
         """Pick multimask candidate ``index`` (its logits are fed back on the next click)."""
+        if session.pending:
+            self._drain(session)
+            return self.render(session, "Not chosen: new clicks changed the candidates; choose again.", error=True)
         if session.masks is None:
             return self.render(session, "No candidates yet: click the image.")
         if index is None or not 0 <= int(index) < len(session.masks):
             return self.render(session, f"No candidate {index}.", error=True)
         session.selected = int(index)
-        return self.render(session, f"Candidate {session.selected + 1} chosen (predicted IoU {session.scores[session.selected]:.2f}).")
+        return self.render(session, f"Candidate {session.selected + 1} chosen (predicted IoU "
+                                    f"{session.scores[session.selected]:.2f}: the model's own estimate, not a measurement).")
 
     @_locked
     def set_multimask(self, session: Session, multimask: bool) -> View:
+        """Three candidates for an ambiguous prompt (one click, or a box alone) or always one mask."""
+        self._drain(session)
         session.multimask = bool(multimask)
         if session.image is not None and session.has_prompts:
             try:
                 self._predict(session, session.mask_input)
             except Exception as exc:
                 return self.render(session, f"**Could not segment**: {_readable(exc)}", error=True)
-        return self.render(session, f"{'Three candidates' if session.multimask else 'One mask'} per prompt.")
+        return self.render(session, "Three candidates for one click or a box alone (refining clicks give one mask)."
+                           if session.multimask else "One mask per prompt.")
 
     @_locked
     def set_adapter(self, session: Session, choice: str | None) -> View:
         """Switch the organ adapter (``NONE_CHOICE`` / ``None``: bare backbone); re-runs the prompts and heads."""
         name = None if choice in (None, "", NONE_CHOICE) else str(choice)
+        self._drain(session)
         if name is not None and name not in self.adapter_names:
             return self.render(session, f"No adapter named `{name}` is loaded (loaded: {', '.join(self.adapter_names) or 'none'}).", error=True)
         previous = session.adapter
@@ -790,15 +952,19 @@ class DemoBackend:
 
     # ------------------------------------------------------------------ rendering
     def render(self, session: Session, status: str = "", error: bool = False) -> View:
+        """The view of ``session``'s current result; clicks recorded but not yet segmented are drawn on the
+        overlay, and the status then says the page is still working."""
         image = session.image
         if image is None:
+            with self.guard:
+                session.pending, session.applied, session.shown, session.last_status = [], 0, None, status
             return View(session, None, [], None, None, status, None, None, "", "", error)
         mask = session.mask
         overlay = draw_prompts(image, session, mask)
         candidates = []
         if session.masks is not None:
             for i, (m, s) in enumerate(zip(session.masks, session.scores)):
-                candidates.append((_thumbnail(_blend(image, m, MASK_RGB)), f"#{i + 1} · IoU {float(s):.2f}"))
+                candidates.append((_thumbnail(_blend(image, m, MASK_RGB)), f"#{i + 1} · predicted IoU {float(s):.2f}"))
         mask_file = _mask_png(mask, self.workdir, Path(session.name).stem) if mask is not None else None
         lines = []
         if session.pixel_size and mask is not None:
@@ -813,9 +979,23 @@ class DemoBackend:
             measurements = "\n".join(lines) or "Nothing to measure yet: segment something."
         prompt_info = f"{len(session.points)} point(s)" + (", box" if session.box is not None else "") + (
             ", box corner pending" if session.corner is not None else "")
+        with self.guard:  # the clicks applied are in this overlay now; later ones are still to segment
+            del session.pending[:session.applied]
+            session.applied = 0
+            session.shown = (overlay, len(session.points), session.box is not None, session.corner is not None)
+            session.last_status = status
+            waiting = list(session.pending)
+        if waiting:
+            overlay = draw_pending(overlay, waiting)
+            prompt_info += f" (+{len(waiting)} click(s) being segmented)"
+            status = f"**Working…** segmenting {len(waiting)} more click(s). {status}"
+        if candidates:
+            best = float(session.scores[session.selected])
+            status += (f"\n\nMask shown: candidate {session.selected + 1} of {len(candidates)}, predicted IoU {best:.2f} "
+                       "(the model's own quality estimate, not a measured score)." if status else "")
         status = f"{status}\n\n_{session.name}: {prompt_info}; adapter: {session.adapter or NONE_CHOICE}._" if status else status
         return View(session, overlay, candidates, session.selected if candidates else None, mask_file, status,
-                    auto_overlay, probs, summary, measurements, error)
+                    auto_overlay, probs, summary, measurements, error, session.prompts_json())
 
     def _render_auto(self, session: Session):
         if session.adapter is None:
@@ -882,7 +1062,54 @@ def _theme():
     return gr.themes.Default(font=sans, font_mono=mono)  # no Google fonts: the demo runs offline
 
 
-CSS = "#usam-overlay img { cursor: crosshair; } .usam-small, .usam-small p { font-size: 0.8em !important; }"
+CSS = ("#usam-overlay img { cursor: crosshair; } .usam-small, .usam-small p { font-size: 0.8em !important; } "
+       "#usam-clicks { display: none !important; }")
+
+#: Page script (``Blocks.load(js=...)``): the page's own click capture on the image. Gradio's ``select`` event
+#: on an image is lost whenever the image is being replaced (it maps the click with the new image's size, 0
+#: until it has loaded: every click made while a result arrives was dropped). Here each click on the image
+#: keeps its position and the click mode at once, waits (in order) until the image has loaded, is mapped to
+#: a pixel as Gradio maps it (``object-fit``, never enlarged), numbered and added to the list the hidden
+#: ``#usam-clicks`` box sends on each change (always the latest list, so a send coalesced with another loses
+#: nothing; the server records the numbers it has not seen).
+CLICKS_JS = """() => {
+  if (window.usamClicks) return;
+  const st = window.usamClicks = {seq: 0, sent: [], chain: Promise.resolve()};
+  const image = () => document.querySelector('#usam-overlay img');
+  const sleep = ms => new Promise(r => setTimeout(r, ms));
+  const loaded = async () => {
+    for (let i = 0; i < 1500; i++) {
+      const im = image();
+      if (im && im.complete && im.naturalWidth > 0) return im;
+      await sleep(20);
+    }
+    return null;
+  };
+  const send = () => {
+    const box = document.querySelector('#usam-clicks textarea, #usam-clicks input');
+    if (!box) return;
+    box.value = JSON.stringify(st.sent.slice(-200));
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+  };
+  document.addEventListener('click', ev => {
+    const t = ev.target;
+    if (!(t instanceof Element) || !t.closest('#usam-overlay')) return;
+    const im = image();
+    if (!im || (t !== im && !t.contains(im))) return;  // the image (or its wrapper), not a toolbar button
+    const r = im.getBoundingClientRect();
+    const at = {dx: ev.clientX - r.left, dy: ev.clientY - r.top, w: r.width, h: r.height,
+                mode: (document.querySelector('#usam-mode input:checked') || {}).value || null};
+    st.chain = st.chain.then(async () => {
+      const cur = await loaded();
+      if (!cur) return;
+      const nw = cur.naturalWidth, nh = cur.naturalHeight, s = Math.min(at.w / nw, at.h / nh, 1);
+      const x = Math.round((at.dx - (at.w - nw * s) / 2) / s), y = Math.round((at.dy - (at.h - nh * s) / 2) / s);
+      if (x < 0 || y < 0 || x >= nw || y >= nh) return;  // beside the picture (letterbox)
+      st.sent.push([++st.seq, x, y, at.mode]);
+      send();
+    }).catch(() => {});
+  }, true);
+}"""
 
 #: Page script (``launch(js=...)``): give every button an accessible name. Gradio's clickable images are
 #: ``<button>`` elements with neither text nor label; they get one here (and again whenever the page changes).
@@ -914,7 +1141,7 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
     def outputs_of(view: View, *extra):
         if view.error and view.status:
             try:
-                gr.Warning(view.status.split("\n\n_")[0].replace("**", ""))
+                gr.Warning(view.status.split("\n\n")[0].replace("**", ""))
             except Exception:
                 pass
         cands = view.candidates
@@ -924,8 +1151,18 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
             gr.Gallery(value=cands or None, selected_index=view.selected),
             gr.Radio(choices=captions, value=captions[view.selected] if captions else None),
             view.mask_file, view.status, view.auto_overlay, view.probabilities, view.auto_summary, view.measurements,
-            *extra,
+            view.prompts, *extra,
         )
+
+    def recorded(result):
+        """Outputs of a recorded click: the overlay with it drawn and the "working" status."""
+        overlay_value, text, error = result
+        if error:
+            try:
+                gr.Warning(text.replace("**", ""))
+            except Exception:
+                pass
+        return overlay_value, text
 
     bare_hint = (
         "Without an adapter (\"none (bare backbone)\") draw a **box**: the bare LiteMedSAM backbone was trained on "
@@ -964,11 +1201,19 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
                     key_neg = gr.Button("Add negative point at X, Y", elem_id="usam-add-neg", min_width=120)
                     key_box = gr.Button("Add box corner at X, Y", elem_id="usam-add-corner", min_width=120)
                 status = gr.Markdown("Upload an image or pick an example.", elem_id="usam-status")
-                choice = gr.Radio([], type="index", label="Chosen candidate (predicted IoU)", elem_id="usam-choice")
-                candidates = gr.Gallery(label="Candidates (predicted IoU) — click one to choose it", columns=3, height=200,
-                                        allow_preview=False, format="png", elem_id="usam-candidates", interactive=False)
+                # hidden: the page script (CLICKS_JS) writes the image clicks here
+                clicks = gr.Textbox(value="", elem_id="usam-clicks", lines=1, max_lines=1, container=False,
+                                    show_label=False, label="clicks")
+                prompts = gr.Textbox(label="Prompts of the mask shown (JSON; /segment takes the same keys)", value="",
+                                     interactive=False, lines=1, max_lines=4, elem_id="usam-prompts")
+                choice = gr.Radio([], type="index", elem_id="usam-choice",
+                                  label="Chosen candidate — predicted IoU: the model's own quality estimate, not a measured score")
+                candidates = gr.Gallery(label="Candidates with their predicted IoU (the model's estimate) — click one to choose it",
+                                        columns=3, height=200, allow_preview=False, format="png", elem_id="usam-candidates",
+                                        interactive=False)
                 with gr.Row():
-                    multimask = gr.Checkbox(value=True, label="Three candidates (multimask output)", elem_id="usam-multimask")
+                    multimask = gr.Checkbox(value=True, elem_id="usam-multimask",
+                                            label="Three candidates for one click or a box (refining clicks give one mask)")
                     mask_file = gr.File(label="Chosen mask (PNG, 0 / 255)", interactive=False, elem_id="usam-mask-file")
             with gr.Column(scale=2):
                 if backend.examples:
@@ -1006,22 +1251,30 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
                 api_mask = gr.Image(label="mask", type="numpy", format="png", interactive=False, elem_id="usam-api-mask")
             api_btn = gr.Button("Run segment", elem_id="usam-api-run")
 
-        outs = [state, overlay, candidates, choice, mask_file, status, auto_overlay, probs, auto_summary, measurements]
+        outs = [state, overlay, candidates, choice, mask_file, status, auto_overlay, probs, auto_summary, measurements,
+                prompts]
 
         def on_upload(file, session):
             # a new image (or x: none) never keeps the previous pixel size: it shows empty or the example's
             view = backend.load(file, session)
             return outputs_of(view, _pixel_size_text(view.session.pixel_size))
 
-        def on_select(session, mode_value, evt: gr.SelectData):
-            x, y = evt.index[:2]
-            return outputs_of(backend.click(session, x, y, mode_value))
+        # A click is recorded at once (cheap, in order: one at a time, every trigger runs) and segmented by a
+        # flush that follows it (``always_last``: a flush asked for while one is pending runs once after it, and
+        # segments every click recorded meanwhile). Before, a click made while the previous one was being
+        # answered was dropped (Gradio's default trigger mode runs nothing while the event is pending).
+        def on_clicks(session, clicks_json):
+            result = backend.record_clicks(session, clicks_json)
+            return (gr.skip(), gr.skip()) if result is None else recorded(result)
 
         def on_key(session, x, y, key_mode):
             if x is None or y is None:
-                return outputs_of(backend.render(session, "Type the pixel X and Y first (0, 0 is the top-left corner).",
-                                                 error=True))
-            return outputs_of(backend.click(session, x, y, key_mode))
+                session.last_status = "Type the pixel X and Y first (0, 0 is the top-left corner)."
+                return recorded((gr.skip(), session.last_status, True))
+            return recorded(backend.record(session, x, y, key_mode))
+
+        def on_flush(session):
+            return outputs_of(backend.flush(session))
 
         def on_choose(session, evt: gr.SelectData):
             return outputs_of(backend.choose(session, evt.index))
@@ -1032,7 +1285,6 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
 
         # ``from __future__ import annotations`` turns hints into strings: give Gradio the real class so it
         # injects the event data
-        on_select.__annotations__["evt"] = gr.SelectData
         on_choose.__annotations__["evt"] = gr.SelectData
 
         def on_segment(image, prompts_json):
@@ -1047,10 +1299,16 @@ def build_app(model, examples=None, title: str = "usam — ultrasound Segment An
 
         quiet = {"show_progress": "minimal"}
         upload.change(on_upload, [upload, state], outs + [pixel_size], api_visibility="private", **quiet)
-        overlay.select(on_select, [state, mode], outs, api_visibility="private", **quiet)
+        record = {"api_visibility": "private", "show_progress": "hidden", "trigger_mode": "multiple",
+                  "concurrency_limit": 1, "concurrency_id": "usam-record"}
+        flush = {"api_visibility": "private", "show_progress": "hidden", "trigger_mode": "always_last"}
+        app.load(None, None, None, js=CLICKS_JS)
+        # the page's clicks on the image (see CLICKS_JS): every change carries all recent ones
+        clicks.change(on_clicks, [state, clicks], [overlay, status], **{**record, "trigger_mode": "always_last"}).then(
+            on_flush, [state], outs, **flush)
         for btn, key_mode in ((key_pos, MODES[0]), (key_neg, MODES[1]), (key_box, MODES[2])):
-            btn.click(lambda s, x, y, m=key_mode: on_key(s, x, y, m), [state, key_x, key_y], outs,
-                      api_visibility="private", **quiet)
+            btn.click(lambda s, x, y, m=key_mode: on_key(s, x, y, m), [state, key_x, key_y], [overlay, status],
+                      **record).then(on_flush, [state], outs, **flush)
         candidates.select(on_choose, [state], outs, api_visibility="private", **quiet)
         choice.input(lambda s, i: outputs_of(backend.choose(s, i)), [state, choice], outs, api_visibility="private", **quiet)
         undo_btn.click(lambda s: outputs_of(backend.undo(s)), [state], outs, api_visibility="private", **quiet)
