@@ -6,10 +6,12 @@
 
 Rows:
 
-- encoder images/s (network only, preprocessing excluded, batch 1): LiteMedSAM (real weights) in eager fp32,
-  the bf16 fast path (autocast, what ``--precision auto`` picks on CPUs with AVX512-BF16 / AMX and on GPUs)
-  and ONNX Runtime (``usam export onnx`` of the bare backbone, fp32); SAM ViT-B (random weights, 1024 px)
-  in fp32 and bf16;
+- encoder images/s (network only, preprocessing excluded, batch 1): LiteMedSAM (real weights) on every
+  runtime x precision of :mod:`usam.runtime` -- eager fp32, eager bf16 autocast (what ``--precision auto`` picks
+  on CPUs with AVX512-BF16 / AMX and on GPUs), ONNX Runtime fp32, OpenVINO fp32 and bf16 (its bf16 hint; fp32
+  kernels on CPUs without bf16) -- each with the mean Dice of ground-truth-box masks on the same images and its
+  change against eager fp32 (the accuracy guard of ``tests/test_runtime.py``); SAM ViT-B (random weights,
+  1024 px) in fp32 and bf16;
 - click-to-mask latency p50 / p95: ``Predictor.predict`` with one click on a cached embedding, end to end
   (prompt encoder, mask decoder, upsampling to the original size);
 - ``usam predict`` images/s (``predict_split`` on a split of the same images: read, encode, automatic
@@ -49,6 +51,8 @@ ROWS = {
     "enc_lite_fp32": ("encoder", "litemedsam fp32 (eager)"),
     "enc_lite_bf16": ("encoder", "litemedsam bf16 (fast path)"),
     "enc_lite_onnx": ("encoder", "litemedsam ONNX Runtime fp32"),
+    "enc_lite_ov_fp32": ("encoder", "litemedsam OpenVINO fp32"),
+    "enc_lite_ov_bf16": ("encoder", "litemedsam OpenVINO bf16"),
     "enc_vitb_fp32": ("encoder", "sam_vit_b fp32 (random)"),
     "enc_vitb_bf16": ("encoder", "sam_vit_b bf16 (random)"),
     "click": ("click", "click -> mask (litemedsam)"),
@@ -128,9 +132,10 @@ def row_encoder(args, backbone_name: str, precision: str) -> dict:
 
     from usam import build_backbone
 
-    n = args.images if backbone_name == "litemedsam" else args.vit_images
-    images = warm_first(load_images(args.data, n + 1))
-    bb = build_backbone(backbone_name) if backbone_name == "litemedsam" else build_backbone(backbone_name, pretrained=False)
+    if backbone_name == "litemedsam":
+        return row_runtime(args, "torch", precision)
+    images = warm_first(load_images(args.data, args.vit_images + 1))
+    bb = build_backbone(backbone_name, pretrained=False)
     bb.to(args.device)
     xs = [bb.preprocess(im)[0].to(args.device) for im in images]
 
@@ -141,30 +146,34 @@ def row_encoder(args, backbone_name: str, precision: str) -> dict:
     return {"times": timed(run, xs, args.device), "unit": "image"}
 
 
-def row_onnx(args) -> dict:
-    import onnxruntime as ort
-    import torch
+def row_runtime(args, runtime: str, precision: str) -> dict:
+    """LiteMedSAM's encoder on one runtime x precision: time per image, then GT-box Dice of the same images."""
+    import numpy as np
 
-    from usam import UsamModel, build_backbone
-    from usam.export import ENCODER_FILE, export_model
+    from usam import Predictor, UsamModel, build_backbone
+    from usam.io import read_mask
 
+    if runtime != "torch" and args.device.startswith("cuda"):
+        return {"skipped": f"runtime {runtime} runs on the CPU"}
+    model = UsamModel(build_backbone("litemedsam"), precision=precision, runtime=runtime)
+    model.to(args.device)
     images = warm_first(load_images(args.data, args.images + 1))
-    model = UsamModel(build_backbone("litemedsam"), precision="fp32")
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        export_model(model, tmp, verify=False)
-        export_s = time.perf_counter() - t0
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = torch.get_num_threads()
-        providers = ["CPUExecutionProvider"]
-        if args.device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                return {"skipped": "onnxruntime has no CUDAExecutionProvider (pip install onnxruntime-gpu)"}
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        sess = ort.InferenceSession(str(Path(tmp) / ENCODER_FILE), so, providers=providers)
-        xs = [model.backbone.preprocess(im)[0].numpy() for im in images]
-        times = timed(lambda x: sess.run(None, {"image": x}), xs, "cpu")
-    return {"times": times, "unit": "image", "note": f"export {export_s:.1f} s, {so.intra_op_num_threads} threads, {providers[0]}"}
+    t0 = time.perf_counter()
+    model.embed(images[0])  # builds (or loads from $USAM_CACHE) the compiled encoder
+    build_s = time.perf_counter() - t0
+    xs = [model.backbone.preprocess(im)[0] for im in images]
+    times = timed(lambda x: model._encode(x), xs, args.device)
+    csv_dir = args.data / "test" / "csv_files"
+    dices = []
+    predictor = Predictor(model)
+    for im, r in zip(images[1:], rows_of(args.data, args.images)):
+        gt = read_mask(csv_dir / r["mask_path"]) > 0
+        ys, xs_ = np.nonzero(gt)
+        predictor.set_image(im)
+        m, _, _ = predictor.predict(box=np.array([xs_.min(), ys.min(), xs_.max() + 1, ys.max() + 1]), multimask_output=False)
+        dices.append(float(2 * (m[0] & gt).sum() / (m[0].sum() + gt.sum())))
+    note = f"build/load {build_s:.1f} s" if runtime != "torch" else ""
+    return {"times": times, "unit": "image", "dice": float(np.mean(dices)), "note": note}
 
 
 def row_click(args) -> dict:
@@ -260,7 +269,11 @@ def run_row(args, row: str) -> dict:
     elif row == "enc_lite_bf16":
         r = row_encoder(args, "litemedsam", "bf16")
     elif row == "enc_lite_onnx":
-        r = row_onnx(args)
+        r = row_runtime(args, "onnx", "fp32")
+    elif row == "enc_lite_ov_fp32":
+        r = row_runtime(args, "openvino", "fp32")
+    elif row == "enc_lite_ov_bf16":
+        r = row_runtime(args, "openvino", "bf16")
     elif row == "enc_vitb_fp32":
         r = row_encoder(args, "sam_vit_b", "fp32")
     elif row == "enc_vitb_bf16":
@@ -303,6 +316,10 @@ def _fmt_row(row: str, r: dict, ref: dict) -> str:
         rel = f"{statistics.mean(base['times']) / statistics.mean(r['times']):.2f}x"
     mem = f"{r['peak_rss_mb']:>8.0f}" + (f" / GPU {r['peak_gpu_mb']:.0f}" if "peak_gpu_mb" in r else "")
     note = r.get("note", "")
+    if "dice" in r:
+        base_dice = (ref.get("encoder") or {}).get("dice")
+        note = f"Dice {r['dice']:.4f}" + (f" ({r['dice'] - base_dice:+.4f})" if base_dice is not None and base is not r else "") \
+            + (f"; {note}" if note else "")
     if r["unit"] == "click":
         return f"| {label:<30} | {rate:>9} | {'':>10} | {lat:>16} | {mem:>9} | {note}"
     return f"| {label:<30} | {rate:>9} | {lat:>10} | {rel:>16} | {mem:>9} | {note}"

@@ -7,8 +7,8 @@ LoRA merged into the weights), exported once to ONNX and cached on disk under
 usam / torch versions, so a changed adapter builds a new one and the old one is never used for it.
 
 - ``torch``: eager PyTorch; ``precision`` bf16 = autocast.
-- ``openvino``: OpenVINO on the CPU; ``precision`` bf16 = its bf16 inference hint (native on AMX / AVX-512 bf16
-  CPUs, fp32 elsewhere).
+- ``openvino``: OpenVINO on the CPU; ``precision`` bf16 = its bf16 inference hint where the CPU has native bf16
+  (AMX / AVX-512 bf16), fp32 elsewhere (emulated bf16 was 20x slower than fp32).
 - ``onnx``: ONNX Runtime CPU execution provider, fp32 (it has no bf16 kernels on the CPU).
 - ``auto``: ``openvino`` where it is installed, the model is on the CPU and the backbone is segment-anything style
   (litemedsam, sam_vit_*); ``torch`` otherwise. Each runtime's accuracy against eager fp32 is checked on real images
@@ -96,13 +96,13 @@ class CompiledEncoder:
             import openvino as ov
 
             core = ov.Core()
+            # bf16 only where the CPU computes it natively: elsewhere OpenVINO emulates it (measured 20x slower
+            # than fp32 on an AVX2-only EPYC), so fp32 is used and reported
+            native_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            self.precision = "bf16" if precision == "bf16" and native_bf16 else "fp32"
             cfg = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
-                   "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
-            try:
-                self._run = core.compile_model(core.read_model(str(onnx_path)), "CPU", cfg)
-            except RuntimeError:  # a CPU without bf16 refuses the hint on some OpenVINO builds: fp32 then
-                cfg["INFERENCE_PRECISION_HINT"] = "f32"
-                self._run = core.compile_model(core.read_model(str(onnx_path)), "CPU", cfg)
+                   "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
+            self._run = core.compile_model(core.read_model(str(onnx_path)), "CPU", cfg)
             self._request = self._run.create_infer_request()
         else:
             import onnxruntime as ort
