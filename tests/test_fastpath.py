@@ -1,6 +1,6 @@
 """The bf16 CPU fast path (``precision="bf16"`` / ``auto``) keeps the masks: Dice parity with fp32.
 
-20 real breast-lesion test images, ground-truth boxes (mask extent), ``multimask_output=False``: the mean
+Real breast-lesion test images (20 on CPUs with native bf16, see N_IMAGES), ground-truth boxes (mask extent), ``multimask_output=False``: the mean
 Dice of bf16 differs from fp32 by at most 0.005. Timing is not asserted here: see benchmarks/bench_speed.py.
 """
 
@@ -14,7 +14,15 @@ from conftest import breast_lesion_rows, dice, mask_box
 
 pytestmark = pytest.mark.real
 
-N_IMAGES = 20
+def _native_bf16() -> bool:
+    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+#: 20 images where the CPU computes bf16 natively (the fast path ``auto`` picks there). Elsewhere bf16 is emulated
+#: (measured ~40x slower than fp32 on an AVX2-only EPYC) and ``auto`` never picks it: the numerics are still
+#: checked, on 4 images, so the suite passes on any x86-64 CPU in CI's time.
+N_IMAGES = 20 if _native_bf16() else 4
 MAX_DICE_CHANGE = 0.005
 
 
@@ -22,13 +30,12 @@ def test_auto_precision_is_a_sensible_default():
     from usam.model import resolve_precision
 
     cpu = resolve_precision("auto", torch.device("cpu"))
-    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
-    assert cpu == ("bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32")
+    assert cpu == ("bf16" if _native_bf16() else "fp32")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
 
 
-def test_bf16_dice_matches_fp32_on_20_real_images(litemedsam_model, data_root):
+def test_bf16_dice_matches_fp32_on_real_images(litemedsam_model, data_root):
     from usam import Predictor
     from usam.io import read_image, read_mask
 
