@@ -136,14 +136,14 @@ def test_run_heads_applies_the_options(breast):
 
 def test_bad_box_prompts_route_is_refused(tmp_path):
     import usam
-    from usam.errors import ConfigError
+    from usam.errors import AdapterError
 
     target = tmp_path / "fetal_head"
     shutil.copytree(ROOT / "adapters" / "fetal_head", target)
     cfg = json.loads((target / "config.json").read_text())
     cfg["decoder"]["box_prompts"] = "both"
     (target / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ConfigError, match="box_prompts must be 'base' or 'tuned'"):
+    with pytest.raises(AdapterError, match=r"is not a usam adapter config \(decoder.box_prompts must be 'base' or 'tuned'"):
         usam.load(adapters=[str(target)])
 
 
