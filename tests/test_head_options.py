@@ -136,7 +136,6 @@ def test_run_heads_applies_the_options(breast):
 
 def test_bad_box_prompts_route_is_refused(tmp_path):
     import usam
-    from usam.errors import AdapterError
 
     target = tmp_path / "fetal_head"
     shutil.copytree(ROOT / "adapters" / "fetal_head", target)
