@@ -187,7 +187,7 @@ def _quiet():
 
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes, opset: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several processes (DDP ranks) may build the same file
     with _quiet(), torch.no_grad():
         torch.onnx.export(module, args, str(tmp), input_names=list(input_names), output_names=list(output_names),
                           dynamic_axes=dynamic_axes, opset_version=int(opset), do_constant_folding=True, dynamo=False)
