@@ -161,3 +161,22 @@ def capture_prompts(backbone):
         yield calls
     finally:
         handle.remove()
+
+
+def random_adapter_model(backbone, split_dir: Path, tasks: list[str], name: str, where: Path, seed: int):
+    """``(model, adapter dir)``: ``backbone`` with one randomly initialised adapter ``name`` serving ``tasks`` of
+    the FMC_UIA split at ``split_dir``, saved under ``where / name`` and loaded back."""
+    from usam import UsamModel
+    from usam.adapter import Adapter, AdapterConfig
+    from usam.data.fmc import read_split
+    from usam.train.trainer import task_specs
+
+    config = AdapterConfig(name=name, backbone=backbone.name, backbone_checksum=backbone.checksum,
+                           tasks=task_specs(read_split(split_dir, tasks=tasks)), lora=None,
+                           input_size=backbone.input_size)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        d = Adapter(config, backbone).save_pretrained(where / name)
+    model = UsamModel(backbone)
+    model.load_adapter(str(d))
+    return model, d

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
+from conftest import random_adapter_model
 from test_evaluate import H as EH
 from test_evaluate import W as EW
 from test_evaluate import _make_split
@@ -77,20 +77,7 @@ def pred_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def served(tiny_vit, pred_root, tmp_path_factory):
     """``(model, adapter dir)``: a model on the tiny ViT with one random adapter serving ``seg`` and ``cls``."""
-    from usam import UsamModel
-    from usam.adapter import Adapter, AdapterConfig
-    from usam.data.fmc import read_split
-    from usam.train.trainer import task_specs
-
-    split = read_split(pred_root, tasks=["seg", "cls"])
-    config = AdapterConfig(name=ADAPTER, backbone=tiny_vit.name, backbone_checksum=tiny_vit.checksum,
-                           tasks=task_specs(split), lora=None, input_size=tiny_vit.input_size)
-    with torch.random.fork_rng():
-        torch.manual_seed(3)
-        d = Adapter(config, tiny_vit).save_pretrained(tmp_path_factory.mktemp("adapter") / ADAPTER)
-    model = UsamModel(tiny_vit)
-    model.load_adapter(str(d))
-    return model, d
+    return random_adapter_model(tiny_vit, pred_root, ["seg", "cls"], ADAPTER, tmp_path_factory.mktemp("adapter"), seed=3)
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
+from conftest import random_adapter_model
 
 from usam.challenge import write_ground_truth_as_predictions
 from usam.cli import main
@@ -58,20 +58,7 @@ def split(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def served(tiny_vit, split, tmp_path_factory):
     """``(model, adapter dir)``: the tiny ViT with one random adapter serving ``seg`` and ``seg3``."""
-    from usam import UsamModel
-    from usam.adapter import Adapter, AdapterConfig
-    from usam.data.fmc import read_split
-    from usam.train.trainer import task_specs
-
-    config = AdapterConfig(name=ADAPTER, backbone=tiny_vit.name, backbone_checksum=tiny_vit.checksum,
-                           tasks=task_specs(read_split(split, tasks=["seg", "seg3"])), lora=None,
-                           input_size=tiny_vit.input_size)
-    with torch.random.fork_rng():
-        torch.manual_seed(5)
-        d = Adapter(config, tiny_vit).save_pretrained(tmp_path_factory.mktemp("adapter") / ADAPTER)
-    model = UsamModel(tiny_vit)
-    model.load_adapter(str(d))
-    return model, d
+    return random_adapter_model(tiny_vit, split, ["seg", "seg3"], ADAPTER, tmp_path_factory.mktemp("adapter"), seed=5)
 
 
 @pytest.fixture()
