@@ -40,6 +40,7 @@ from torch import nn
 from .backbones.sam_style import predict_masks
 from .errors import AdapterError, UsamError
 from .io import dumps_json
+from .lora import merged_copy  # noqa: F401  (usam.export.merged_copy stays importable)
 
 #: Default (and minimum) ONNX opset.
 OPSET = 17
@@ -51,36 +52,6 @@ LOW_RES = 256
 
 
 # --------------------------------------------------------------------------------------------- LoRA merge
-def merged_copy(module: nn.Module, adapters: list[str] | None = None) -> nn.Module:
-    """A deep copy of ``module`` in which every peft LoRA layer is replaced by its plain base layer.
-
-    Args:
-      adapters: LoRA adapter names merged into the base weights (``W + scale * B @ A``); ``None``: the
-        adapters active in each layer (none where LoRA is disabled); ``[]``: none (bare weights).
-    The original module is not touched.
-    """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    out = copy.deepcopy(module)
-    names = [n for n, m in out.named_modules() if isinstance(m, BaseTunerLayer)]
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = out.get_submodule(parent_name) if parent_name else out
-        layer = getattr(parent, child)
-        if adapters is None:
-            todo = [] if getattr(layer, "disable_adapters", False) else list(layer.active_adapters)
-        else:
-            todo = list(adapters)
-        todo = [a for a in todo if a in getattr(layer, "lora_A", {})]
-        if todo:
-            with torch.no_grad():
-                layer.merge(safe_merge=True, adapter_names=todo)
-        setattr(parent, child, layer.get_base_layer())
-    if any(isinstance(m, BaseTunerLayer) for m in out.modules()):  # pragma: no cover - nested tuner layers
-        raise UsamError("could not remove every LoRA layer from the exported copy")
-    return out.eval()
-
-
 # --------------------------------------------------------------------------------------------- decoder
 class OnnxPromptDecoder(nn.Module):
     """SAM's prompt encoder + mask decoder with array inputs (segment-anything's ONNX conventions).

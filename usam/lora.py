@@ -7,6 +7,7 @@ without touching the base weights.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
 import torch
@@ -15,7 +16,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, UsamError
 
 #: Attention projections of TinyViT (LiteMedSAM), segment-anything's ViT and transformers' SamVisionEncoder.
 #: Linear layers only: no convolution is hit.
@@ -125,3 +126,31 @@ def remove_lora(module: nn.Module, name: str) -> None:
     for layer in lora_layers(module):
         if name in layer.lora_A:
             layer.delete_adapter(name)
+
+
+def merged_copy(module: nn.Module, adapters: list[str] | None = None) -> nn.Module:
+    """A deep copy of ``module`` in which every peft LoRA layer is replaced by its plain base layer.
+
+    Args:
+      adapters: LoRA adapter names merged into the base weights (``W + scale * B @ A``); ``None``: the
+        adapters active in each layer (none where LoRA is disabled); ``[]``: none (bare weights).
+    The original module is not touched.
+    """
+    out = copy.deepcopy(module)
+    names = [n for n, m in out.named_modules() if isinstance(m, BaseTunerLayer)]
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = out.get_submodule(parent_name) if parent_name else out
+        layer = getattr(parent, child)
+        if adapters is None:
+            todo = [] if getattr(layer, "disable_adapters", False) else list(layer.active_adapters)
+        else:
+            todo = list(adapters)
+        todo = [a for a in todo if a in getattr(layer, "lora_A", {})]
+        if todo:
+            with torch.no_grad():
+                layer.merge(safe_merge=True, adapter_names=todo)
+        setattr(parent, child, layer.get_base_layer())
+    if any(isinstance(m, BaseTunerLayer) for m in out.modules()):  # pragma: no cover - nested tuner layers
+        raise UsamError("could not remove every LoRA layer from the exported copy")
+    return out.eval()

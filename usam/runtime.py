@@ -1,7 +1,7 @@
 """Inference runtimes for the image encoder: eager PyTorch, OpenVINO, ONNX Runtime.
 
 The encoder is the whole cost of a new image (a prompt costs ~15x less), so it is the part worth compiling.
-A compiled runtime is built from the encoder as :func:`usam.export.merged_copy` leaves it (the active adapter's
+A compiled runtime is built from the encoder as :func:`usam.lora.merged_copy` leaves it (the active adapter's
 LoRA merged into the weights), exported once to ONNX and cached on disk under
 ``$USAM_CACHE/runtime/<key>/encoder.onnx``; the key hashes the backbone checksum, the merged LoRA weights and the
 usam / torch versions, so a changed adapter builds a new one and the old one is never used for it.
@@ -29,9 +29,8 @@ import torch
 from .errors import UsamError
 
 RUNTIMES = ("auto", "torch", "openvino", "onnx")
-#: pip package that provides each compiled runtime.
+#: pip package (and module name) that provides each compiled runtime.
 PACKAGES = {"openvino": "openvino", "onnx": "onnxruntime"}
-_MODULES = {"openvino": "openvino", "onnx": "onnxruntime"}
 
 
 def runtime_root() -> Path:
@@ -40,7 +39,7 @@ def runtime_root() -> Path:
 
 def installed(name: str) -> bool:
     """Whether the package of runtime ``name`` can be imported (``torch`` always can)."""
-    return name == "torch" or importlib.util.find_spec(_MODULES[name]) is not None
+    return name == "torch" or importlib.util.find_spec(PACKAGES[name]) is not None
 
 
 def supports(backbone) -> bool:
@@ -126,7 +125,8 @@ class CompiledEncoder:
 
 def build_compiled_encoder(backbone, name: str, precision: str, log=None) -> CompiledEncoder:
     """Compile ``backbone``'s encoder (active LoRA merged) for runtime ``name``, reusing the on-disk ONNX file."""
-    from .export import OPSET, _export, merged_copy
+    from .export import OPSET, _export
+    from .lora import merged_copy
 
     encoder = merged_copy(backbone.image_encoder).cpu().float().eval()
     key = hashlib.sha256(f"{backbone.name}|{encoder_fingerprint(encoder)}|{_versions()}|opset{OPSET}".encode())

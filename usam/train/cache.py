@@ -34,7 +34,7 @@ class EmbeddingStore:
         # fp32 runtimes agree with eager fp32 far below the fp16 the embeddings are stored in: one cache for all;
         # bf16 kernels differ between runtimes (and CPUs): keyed by runtime
         key = f"{model.backbone.name}|{model.backbone.checksum}|{model.precision}"
-        if model.precision != "fp32" and getattr(model, "runtime", "torch") != "torch":
+        if model.precision != "fp32" and model.runtime != "torch":
             key += f"|{model.runtime}"
         self.dir = Path(root or cache_root()) / "embeddings" / hashlib.sha1(key.encode()).hexdigest()[:16]
         self.dir.mkdir(parents=True, exist_ok=True)

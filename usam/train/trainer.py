@@ -14,7 +14,6 @@ resumes from its last epoch. Built on ``accelerate``: the same command runs unde
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -34,7 +33,7 @@ from ..data.fmc import Sample, read_split
 from ..data.tasks import TaskSpec
 from ..errors import ConfigError, DataError
 from ..io import dumps_json, read_image, read_mask, write_text_atomic
-from ..lora import DECODER_TARGETS, LoraSettings, activate_lora, add_lora, lora_parameters
+from ..lora import DECODER_TARGETS, LoraSettings, activate_lora, add_lora, lora_parameters, merged_copy
 from ..model import UsamModel
 from . import clicks
 from .cache import EmbeddingStore
@@ -586,25 +585,13 @@ def _init_from(adapter: Adapter, directory: Path, backbone) -> None:
     if adapter.decoder is not None and old_dec.get("lora") and not new_dec.get("lora"):
         old = Adapter(config, backbone)
         old.load_head_state(heads, str(Path(directory) / HEADS_NAME))
-        merged = merged_decoder_state(old.decoder)
         with torch.no_grad():
             adapter.heads.load_state_dict(old.heads.state_dict(), strict=True)
-            for k, v in adapter.decoder.named_parameters():
-                v.copy_(merged[k])
+            adapter.decoder.prompt_encoder.load_state_dict(old.decoder.prompt_encoder.state_dict(), strict=True)
+            adapter.decoder.mask_decoder.load_state_dict(merged_copy(old.decoder.mask_decoder).state_dict(), strict=True)
     else:
         adapter.load_head_state(heads, str(Path(directory) / HEADS_NAME))
     adapter.config.head_options = dict(config.head_options)
-
-
-def merged_decoder_state(decoder) -> dict[str, torch.Tensor]:
-    """Parameters of a tuned decoder with its LoRA merged in, named as in a decoder without LoRA."""
-    from peft.tuners.lora import LoraLayer
-
-    dec = copy.deepcopy(decoder)
-    for m in dec.modules():
-        if isinstance(m, LoraLayer):
-            m.merge()
-    return {n.replace(".base_layer", ""): p.detach().clone() for n, p in dec.named_parameters() if "lora_" not in n}
 
 
 def _trainable_named(model, adapter, cfg):
