@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import ODD_HW
 
-import usam.io
+import usam.io.images
 from usam import Predictor, UsamModel, build_backbone
 from usam.backbones.litemedsam import bundled_checkpoint
 from usam.backbones.sam_style import load_torch_checkpoint
@@ -94,7 +94,7 @@ def test_gigapixel_header_is_refused_before_decoding(tmp_path, monkeypatch):
     path = _png_header_only_big(tmp_path / "big.png", 20000, 20000)
     assert path.stat().st_size < 200_000
     decoded = []
-    monkeypatch.setattr(usam.io.cv2, "imdecode", lambda *a, **k: decoded.append(1))
+    monkeypatch.setattr(usam.io.images.cv2, "imdecode", lambda *a, **k: decoded.append(1))
     with pytest.raises(InputImageError, match="too large"):
         read_image(path)
     assert not decoded, "the pixels were decoded before the size check"
@@ -103,7 +103,7 @@ def test_gigapixel_header_is_refused_before_decoding(tmp_path, monkeypatch):
 def test_max_pixels_limit_for_files_and_arrays(tmp_path, monkeypatch):
     path = _write_png(tmp_path / "img.png", np.zeros((100, 120), np.uint8))
     assert read_image(path).shape == (100, 120, 3)
-    monkeypatch.setattr(usam.io, "MAX_PIXELS", 10_000)
+    monkeypatch.setattr(usam.io.images, "MAX_PIXELS", 10_000)
     with pytest.raises(InputImageError, match=r"is 120x100 pixels \(0 MP\), over the 0 MP limit: downscale it first"):
         read_image(path)
     with pytest.raises(InputImageError, match=r"is 120x100 pixels.*over the"):
