@@ -198,8 +198,8 @@ def row_click(args) -> dict:
 
 def _tiny_adapter(model, where: Path) -> Path:
     """An untrained breast_lesion adapter (automatic segmentation head + tuned prompt decoder)."""
-    from usam.adapter import Adapter, AdapterConfig
-    from usam.data.tasks import TaskSpec
+    from usam.adapters.adapter import Adapter, AdapterConfig
+    from usam.tasks.spec import TaskSpec
     bb = model.backbone
     cfg = AdapterConfig(name="bench", backbone=bb.name, backbone_checksum=bb.checksum,
                         tasks={"breast_lesion": TaskSpec(task_id="breast_lesion", kind="segmentation", num_classes=2)},

@@ -17,7 +17,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported
 
 
 def main(argv=None) -> int:
-    from usam.demo import build_parser, launch
+    from usam.apps.demo.app import build_parser, launch
     from usam.errors import UsamError
     from usam.model import UsamModel
 

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
 
     split = Path(args.data) / args.split
     out = Path(args.out)
-    from usam.adapter import read_adapter_dir
+    from usam.adapters.adapter import read_adapter_dir
 
     chosen = {a: ADAPTERS[a] for a in args.adapters}
     dirs = [ROOT / "adapters" / a for a in chosen]
@@ -169,8 +169,8 @@ def check_cases(split: Path) -> dict:
 
 
 def _update_cards(dirs, figures) -> None:
-    from usam.adapter import read_adapter_dir
-    from usam.card import adapter_card
+    from usam.adapters.adapter import read_adapter_dir
+    from usam.adapters.card import adapter_card
 
     for d in dirs:
         config, _, _ = read_adapter_dir(d)

@@ -167,7 +167,7 @@ def random_adapter_model(backbone, split_dir: Path, tasks: list[str], name: str,
     """``(model, adapter dir)``: ``backbone`` with one randomly initialised adapter ``name`` serving ``tasks`` of
     the FMC_UIA split at ``split_dir``, saved under ``where / name`` and loaded back."""
     from usam import UsamModel
-    from usam.adapter import Adapter, AdapterConfig
+    from usam.adapters.adapter import Adapter, AdapterConfig
     from usam.data.fmc import read_split
     from usam.train.trainer import task_specs
 

@@ -136,7 +136,7 @@ def test_one_encoder_pass_serves_every_head(model, cache_adapter, image):
 
 
 def test_lora_training_changes_encoder_only_through_the_adapter(model, base_state, data_root, tmp_path, image):
-    from usam.lora import lora_layers
+    from usam.adapters.lora import lora_layers
     from usam.train.trainer import train
 
     out = tmp_path / "tiny_lora"

@@ -18,7 +18,8 @@ import usam.io.images
 from usam import Predictor, UsamModel, build_backbone
 from usam.backbones.litemedsam import bundled_checkpoint
 from usam.backbones.sam_style import load_torch_checkpoint
-from usam.cli import main
+import usam.apps.cli.segment
+from usam.apps.cli import main
 from usam.errors import CheckpointError, InputImageError, PromptError, UsamError
 from usam.io import read_image, to_rgb_uint8
 
@@ -324,9 +325,9 @@ def test_hf_reference_that_is_not_available_offline(tmp_path, hf_sam_dir):
 @pytest.mark.parametrize("name", BAD_FILE_NAMES)
 def test_cli_segment_with_a_bad_image_writes_nothing(bad_files, name, tmp_path, capsys, monkeypatch):
     path, message = bad_files[name]
-    import usam.cli
+    import usam.apps.cli
 
-    monkeypatch.setattr(usam.cli, "_build_model", lambda args: pytest.fail("the model was built for a bad image"))
+    monkeypatch.setattr(usam.apps.cli.segment, "build_model", lambda args: pytest.fail("the model was built for a bad image"))
     out_dir = tmp_path / "out"
     code = main(["segment", str(path), "--box", "1", "2", "30", "40", "--out", str(out_dir / "mask.png"),
                  "--overlay", str(out_dir / "overlay.png")])

@@ -21,7 +21,7 @@ from test_evaluate import _make_split
 
 from usam.challenge import write_ground_truth_as_predictions
 from usam.challenge.predict import JOURNAL_DIR
-from usam.cli import main
+from usam.apps.cli import main
 from usam.errors import AdapterError, DataError
 from usam.io import write_png
 
@@ -84,14 +84,14 @@ def served(tiny_vit, pred_root, tmp_path_factory):
 def cli_model(served, monkeypatch):
     """Make ``usam predict`` use the served model (built once); returns ``(model, adapter dir)``."""
     model, d = served
-    monkeypatch.setattr("usam.commands.challenge.build_model", lambda args, adapters=(): model)
+    monkeypatch.setattr("usam.apps.cli.challenge.build_model", lambda args, adapters=(): model)
     return model, d
 
 
 @pytest.fixture()
 def no_model(monkeypatch):
     """``usam predict`` must refuse before it builds a model."""
-    monkeypatch.setattr("usam.commands.challenge.build_model",
+    monkeypatch.setattr("usam.apps.cli.challenge.build_model",
                         lambda args, adapters=(): pytest.fail("the model was built although the inputs are bad"))
 
 

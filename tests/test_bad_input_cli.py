@@ -1,4 +1,4 @@
-"""Bad-input corpus for the command line (issue #12): each case runs through ``usam.cli.main`` in-process and checks
+"""Bad-input corpus for the command line (issue #12): each case runs through ``usam.apps.cli.main`` in-process and checks
 the exit code, one line on stderr naming the offending input, no traceback, and that nothing is left behind (no
 temp files) or destroyed where the output goes. Bad inputs are built here, in tmp_path; models are the tiny random
 backbones of conftest (or are not built at all: the checks come before any model)."""
@@ -16,12 +16,13 @@ import pytest
 import torch
 from conftest import DATA_ROOT, tiny_sam_config
 
-import usam.cli
+import usam.apps.cli
+import usam.apps.cli.segment
 import usam.train.trainer
 from usam import Predictor, UsamModel
-from usam.adapter import Adapter, AdapterConfig, is_usam_adapter_dir
-from usam.cli import main
-from usam.data.tasks import TaskSpec
+from usam.adapters.adapter import Adapter, AdapterConfig, is_usam_adapter_dir
+from usam.apps.cli import main
+from usam.tasks.spec import TaskSpec
 from usam.errors import CheckpointError, InputImageError, OutputError, PromptError
 from usam.io import dumps_json, to_rgb_uint8
 from usam.predictor import MAX_POINTS
@@ -63,7 +64,7 @@ def no_model(monkeypatch):
     def refuse(*a, **k):
         pytest.fail("a model was built although the input was bad")
 
-    monkeypatch.setattr(usam.cli, "_build_model", refuse)
+    monkeypatch.setattr(usam.apps.cli.segment, "build_model", refuse)
     monkeypatch.setattr(usam.model.UsamModel, "from_pretrained", classmethod(refuse))
     return refuse
 
@@ -72,7 +73,7 @@ def no_model(monkeypatch):
 def tiny_model(monkeypatch, tiny_vit):
     """``usam segment`` runs on the tiny random SAM ViT."""
     model = UsamModel(tiny_vit)
-    monkeypatch.setattr(usam.cli, "_build_model", lambda args: model)
+    monkeypatch.setattr(usam.apps.cli.segment, "build_model", lambda args: model)
     return model
 
 
@@ -135,7 +136,7 @@ def test_train_refuses_an_output_that_is_not_usams(tmp_path, monkeypatch, capsys
 
 
 def test_output_rule_accepts_new_empty_and_usam_adapters(tmp_path, tiny_vit):
-    from usam.adapter import output_problem
+    from usam.adapters.adapter import output_problem
 
     config = AdapterConfig(name="organ", backbone=tiny_vit.name, backbone_checksum=tiny_vit.checksum,
                            tasks={"organ_cls": TaskSpec("organ_cls", "classification", 2)}, input_size=tiny_vit.input_size)
@@ -457,14 +458,14 @@ def test_cli_prints_a_multi_line_error_on_one_line(monkeypatch, capsys, tmp_path
     def boom(args):
         raise InputImageError("first line\nsecond line\n" + "x" * 5000)
 
-    monkeypatch.setattr(usam.cli, "cmd_backbones", boom)
-    monkeypatch.setattr(usam.cli, "build_parser", _parser_with(boom))
+    monkeypatch.setattr(usam.apps.cli.segment, "cmd_backbones", boom)
+    monkeypatch.setattr(usam.apps.cli, "build_parser", _parser_with(boom))
     rc, err = run(["backbones"], capsys)
     assert rc == 3 and "first line second line" in err and err.endswith("...")
 
 
 def _parser_with(func):
-    real = usam.cli.build_parser
+    real = usam.apps.cli.build_parser
 
     def build():
         parser = real()
@@ -497,7 +498,7 @@ def test_check_confident_rule():
 @pytest.fixture
 def measure_model(monkeypatch, litemedsam_model):
     """``usam measure`` on the session's LiteMedSAM backbone (a fresh UsamModel: the adapter stays local)."""
-    import usam.commands.challenge as challenge
+    import usam.apps.cli.challenge as challenge
 
     monkeypatch.setattr(challenge, "build_model", lambda args, adapters=(): UsamModel(litemedsam_model.backbone))
 

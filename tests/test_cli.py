@@ -14,9 +14,10 @@ import pytest
 import torch
 from conftest import dice
 
-import usam.cli
+import usam.apps.cli
+import usam.apps.cli.segment
 from usam.backbones import BACKBONES
-from usam.cli import build_parser, main
+from usam.apps.cli import build_parser, main
 from usam.errors import AdapterError, CheckpointError, InputImageError, PromptError
 
 
@@ -62,7 +63,7 @@ def shared_model(monkeypatch, litemedsam_model):
         built.append(args)
         return litemedsam_model
 
-    monkeypatch.setattr(usam.cli, "_build_model", build)
+    monkeypatch.setattr(usam.apps.cli.segment, "build_model", build)
     return built
 
 
@@ -122,7 +123,7 @@ def test_segment_bad_input_exit_code_and_nothing_written(name, real_case, tmp_pa
     assert error.exit_code == code and needs_model == (name in _NEEDS_MODEL)
     if needs_model:  # the prompt is checked after the image is encoded: reuse the session's model
         model = request.getfixturevalue("litemedsam_model")
-        monkeypatch.setattr(usam.cli, "_build_model", lambda args: model)
+        monkeypatch.setattr(usam.apps.cli.segment, "build_model", lambda args: model)
     out_dir = tmp_path / "out"
     rc = main(["segment", *argv, "--out", str(out_dir / "mask.png"), "--overlay", str(out_dir / "overlay.png")])
     assert rc == code

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from usam.demo import MEASURE_KINDS, MODES, NONE_CHOICE, DemoBackend, Session, View, build_app
+from usam.apps.demo.app import MEASURE_KINDS, MODES, NONE_CHOICE, DemoBackend, Session, View, build_app
 from usam.errors import UsamError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "demo" / "examples"
@@ -272,8 +272,8 @@ def test_bare_backbone_refuses_a_lone_point_and_says_why(backend, session, model
 def _toy_adapter(model):
     """A real adapter object with random heads for four task kinds (no LoRA: the embedding is shared)."""
     try:
-        from usam.adapter import Adapter, AdapterConfig, attach_adapter
-        from usam.data.tasks import TaskSpec
+        from usam.adapters.adapter import Adapter, AdapterConfig, attach_adapter
+        from usam.tasks.spec import TaskSpec
 
         tasks = {
             "fetal_head": TaskSpec("fetal_head", "segmentation", 2, ["background", "fetal_head"]),
@@ -384,7 +384,7 @@ def test_clearing_the_upload_resets_everything(backend, session):
 
 
 def test_pixel_size_is_empty_or_the_examples_and_a_new_upload_resets_it(backend, session, tmp_path):
-    from usam.demo import _pixel_size_text
+    from usam.apps.demo.app import _pixel_size_text
 
     view = backend.load(str(HEAD), backend.new_session())  # a bundled example: its own pixel size
     assert view.session.pixel_size == pytest.approx(0.114776629)

@@ -68,11 +68,11 @@ def runs(data_root, tmp_path_factory):
     out2 = tmp / "two" / "ddp_tiny"
     _run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-          "-m", "usam.cli", "train", str(tmp / "cfg.yaml"), "--output", str(out2)],
+          "-m", "usam", "train", str(tmp / "cfg.yaml"), "--output", str(out2)],
          {**env, "USAM_DUMP_RANK_STATE": str(tmp / "ranks2")}, "2-process training")
     # 1 process, same config, reusing the embeddings the 2 ranks cached
     out1 = tmp / "one" / "ddp_tiny"
-    _run([sys.executable, "-m", "usam.cli", "train", str(tmp / "cfg.yaml"), "--output", str(out1)],
+    _run([sys.executable, "-m", "usam", "train", str(tmp / "cfg.yaml"), "--output", str(out1)],
          {**env, "USAM_DUMP_RANK_STATE": str(tmp / "ranks1")}, "1-process training")
     return {"tmp": tmp, "out1": out1, "out2": out2, "ranks1": _ranks(tmp / "ranks1"), "ranks2": _ranks(tmp / "ranks2")}
 

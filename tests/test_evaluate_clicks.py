@@ -17,7 +17,7 @@ import pytest
 from conftest import random_adapter_model
 
 from usam.challenge import write_ground_truth_as_predictions
-from usam.cli import main
+from usam.apps.cli import main
 from usam.io import write_png
 
 HW = (48, 64)
@@ -71,7 +71,7 @@ def cli_model(served, monkeypatch):
         asked.append(list(adapters))
         return model
 
-    monkeypatch.setattr("usam.commands.challenge.build_model", build)
+    monkeypatch.setattr("usam.apps.cli.challenge.build_model", build)
     return model, d, asked
 
 
@@ -134,7 +134,7 @@ def test_clicks_json_output_and_limit(split, cli_model, capsys):
     (["--adapters", "somewhere"], "add --clicks N"),
 ])
 def test_clicks_and_adapters_go_together(split, tmp_path, monkeypatch, capsys, args, says):
-    monkeypatch.setattr("usam.commands.challenge.build_model", lambda *a, **k: pytest.fail("model built on a usage error"))
+    monkeypatch.setattr("usam.apps.cli.challenge.build_model", lambda *a, **k: pytest.fail("model built on a usage error"))
     monkeypatch.setattr("usam.challenge.evaluate", lambda *a, **k: pytest.fail("scored on a usage error"))
     report = tmp_path / "report"
     assert _evaluate(split, "--report", str(report), *args) == 2

@@ -29,9 +29,9 @@ def model():
 @pytest.fixture(scope="module")
 def tiny_adapter(model, tmp_path_factory):
     """Adapter dir with encoder LoRA + tuned decoder (LoRA too), random non-zero weights; loaded as ``tiny_onnx``."""
-    from usam.adapter import DEFAULT_DECODER_TRAIN, Adapter, AdapterConfig, attach_adapter
-    from usam.data.tasks import TaskSpec
-    from usam.lora import LoraSettings, add_lora
+    from usam.adapters.adapter import DEFAULT_DECODER_TRAIN, Adapter, AdapterConfig, attach_adapter
+    from usam.tasks.spec import TaskSpec
+    from usam.adapters.lora import LoraSettings, add_lora
 
     bb = model.backbone
     cfg = AdapterConfig(
@@ -113,7 +113,7 @@ def _decoder_parity(model, dec, emb: torch.Tensor, geo, box_orig: np.ndarray) ->
 
 
 def test_export_adapter_with_lora_matches_pytorch(model, tiny_adapter, real_case, tmp_path):
-    from usam.cli import main
+    from usam.apps.cli import main
 
     _, image, gt, box_orig = real_case
     out = tmp_path / "onnx"
@@ -160,7 +160,7 @@ def test_export_adapter_with_lora_matches_pytorch(model, tiny_adapter, real_case
 
 
 def test_export_bare_backbone(model, real_case, tmp_path):
-    from usam.cli import main
+    from usam.apps.cli import main
 
     _, image, gt, box_orig = real_case
     out = tmp_path / "bare"

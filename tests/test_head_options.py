@@ -147,8 +147,8 @@ def test_bad_box_prompts_route_is_refused(tmp_path):
 
 
 def test_card_lists_the_inference_options():
-    from usam.adapter import AdapterConfig
-    from usam.card import adapter_card
+    from usam.adapters.adapter import AdapterConfig
+    from usam.adapters.card import adapter_card
 
     cfg = AdapterConfig.from_dict(json.loads((ROOT / "adapters" / "fetal_head" / "config.json").read_text()))
     cfg.head_options = {"fetal_head": {"refine_with_box": True, "ellipse_fill": [1]}}

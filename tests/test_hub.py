@@ -26,13 +26,13 @@ import huggingface_hub
 from huggingface_hub import constants as hf_constants
 
 from usam import UsamModel, build_backbone
-from usam.adapter import DEFAULT_DECODER_TRAIN, Adapter, AdapterConfig, attach_adapter
-from usam.card import adapter_card, parse_card
-from usam.cli import main as cli_main
-from usam.data.tasks import TaskSpec
+from usam.adapters.adapter import DEFAULT_DECODER_TRAIN, Adapter, AdapterConfig, attach_adapter
+from usam.adapters.card import adapter_card, parse_card
+from usam.apps.cli import main as cli_main
+from usam.tasks.spec import TaskSpec
 from usam.errors import AdapterError, DataError, HubError
 from usam.hub import ADAPTER_FILES, push_adapter, pull_adapter, resolve_adapter, validate_adapter_dir
-from usam.lora import LoraSettings, add_lora
+from usam.adapters.lora import LoraSettings, add_lora
 
 REPO = "usam-test/multi"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -169,7 +169,7 @@ def assert_same_state(model, name, original) -> None:
     """Every tensor of the loaded adapter equals the saved one (heads, tuned decoder, encoder LoRA)."""
     from safetensors.torch import load_file
 
-    from usam.lora import lora_state_dict
+    from usam.adapters.lora import lora_state_dict
 
     heads = load_file(str(original.dir / "heads.safetensors"))
     lora = load_file(str(original.dir / "adapter_model.safetensors"))
@@ -562,7 +562,7 @@ def test_push_dry_run_offline_and_errors(original, tmp_path, monkeypatch, hub_ap
     assert "is not a Hub model id" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(DataError, match="not `usam evaluate` results"):
-        from usam.commands.hub import _read_evaluation
+        from usam.apps.cli.hub import _read_evaluation
 
         _read_evaluation(str(tmp_path / "bad.json"))
     assert hub_api.calls == []

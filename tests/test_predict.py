@@ -22,7 +22,7 @@ import torch
 
 from usam.challenge import evaluate
 from usam.challenge.predict import JOURNAL_DIR, predict_split
-from usam.cli import main
+from usam.apps.cli import main
 from usam.data.fmc import output_mask_relpath, read_split
 from usam.errors import AdapterError, DataError, UsamError
 from usam.io import read_image
@@ -82,8 +82,8 @@ def root(tmp_path_factory) -> Path:
 
 def make_adapter(out: Path, name: str, tasks: list[str], lora: bool, split) -> Path:
     """An adapter with random heads for ``tasks`` (as ``usam train`` would build it, minus the training)."""
-    from usam.adapter import Adapter, AdapterConfig
-    from usam.lora import LoraSettings, add_lora
+    from usam.adapters.adapter import Adapter, AdapterConfig
+    from usam.adapters.lora import LoraSettings, add_lora
     from usam.train.trainer import task_specs
 
     model = tiny_model()
@@ -311,7 +311,7 @@ def test_unreadable_image_is_reported_and_the_others_predicted(adapter_dirs, tmp
     lines = (REAL / "csv_files" / "breast_3cls.csv").read_text().splitlines()
     (root / "csv_files" / "breast_3cls.csv").write_text(
         "\n".join([lines[0], "../broken/bad image.png,breast_3cls,classification,3,0,benign", lines[1]]) + "\n")
-    monkeypatch.setattr("usam.commands.challenge.build_model", lambda args, adapters=(): loaded(adapter_dirs, ("breast",)))
+    monkeypatch.setattr("usam.apps.cli.challenge.build_model", lambda args, adapters=(): loaded(adapter_dirs, ("breast",)))
     code = main(["predict", str(root), str(tmp_path / "out"), "--adapters", str(adapter_dirs["breast"]), "--quiet"])
     err = capsys.readouterr().err
     assert code == 3
@@ -325,7 +325,7 @@ def test_unreadable_image_is_reported_and_the_others_predicted(adapter_dirs, tmp
 def test_cli_predict_resumes_and_evaluate_prints_the_table(root, ref, adapter_dirs, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     shutil.copytree(ref[0], out)
-    monkeypatch.setattr("usam.commands.challenge.build_model", lambda args, adapters=(): loaded(adapter_dirs))
+    monkeypatch.setattr("usam.apps.cli.challenge.build_model", lambda args, adapters=(): loaded(adapter_dirs))
     adapters = [str(adapter_dirs[n]) for n in ADAPTERS]
     assert main(["predict", str(root), str(out), "--adapters", *adapters, "--quiet"]) == 0
     cap = capsys.readouterr()
@@ -386,14 +386,14 @@ def test_cli_measure_fetal_head(adapter_dirs, tmp_path, monkeypatch, capsys):
 
     pts = [[100, 200], [400, 200], [250, 120], [250, 300]]  # OFD 300 px, BPD 180 px
     _fake_heads(monkeypatch, masks={"fetal_head": head}, keypoints={"fetal_head_biometry": pts})
-    monkeypatch.setattr("usam.commands.challenge.build_model", lambda args, adapters=(): tiny_model())
+    monkeypatch.setattr("usam.apps.cli.challenge.build_model", lambda args, adapters=(): tiny_model())
     out_png = tmp_path / "annotated.png"
     args = ["measure", str(image), "--adapter", str(adapter_dirs["head"]), "--pixel-size", str(ps)]
     assert main([*args, "--out", str(out_png), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     by_kind = {m["kind"]: m for m in doc["measurements"]}
     assert set(by_kind) == {"head", "points"} and doc["pixel_size_mm"] == ps
-    from usam.challenge.metrics import ellipse_perimeter
+    from usam.ops.metrics import ellipse_perimeter
 
     h = by_kind["head"]
     assert h["task_id"] == "fetal_head"
@@ -418,7 +418,7 @@ def test_cli_measure_lesion_and_errors(adapter_dirs, tmp_path, monkeypatch, caps
         return m
 
     _fake_heads(monkeypatch, masks={"breast_lesion": lesion})
-    monkeypatch.setattr("usam.commands.challenge.build_model", lambda args, adapters=(): tiny_model())
+    monkeypatch.setattr("usam.apps.cli.challenge.build_model", lambda args, adapters=(): tiny_model())
     assert main(["measure", str(image), "--adapter", str(adapter_dirs["breast"]), "--pixel-size", "0.1", "--json"]) == 0
     m = json.loads(capsys.readouterr().out)["measurements"]
     assert [x["kind"] for x in m] == ["lesion"]

@@ -57,7 +57,7 @@ def test_compiled_encoder_is_cached_on_disk_and_rebuilt_when_the_lora_changes(ti
     if not rt.installed(name):
         pytest.skip(f"{rt.PACKAGES[name]} is not installed")
     from usam import UsamModel
-    from usam.lora import LoraSettings, activate_lora, add_lora, lora_parameters
+    from usam.adapters.lora import LoraSettings, activate_lora, add_lora, lora_parameters
 
     monkeypatch.setenv("USAM_CACHE", str(tmp_path))
     backbone = __import__("copy").deepcopy(tiny_vit)

@@ -24,26 +24,23 @@ shapes do not trace with the dynamo exporter, and batch size is fixed at 1 (Tiny
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from .adapters.lora import merged_copy  # noqa: F401  (usam.export.merged_copy stays importable)
 from .backbones.sam_style import predict_masks
 from .errors import AdapterError, UsamError
 from .io import dumps_json
-from .lora import merged_copy  # noqa: F401  (usam.export.merged_copy stays importable)
+from .runtime.onnx import OPSET, export_onnx_file
 
-#: Default (and minimum) ONNX opset.
-OPSET = 17
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 META_FILE = "usam_onnx.json"
@@ -150,21 +147,6 @@ def _model_fingerprint(model, name: str | None) -> dict | None:
     }
 
 
-@contextlib.contextmanager
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes, opset: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several processes (DDP ranks) may build the same file
-    with _quiet(), torch.no_grad():
-        torch.onnx.export(module, args, str(tmp), input_names=list(input_names), output_names=list(output_names),
-                          dynamic_axes=dynamic_axes, opset_version=int(opset), do_constant_folding=True, dynamo=False)
-    os.replace(tmp, path)
-
-
 def decoder_inputs(points: np.ndarray, labels: np.ndarray, box: np.ndarray | None = None,
                    mask_input: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """``decoder.onnx`` feeds from clicks / a box in model-input pixels (segment-anything's conventions)."""
@@ -220,7 +202,7 @@ def export_model(model, out_dir: str | os.PathLike, adapter: str | None = None, 
     t0 = time.perf_counter()
     encoder = merged_copy(backbone.image_encoder, [a.lora_name] if a is not None and a.lora_name else []).cpu().float()
     x = torch.zeros(1, 3, s, s)
-    _export(encoder, (x,), out / ENCODER_FILE, ["image"], ["image_embeddings"], None, opset)
+    export_onnx_file(encoder, (x,), out / ENCODER_FILE, ["image"], ["image_embeddings"], None, opset)
     log(f"usam export: {ENCODER_FILE} in {time.perf_counter() - t0:.1f} s")
 
     t0 = time.perf_counter()
@@ -231,7 +213,7 @@ def export_model(model, out_dir: str | os.PathLike, adapter: str | None = None, 
     decoder = OnnxPromptDecoder(copy.deepcopy(pe), md, s).cpu().float().eval()
     feeds = decoder_inputs(np.array([[s / 2, s / 2]]), np.array([1]))
     dargs = (torch.zeros(1, c, h, w), *(torch.from_numpy(feeds[k]) for k in ("point_coords", "point_labels", "mask_input", "has_mask_input")))
-    _export(decoder, dargs, out / DECODER_FILE, ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
+    export_onnx_file(decoder, dargs, out / DECODER_FILE, ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
             ["masks", "iou_predictions"], {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}, opset)
     log(f"usam export: {DECODER_FILE} in {time.perf_counter() - t0:.1f} s")
 
@@ -315,7 +297,7 @@ def _verify(model, adapter: str | None, out: Path) -> dict:
 
 def _adapter_backbone(ref: str) -> str | None:
     """Backbone name recorded in an adapter's config.json (``None`` when it cannot be read)."""
-    from .hub import resolve_adapter
+    from .adapters.resolve import resolve_adapter
 
     try:
         raw = json.loads((resolve_adapter(ref) / "config.json").read_text())

@@ -23,7 +23,7 @@ import math
 import cv2
 import numpy as np
 
-from .challenge.metrics import ellipse_perimeter, fit_ellipse
+from .ops.metrics import ellipse_perimeter, fit_ellipse
 from .errors import InputImageError
 from .heads.refine import largest_component
 from .io import to_rgb_uint8
@@ -208,7 +208,7 @@ def check_confident(mask: np.ndarray, confidence: float | None = None, what: str
 
 def _measured_class(spec, kind: str) -> int | None:
     """The class ``usam measure`` measures in a segmentation task (``None``: every foreground class); the same
-    choice as :func:`usam.commands.challenge.measure_prediction`."""
+    choice as :func:`usam.apps.cli.challenge.measure_prediction`."""
     if kind == "head":
         for i, name in enumerate(spec.class_names or []):
             if i > 0 and "head" in str(name).lower():

@@ -101,7 +101,7 @@ class UsamModel(nn.Module):
     # ------------------------------------------------------------------ adapters
     def load_adapter(self, ref: str, name: str | None = None, revision: str | None = None) -> str:
         """Load an adapter directory or Hub id (offline) under ``name`` (default: its own name); returns the name."""
-        from .adapter import load_adapter
+        from .adapters.adapter import load_adapter
 
         return load_adapter(self, ref, name=name, revision=revision)
 
@@ -109,14 +109,14 @@ class UsamModel(nn.Module):
         """Switch to adapter ``name`` (``None``: the bare backbone). The encoder is not reloaded."""
         if name is not None and name not in self.adapters:
             raise AdapterError(f"no adapter named {name!r} is loaded (loaded: {sorted(self.adapters) or 'none'})")
-        from .lora import activate_lora
+        from .adapters.lora import activate_lora
 
         activate_lora(self.backbone.image_encoder, self.adapters[name].lora_name if name else None)
         self.active_adapter = name
 
     @property
     def adapter(self):
-        """The active :class:`~usam.adapter.Adapter`, or ``None``."""
+        """The active :class:`~usam.adapters.adapter.Adapter`, or ``None``."""
         return self.adapters[self.active_adapter] if self.active_adapter else None
 
     # ------------------------------------------------------------------ encoder

@@ -1,6 +1,6 @@
 """FMC_UIA challenge scoring: official metrics, evaluation of a prediction folder, and reports.
 
-- :mod:`usam.challenge.metrics`: pure metric functions on numpy arrays;
+- :mod:`usam.ops.metrics`: pure metric functions on numpy arrays;
 - :func:`evaluate`: score a prediction folder against a split (``usam evaluate``);
 - :func:`write_report`: ``report.md`` / ``report.json`` / PNG figures from the results;
 - :func:`write_ground_truth_as_predictions`: a perfect predictor's output, for checks.

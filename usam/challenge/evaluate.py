@@ -51,7 +51,7 @@ import numpy as np
 from ..data.fmc import Sample, output_mask_relpath, read_split
 from ..errors import DataError
 from ..io import read_mask
-from . import metrics as M
+from ..ops import metrics as M
 from .checks import csv_rows, read_label_png
 
 #: Prediction file names of the challenge, per kind.
@@ -452,7 +452,7 @@ def evaluate(
       the per-class means over images), ``dice_per_class``, ``hd_per_class``, and when every row has a pixel
       size ``hd_mm``; with ``head_circumference_mm`` also ``hc_abs_err_mm`` (ellipse fit of the predicted mask).
       Classification ``auc``, ``accuracy``, ``macro_f1``, ``mcc``, ``auc_skipped_classes`` (see
-      :func:`usam.challenge.metrics.classification_metrics`). Detection ``iou`` (mean). Regression ``mre_px``,
+      :func:`usam.ops.metrics.classification_metrics`). Detection ``iou`` (mean). Regression ``mre_px``,
       ``mre_mm`` (with pixel sizes), ``hc_abs_err_mm`` (4-point biometry tasks with ``head_circumference_mm``:
       HC of the ellipse with axes p1-p2 and p3-p4).
 

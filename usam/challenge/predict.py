@@ -89,7 +89,7 @@ def adapter_fingerprint(model, name: str) -> dict:
     adapter = model.adapters[name]
     state = dict(adapter.head_state())
     if adapter.lora_name:
-        from ..lora import lora_state_dict
+        from ..adapters.lora import lora_state_dict
 
         state.update({f"lora.{k}": v for k, v in lora_state_dict(model.backbone.image_encoder, adapter.lora_name).items()})
     return {

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .augment import Augment, AugmentParams, apply_augment
 from .fmc import Sample, output_mask_relpath, read_split, read_task_csv, unique_image_paths
 from .folder import IMAGE_EXTENSIONS, read_folder
-from .tasks import KINDS, TaskSpec, check_against_suite, load_task_suite, normalise_kind
+from ..tasks.spec import KINDS, TaskSpec, check_against_suite, load_task_suite, normalise_kind
 
 __all__ = [
     "IMAGE_EXTENSIONS",

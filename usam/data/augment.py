@@ -223,7 +223,7 @@ class Augment:
 
     @classmethod
     def for_task(cls, spec, **kwargs) -> "Augment":
-        """An :class:`Augment` with ``flip`` set from a :class:`~usam.data.tasks.TaskSpec`'s ``hflip``."""
+        """An :class:`Augment` with ``flip`` set from a :class:`~usam.tasks.spec.TaskSpec`'s ``hflip``."""
         kwargs.setdefault("flip", spec.hflip)
         return cls(**kwargs)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .tasks import KINDS, normalise_kind
+from ..tasks.spec import KINDS, normalise_kind
 
 #: Columns every CSV must have.
 BASE_COLUMNS = ("image_path", "task_id", "task_name", "num_classes")
@@ -58,7 +58,7 @@ class Sample:
     Attributes:
       image_path: absolute, resolved path of the image.
       rel_image_path: the path exactly as written in the CSV (relative to ``csv_files/``).
-      task_id, kind, num_classes: see :class:`~usam.data.tasks.TaskSpec`.
+      task_id, kind, num_classes: see :class:`~usam.tasks.spec.TaskSpec`.
       mask_path, rel_mask_path: segmentation label PNG ``(H, W)`` of class ids (absolute / as in the CSV).
       label: classification class id in ``[0, num_classes)`` (the CSV column ``mask``).
       box: detection box ``(x_min, y_min, x_max, y_max)`` in pixels.

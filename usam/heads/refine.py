@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
-from ..train.clicks import mask_box
+from ..ops.clicks import mask_box
 
 OPTIONS = {
     "segmentation": {"refine_with_box", "refine_rounds", "refine_decoder", "largest_component", "ellipse_fill"},

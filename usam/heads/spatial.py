@@ -7,7 +7,6 @@ Coordinates are normalised to the *resized* image inside the model input, ``[0, 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 

@@ -134,7 +134,7 @@ def load_config(path: str | os.PathLike | dict, overrides: list[str] = ()) -> Tr
     for key in ("name", "data", "output"):
         if key not in raw:
             raise ConfigError(f"{source}: missing required key {key!r}")
-    from ..adapter import check_adapter_name
+    from ..adapters.adapter import check_adapter_name
 
     name = str(raw["name"]) if _is_int(raw["name"]) else raw["name"]
     try:
@@ -220,7 +220,7 @@ def load_config(path: str | os.PathLike | dict, overrides: list[str] = ()) -> Tr
             raise ConfigError(f"{source}: decoder.train must be a list of parameter-name prefixes")
     lora = dict(DEFAULT_LORA)
     lora.update(raw.get("lora") or {})
-    from ..lora import DECODER_TARGETS, LoraSettings
+    from ..adapters.lora import DECODER_TARGETS, LoraSettings
 
     for what, settings, targets in (("lora", lora, None), ("decoder.lora", decoder.get("lora"), DECODER_TARGETS)):
         if settings is None:

@@ -8,7 +8,7 @@ Two modes:
 
 Each step samples one task (``sqrt`` of its size by default) and a batch of its rows. Segmentation trains
 the automatic head and, when the decoder is tuned, interactive prompts simulated as a person gives them
-(:mod:`usam.train.clicks`). Validation runs each epoch; the best adapter is kept; an interrupted run
+(:mod:`usam.ops.clicks`). Validation runs each epoch; the best adapter is kept; an interrupted run
 resumes from its last epoch. Built on ``accelerate``: the same command runs under ``accelerate launch``.
 """
 
@@ -27,15 +27,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapter import Adapter, AdapterConfig, attach_adapter
+from ..adapters.adapter import Adapter, AdapterConfig, attach_adapter
 from ..backbones import LOW_RES
 from ..data.fmc import Sample, read_split
-from ..data.tasks import TaskSpec
+from ..tasks.spec import TaskSpec
 from ..errors import ConfigError, DataError
 from ..io import dumps_json, read_image, read_mask, write_text_atomic
-from ..lora import DECODER_TARGETS, LoraSettings, activate_lora, add_lora, lora_parameters, merged_copy
+from ..adapters.lora import LoraSettings, add_lora, lora_parameters, merged_copy
 from ..model import UsamModel
-from . import clicks
+from ..ops import clicks
 from .cache import EmbeddingStore
 from .config import TrainConfig, load_config
 from .losses import box_loss, keypoint_loss, mask_loss, prompted_mask_loss
@@ -367,7 +367,7 @@ def _config_hash(cfg: TrainConfig) -> str:
 def build_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]) -> Adapter:
     decoder = None
     if cfg.decoder.get("tune") and any(s.kind == "segmentation" for s in specs.values()):
-        from ..adapter import DEFAULT_DECODER_TRAIN
+        from ..adapters.adapter import DEFAULT_DECODER_TRAIN
 
         decoder = {"lora": cfg.decoder.get("lora"), "train": list(cfg.decoder.get("train") or DEFAULT_DECODER_TRAIN),
                    "box_prompts": cfg.decoder.get("box_prompts", "base")}
@@ -386,7 +386,7 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
     """Train an adapter as the config says; returns the adapter directory (best validation score)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
     from tqdm.auto import tqdm
 
     cfg = config if isinstance(config, TrainConfig) else load_config(config, overrides)
@@ -561,8 +561,8 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
 
 def check_output(cfg: TrainConfig) -> None:
     """Refuse, before any work, an output that is not a new or empty folder or an adapter usam wrote
-    (:func:`usam.adapter.output_problem`); the adapter it replaces is kept until the new one is complete."""
-    from ..adapter import output_problem
+    (:func:`usam.adapters.adapter.output_problem`); the adapter it replaces is kept until the new one is complete."""
+    from ..adapters.adapter import output_problem
 
     problem = output_problem(cfg.output)
     if problem:
@@ -576,7 +576,7 @@ def _init_from(adapter: Adapter, directory: Path, backbone) -> None:
     rebuilt, its LoRA merged into the weights, and the merged weights copied (continue training a LoRA-tuned
     decoder as a fully tuned one).
     """
-    from ..adapter import HEADS_NAME, read_adapter_dir
+    from ..adapters.adapter import HEADS_NAME, read_adapter_dir
 
     config, heads, _ = read_adapter_dir(Path(directory))
     if set(config.tasks) != set(adapter.tasks):
@@ -648,6 +648,6 @@ def _update_history(out: Path, history: list) -> None:
 
 
 def _card(cfg: TrainConfig, adapter: Adapter, metrics: dict) -> str:
-    from ..card import adapter_card
+    from ..adapters.card import adapter_card
 
     return adapter_card(adapter.config, metrics)

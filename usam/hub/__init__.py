@@ -29,64 +29,26 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import AdapterError, HubError
-
-#: Files of an adapter directory that are uploaded / downloaded (nothing else ever is).
-ADAPTER_FILES = (
-    "config.json",
-    "heads.safetensors",
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "metrics.json",
-    "README.md",
+from ..adapters.resolve import (
+    ADAPTER_FILES,
+    LORA_FILES,
+    OPTIONAL_FILES,
+    check_repo_id,
+    hub_cache_dir,
+    is_offline,
+    looks_like_repo_id,
+    pull_command,
+    resolve_adapter,
 )
-#: Files present only when the adapter has encoder LoRA.
-LORA_FILES = ("adapter_config.json", "adapter_model.safetensors")
-#: Adapter files that may be absent (removed from the Hub repo on push when absent locally).
-OPTIONAL_FILES = ("adapter_config.json", "adapter_model.safetensors", "metrics.json")
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?/[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
-_TRUE = {"1", "ON", "YES", "TRUE"}
+from ..errors import AdapterError, HubError
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def is_offline() -> bool:
-    """``HF_HUB_OFFLINE`` (else ``TRANSFORMERS_OFFLINE``) as set now, else huggingface_hub's import-time value."""
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
-    if value is not None and value.strip():
-        return value.strip().upper() in _TRUE
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def looks_like_repo_id(ref: str) -> bool:
-    """``org/name`` with Hub-legal characters (no path prefix such as ``./``, ``/``, ``~``)."""
-    return bool(_REPO_ID.match(ref)) and ".." not in ref and "--" not in ref
-
-
-def check_repo_id(repo_id: str) -> str:
-    if not looks_like_repo_id(repo_id):
-        raise HubError(f"{repo_id!r} is not a Hub model id: use ORG/NAME (letters, digits, '-', '_', '.')")
-    return repo_id
-
-
-def hub_cache_dir() -> str:
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
-def _pull_command(ref: str, revision: str | None) -> str:
-    return f"usam pull {ref}" + (f" --revision {revision}" if revision else "")
-
-
 def _network_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = []
     for mod in ("httpx2", "httpx", "requests"):
@@ -99,42 +61,6 @@ def _network_errors() -> tuple[type[BaseException], ...]:
             if isinstance(cls, type) and issubclass(cls, BaseException):
                 errors.append(cls)
     return tuple(errors)
-
-
-# --------------------------------------------------------------------------------------------- resolve
-def resolve_adapter(ref: str, revision: str | None = None) -> Path:
-    """Local directory of an adapter given as a path or a Hub id present in the local HF cache.
-
-    Never touches the network. A Hub id missing from the cache raises :class:`HubError` naming the
-    ``usam pull`` command that fetches it.
-    """
-    ref = str(ref)
-    p = Path(ref).expanduser()
-    if p.is_dir():
-        return p
-    if p.exists():
-        raise HubError(f"adapter {ref!r} is a file, not an adapter directory")
-    if not looks_like_repo_id(ref):
-        raise HubError(f"adapter {ref!r} is neither a local directory nor a Hub id of the form org/name")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
-
-    try:
-        # allow_patterns = what `usam pull` fetches: a repo's other files (.gitattributes, ...) are not expected.
-        return Path(snapshot_download(repo_id=ref, revision=revision, local_files_only=True,
-                                      allow_patterns=list(ADAPTER_FILES)))
-    except IncompleteSnapshotError as exc:
-        raise HubError(
-            f"the cached copy of adapter {ref!r} is incomplete (an interrupted download?): "
-            f"fetch it again with `{_pull_command(ref, revision)}` (needs network)"
-        ) from exc
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
-        rev = f" at revision {revision!r}" if revision else ""
-        raise HubError(
-            f"adapter {ref!r}{rev} is not a local directory and is not in the local Hugging Face cache "
-            f"({hub_cache_dir()}): fetch it once with `{_pull_command(ref, revision)}` (needs network), "
-            "then it loads offline; or pass a local adapter directory"
-        ) from exc
 
 
 # --------------------------------------------------------------------------------------------- validate
@@ -155,8 +81,13 @@ def validate_adapter_dir(directory: str | os.PathLike) -> AdapterCheck:
     valid metrics.json / README.md front matter. Raises :class:`~usam.errors.AdapterError`."""
     import torch
 
-    from .adapter import HEADS_NAME, LORA_CONFIG_NAME, build_head, read_adapter_dir
-    from .card import parse_card
+    from ..adapters.adapter import (
+        HEADS_NAME,
+        LORA_CONFIG_NAME,
+        build_head,
+        read_adapter_dir,
+    )
+    from ..adapters.card import parse_card
 
     directory = Path(directory)
     config, heads, lora = read_adapter_dir(directory)
@@ -253,7 +184,7 @@ def push_adapter(
     ``evaluation`` (results of :func:`usam.challenge.evaluate.evaluate`) is given; the local directory is
     not modified. ``dry_run`` validates and builds everything but uploads nothing.
     """
-    from .card import adapter_card
+    from ..adapters.card import adapter_card
 
     log = log or (lambda _msg: None)
     check_repo_id(repo_id)
@@ -280,7 +211,11 @@ def push_adapter(
         raise HubError(f"cannot push to {repo_id}: offline mode is on (HF_HUB_OFFLINE=1); unset it to upload")
 
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalTokenNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     staging = Path(tempfile.mkdtemp(prefix="usam-push-"))
     try:
@@ -337,7 +272,7 @@ def pull_adapter(repo_id: str, revision: str | None = None, local_dir: str | os.
         RevisionNotFoundError,
     )
 
-    from .version import __version__
+    from ..version import __version__
 
     log = log or (lambda _msg: None)
     check_repo_id(repo_id)

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import json
-import sys
 
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+from .common import log
 
 
 def cmd_export_onnx(args) -> int:
-    from ..export import export_onnx
+    from ...export import export_onnx
 
     meta = export_onnx(args.out_dir, adapter=args.adapter, backbone=args.backbone, checkpoint=args.checkpoint,
-                       opset=args.opset, verify=not args.no_verify, log=_log)
+                       opset=args.opset, verify=not args.no_verify, log=log)
     v = meta.get("verification") or {}
     if "embedding_max_abs_diff" in v:
-        _log(f"usam export: onnxruntime vs PyTorch: embedding max |diff| {v['embedding_max_abs_diff']:.2e}, "
-             f"mask logits max |diff| {max(v['box_logits_max_abs_diff'], v['click_logits_max_abs_diff']):.2e}")
+        log(f"usam export: onnxruntime vs PyTorch: embedding max |diff| {v['embedding_max_abs_diff']:.2e}, "
+            f"mask logits max |diff| {max(v['box_logits_max_abs_diff'], v['click_logits_max_abs_diff']):.2e}")
     elif v.get("skipped"):
-        _log(f"usam export: not verified: {v['skipped']}")
+        log(f"usam export: not verified: {v['skipped']}")
     what = f"adapter {meta['adapter']['name']!r}" if meta["adapter"] else "bare backbone"
-    _log(f"usam export: {meta['backbone']['name']} + {what} -> {args.out_dir}")
+    log(f"usam export: {meta['backbone']['name']} + {what} -> {args.out_dir}")
     if args.json:
         print(json.dumps(meta, indent=1))
     else:

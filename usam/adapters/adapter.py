@@ -32,15 +32,21 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .version import __version__
-from .data.tasks import TaskSpec
-from .errors import AdapterError, ConfigError, OutputError, short_repr
-from .heads.automask import AutoMaskHead
-from .heads.classify import ClassifyHead
-from .heads.refine import check_head_options
-from .heads.spatial import DetectHead, KeypointHead
-from .io import dumps_json
-from .lora import DECODER_TARGETS, LoraSettings, add_lora, lora_state_dict, load_lora_state
+from ..errors import AdapterError, ConfigError, OutputError, short_repr
+from ..heads.automask import AutoMaskHead
+from ..heads.classify import ClassifyHead
+from ..heads.refine import check_head_options
+from ..heads.spatial import DetectHead, KeypointHead
+from ..io import dumps_json
+from ..tasks.spec import TaskSpec
+from ..version import __version__
+from .lora import (
+    DECODER_TARGETS,
+    LoraSettings,
+    add_lora,
+    load_lora_state,
+    lora_state_dict,
+)
 
 CONFIG_NAME = "config.json"
 HEADS_NAME = "heads.safetensors"
@@ -128,7 +134,7 @@ def check_adapter_name(name, what: str = "name") -> str:
 
 def _check_config_dict(d) -> None:
     """Types and ranges of an adapter's ``config.json`` (raises :class:`ConfigError`)."""
-    from .data.tasks import KINDS
+    from ..tasks.spec import KINDS
 
     if not isinstance(d, dict):
         raise ConfigError(f"it must be a JSON object, got {type(d).__name__}")
@@ -208,7 +214,7 @@ class TunedDecoder(nn.Module):
         no previous mask, no learned tokens) goes to the backbone's own decoder: LiteMedSAM was trained on boxes
         and click training costs its box path about a point of Dice, so both are kept. ``box_prompts`` given
         here overrides the adapter's setting for this call (``"base"`` or ``"tuned"``)."""
-        from .backbones.sam_style import sam_decode
+        from ..backbones.sam_style import sam_decode
 
         route = box_prompts or self.box_prompts
         if (route == "base" and not self.training and boxes is not None and points is None
@@ -457,7 +463,7 @@ def attach_adapter(model, adapter: Adapter, name: str) -> None:
 
 def load_adapter(model, ref: str, name: str | None = None, revision: str | None = None) -> str:
     """Load an adapter (local directory or Hub id in the local HF cache) into ``model``; returns its name."""
-    from .hub import resolve_adapter
+    from .resolve import resolve_adapter
 
     directory = resolve_adapter(ref, revision=revision)
     config, heads, lora = read_adapter_dir(directory)

@@ -1,10 +1,10 @@
-"""``usam demo``: the Gradio click demo (see :mod:`usam.demo`)."""
+"""``usam demo``: the Gradio click demo (see :mod:`usam.apps.demo.app`)."""
 
 from __future__ import annotations
 
 
 def cmd_demo(args) -> int:
-    from ..demo import launch
+    from ..demo.app import launch
 
     launch(adapters=args.adapters or (), backbone=args.backbone, checkpoint=args.checkpoint, device=args.device,
            precision=args.precision, host=args.host, port=args.port, examples=args.examples)
@@ -16,7 +16,7 @@ def register(sub) -> None:
                        description="Upload an ultrasound image (or pick an example), click / draw a box, see the mask; "
                                    "with an adapter also automatic segmentation, class probabilities, box, keypoints "
                                    "and measurements in mm.")
-    from ..demo import build_parser
+    from ..demo.app import build_parser
 
     build_parser(p)
     p.set_defaults(func=cmd_demo)

@@ -16,7 +16,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
-from .errors import ConfigError, UsamError
+from ..errors import ConfigError, UsamError
 
 #: Attention projections of TinyViT (LiteMedSAM), segment-anything's ViT and transformers' SamVisionEncoder.
 #: Linear layers only: no convolution is hit.
@@ -109,7 +109,7 @@ def lora_state_dict(module: nn.Module, name: str) -> dict[str, torch.Tensor]:
 
 def load_lora_state(module: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
     """Load a peft-format state dict into the already-injected adapter ``name``; refuses missing tensors."""
-    from .errors import AdapterError
+    from ..errors import AdapterError
 
     expected = set(get_peft_model_state_dict(module, adapter_name=name))
     missing = sorted(expected - set(state))

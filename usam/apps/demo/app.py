@@ -1,8 +1,8 @@
 """Interactive Gradio demo: click or box an ultrasound image, see the mask, the organ adapter's heads and measurements.
 
->>> import usam, usam.demo
+>>> import usam, usam.apps.demo.app
 >>> model = usam.UsamModel.from_pretrained(adapters=["adapters/fetal_head"])
->>> usam.demo.launch(model, host="127.0.0.1", port=7860)          # blocks; ``prevent_thread_lock=True`` returns
+>>> usam.apps.demo.app.launch(model, host="127.0.0.1", port=7860)          # blocks; ``prevent_thread_lock=True`` returns
 
 Everything runs offline: no share links, analytics off, no web fonts. The page has
 
@@ -62,10 +62,10 @@ from typing import Any, NamedTuple, Sequence
 import cv2
 import numpy as np
 
-from .errors import UsamError
-from .io import read_image, to_rgb_uint8
+from ...errors import UsamError
+from ...io import read_image, to_rgb_uint8
 
-log = logging.getLogger("usam.demo")
+log = logging.getLogger("usam.apps.demo.app")
 
 NONE_CHOICE = "none (bare backbone)"
 MODES = ("positive point", "negative point", "box (two corners)")
@@ -426,7 +426,7 @@ class DemoBackend:
     """
 
     def __init__(self, model, examples=None, workdir: str | os.PathLike | None = None):
-        from .predictor import Predictor
+        from ...predictor import Predictor
 
         self.model = model
         self.predictor = Predictor(model)
@@ -509,7 +509,7 @@ class DemoBackend:
             session.clear_result()
             return
         if self._needs_box(session.adapter, session.points, session.box):
-            from .errors import PromptError
+            from ...errors import PromptError
 
             raise PromptError(BARE_POINTS_MESSAGE + ".")
         kwargs: dict[str, Any] = {"multimask_output": session.multimask_now}
@@ -890,7 +890,7 @@ class DemoBackend:
 
         Raises :class:`~usam.errors.UsamError` with a readable message on a bad image or bad prompts.
         """
-        from .errors import InputImageError, PromptError
+        from ...errors import InputImageError, PromptError
 
         if image is None:
             raise InputImageError("no image given")
@@ -925,7 +925,7 @@ class DemoBackend:
         if adapter is not None and adapter not in self.adapter_names:
             raise PromptError(f"no adapter named {adapter!r} is loaded (loaded: {', '.join(self.adapter_names) or 'none'})")
         if self._needs_box(adapter, points, box):
-            from .predictor import check_points
+            from ...predictor import check_points
 
             check_points(points, labels, img.shape[:2])  # a bad point is reported as such first
             if self.adapter_names:
@@ -1350,8 +1350,8 @@ def launch(
       prevent_thread_lock: return at once (server in a background thread; ``app.local_url``, ``app.close()``).
       launch_kwargs: passed to ``gr.Blocks.launch`` (``share`` is always off).
     """
-    from .backbones import DEFAULT_BACKBONE
-    from .model import UsamModel
+    from ...backbones import DEFAULT_BACKBONE
+    from ...model import UsamModel
 
     if model is None:
         model = UsamModel.from_pretrained(backbone=backbone or DEFAULT_BACKBONE, checkpoint=checkpoint,
@@ -1377,7 +1377,7 @@ def launch(
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Options of ``usam demo`` (also used by ``demo/app.py``)."""
-    from .backbones import DEFAULT_BACKBONE
+    from ...backbones import DEFAULT_BACKBONE
 
     p = parser or argparse.ArgumentParser(prog="usam demo", description="Interactive ultrasound segmentation demo (Gradio, offline).")
     p.add_argument("--adapters", nargs="*", default=[], metavar="ADAPTER", help="adapter directories or Hub ids (offline) to load; the page starts on the first one")

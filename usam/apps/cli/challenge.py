@@ -20,69 +20,22 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
+
+from .common import add_model_args, build_model, log, positive_float, positive_int
 
 __all__ = ["build_model", "click_benchmark", "cmd_evaluate", "cmd_measure", "cmd_predict", "register"]
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _positive_float(text: str) -> float:
-    import argparse
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number (mm per pixel)")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return v
-
-
-def _model_args(p, adapters: bool) -> None:
-    from ..cli import _add_model_args
-
-    _add_model_args(p, adapters=adapters)
-    p.add_argument("--device", default="auto", help="torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1 ...")
-
-
-def build_model(args, adapters=()):
-    """The model the command line asks for (tests replace this to run on a tiny backbone)."""
-    import torch
-
-    from ..model import UsamModel
-
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    t0 = time.perf_counter()
-    model = UsamModel.from_pretrained(backbone=args.backbone, checkpoint=args.checkpoint, adapters=list(adapters),
-                                      precision=args.precision, device=device, runtime=getattr(args, "runtime", None))
-    _log(f"usam: loaded {model.backbone.name} on {device} in {time.perf_counter() - t0:.2f} s (precision {model.precision}, "
-         f"runtime {model.runtime})"
-         + (f", adapters {list(model.adapters)}" if len(model.adapters) else ""))
-    return model
-
-
 # ----------------------------------------------------------------------------------------------- predict
 def cmd_predict(args) -> int:
-    from ..challenge.predict import FAILED_IMAGES_NAME, MISSING_TASKS_NAME, check_predict_inputs, predict_split
-    from ..errors import AdapterError
+    from ...challenge.predict import (
+        FAILED_IMAGES_NAME,
+        MISSING_TASKS_NAME,
+        check_predict_inputs,
+        predict_split,
+    )
+    from ...errors import AdapterError
 
     t0 = time.perf_counter()
     # bad data, clashing output paths and an unwritable output folder fail before the model loads
@@ -92,29 +45,29 @@ def cmd_predict(args) -> int:
     model = build_model(args, adapters=args.adapters)
     try:
         r = predict_split(args.data_root, args.out_dir, model, tasks=args.tasks, batch_size=args.batch_size,
-                          restart=args.restart, progress=not args.quiet, log=_log)
+                          restart=args.restart, progress=not args.quiet, log=log)
     except AdapterError as exc:
         if args.adapters and "adapters given" in str(exc):
             raise AdapterError(f"{exc} (--adapters {' '.join(args.adapters)})") from exc
         raise
-    except KeyboardInterrupt:  # said once here, not again by usam.cli
-        _log("usam predict: interrupted; finished rows are kept: run the same command again to resume")
+    except KeyboardInterrupt:  # said once here, not again by usam.apps.cli
+        log("usam predict: interrupted; finished rows are kept: run the same command again to resume")
         return 130
     wall = time.perf_counter() - t0
     for tid, t in r["tasks"].items():
         redone = f", {t['redone']} redone (bad earlier output)" if t.get("redone") else ""
-        _log(f"usam predict: {tid} ({t['kind']}, adapter {t['adapter']}): {t['predicted']} predicted, "
+        log(f"usam predict: {tid} ({t['kind']}, adapter {t['adapter']}): {t['predicted']} predicted, "
              f"{t['skipped']} already done{redone}, of {t['rows']}")
     if r["missing_tasks"]:
         shown = ", ".join(f"{m['task_id']} ({m['kind']}, {m['rows']} rows)" for m in r["missing_tasks"])
-        _log(f"usam predict: WARNING: no adapter serves {len(r['missing_tasks'])} task(s): {shown}. Their predictions "
+        log(f"usam predict: WARNING: no adapter serves {len(r['missing_tasks'])} task(s): {shown}. Their predictions "
              f"are missing (scored as worst case); load adapters trained on them. Listed in {MISSING_TASKS_NAME}.")
     if r["failed_images"]:
-        _log(f"usam predict: ERROR: {len(r['failed_images'])} image(s) could not be read; their rows are not predicted "
+        log(f"usam predict: ERROR: {len(r['failed_images'])} image(s) could not be read; their rows are not predicted "
              f"(listed in {FAILED_IMAGES_NAME}; fix them and rerun to fill the gaps):")
         for f in r["failed_images"][:20]:
-            _log(f"  {f['image_path']} ({', '.join(f['tasks'])}): {f['error']}")
-    _log(f"usam predict: {r['images']} image(s) in {r['seconds']:.1f} s ({r['images_per_s']:.2f} images/s, "
+            log(f"  {f['image_path']} ({', '.join(f['tasks'])}): {f['error']}")
+    log(f"usam predict: {r['images']} image(s) in {r['seconds']:.1f} s ({r['images_per_s']:.2f} images/s, "
          f"{r['encoder_calls']} encoder passes); wall time {wall:.1f} s -> {r['out_dir']}")
     if args.json:
         print(json.dumps(r, indent=1))
@@ -138,7 +91,7 @@ def _click_routes(model, split: dict) -> tuple[dict[str, str], list[dict]]:
     """``({task_id: adapter name}, [unserved task])`` for the segmentation tasks of ``split``, routed as
     ``usam predict`` does: the first loaded adapter whose tasks include the task serves it, and its task must
     agree with the CSV (kind, number of classes)."""
-    from ..errors import AdapterError
+    from ...errors import AdapterError
 
     names = list(model.adapters)
     served: dict[str, str] = {}
@@ -159,7 +112,7 @@ def _click_routes(model, split: dict) -> tuple[dict[str, str], list[dict]]:
             continue
         served[tid] = servers[0]
         if len(servers) > 1:
-            _log(f"usam evaluate: {tid} is served by adapters {servers}: using {servers[0]!r}")
+            log(f"usam evaluate: {tid} is served by adapters {servers}: using {servers[0]!r}")
     if mismatches:
         raise AdapterError("adapter tasks disagree with the data: " + "; ".join(mismatches))
     if not served:
@@ -193,7 +146,7 @@ def click_benchmark(model, split: dict, n_clicks: int, limit: int | None = None,
       AdapterError: no adapter serves any segmentation task of ``split`` (or it has none), or an adapter's
         task disagrees with the CSV.
     """
-    from ..challenge.interactive import evaluate_clicks
+    from ...challenge.interactive import evaluate_clicks
 
     served, unserved = routes or _click_routes(model, split)
     active0 = model.active_adapter
@@ -215,26 +168,26 @@ def _clicks_summary(c: dict) -> dict:
 
 
 def cmd_evaluate(args) -> int:
-    from ..challenge import evaluate, write_report
-    from ..challenge.checks import check_output_dir
-    from ..challenge.report import MAIN_METRICS, _clean
+    from ...challenge import evaluate, write_report
+    from ...challenge.checks import check_output_dir
+    from ...challenge.report import MAIN_METRICS, _clean
 
     # usage first: the click benchmark needs a model with adapters; adapters are only used by it
     if args.clicks and not args.adapters:
-        _log("usam evaluate: error: --clicks needs the adapters that serve the segmentation tasks: "
+        log("usam evaluate: error: --clicks needs the adapters that serve the segmentation tasks: "
              "--adapters DIR_OR_HUB_ID ...")
         return 2
     if args.adapters and not args.clicks:
-        _log("usam evaluate: error: --adapters is only used by the click benchmark: add --clicks N (e.g. --clicks 20)")
+        log("usam evaluate: error: --adapters is only used by the click benchmark: add --clicks N (e.g. --clicks 20)")
         return 2
     if args.limit and not args.clicks:
-        _log("usam evaluate: error: --limit caps the images of the click benchmark: add --clicks N")
+        log("usam evaluate: error: --limit caps the images of the click benchmark: add --clicks N")
         return 2
     if args.report:  # before the scoring work
         check_output_dir(args.report, "report folder")
     model = split = routes = None
     if args.clicks:  # the model and the routing before the scoring work too
-        from ..data.fmc import read_split
+        from ...data.fmc import read_split
 
         split = read_split(args.data_root, tasks=args.tasks)
         model = build_model(args, adapters=args.adapters)
@@ -261,7 +214,7 @@ def cmd_evaluate(args) -> int:
         summary["report"] = str(report["report_md"])
     unserved = results.get("clicks", {}).get("unserved_tasks", [])
     if unserved:
-        _log(f"usam evaluate: WARNING: no adapter serves {len(unserved)} segmentation task(s), left out of the click "
+        log(f"usam evaluate: WARNING: no adapter serves {len(unserved)} segmentation task(s), left out of the click "
              f"benchmark: " + ", ".join(f"{u['task_id']} ({u['rows']} rows)" for u in unserved))
     if args.json:
         print(json.dumps(_clean(summary), indent=1, allow_nan=False))
@@ -289,12 +242,12 @@ def cmd_evaluate(args) -> int:
         for r in rows:
             print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     if results["missing_total"]:
-        _log(f"usam evaluate: {results['missing_total']} prediction(s) missing (scored as worst case)")
+        log(f"usam evaluate: {results['missing_total']} prediction(s) missing (scored as worst case)")
     for name, count in results["unmatched_predictions"].items():
         if count:
-            _log(f"usam evaluate: {name}: {count} entries match no ground-truth row (ignored)")
+            log(f"usam evaluate: {name}: {count} entries match no ground-truth row (ignored)")
     if report:
-        _log(f"usam evaluate: report -> {report['report_md']}")
+        log(f"usam evaluate: report -> {report['report_md']}")
     return 0
 
 
@@ -325,9 +278,9 @@ def measure_prediction(adapter, pred, pixel_size_mm: float) -> list[dict]:
     """
     import numpy as np
 
-    from ..challenge.metrics import ellipse_perimeter
-    from ..errors import InputImageError
-    from ..measure import head_biometry, lesion_axes, refuse_unconfident
+    from ...ops.metrics import ellipse_perimeter
+    from ...errors import InputImageError
+    from ...measure import head_biometry, lesion_axes, refuse_unconfident
 
     out = []
     for tid, spec in adapter.tasks.items():
@@ -378,10 +331,10 @@ def _draw_points(image, m: dict):
 
 
 def cmd_measure(args) -> int:
-    from ..challenge.report import _clean
-    from ..errors import AdapterError, InputImageError
-    from ..io import read_image, write_png
-    from ..measure import draw_measurements
+    from ...challenge.report import _clean
+    from ...errors import AdapterError, InputImageError
+    from ...io import read_image, write_png
+    from ...measure import draw_measurements
 
     image = read_image(args.image)  # validate the input before loading any model
     model = build_model(args)
@@ -426,7 +379,7 @@ def cmd_measure(args) -> int:
             else:
                 print(f"{m['task_id']} (points): BPD {m['bpd_mm']:.1f} mm, OFD {m['ofd_mm']:.1f} mm, HC {m['hc_mm']:.1f} mm")
         if args.out:
-            _log(f"usam measure: annotated image -> {args.out}")
+            log(f"usam measure: annotated image -> {args.out}")
     return 0
 
 
@@ -444,11 +397,11 @@ def register(sub) -> None:
     p.add_argument("data_root", help="split folder holding csv_files/ (e.g. ../shared/data/fmc_uia_dev/test)")
     p.add_argument("out_dir", help="output folder")
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK_ID", help="only these tasks (default: every CSV)")
-    p.add_argument("--batch-size", type=_positive_int, default=1, help="images per encoder call (default 1; larger helps on a GPU)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="images per encoder call (default 1; larger helps on a GPU)")
     p.add_argument("--restart", action="store_true", help="redo the tasks predicted now instead of resuming")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
-    _model_args(p, adapters=True)
+    add_model_args(p, adapters=True, device=True)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -464,15 +417,15 @@ def register(sub) -> None:
     p.add_argument("--tasks", nargs="+", default=None, metavar="TASK_ID", help="only these tasks")
     p.add_argument("--report", default=None, metavar="DIR", help="also write report.md, report.json and figures into DIR")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    p.add_argument("--clicks", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--clicks", type=positive_int, default=None, metavar="N",
                    help="also run the interactive benchmark (standard click protocol, N clicks: Dice after 1..N "
                         "clicks, NoC@85/90, predicted-IoU error and Spearman) on every segmentation task an adapter "
                         "of --adapters serves (needs --adapters)")
-    p.add_argument("--limit", type=_positive_int, default=None, metavar="K",
+    p.add_argument("--limit", type=positive_int, default=None, metavar="K",
                    help="with --clicks: only the first K images of each task in the click benchmark (a quick look; "
                         "the official metrics still score every row)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (--clicks)")
-    _model_args(p, adapters=True)
+    add_model_args(p, adapters=True, device=True)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -483,8 +436,8 @@ def register(sub) -> None:
     )
     p.add_argument("image", help="ultrasound image file")
     p.add_argument("--adapter", required=True, metavar="DIR_OR_HUB_ID", help="adapter directory or Hub id")
-    p.add_argument("--pixel-size", type=_positive_float, required=True, metavar="MM", help="pixel size in mm (isotropic)")
+    p.add_argument("--pixel-size", type=positive_float, required=True, metavar="MM", help="pixel size in mm (isotropic)")
     p.add_argument("--out", default=None, metavar="PNG", help="write the image annotated with the measurements")
     p.add_argument("--json", action="store_true", help="print JSON")
-    _model_args(p, adapters=False)
+    add_model_args(p, adapters=False, device=True)
     p.set_defaults(func=cmd_measure)

@@ -79,7 +79,7 @@ def base_model_id(backbone: str) -> str | None:
         return HUB_BASE_MODELS[backbone]
     if backbone.startswith("hf:"):
         ref = backbone[3:]
-        from .hub import looks_like_repo_id
+        from .resolve import looks_like_repo_id
 
         if looks_like_repo_id(ref) and not Path(ref).exists():
             return ref
@@ -225,7 +225,7 @@ def _click_section(metrics: dict | None) -> list[str]:
 
 def adapter_card(config, metrics: dict | None = None, extra_body: str = "", *, repo_id: str | None = None,
                  base_model: str | None = None, license: str = "apache-2.0", evaluation: dict | None = None) -> str:
-    """A model card for an :class:`~usam.adapter.AdapterConfig` with its metrics.
+    """A model card for an :class:`~usam.adapters.adapter.AdapterConfig` with its metrics.
 
     Args:
       config: the adapter's config.

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+from .common import log
 
 
 def _read_evaluation(path: str | None) -> dict | None:
-    from ..errors import DataError
+    from ...errors import DataError
 
     if path is None:
         return None
@@ -26,12 +23,12 @@ def _read_evaluation(path: str | None) -> dict | None:
 
 
 def cmd_push(args) -> int:
-    from ..hub import push_adapter
+    from ...hub import push_adapter
 
     result = push_adapter(
         args.adapter_dir, args.repo_id, private=args.private, revision=args.revision, commit_message=args.message,
         regenerate_card=args.regenerate_card, evaluation=_read_evaluation(args.metrics), base_model=args.base_model,
-        license=args.license, create_pr=args.create_pr, dry_run=args.dry_run, log=_log,
+        license=args.license, create_pr=args.create_pr, dry_run=args.dry_run, log=log,
     )
     if args.dry_run:
         print(json.dumps({"repo_id": result.repo_id, "revision": result.revision, "files": result.files,
@@ -45,9 +42,9 @@ def cmd_push(args) -> int:
 
 
 def cmd_pull(args) -> int:
-    from ..hub import pull_adapter
+    from ...hub import pull_adapter
 
-    print(pull_adapter(args.repo_id, revision=args.revision, local_dir=args.local_dir, log=_log))
+    print(pull_adapter(args.repo_id, revision=args.revision, local_dir=args.local_dir, log=log))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Inference runtimes for the image encoder: eager PyTorch, OpenVINO, ONNX Runtime.
 
 The encoder is the whole cost of a new image (a prompt costs ~15x less), so it is the part worth compiling.
-A compiled runtime is built from the encoder as :func:`usam.lora.merged_copy` leaves it (the active adapter's
+A compiled runtime is built from the encoder as :func:`usam.adapters.lora.merged_copy` leaves it (the active adapter's
 LoRA merged into the weights), exported once to ONNX and cached on disk under
 ``$USAM_CACHE/runtime/<key>/encoder.onnx``; the key hashes the backbone checksum, the merged LoRA weights and the
 usam / torch versions, so a changed adapter builds a new one and the old one is never used for it.
@@ -26,7 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UsamError
+from ..adapters.lora import merged_copy
+from ..errors import UsamError
+from ..version import __version__
+from .onnx import OPSET, export_onnx_file
 
 RUNTIMES = ("auto", "torch", "openvino", "onnx")
 #: pip package (and module name) that provides each compiled runtime.
@@ -70,8 +73,6 @@ def resolve_runtime(name: str | None, backbone) -> str:
 
 def _versions() -> str:
     """What the exported ONNX file depends on (the runtimes read the same file)."""
-    from .version import __version__
-
     return f"usam {__version__} torch {torch.__version__}"
 
 
@@ -125,9 +126,6 @@ class CompiledEncoder:
 
 def build_compiled_encoder(backbone, name: str, precision: str, log=None) -> CompiledEncoder:
     """Compile ``backbone``'s encoder (active LoRA merged) for runtime ``name``, reusing the on-disk ONNX file."""
-    from .export import OPSET, _export
-    from .lora import merged_copy
-
     encoder = merged_copy(backbone.image_encoder).cpu().float().eval()
     key = hashlib.sha256(f"{backbone.name}|{encoder_fingerprint(encoder)}|{_versions()}|opset{OPSET}".encode())
     folder = runtime_root() / key.hexdigest()[:24]
@@ -138,7 +136,7 @@ def build_compiled_encoder(backbone, name: str, precision: str, log=None) -> Com
             log(f"usam: building the {name} encoder for {backbone.name} (once; cached in {folder})")
         s = int(backbone.input_size)
         try:
-            _export(encoder, (torch.zeros(1, 3, s, s),), onnx_path, ["image"], ["image_embeddings"], None, OPSET)
+            export_onnx_file(encoder, (torch.zeros(1, 3, s, s),), onnx_path, ["image"], ["image_embeddings"], None)
         except Exception as exc:  # noqa: BLE001 - any exporter failure means: this runtime cannot serve the model
             raise UsamError(f"could not export the {backbone.name} encoder for runtime {name!r} "
                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}): use --runtime torch") from exc
