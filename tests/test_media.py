@@ -408,3 +408,53 @@ def test_a_still_image_is_a_loop_of_one(frame_paths, grey):
     assert np.array_equal(usam.read_image(frame_paths[0], frame=0)[..., 0], grey[0])
     with pytest.raises(InputImageError, match="out of range"):
         usam.read_image(frame_paths[0], frame=1)
+
+
+# ------------------------------------------------------------------------------------------- usam measure (mm from tags)
+HC18_ROW = ("Segmentation/Two/HC18/images/136_HC.png", 0.072571385, 100.83)  # test split: image, mm per px, HC mm
+
+
+def test_measure_takes_the_pixel_size_from_dicom_tags(data_root, tmp_path, capsys, monkeypatch, litemedsam_model):
+    """A real HC18 head wrapped in DICOMs: mm from the ultrasound region (no --pixel-size), pixels (and a note
+    saying so) when the file records no spacing, and a multi-frame file needs --frame."""
+    import json
+
+    import usam
+    import usam.apps.cli.challenge as challenge
+    from usam import UsamModel
+    from usam.apps.cli import main
+
+    monkeypatch.setattr(challenge, "build_model", lambda args, adapters=(): UsamModel(litemedsam_model.backbone))
+    rel, pixel_size, hc_mm = HC18_ROW
+    head = usam.read_image(data_root / "test" / rel)[..., 0]
+    h, w = head.shape
+    adapter = str(Path(__file__).resolve().parents[1] / "adapters" / "fetal_head")
+    region = _region(0, 0, w - 1, h - 1, (pixel_size / 10.0, pixel_size / 10.0))
+    tagged = _save(_dataset(np.stack([np.zeros_like(head), head]), "MONOCHROME2", 8, SequenceOfUltrasoundRegions=[region]),
+                   tmp_path / "hc.dcm")
+
+    def measure(*argv) -> tuple[int, dict | str]:
+        rc = main(["measure", *map(str, argv), "--adapter", adapter, "--json"])
+        captured = capsys.readouterr()
+        return rc, (json.loads(captured.out) if rc == 0 else captured.err)
+
+    rc, doc = measure(tagged, "--frame", 1)
+    assert rc == 0, doc
+    assert doc["pixel_size_source"] == "DICOM tags" and doc["units"] == "mm"
+    assert doc["pixel_size_mm"] == pytest.approx(pixel_size)
+    fetal = next(m for m in doc["measurements"] if m["task_id"] == "fetal_head")
+    assert abs(fetal["hc_mm"] - hc_mm) < 5.0, fetal
+
+    rc, err = measure(tagged)
+    assert rc == 3 and "hc.dcm" in err and "holds 2 frames" in err
+    rc, err = measure(tagged, "--frame", 2)
+    assert rc == 3 and "frame 2 is out of range" in err and "holds 2 frames" in err
+
+    bare = _save(_dataset(head, "MONOCHROME2", 8), tmp_path / "bare.dcm")
+    rc, doc = measure(bare)
+    assert rc == 0, doc
+    assert doc["units"] == "px" and doc["pixel_size_mm"] is None and "measurements are in pixels" in doc["note"]
+    fetal = next(m for m in doc["measurements"] if m["task_id"] == "fetal_head")
+    assert fetal["hc_mm"] is None and abs(fetal["hc_px"] * pixel_size - hc_mm) < 5.0
+    rc = main(["measure", str(bare), "--adapter", adapter])
+    assert rc == 0 and "measurements are in pixels" in capsys.readouterr().out

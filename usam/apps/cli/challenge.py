@@ -11,9 +11,10 @@
   (:func:`click_benchmark`); exit code 7 for malformed predictions (naming the file and the entry or CSV row)
   and for a report folder that is a file or not writable (checked before scoring), 2 for ``--clicks`` without
   ``--adapters``, 8 when no adapter serves any segmentation task (both checked before scoring).
-- ``usam measure IMAGE --adapter A --pixel-size MM``: head circumference / BPD / OFD (fetal-head adapters) or
-  lesion long / short axes (breast adapters) from the adapter's automatic segmentation, and BPD / OFD from a
-  4-point biometry regression task.
+- ``usam measure IMAGE --adapter A [--pixel-size MM] [--frame K]``: head circumference / BPD / OFD (fetal-head
+  adapters) or lesion long / short axes (breast adapters) from the adapter's automatic segmentation, and BPD / OFD
+  from a 4-point biometry regression task. Without ``--pixel-size`` the pixel spacing comes from a DICOM's tags
+  (:func:`usam.io.read_spacing`); with neither, measurements are in pixels and the output says so.
 """
 
 from __future__ import annotations
@@ -269,12 +270,13 @@ def _measure_kind(task_id: str) -> str | None:
     return None
 
 
-def measure_prediction(adapter, pred, pixel_size_mm: float) -> list[dict]:
+def measure_prediction(adapter, pred, pixel_size_mm: float | None) -> list[dict]:
     """Measurements of one adapter's :class:`~usam.heads.Prediction` (see ``usam measure``).
 
     Returns one dict per measurable task: ``{"task_id", "kind": "head" | "lesion" | "points", ...}`` with the
     :func:`~usam.measure.head_biometry` / :func:`~usam.measure.lesion_axes` fields, or ``bpd_*`` / ``ofd_*`` /
     ``hc_*`` and ``points`` for a 4-point biometry task; ``{"task_id", "kind", "error"}`` when the mask is empty.
+    ``*_mm`` are ``None`` when ``pixel_size_mm`` is ``None`` (pixel units only).
     """
     import numpy as np
 
@@ -304,7 +306,7 @@ def measure_prediction(adapter, pred, pixel_size_mm: float) -> list[dict]:
             out.append({
                 "task_id": tid, "kind": "points", "points": p.tolist(),
                 "ofd_px": ofd, "bpd_px": bpd, "hc_px": hc,
-                "ofd_mm": ofd * pixel_size_mm, "bpd_mm": bpd * pixel_size_mm, "hc_mm": hc * pixel_size_mm,
+                **{f"{k}_mm": (v * pixel_size_mm if pixel_size_mm else None) for k, v in (("ofd", ofd), ("bpd", bpd), ("hc", hc))},
                 "pixel_size_mm": pixel_size_mm,
             })
     return refuse_unconfident(adapter, pred, out)  # no measurement without a confident mask (usam.measure)
@@ -323,11 +325,32 @@ def _draw_points(image, m: dict):
     cv2.line(out, pts[2], pts[3], colour, th, cv2.LINE_AA)
     for p in pts:
         cv2.circle(out, p, th + 2, colour, -1, cv2.LINE_AA)
-    text = f"points: OFD {m['ofd_mm']:.1f} mm, BPD {m['bpd_mm']:.1f} mm"
+    text = f"points: OFD {_length(m, 'ofd')}, BPD {_length(m, 'bpd')}"
     y = h - 8
     cv2.putText(out, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), th + 2, cv2.LINE_AA)
     cv2.putText(out, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, th, cv2.LINE_AA)
     return out
+
+
+def _length(m: dict, key: str) -> str:
+    """``"12.3 mm"``, or ``"45.6 px"`` when the measurement has no pixel size."""
+    return f"{m[key + '_mm']:.1f} mm" if m.get(key + "_mm") is not None else f"{m[key + '_px']:.1f} px"
+
+
+def measure_pixel_size(args) -> tuple[float | None, str | None]:
+    """``(pixel size in mm, where it came from)``: ``--pixel-size``, else the DICOM's spacing tags, else
+    ``(None, None)`` (measure in pixels). Anisotropic tag spacing is refused (lengths would depend on direction)."""
+    from ...errors import InputImageError
+    from ...io import isotropic_pixel_size, read_spacing
+
+    if args.pixel_size is not None:
+        return float(args.pixel_size), "--pixel-size"
+    spacing = read_spacing(args.image)
+    try:
+        size = isotropic_pixel_size(spacing)
+    except ValueError as exc:
+        raise InputImageError(f"{str(args.image)!r}: {exc}") from exc
+    return (size, "DICOM tags") if size is not None else (None, None)
 
 
 def cmd_measure(args) -> int:
@@ -336,7 +359,8 @@ def cmd_measure(args) -> int:
     from ...io import read_image, write_png
     from ...measure import draw_measurements
 
-    image = read_image(args.image)  # validate the input before loading any model
+    image = read_image(args.image, frame=args.frame)  # validate the input before loading any model
+    pixel_size, pixel_size_source = measure_pixel_size(args)
     model = build_model(args)
     name = model.load_adapter(args.adapter)
     adapter = model.adapters[name]
@@ -349,7 +373,7 @@ def cmd_measure(args) -> int:
             + ", ".join(f"{t} ({s.kind})" for t, s in adapter.tasks.items())
         )
     pred = model.predict(image, adapter=name)
-    results = measure_prediction(adapter, pred, args.pixel_size)
+    results = measure_prediction(adapter, pred, pixel_size)
     good = [m for m in results if "error" not in m]
     if not good:
         raise InputImageError(f"nothing measurable in {args.image!r}: " + "; ".join(m["error"] for m in results))
@@ -364,20 +388,29 @@ def cmd_measure(args) -> int:
             elif m["kind"] == "points":
                 annotated = _draw_points(annotated, m)
         write_png(args.out, annotated)
-    doc = {"image": str(args.image), "adapter": name, "pixel_size_mm": args.pixel_size, "measurements": results,
-           "annotated": str(args.out) if args.out else None}
+    units_note = None if pixel_size is not None else (
+        f"measurements are in pixels: {str(args.image)!r} records no pixel spacing; give --pixel-size MM for mm")
+    doc = {"image": str(args.image), "frame": args.frame, "adapter": name, "pixel_size_mm": pixel_size,
+           "pixel_size_source": pixel_size_source, "units": "mm" if pixel_size is not None else "px",
+           "measurements": results, "annotated": str(args.out) if args.out else None}
+    if units_note:
+        doc["note"] = units_note
     if args.json:
         print(json.dumps(_clean(doc), indent=1, allow_nan=False))
     else:
+        if units_note:
+            print(units_note)
+        elif pixel_size_source == "DICOM tags":
+            print(f"pixel size {pixel_size:.4g} mm from the DICOM tags")
         for m in results:
             if "error" in m:
                 print(f"{m['task_id']}: {m['error']}")
             elif m["kind"] == "head":
-                print(f"{m['task_id']}: HC {m['hc_mm']:.1f} mm, BPD {m['bpd_mm']:.1f} mm, OFD {m['ofd_mm']:.1f} mm")
+                print(f"{m['task_id']}: HC {_length(m, 'hc')}, BPD {_length(m, 'bpd')}, OFD {_length(m, 'ofd')}")
             elif m["kind"] == "lesion":
-                print(f"{m['task_id']}: long axis {m['long_mm']:.1f} mm, short axis {m['short_mm']:.1f} mm")
+                print(f"{m['task_id']}: long axis {_length(m, 'long')}, short axis {_length(m, 'short')}")
             else:
-                print(f"{m['task_id']} (points): BPD {m['bpd_mm']:.1f} mm, OFD {m['ofd_mm']:.1f} mm, HC {m['hc_mm']:.1f} mm")
+                print(f"{m['task_id']} (points): BPD {_length(m, 'bpd')}, OFD {_length(m, 'ofd')}, HC {_length(m, 'hc')}")
         if args.out:
             log(f"usam measure: annotated image -> {args.out}")
     return 0
@@ -434,9 +467,12 @@ def register(sub) -> None:
                     "OFD for a fetal-head task (id containing 'head'); long and short axes for a breast / lesion task; "
                     "BPD and OFD from a 4-point biometry regression task (OFD ends, then BPD ends).",
     )
-    p.add_argument("image", help="ultrasound image file")
+    p.add_argument("image", help="ultrasound image file, DICOM file or video file")
     p.add_argument("--adapter", required=True, metavar="DIR_OR_HUB_ID", help="adapter directory or Hub id")
-    p.add_argument("--pixel-size", type=positive_float, required=True, metavar="MM", help="pixel size in mm (isotropic)")
+    p.add_argument("--pixel-size", type=positive_float, default=None, metavar="MM",
+                   help="pixel size in mm (isotropic); default: from the DICOM's spacing tags, else measure in pixels")
+    p.add_argument("--frame", type=int, default=None, metavar="K",
+                   help="0-based frame of a multi-frame DICOM or a video (required for those)")
     p.add_argument("--out", default=None, metavar="PNG", help="write the image annotated with the measurements")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_model_args(p, adapters=False, device=True)
