@@ -23,10 +23,10 @@ import math
 import cv2
 import numpy as np
 
-from .ops.metrics import ellipse_perimeter, fit_ellipse
 from .errors import InputImageError
-from .heads.refine import largest_component
-from .io import to_rgb_uint8
+from .io import to_rgb_uint8, write_text_atomic
+from .ops.masks import ellipse_axis_ends, ellipse_perimeter, fit_ellipse, largest_component
+from .ops.overlay import BOX_RGB, KEYPOINT_RGB, NEGATIVE_RGB, POSITIVE_RGB
 
 __all__ = ["MIN_CONFIDENCE", "MIN_MASK_PIXELS", "check_confident", "draw_measurements", "head_biometry",
            "lesion_axes", "refuse_unconfident"]
@@ -85,12 +85,7 @@ def head_biometry(mask: np.ndarray, pixel_size_mm: float | None = None) -> dict:
     if e is None:
         raise InputImageError("head mask is too small to fit an ellipse (fewer than 5 contour points)")
     cx, cy, major, minor, angle = e
-    t = math.radians(angle)
-    d = np.array([math.cos(t), math.sin(t)])
-    n = np.array([-math.sin(t), math.cos(t)])
-    c = np.array([cx, cy])
-    ofd = [(c - d * major / 2).tolist(), (c + d * major / 2).tolist()]
-    bpd = [(c - n * minor / 2).tolist(), (c + n * minor / 2).tolist()]
+    ofd, bpd = ellipse_axis_ends(e)
     hc = ellipse_perimeter(major, minor)
     return {
         "kind": "head",
@@ -280,7 +275,7 @@ def draw_measurements(image: np.ndarray, result: dict) -> np.ndarray:
     h, w = out.shape[:2]
     th = max(1, int(round(min(h, w) / 300)))
     scale = max(0.4, min(h, w) / 700)
-    green, yellow, cyan = (0, 255, 0), (255, 220, 0), (0, 220, 255)
+    green, yellow, cyan = POSITIVE_RGB, BOX_RGB, KEYPOINT_RGB
     lines: list[str] = []
     if "ellipse" in result:
         cx, cy, major, minor, angle = (float(v) for v in result["ellipse"])
@@ -297,7 +292,7 @@ def draw_measurements(image: np.ndarray, result: dict) -> np.ndarray:
         a, b = result["endpoints"]["short"]
         cv2.line(out, _pt(a), _pt(b), cyan, th, cv2.LINE_AA)
         for p in (*result["endpoints"]["long"], *result["endpoints"]["short"]):
-            cv2.circle(out, _pt(p), th + 1, (255, 0, 0), -1, cv2.LINE_AA)
+            cv2.circle(out, _pt(p), th + 1, NEGATIVE_RGB, -1, cv2.LINE_AA)
         lines = [f"long {_fmt(result, 'long')}", f"short {_fmt(result, 'short')}"]
         colours = [yellow, cyan]
     else:
@@ -308,3 +303,40 @@ def draw_measurements(image: np.ndarray, result: dict) -> np.ndarray:
         cv2.putText(out, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, th, cv2.LINE_AA)
         y += int(26 * scale) + 4
     return out
+
+
+#: Columns of the per-frame measurement CSV (:func:`loop_measurements`, ``usam track``).
+LOOP_COLUMNS = ("frame", "tracked", "lost", "confidence", "predicted_iou", "area_px", "major_axis_px", "minor_axis_px",
+                "circumference_px", "area_mm2", "major_axis_mm", "minor_axis_mm", "circumference_mm")
+
+
+def loop_measurements(result, pixel_size_mm: float | None = None) -> list[dict]:
+    """One row per frame of a tracked loop (:class:`usam.tracker.TrackResult`): the tracker's confidence and lost flag,
+    the mask's area and the ellipse fitted to its largest contour (major / minor axis and circumference, the latter is
+    the HC of a fetal head: the same ellipse as :func:`head_biometry`). Lengths and areas in mm when ``pixel_size_mm``
+    is given, else ``None`` there. A frame with an empty (or too small) mask has zero area and ``None`` axes."""
+    ps = _check_pixel_size(pixel_size_mm)
+    rows = []
+    for t, mask in enumerate(result.masks):
+        area = int(np.count_nonzero(mask))
+        e = head_biometry(mask, ps) if area and fit_ellipse(np.asarray(mask, np.uint8)) is not None else None
+        rows.append({
+            "frame": t, "tracked": bool(result.tracked[t]), "lost": bool(result.lost[t]),
+            "confidence": float(result.confidence[t]), "predicted_iou": float(result.scores[t]), "area_px": area,
+            "major_axis_px": e["ofd_px"] if e else None, "minor_axis_px": e["bpd_px"] if e else None,
+            "circumference_px": e["hc_px"] if e else None,
+            "area_mm2": area * ps * ps if ps else None, "major_axis_mm": e["ofd_mm"] if e else None,
+            "minor_axis_mm": e["bpd_mm"] if e else None, "circumference_mm": e["hc_mm"] if e else None,
+        })
+    return rows
+
+
+def write_measurements_csv(path, rows: list[dict]) -> None:
+    """Write :func:`loop_measurements` rows as CSV (atomically): empty cells where a value is ``None`` / NaN."""
+    def cell(v):
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return ""
+        return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+    lines = [",".join(LOOP_COLUMNS), *(",".join(cell(r[c]) for c in LOOP_COLUMNS) for r in rows)]
+    write_text_atomic(path, "\n".join(lines) + "\n")

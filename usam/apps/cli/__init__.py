@@ -11,11 +11,11 @@ import sys
 
 from ...errors import UsamError, one_line
 from ...version import __version__
-from . import challenge, demo, export, hub, segment, train
+from . import challenge, demo, export, hub, segment, track, train
 from .common import log
 
 #: Sub-command modules, each with ``register(subparsers)``, in ``usam --help`` order.
-COMMANDS = (segment, train, challenge, hub, demo, export)
+COMMANDS = (segment, track, train, challenge, hub, demo, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
