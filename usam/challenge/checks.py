@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.fmc import first_task_id
 from ..errors import DataError
 
 __all__ = ["check_output_dir", "csv_names", "csv_rows", "read_label_png"]
@@ -54,10 +55,8 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pa
 def _csv_name(csv_dir: Path, task_id: str) -> str:
     if (csv_dir / f"{task_id}.csv").is_file():
         return f"{task_id}.csv"
-    from ..data.fmc import _first_task_id
-
     for p in sorted(csv_dir.glob("*.csv")):
-        if _first_task_id(p) == task_id:
+        if first_task_id(p) == task_id:
             return p.name
     return f"the {task_id} CSV"
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -30,25 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..tasks.spec import KINDS, normalise_kind
+from ..tasks import KINDS, normalise_kind
+from ..tasks.cells import parse_float, parse_int
+from ..tasks.kind import RowCheck
 
-#: Columns every CSV must have.
+#: Columns every CSV must have (each kind adds its own: :attr:`usam.tasks.kind.TaskKind.columns`).
 BASE_COLUMNS = ("image_path", "task_id", "task_name", "num_classes")
-#: Columns each kind needs besides :data:`BASE_COLUMNS` (regression: ``point_k_xy``, k = 1..num_classes).
-KIND_COLUMNS = {
-    "segmentation": ("mask_path",),
-    "classification": ("mask",),
-    "detection": ("x_min", "y_min", "x_max", "y_max"),
-    "regression": (),
-}
-#: With ``check_geometry``, points may lie this fraction of the image's longer side outside it: points
-#: derived from an ellipse cut by the image border (HC18) legitimately fall just outside.
-POINT_MARGIN_FRAC = 0.05
 #: Problems listed in one error message before "... and N more".
 MAX_LISTED = 20
 
-_POINT_COLUMN = re.compile(r"^point_(\d+)_xy$")
-_KNOWN = set(BASE_COLUMNS) | {"mask_path", "mask", "x_min", "y_min", "x_max", "y_max", "label_names", "pixel_size_mm"}
+#: Columns read by every row besides the kinds' own; the others go to :attr:`Sample.extra`.
+_COMMON = set(BASE_COLUMNS) | {"label_names", "pixel_size_mm"}
 
 
 @dataclass(eq=False)
@@ -123,46 +114,6 @@ def _where(csv_name: str, line: int, row: int) -> str:
     return f"{csv_name} line {line} (row {row})"
 
 
-def _parse_int(text: str) -> int | None:
-    """An integer, also written as ``2.0`` (as pandas writes integer columns with gaps); else ``None``."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        v = float(text)
-    except ValueError:
-        return None
-    return int(v) if math.isfinite(v) and v == int(v) else None
-
-
-def _parse_float(text: str) -> float | None:
-    try:
-        v = float(text)
-    except ValueError:
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _parse_point(text: str) -> tuple[float, float] | None:
-    try:
-        v = json.loads(text)
-    except (json.JSONDecodeError, TypeError):
-        return None
-    if (
-        not isinstance(v, list)
-        or len(v) != 2
-        or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in v)
-    ):
-        return None
-    return float(v[0]), float(v[1])
-
-
-def _resolve(csv_dir: Path, rel: str) -> Path:
-    p = Path(rel)
-    return (p if p.is_absolute() else csv_dir / p).resolve()
-
-
 def _image_size(path: Path, cache: dict) -> tuple[int, int] | str:
     """``(W, H)`` from the image header (nothing decoded), or an error string."""
     if path not in cache:
@@ -219,17 +170,33 @@ def _read_rows(csv_path: Path, problems: _Problems) -> tuple[list[str], list[tup
     return header, rows
 
 
-def _parse_csv(csv_path: Path, problems: _Problems, check_files: bool, check_geometry: bool, size_cache: dict) -> list[Sample]:
-    """Parse and validate one task CSV, recording every problem; returns the samples of the valid rows."""
-    name = csv_path.name
-    csv_dir = csv_path.parent
-    read = _read_rows(csv_path, problems)
-    if read is None:
-        return []
-    header, rows = read
-    n_before = len(problems)
+@dataclass
+class _Csv:
+    """One task CSV being parsed: where it is, what to check, and what its rows have said so far."""
 
-    # Per-CSV consistency: task_id, task_name / kind, num_classes.
+    path: Path
+    header: list[str]
+    problems: _Problems
+    check_files: bool
+    check_geometry: bool
+    size_cache: dict
+    columns_ok: dict = field(default_factory=dict)  # (kind, num_classes) -> the header has the kind's columns
+    names_from_list: list[str] | None = None         # label_names of the first row that has them
+    kind_state: dict = field(default_factory=dict)   # RowCheck.state, shared by the rows
+
+    def has_columns(self, kind: str, n: int) -> bool:
+        """Whether the header has the columns of ``kind`` with ``n`` classes (problems recorded once)."""
+        key = (kind, n)
+        if key not in self.columns_ok:
+            found = KINDS[kind].header_problems(self.header, n)
+            for what in found:
+                self.problems.add(self.path.name, what)
+            self.columns_ok[key] = not found
+        return self.columns_ok[key]
+
+
+def _check_one_task(name: str, rows: list[tuple[int, dict]], problems: _Problems) -> None:
+    """Per-CSV consistency: one task_id, task_name and num_classes per file."""
     for col in ("task_id", "task_name", "num_classes"):
         values = {}
         for i, (line, r) in enumerate(rows, 1):
@@ -238,182 +205,101 @@ def _parse_csv(csv_path: Path, problems: _Problems, check_files: bool, check_geo
             shown = ", ".join(f"{v!r} first at {w}" for v, w in list(values.items())[:5])
             problems.add(name, f"column {col} must have one value per CSV (one task per file), found {len(values)}: {shown}")
 
-    point_cols = {int(m.group(1)): h for h in header if (m := _POINT_COLUMN.match(h))}
-    checked_columns: dict[tuple[str, int], bool] = {}  # (kind, num_classes) -> columns ok
 
-    def columns_ok(kind: str, n: int) -> bool:
-        key = (kind, n)
-        if key not in checked_columns:
-            need = list(KIND_COLUMNS[kind])
-            if kind == "regression":
-                need += [f"point_{k}_xy" for k in range(1, n + 1)]
-            missing = [c for c in need if c not in header]
-            ok = not missing
-            if missing:
-                problems.add(name, f"missing column(s) {missing} needed by task_name {kind!r} with num_classes={n}")
-            if kind == "regression":
-                extra_pts = sorted(k for k in point_cols if k > n or k < 1)
-                if extra_pts:
-                    ok = False
-                    problems.add(
-                        name,
-                        f"has point column(s) {[point_cols[k] for k in extra_pts]} but num_classes={n}: "
-                        f"the number of point_k_xy columns must equal num_classes",
-                    )
-            checked_columns[key] = ok
-        return checked_columns[key]
-
-    samples: list[Sample] = []
-    names_from_list: list[str] | None = None
-    names_by_label: dict[int, tuple[str, str]] = {}  # label -> (name, where)
-    for i, (line, r) in enumerate(rows, 1):
-        where = _where(name, line, i)
-        bad = len(problems)
-        kind = normalise_kind(r["task_name"])
-        if kind is None:
-            problems.add(where, f"unknown task_name {r['task_name']!r}: expected segmentation, classification, detection or Regression")
-        task_id = r["task_id"]
-        if not task_id:
-            problems.add(where, "task_id is empty")
-        n = _parse_int(r["num_classes"])
-        if n is None or n < 1:
-            problems.add(where, f"num_classes {r['num_classes']!r} is not a positive integer")
-        rel_image = r["image_path"]
-        image_path = None
-        if not rel_image:
-            problems.add(where, "image_path is empty")
-        else:
-            image_path = _resolve(csv_dir, rel_image)
-            if check_files and not image_path.is_file():
-                problems.add(where, f"image file {rel_image!r} not found (looked for {str(image_path)!r})")
-        pixel_size = None
-        if r.get("pixel_size_mm"):
-            pixel_size = _parse_float(r["pixel_size_mm"])
-            if pixel_size is None or pixel_size <= 0:
-                problems.add(where, f"pixel_size_mm {r['pixel_size_mm']!r} is not a positive number")
+def _label_names(r: dict, n: int | None, where: str, c: _Csv) -> None:
+    """Check a row's ``label_names`` (a JSON list of ``num_classes`` strings, the same on every row)."""
+    try:
+        row_names = json.loads(r["label_names"])
+    except json.JSONDecodeError:
         row_names = None
-        if r.get("label_names"):
-            try:
-                row_names = json.loads(r["label_names"])
-            except json.JSONDecodeError:
-                row_names = None
-            if not isinstance(row_names, list) or not all(isinstance(s, str) for s in row_names):
-                problems.add(where, f"label_names {r['label_names']!r} is not a JSON list of strings")
-                row_names = None
-            elif n is not None and len(row_names) != n:
-                problems.add(where, f"label_names has {len(row_names)} names but num_classes is {n}")
-            elif names_from_list is None:
-                names_from_list = row_names
-            elif row_names != names_from_list:
-                problems.add(where, f"label_names {row_names} differ from {names_from_list} in earlier rows")
-        if kind is None or n is None or n < 1 or not columns_ok(kind, n):
-            continue
+    if not isinstance(row_names, list) or not all(isinstance(s, str) for s in row_names):
+        c.problems.add(where, f"label_names {r['label_names']!r} is not a JSON list of strings")
+    elif n is not None and len(row_names) != n:
+        c.problems.add(where, f"label_names has {len(row_names)} names but num_classes is {n}")
+    elif c.names_from_list is None:
+        c.names_from_list = row_names
+    elif row_names != c.names_from_list:
+        c.problems.add(where, f"label_names {row_names} differ from {c.names_from_list} in earlier rows")
 
-        sample = Sample(
-            image_path=image_path, rel_image_path=rel_image, task_id=task_id, kind=kind, num_classes=n, pixel_size_mm=pixel_size
-        )
-        size = None
-        if check_geometry and image_path is not None and image_path.is_file():
-            size = _image_size(image_path, size_cache)
-            if isinstance(size, str):
-                problems.add(where, f"{rel_image!r}: {size}")
-                size = None
 
-        if kind == "segmentation":
-            rel_mask = r["mask_path"]
-            if not rel_mask:
-                problems.add(where, "mask_path is empty")
-            else:
-                sample.rel_mask_path = rel_mask
-                sample.mask_path = _resolve(csv_dir, rel_mask)
-                if check_files and not sample.mask_path.is_file():
-                    problems.add(where, f"mask file {rel_mask!r} not found (looked for {str(sample.mask_path)!r})")
-                elif check_geometry and sample.mask_path.is_file():
-                    _check_mask(sample, size, where, problems)
-        elif kind == "classification":
-            label = _parse_int(r["mask"])
-            if label is None:
-                problems.add(where, f"classification label (column mask) {r['mask']!r} is not an integer")
-            elif not 0 <= label < n:
-                problems.add(where, f"classification label (column mask) {label} is outside [0, {n - 1}] for num_classes={n}")
-            else:
-                sample.label = label
-                lname = r.get("label_name", "")
-                if lname:
-                    prev = names_by_label.setdefault(label, (lname, where))
-                    if prev[0] != lname:
-                        problems.add(where, f"label {label} is named {lname!r} here but {prev[0]!r} at {prev[1]}")
-        elif kind == "detection":
-            vals = [_parse_float(r[c]) for c in ("x_min", "y_min", "x_max", "y_max")]
-            if any(v is None for v in vals):
-                cells = {c: r[c] for c in ("x_min", "y_min", "x_max", "y_max")}
-                problems.add(where, f"box {cells} has a missing or non-numeric coordinate")
-            elif vals[2] < vals[0] or vals[3] < vals[1]:
-                problems.add(where, f"box {vals} is inverted: need x_min <= x_max and y_min <= y_max")
-            else:
-                sample.box = tuple(vals)
-                if size is not None:
-                    w, h = size
-                    x0, y0, x1, y1 = vals
-                    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-                        problems.add(where, f"box {vals} lies outside the {w}x{h} image")
-        else:  # regression
-            pts = []
-            for k in range(1, n + 1):
-                col = f"point_{k}_xy"
-                if not r[col]:
-                    problems.add(where, f"{col} is empty: expected JSON [x, y] ({n} points for num_classes={n})")
-                    continue
-                pt = _parse_point(r[col])
-                if pt is None:
-                    problems.add(where, f"{col} {r[col]!r} is not JSON [x, y] with two finite numbers")
-                else:
-                    pts.append(pt)
-            if len(pts) == n:
-                sample.points = np.asarray(pts, dtype=np.float64).reshape(n, 2)
-                if size is not None:
-                    w, h = size
-                    m = POINT_MARGIN_FRAC * max(w, h)
-                    p = sample.points
-                    out = ~((p[:, 0] >= -m) & (p[:, 0] <= w - 1 + m) & (p[:, 1] >= -m) & (p[:, 1] <= h - 1 + m))
-                    if out.any():
-                        problems.add(where, f"point(s) {[f'point_{k + 1}_xy' for k in np.flatnonzero(out)]} lie outside the {w}x{h} image")
+def _base_fields(r: dict, where: str, c: _Csv) -> tuple[str | None, int | None, Path | None, float | None]:
+    """``(kind, num_classes, image path, pixel size)`` of a row, recording what is wrong with them."""
+    kind = normalise_kind(r["task_name"])
+    if kind is None:
+        c.problems.add(where, f"unknown task_name {r['task_name']!r}: expected segmentation, classification, detection or Regression")
+    if not r["task_id"]:
+        c.problems.add(where, "task_id is empty")
+    n = parse_int(r["num_classes"])
+    if n is None or n < 1:
+        c.problems.add(where, f"num_classes {r['num_classes']!r} is not a positive integer")
+    rel_image, image_path = r["image_path"], None
+    if not rel_image:
+        c.problems.add(where, "image_path is empty")
+    else:
+        p = Path(rel_image)
+        image_path = (p if p.is_absolute() else c.path.parent / p).resolve()
+        if c.check_files and not image_path.is_file():
+            c.problems.add(where, f"image file {rel_image!r} not found (looked for {str(image_path)!r})")
+    pixel_size = None
+    if r.get("pixel_size_mm"):
+        pixel_size = parse_float(r["pixel_size_mm"])
+        if pixel_size is None or pixel_size <= 0:
+            c.problems.add(where, f"pixel_size_mm {r['pixel_size_mm']!r} is not a positive number")
+    if r.get("label_names"):
+        _label_names(r, n, where, c)
+    return kind, n, image_path, pixel_size
 
-        sample.extra = {
-            k: (_parse_float(v) if _parse_float(v) is not None else v)
-            for k, v in r.items()
-            if k not in _KNOWN and not _POINT_COLUMN.match(k) and v != ""
-        }
-        if len(problems) == bad:
-            samples.append(sample)
 
-    # Class names for the whole CSV: label_names, else the label_name of every class when all are named.
+def _extra(r: dict) -> dict:
+    """The row's columns no kind reads (floats where they parse), e.g. ``head_circumference_mm``."""
+    def known(col: str) -> bool:
+        return col in _COMMON or any(k.is_own_column(col) for k in KINDS.values())
+
+    return {k: (parse_float(v) if parse_float(v) is not None else v) for k, v in r.items() if not known(k) and v != ""}
+
+
+def _parse_row(r: dict, where: str, c: _Csv) -> Sample | None:
+    """One row as a :class:`Sample`, or ``None`` when it has problems (all recorded)."""
+    bad = len(c.problems)
+    kind, n, image_path, pixel_size = _base_fields(r, where, c)
+    if kind is None or n is None or n < 1 or not c.has_columns(kind, n):
+        return None
+    sample = Sample(image_path=image_path, rel_image_path=r["image_path"], task_id=r["task_id"], kind=kind,
+                    num_classes=n, pixel_size_mm=pixel_size)
+    size = None
+    if c.check_geometry and image_path is not None and image_path.is_file():
+        size = _image_size(image_path, c.size_cache)
+        if isinstance(size, str):
+            c.problems.add(where, f"{r['image_path']!r}: {size}")
+            size = None
+    state = c.kind_state.setdefault(kind, {})
+    check = RowCheck(c.path.parent, c.check_files, c.check_geometry, size, lambda what: c.problems.add(where, what),
+                     state, where)
+    KINDS[kind].parse_row(sample, r, check)
+    sample.extra = _extra(r)
+    return sample if len(c.problems) == bad else None
+
+
+def _parse_csv(csv_path: Path, problems: _Problems, check_files: bool, check_geometry: bool, size_cache: dict) -> list[Sample]:
+    """Parse and validate one task CSV, recording every problem; returns the samples of the valid rows."""
+    read = _read_rows(csv_path, problems)
+    if read is None:
+        return []
+    header, rows = read
+    n_before = len(problems)
+    _check_one_task(csv_path.name, rows, problems)
+    c = _Csv(csv_path, header, problems, check_files, check_geometry, size_cache)
+    samples = [s for i, (line, r) in enumerate(rows, 1) if (s := _parse_row(r, _where(csv_path.name, line, i), c))]
+    # class names for the whole CSV: label_names, else the ones the kind gathered (every class named)
     if len(problems) == n_before and samples:
-        n = samples[0].num_classes
-        names = names_from_list
-        if names is None and names_by_label and set(names_by_label) == set(range(n)):
-            names = [names_by_label[k][0] for k in range(n)]
+        s0 = samples[0]
+        names = c.names_from_list
+        if names is None:
+            names = KINDS[s0.kind].class_names(c.kind_state.get(s0.kind, {}), s0.num_classes)
         if names is not None:
             for s in samples:
                 s.class_names = list(names)
     return samples
-
-
-def _check_mask(sample: Sample, size, where: str, problems: _Problems) -> None:
-    """Mask values must be class ids ``< num_classes`` and its size must match the image's."""
-    from ..errors import InputImageError
-    from ..io import read_mask
-
-    try:
-        mask = read_mask(sample.mask_path)
-    except InputImageError as exc:
-        problems.add(where, str(exc))
-        return
-    if size is not None and (mask.shape[1], mask.shape[0]) != tuple(size):
-        problems.add(where, f"mask {sample.rel_mask_path!r} is {mask.shape[1]}x{mask.shape[0]} but the image is {size[0]}x{size[1]}")
-    top = int(mask.max()) if mask.size else 0
-    if top >= sample.num_classes or (mask.size and int(mask.min()) < 0):
-        problems.add(where, f"mask {sample.rel_mask_path!r} has value {top} but num_classes is {sample.num_classes} (values must be 0..{sample.num_classes - 1})")
 
 
 def read_task_csv(csv_path: str | os.PathLike, check_files: bool = True, check_geometry: bool = False) -> list[Sample]:
@@ -423,7 +309,7 @@ def read_task_csv(csv_path: str | os.PathLike, check_files: bool = True, check_g
       csv_path: ``<split>/csv_files/<task_id>.csv``; image and mask paths are relative to its folder.
       check_files: check that every image and mask file exists.
       check_geometry: also open image headers (no decoding) to check that boxes and points lie inside the
-        image (points may be :data:`POINT_MARGIN_FRAC` of the longer side outside), and read every mask to check
+        image (points may be :data:`usam.tasks.regression.POINT_MARGIN_FRAC` of the longer side outside), and read every mask to check
         its size and that its values are ``< num_classes``. Slower: seconds per thousand rows.
 
     Returns:
@@ -455,7 +341,8 @@ def _csv_dir(root: Path) -> Path:
     return csv_dir
 
 
-def _first_task_id(csv_path: Path) -> str | None:
+def first_task_id(csv_path: Path) -> str | None:
+    """The ``task_id`` of a CSV's first row (``None`` when it cannot be read)."""
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             row = next(csv.DictReader(f), None)
@@ -496,7 +383,7 @@ def read_split(
         chosen = {t: by_stem[t] for t in wanted if t in by_stem}
         rest = [t for t in wanted if t not in chosen]
         if rest:
-            ids = {_first_task_id(p): p for p in csvs if p not in chosen.values()}
+            ids = {first_task_id(p): p for p in csvs if p not in chosen.values()}
             for t in rest:
                 if t in ids:
                     chosen[t] = ids[t]
@@ -550,10 +437,9 @@ def unique_image_paths(split: dict[str, list[Sample]]) -> list[Path]:
 
 __all__ = [
     "BASE_COLUMNS",
-    "KINDS",
-    "KIND_COLUMNS",
-    "POINT_MARGIN_FRAC",
+    "MAX_LISTED",
     "Sample",
+    "first_task_id",
     "output_mask_relpath",
     "read_split",
     "read_task_csv",

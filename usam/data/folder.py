@@ -18,7 +18,9 @@ import os
 from pathlib import Path
 
 from ..errors import DataError, InputImageError
-from .fmc import MAX_LISTED, Sample, _parse_int
+from ..io import read_mask
+from ..tasks.cells import parse_int
+from .fmc import MAX_LISTED, Sample
 
 #: File extensions taken as images (case-insensitive).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -80,7 +82,7 @@ def _read_labels(labels_csv: Path, images: dict[str, Path]) -> tuple[dict[str, i
     if problems:
         raise DataError(f"{str(labels_csv)!r}: {len(problems)} problem(s):\n  " + "\n  ".join(problems[:MAX_LISTED])
                         + (f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""))
-    ints = {k: _parse_int(v) for k, v in raw.items()}
+    ints = {k: parse_int(v) for k, v in raw.items()}
     if all(v is not None for v in ints.values()):
         neg = [k for k, v in ints.items() if v < 0]
         if neg:
@@ -90,6 +92,76 @@ def _read_labels(labels_csv: Path, images: dict[str, Path]) -> tuple[dict[str, i
     if len(names) < 2:
         raise DataError(f"{str(labels_csv)!r}: all labels are {names[0]!r}: classification needs at least 2 classes")
     return {k: names.index(v) for k, v in raw.items()}, names
+
+
+def _images(root: Path) -> dict[str, Path]:
+    """``{stem: image path}`` of ``root/images``; refuses a folder without images, masks/ or labels.csv."""
+    images_dir = root / "images"
+    if not images_dir.is_dir():
+        raise DataError(
+            f"no images/ folder in {str(root)!r}: expected images/ with masks/ (same file stems) "
+            f"and/or labels.csv (columns image,label)"
+        )
+    images = _files_by_stem(images_dir)
+    if not images:
+        raise DataError(f"{str(images_dir)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    if not (root / "masks").is_dir() and not (root / "labels.csv").is_file():
+        raise DataError(f"{str(root)!r} has images/ but neither masks/ nor labels.csv: nothing to learn from")
+    return images
+
+
+def _masks(root: Path, images: dict[str, Path]) -> dict[str, Path]:
+    """``{stem: mask path}``, one per image (refuses images without masks and masks without images)."""
+    masks_dir = root / "masks"
+    masks = _files_by_stem(masks_dir)
+    if not masks:
+        raise DataError(f"{str(masks_dir)!r} holds no masks: remove the folder or add one mask per image")
+    no_mask = sorted(images[s].name for s in set(images) - set(masks))
+    no_image = sorted(masks[s].name for s in set(masks) - set(images))
+    if no_mask or no_image:
+        parts = []
+        if no_mask:
+            parts.append(f"{len(no_mask)} image(s) without a mask in masks/: {_listing(no_mask)}")
+        if no_image:
+            parts.append(f"{len(no_image)} mask(s) without an image in images/: {_listing(no_image)}")
+        raise DataError(f"{str(root)!r}: images and masks must match by file stem; " + "; ".join(parts))
+    return masks
+
+
+def _largest_class(masks_dir: Path, masks: list[Path]) -> int:
+    """The largest value of any mask (every mask is read; unreadable ones are listed in one error)."""
+    top, bad = 0, []
+    for path in masks:
+        try:
+            m = read_mask(path)
+        except InputImageError as exc:
+            bad.append(str(exc))
+            continue
+        top = max(top, int(m.max()) if m.size else 0)
+    if bad:
+        raise DataError(f"{str(masks_dir)!r}: unreadable masks: {_listing(bad)}")
+    return top
+
+
+def _segmentation_task(root: Path, name: str, images: dict[str, Path]) -> list[Sample]:
+    masks = _masks(root, images)
+    n = max(2, _largest_class(root / "masks", [masks[s] for s in images]) + 1)
+    return [
+        Sample(image_path=images[s], rel_image_path=f"images/{images[s].name}", task_id=name, kind="segmentation",
+               num_classes=n, mask_path=masks[s], rel_mask_path=f"masks/{masks[s].name}")
+        for s in images
+    ]
+
+
+def _classification_task(root: Path, task_id: str, images: dict[str, Path]) -> list[Sample]:
+    labels, names = _read_labels(root / "labels.csv", images)
+    n = max(2, max(labels.values()) + 1, len(names or ()))
+    return [
+        Sample(image_path=images[s], rel_image_path=f"images/{images[s].name}", task_id=task_id,
+               kind="classification", num_classes=n, label=labels[s], class_names=list(names) if names else None)
+        for s in images
+        if s in labels
+    ]
 
 
 def read_folder(root: str | os.PathLike, task_id: str | None = None) -> dict[str, list[Sample]]:
@@ -111,81 +183,19 @@ def read_folder(root: str | os.PathLike, task_id: str | None = None) -> dict[str
         without masks or masks without images (listed), unreadable masks, stems clashing across extensions,
         a malformed ``labels.csv``. Image / mask sizes are not compared here.
     """
-    from ..io import read_mask
-
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {str(root)!r} does not exist")
     root = root.resolve()
-    images_dir, masks_dir, labels_csv = root / "images", root / "masks", root / "labels.csv"
-    if not images_dir.is_dir():
-        raise DataError(
-            f"no images/ folder in {str(root)!r}: expected images/ with masks/ (same file stems) "
-            f"and/or labels.csv (columns image,label)"
-        )
-    images = _files_by_stem(images_dir)
-    if not images:
-        raise DataError(f"{str(images_dir)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    has_masks, has_labels = masks_dir.is_dir(), labels_csv.is_file()
-    if not has_masks and not has_labels:
-        raise DataError(f"{str(root)!r} has images/ but neither masks/ nor labels.csv: nothing to learn from")
+    images = _images(root)
+    has_masks = (root / "masks").is_dir()
     name = task_id or root.name
     out: dict[str, list[Sample]] = {}
-
     if has_masks:
-        masks = _files_by_stem(masks_dir)
-        if not masks:
-            raise DataError(f"{str(masks_dir)!r} holds no masks: remove the folder or add one mask per image")
-        no_mask = sorted(images[s].name for s in set(images) - set(masks))
-        no_image = sorted(masks[s].name for s in set(masks) - set(images))
-        if no_mask or no_image:
-            parts = []
-            if no_mask:
-                parts.append(f"{len(no_mask)} image(s) without a mask in masks/: {_listing(no_mask)}")
-            if no_image:
-                parts.append(f"{len(no_image)} mask(s) without an image in images/: {_listing(no_image)}")
-            raise DataError(f"{str(root)!r}: images and masks must match by file stem; " + "; ".join(parts))
-        top, bad = 0, []
-        for stem in images:
-            try:
-                m = read_mask(masks[stem])
-            except InputImageError as exc:
-                bad.append(str(exc))
-                continue
-            top = max(top, int(m.max()) if m.size else 0)
-        if bad:
-            raise DataError(f"{str(masks_dir)!r}: unreadable masks: {_listing(bad)}")
-        n = max(2, top + 1)
-        out[name] = [
-            Sample(
-                image_path=images[s],
-                rel_image_path=f"images/{images[s].name}",
-                task_id=name,
-                kind="segmentation",
-                num_classes=n,
-                mask_path=masks[s],
-                rel_mask_path=f"masks/{masks[s].name}",
-            )
-            for s in images
-        ]
-
-    if has_labels:
-        labels, names = _read_labels(labels_csv, images)
-        n = max(2, max(labels.values()) + 1, len(names or ()))
+        out[name] = _segmentation_task(root, name, images)
+    if (root / "labels.csv").is_file():
         cls_id = f"{name}_cls" if has_masks else name
-        out[cls_id] = [
-            Sample(
-                image_path=images[s],
-                rel_image_path=f"images/{images[s].name}",
-                task_id=cls_id,
-                kind="classification",
-                num_classes=n,
-                label=labels[s],
-                class_names=list(names) if names else None,
-            )
-            for s in images
-            if s in labels
-        ]
+        out[cls_id] = _classification_task(root, cls_id, images)
     return out
 
 
