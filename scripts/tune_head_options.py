@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import usam
-    from usam.challenge.interactive import dice
+    from usam.ops.masks import dice
     from usam.ops.metrics import box_iou
     from usam.data.fmc import read_split
     from usam.heads.refine import postprocess_classes
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     if adapter.decoder is not None and seg:
         # user box prompts: the backbone's own box path or the tuned decoder's, by Dice from ground-truth boxes
         from usam.predictor import Predictor
-        from usam.ops.clicks import mask_box
+        from usam.ops.masks import mask_box
 
         predictor, route_scores = Predictor(model), {}
         for route in ("base", "tuned"):

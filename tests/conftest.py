@@ -10,9 +10,10 @@ import contextlib
 import csv
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+
+from usam.ops.masks import mask_box
 
 #: ../shared/data/fmc_uia_dev seen from the repository root (CI has it; see ../shared/data/README.md).
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "fmc_uia_dev"
@@ -39,18 +40,6 @@ def breast_lesion_rows(root: Path, n: int = 20, split: str = "test") -> list[tup
     with open(csv_dir / "breast_lesion.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))[:n]
     return [((csv_dir / r["image_path"]).resolve(), (csv_dir / r["mask_path"]).resolve()) for r in rows]
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """Box of a binary mask's extent, xyxy with x1 / y1 exclusive (as the dev data's detection boxes)."""
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    denom = a.sum() + b.sum()
-    return 1.0 if denom == 0 else float(2.0 * (a & b).sum() / denom)
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import dice
 
 import usam.apps.cli
 import usam.apps.cli.segment
 from usam.backbones import BACKBONES
 from usam.apps.cli import build_parser, main
 from usam.errors import AdapterError, CheckpointError, InputImageError, PromptError
+from usam.ops.masks import dice
 
 
 def _read_png(path):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import ODD_HW, breast_lesion_rows, capture_prompts, dice, mask_box
+from conftest import ODD_HW, breast_lesion_rows, capture_prompts
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from usam import Predictor, UsamModel
 from usam.geometry import Geometry, preprocess_shape
 from usam.io import read_image, read_mask, to_rgb_uint8
+from usam.ops.masks import dice, mask_box
 
 
 # ---------------------------------------------------------------------------------------------- to_rgb_uint8

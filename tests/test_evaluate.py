@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from usam.challenge import evaluate, write_ground_truth_as_predictions, write_report
-from usam.ops.metrics import ellipse_perimeter
+from usam.ops.masks import ellipse_perimeter
 from usam.errors import DataError
 from usam.io import write_png
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import breast_lesion_rows, dice, mask_box
+from conftest import breast_lesion_rows
+from usam.ops.masks import dice, mask_box
 
 pytestmark = pytest.mark.real
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from usam.errors import AdapterError
-from usam.heads.refine import check_head_options, fill_ellipse, largest_component, mask_extent, postprocess_classes
+from usam.heads.refine import check_head_options, postprocess_classes
+from usam.ops.masks import fill_ellipse, largest_component, mask_extent
 
 ROOT = Path(__file__).resolve().parents[1]
 

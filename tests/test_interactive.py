@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from usam.challenge.interactive import click_session, evaluate_clicks, noc, spearman
-from usam.train import clicks as sim
+from usam.ops import clicks as sim
 
 
 def test_noc_counts_clicks_to_the_threshold_and_caps_unreached():

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from usam.ops.metrics import ellipse_perimeter
+from usam.ops.masks import ellipse_perimeter
 from usam.errors import InputImageError
 from usam.io import read_mask
 from usam.measure import draw_measurements, head_biometry, lesion_axes

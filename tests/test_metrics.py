@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from usam.challenge import metrics as M
+from usam.ops import masks as MK
+from usam.ops import metrics as M
 
 
 def _square(shape, x0, y0, size):
@@ -179,17 +180,17 @@ def test_mean_radial_error_known_points():
 
 # ------------------------------------------------------------------------------------ head circumference
 def test_ellipse_perimeter_known():
-    assert M.ellipse_perimeter(20, 20) == pytest.approx(math.pi * 20)
-    assert M.ellipse_perimeter(20, 10) == pytest.approx(48.44224, rel=1e-5)  # semi-axes 10, 5
-    assert M.ellipse_perimeter(0, 0) == 0.0
+    assert MK.ellipse_perimeter(20, 20) == pytest.approx(math.pi * 20)
+    assert MK.ellipse_perimeter(20, 10) == pytest.approx(48.44224, rel=1e-5)  # semi-axes 10, 5
+    assert MK.ellipse_perimeter(0, 0) == 0.0
 
 
 def test_head_circumference_synthetic_ellipse():
     m = np.zeros((400, 500), np.uint8)
     cv2.ellipse(m, (250, 200), (150, 90), 30, 0, 360, 1, -1)  # semi-axes 150, 90
-    cx, cy, major, minor, angle = M.fit_ellipse(m)
+    cx, cy, major, minor, angle = MK.fit_ellipse(m)
     assert (cx, cy) == pytest.approx((250, 200), abs=0.5)
     assert major == pytest.approx(300, rel=0.01) and minor == pytest.approx(180, rel=0.01)
     assert angle == pytest.approx(30, abs=1)
-    assert M.head_circumference(m, 0.1) == pytest.approx(M.ellipse_perimeter(300, 180) * 0.1, rel=0.01)
-    assert M.head_circumference(np.zeros((20, 20))) is None
+    assert MK.head_circumference(m, 0.1) == pytest.approx(MK.ellipse_perimeter(300, 180) * 0.1, rel=0.01)
+    assert MK.head_circumference(np.zeros((20, 20))) is None

@@ -393,7 +393,7 @@ def test_cli_measure_fetal_head(adapter_dirs, tmp_path, monkeypatch, capsys):
     doc = json.loads(capsys.readouterr().out)
     by_kind = {m["kind"]: m for m in doc["measurements"]}
     assert set(by_kind) == {"head", "points"} and doc["pixel_size_mm"] == ps
-    from usam.ops.metrics import ellipse_perimeter
+    from usam.ops.masks import ellipse_perimeter
 
     h = by_kind["head"]
     assert h["task_id"] == "fetal_head"

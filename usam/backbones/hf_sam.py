@@ -48,7 +48,7 @@ class HFSam(Backbone):
 
     def __init__(self, ref: str):
         super().__init__()
-        from transformers import SamModel
+        from transformers import SamModel  # lazy: transformers is heavy and only hf: backbones need it
 
         local = Path(ref).expanduser()
         if local.is_dir() and not any(local.glob("*.safetensors")):

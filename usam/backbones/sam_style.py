@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import torch
@@ -54,8 +56,6 @@ def load_state_checked(module: torch.nn.Module, state: dict, what: str) -> None:
 
 def load_torch_checkpoint(path, what: str) -> dict:
     """Load a ``.pth`` state dict safely (``weights_only=True``, on the CPU)."""
-    from pathlib import Path
-
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{what}: checkpoint {str(p)!r} does not exist. Pass --checkpoint with the path to the weights file.")

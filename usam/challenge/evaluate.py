@@ -52,6 +52,7 @@ from ..data.fmc import Sample, output_mask_relpath, read_split
 from ..errors import DataError
 from ..io import read_mask
 from ..ops import metrics as M
+from ..ops.masks import head_circumference, points_biometry
 from .checks import csv_rows, read_label_png
 
 #: Prediction file names of the challenge, per kind.
@@ -241,7 +242,7 @@ def _eval_segmentation(samples: list[Sample], pred_dir: Path, rows: dict | None 
             hc_pred = 0.0
             if pred is not None:
                 head = pred == hc_cls if hc_cls is not None else pred > 0
-                hc_pred = M.head_circumference(head, s.pixel_size_mm) or 0.0
+                hc_pred = head_circumference(head, s.pixel_size_mm) or 0.0
             row.update(hc_true_mm=hc_true, hc_pred_mm=float(hc_pred), hc_abs_err_mm=abs(float(hc_pred) - hc_true))
         cases.append(row)
 
@@ -371,13 +372,6 @@ def _eval_detection(samples: list[Sample], preds: dict, used: set, sizes: dict, 
     return {"metrics": {"iou": _mean(c["iou"] for c in cases)}, "cases": cases, "missing": missing}
 
 
-def _hc_from_points(points: np.ndarray, pixel_size_mm: float) -> float:
-    """HC of the ellipse whose axes are ``p1-p2`` (OFD) and ``p3-p4`` (BPD), as in ``fetal_head_biometry``."""
-    ofd = float(np.linalg.norm(points[0] - points[1]))
-    bpd = float(np.linalg.norm(points[2] - points[3]))
-    return M.ellipse_perimeter(max(ofd, bpd), min(ofd, bpd)) * pixel_size_mm
-
-
 def _eval_regression(samples: list[Sample], preds: dict, used: set, sizes: dict, pred_dir: Path | None = None,
                      rows: dict | None = None) -> dict:
     cases, missing = [], 0
@@ -413,7 +407,7 @@ def _eval_regression(samples: list[Sample], preds: dict, used: set, sizes: dict,
         }
         hc_true = _finite(s.extra.get("head_circumference_mm"))
         if hc_true is not None and s.pixel_size_mm and n == 4:
-            hc_pred = _hc_from_points(pts, s.pixel_size_mm) if pts is not None else 0.0
+            hc_pred = points_biometry(pts)[2] * s.pixel_size_mm if pts is not None else 0.0
             row.update(hc_true_mm=hc_true, hc_pred_mm=float(hc_pred), hc_abs_err_mm=abs(hc_pred - hc_true))
         cases.append(row)
     metrics = {"mre_px": _mean(c["mre_px"] for c in cases)}

@@ -9,21 +9,13 @@ original resolution on the binary mask of each foreground class.
 from __future__ import annotations
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..data.fmc import Sample
 from ..io import read_image, read_mask
+from ..ops.clicks import innermost_point, next_click
+from ..ops.masks import dice, iou, mask_box
 from ..predictor import Predictor
-from ..train import clicks as sim
-
-
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    s = int(pred.sum()) + int(truth.sum())
-    return 1.0 if s == 0 else float(2 * int((pred & truth).sum()) / s)
-
-
-def iou(pred: np.ndarray, truth: np.ndarray) -> float:
-    u = int((pred | truth).sum())
-    return 1.0 if u == 0 else float(int((pred & truth).sum()) / u)
 
 
 def click_session(predictor: Predictor, truth: np.ndarray, n_clicks: int) -> dict:
@@ -33,7 +25,7 @@ def click_session(predictor: Predictor, truth: np.ndarray, n_clicks: int) -> dic
     IoU of the chosen mask against ``truth`` and the model's own IoU estimate of that mask (its score). When the
     mask becomes perfect no further click is possible and the last values are repeated.
     """
-    pts, labels = [sim.innermost_point(truth)], [1]
+    pts, labels = [innermost_point(truth)], [1]
     out = {"dice": [], "iou": [], "predicted_iou": []}
     logits = None
     for k in range(n_clicks):
@@ -47,7 +39,7 @@ def click_session(predictor: Predictor, truth: np.ndarray, n_clicks: int) -> dic
         out["iou"].append(iou(pred, truth))
         out["predicted_iou"].append(float(scores[best]))
         if k + 1 < n_clicks:
-            nxt = sim.next_click(pred, truth)
+            nxt = next_click(pred, truth)
             if nxt is None:
                 for v in out.values():
                     v += [v[-1]] * (n_clicks - k - 1)
@@ -72,7 +64,7 @@ def noc(ious: list[float], threshold: float, cap: int = 20) -> int:
 
 def spearman(a, b) -> float:
     """Spearman rank correlation of two equal-length sequences (NaN when either is constant)."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # lazy: scipy.stats is heavy and only the benchmark's summary needs it
 
     if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
@@ -86,8 +78,6 @@ def evaluate_clicks(model, adapter: str | None, samples: list[Sample], n_clicks:
     (mean clicks to IoU 0.85 / 0.90, unreached counted as ``n_clicks``), "iou_error" (mean |predicted - measured|
     IoU of the chosen first-click mask), "iou_spearman", "cases": [...]}``.
     """
-    from tqdm.auto import tqdm
-
     model.set_adapter(adapter)
     predictor = Predictor(model)
     cases = []
@@ -119,8 +109,6 @@ def evaluate_prompts(model, adapter: str | None, samples: list[Sample], n_clicks
     Returns ``{"n": ..., "mean": {"box": .., "click_1": .., ..., "auto": ..}, "cases": [{image, class, ...}]}``;
     multi-class tasks are scored per foreground class present in the truth (means over classes and images).
     """
-    from tqdm.auto import tqdm
-
     model.set_adapter(adapter)
     predictor = Predictor(model)
     cases = []
@@ -135,7 +123,7 @@ def evaluate_prompts(model, adapter: str | None, samples: list[Sample], n_clicks
             truth = gt == c
             if not truth.any():
                 continue
-            box = sim.mask_box(truth)
+            box = mask_box(truth)
             m, _, _ = predictor.predict(box=box, multimask_output=False)
             row = {"image": s.rel_image_path, "class": c, "box": dice(m[0], truth)}
             for k, d in enumerate(click_dices(predictor, truth, n_clicks), start=1):

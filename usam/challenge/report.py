@@ -15,13 +15,16 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import UsamError
+from ..io import dumps_json, json_safe, read_image, read_mask
+from ..ops.overlay import PALETTE
+from .checks import check_output_dir
 
 __all__ = ["MAIN_METRICS", "write_report"]
 
@@ -34,26 +37,8 @@ MAIN_METRICS = {
 }
 _BOUNDED = ("dice", "auc", "accuracy", "macro_f1", "mcc", "iou")
 _DISTANCES = ("hd", "hd_mm", "mre_px", "mre_mm", "hc_abs_err_mm")
-#: Overlay colours (RGB 0..1) of classes 1, 2, ...
-_COLOURS = np.array([[1, 0.2, 0.2], [0.2, 1, 0.2], [0.2, 0.5, 1], [1, 1, 0.2], [1, 0.2, 1], [0.2, 1, 1], [1, 0.6, 0.1]])
-
-
-def _clean(obj):
-    """Replace NaN / inf by None and numpy scalars by Python ones, recursively."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+#: Overlay colours (RGB 0..1) of classes 1, 2, ...: the one palette of :mod:`usam.ops.overlay`.
+_COLOURS = PALETTE[1:] / 255.0
 
 
 def _fmt(v) -> str:
@@ -69,7 +54,7 @@ def _safe(name: str) -> str:
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is heavy and only the figures need it
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -185,9 +170,6 @@ def _overlay(image: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
 
 
 def _worst_gallery(task_id: str, task: dict, path: Path, data_root, pred_dir, k: int) -> tuple[Path | None, list[str]]:
-    from ..errors import UsamError
-    from ..io import read_image, read_mask
-
     plt = _pyplot()
     notes: list[str] = []
     worst = sorted(task["cases"], key=lambda c: (c["dice"], -c["hd"]))[:k]
@@ -248,16 +230,15 @@ def write_report(
     Raises:
       DataError: ``report_dir`` is a file or cannot be created / written (nothing is written then).
     """
-    from .checks import check_output_dir
 
     out = check_output_dir(report_dir, "report folder")
     out.mkdir(parents=True, exist_ok=True)
-    results = _clean(results)
+    results = json_safe(results)
     tasks = results.get("tasks", {})
     figures: list[Path] = []
     notes: list[str] = []
 
-    (out / "report.json").write_text(json.dumps(results, indent=1, allow_nan=False), encoding="utf-8")
+    (out / "report.json").write_text(dumps_json(results, indent=1), encoding="utf-8")
 
     if tasks:
         f = _metrics_figure(tasks, out / "metrics.png")

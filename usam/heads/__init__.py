@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
-from .refine import ellipse_axis_points, mask_extent, postprocess_classes, refine_box, refine_with_box
+from ..backbones import LOW_RES
+from ..ops.masks import mask_extent
+from .automask import logits_to_classes
+from .refine import ellipse_axis_points, postprocess_classes, refine_box, refine_with_box
 
 __all__ = ["Prediction", "ellipse_axis_points", "refine_box", "refine_with_box", "run_heads"]
 
@@ -46,10 +50,6 @@ class Prediction:
 
 def run_heads(model, embedded) -> Prediction:
     """Run every head of ``model``'s active adapter on one :class:`~usam.embedding.Embedded` image."""
-    import torch
-
-    from .automask import logits_to_classes
-
     adapter = model.adapter
     options = adapter.config.head_options
     geo = embedded.geometry
@@ -95,10 +95,6 @@ def run_heads(model, embedded) -> Prediction:
 def _class_confidence(logits, geo, input_size: int) -> np.ndarray:
     """``(1, K - 1, 256, 256)`` low-res logits -> ``(K - 1,)`` mean probability of each class over the pixels
     (inside the image, not the padding) where it wins with a positive logit; 0 where it never does."""
-    import torch
-
-    from ..backbones import LOW_RES
-
     rh, rw = geo.resized_hw
     lh, lw = max(1, -(-rh * LOW_RES // input_size)), max(1, -(-rw * LOW_RES // input_size))
     best, idx = logits[0, :, :lh, :lw].max(dim=0)

@@ -20,11 +20,13 @@ Shapes: low-res logits ``(1, K - 1, 256, 256)``; boxes ``(4,)`` xyxy; masks ``(H
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+import torch
 
+from ..backbones import LOW_RES
 from ..errors import ConfigError
-from ..ops.clicks import mask_box
+from ..ops.masks import ellipse_axis_ends, fill_ellipse, fit_ellipse, largest_component, mask_extent
+from .automask import logits_to_classes
 
 OPTIONS = {
     "segmentation": {"refine_with_box", "refine_rounds", "refine_decoder", "largest_component", "ellipse_fill"},
@@ -64,26 +66,9 @@ def _decode_box(decoder, embedding, boxes, route: str | None):
     return logits
 
 
-def mask_extent(mask: np.ndarray) -> np.ndarray | None:
-    """``(4,)`` xyxy extent (x2 / y2 exclusive) of the largest component of a boolean mask, ``None`` if empty."""
-    return mask_box(largest_component(mask))
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a boolean ``(H, W)`` mask (all False if empty)."""
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return np.zeros(mask.shape, dtype=bool)
-    return lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-
-
 def refine_box(decoder, embedding, box: np.ndarray, input_size: int, route: str | None = None) -> np.ndarray:
     """Refine a regressed ``(4,)`` box (model-input pixels): prompt the decoder with it and take the
     extent of the mask it returns; the regressed box is kept when the mask is empty."""
-    import torch
-
-    from ..backbones import LOW_RES
-
     logits = _decode_box(decoder, embedding, torch.as_tensor(box[None], dtype=torch.float32, device=embedding.device), route)
     extent = mask_extent((logits[0, 0] > 0).cpu().numpy())
     return box if extent is None else extent * (input_size / LOW_RES)
@@ -92,11 +77,6 @@ def refine_box(decoder, embedding, box: np.ndarray, input_size: int, route: str 
 def refine_with_box(decoder, embedding, logits, input_size: int, route: str | None = None, rounds: int = 1):
     """Refine automatic per-class logits ``(1, K - 1, 256, 256)``: the box around each class's largest
     component is given to the decoder as a box prompt, and its mask replaces the class's logits."""
-    import torch
-
-    from ..backbones import LOW_RES
-    from .automask import logits_to_classes
-
     s = input_size / LOW_RES
     out = logits
     for _ in range(max(1, int(rounds))):
@@ -109,24 +89,6 @@ def refine_with_box(decoder, embedding, logits, input_size: int, route: str | No
             box = torch.as_tensor(extent[None] * s, dtype=torch.float32, device=embedding.device)
             out[:, c] = _decode_box(decoder, embedding, box, route)[:, 0]
     return out
-
-
-def fill_ellipse(mask: np.ndarray) -> np.ndarray:
-    """The filled ellipse fitted (``cv2.fitEllipse``) to the convex hull of the largest contour of a boolean
-    ``(H, W)`` mask (the hull: a dent in the mask does not pull the ellipse in); the mask itself when it is
-    too small to fit one."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return mask
-    c = cv2.convexHull(max(contours, key=cv2.contourArea))
-    if len(c) < 5:
-        return mask
-    (cx, cy), (w, h), angle = cv2.fitEllipse(c)
-    if not all(np.isfinite([cx, cy, w, h, angle])) or w < 1 or h < 1:
-        return mask
-    out = np.zeros(mask.shape, dtype=np.uint8)
-    cv2.ellipse(out, ((cx, cy), (w, h), angle), 1, thickness=-1)
-    return out.astype(bool)
 
 
 def postprocess_classes(classes: np.ndarray, opts: dict) -> np.ndarray:
@@ -150,14 +112,12 @@ def postprocess_classes(classes: np.ndarray, opts: dict) -> np.ndarray:
 def ellipse_axis_points(mask: np.ndarray) -> np.ndarray | None:
     """``(4, 2)`` ends of the major axis (left -> right) then of the minor axis (top -> bottom) of the
     ellipse fitted to a head mask: fetal biometry's OFD and BPD landmarks. ``None`` for an empty mask."""
-    from ..measure import head_biometry
-
     if mask.sum() < 5:
         return None
-    try:
-        result = head_biometry(mask)
-    except Exception:
+    ellipse = fit_ellipse(mask)
+    if ellipse is None:
         return None
-    ofd = sorted(map(tuple, result["ofd_endpoints"]), key=lambda p: p[0])
-    bpd = sorted(map(tuple, result["bpd_endpoints"]), key=lambda p: p[1])
+    ofd, bpd = ellipse_axis_ends(ellipse)
+    ofd = sorted(map(tuple, ofd), key=lambda p: p[0])
+    bpd = sorted(map(tuple, bpd), key=lambda p: p[1])
     return np.array([*ofd, *bpd], dtype=np.float64)

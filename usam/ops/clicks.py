@@ -4,7 +4,7 @@
   optional random choice among the most interior pixels;
 - each further click goes to the innermost point of the largest error region: positive in a missed
   region (false negative), negative in a spurious one (false positive);
-- boxes come from the object's extent with random jitter.
+- boxes come from the object's extent (:func:`usam.ops.masks.mask_box`) with random jitter.
 
 All functions work on ``(H, W)`` boolean numpy masks and return ``(x, y)`` pixel coordinates.
 """
@@ -55,14 +55,6 @@ def next_click(pred: np.ndarray, truth: np.ndarray) -> tuple[tuple[float, float]
     if best is None:
         return None
     return best[1], best[2]
-
-
-def mask_box(truth: np.ndarray) -> np.ndarray | None:
-    """Tight ``(4,)`` xyxy box of a mask (x1 / y1 exclusive), or ``None`` if empty."""
-    ys, xs = np.nonzero(truth)
-    if xs.size == 0:
-        return None
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
 
 
 def jitter_box(box: np.ndarray, hw: tuple[int, int], rng: np.random.Generator, amount: float = 0.1) -> np.ndarray:

@@ -13,8 +13,8 @@ Detection
 Regression
   :func:`mean_radial_error`: mean over points of the Euclidean distance, pixels (and mm).
 Head circumference
-  :func:`fit_ellipse` on the largest contour of a mask (``cv2.fitEllipse``), :func:`ellipse_perimeter`
-  (Ramanujan), :func:`head_circumference`.
+  :func:`usam.ops.masks.head_circumference` (ellipse fit, Ramanujan perimeter) and
+  :func:`usam.ops.masks.points_biometry` (from the 4 OFD / BPD landmarks).
 
 Coordinates are ``(x, y)`` in pixels, ``x`` along the width; masks are ``(H, W)`` arrays.
 """
@@ -25,17 +25,15 @@ import math
 import warnings
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
+
+from .masks import dice
 
 __all__ = [
     "box_iou",
     "classification_metrics",
     "dice_score",
-    "ellipse_perimeter",
-    "fit_ellipse",
     "hausdorff_distance",
-    "head_circumference",
     "image_diagonal",
     "mean_box_iou",
     "mean_radial_error",
@@ -72,12 +70,7 @@ def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
     """
     p, t = _binary(pred, "pred"), _binary(truth, "truth")
     _same_shape(p, t)
-    sp, st = int(p.sum()), int(t.sum())
-    if sp == 0 and st == 0:
-        return 1.0
-    if sp == 0 or st == 0:
-        return 0.0
-    return float(2.0 * np.logical_and(p, t).sum() / (sp + st))
+    return dice(p, t)
 
 
 def hausdorff_distance(
@@ -115,7 +108,7 @@ def hausdorff_distance(
         return float(math.hypot(p.shape[0] * sy, p.shape[1] * sx))
     if np.array_equal(p, t):
         return 0.0
-    import torch
+    import torch  # lazy, with monai: the base layer stays numpy-only until a Hausdorff distance is asked for
     from monai.metrics import compute_hausdorff_distance
 
     # HD is translation invariant: crop to the union's bounding box plus a 1-pixel margin (as monai does
@@ -192,7 +185,7 @@ def multiclass_auc(y_true: np.ndarray, probs: np.ndarray) -> tuple[float | None,
       ``(auc or None, skipped_classes)``; ``None`` when no class has both positives and negatives
       (e.g. every truth label is the same).
     """
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # lazy: scikit-learn is heavy, only classification scores need it
 
     y = np.asarray(y_true).astype(int).reshape(-1)
     s = np.asarray(probs, dtype=np.float64)
@@ -232,7 +225,7 @@ def classification_metrics(
       over the classes in ``[0, C)`` that occur in the truth or the predictions (a class in neither has no
       defined F1). ``auc`` is from :func:`multiclass_auc` (``None`` if undefined).
     """
-    from sklearn.metrics import f1_score, matthews_corrcoef
+    from sklearn.metrics import f1_score, matthews_corrcoef  # lazy: as in multiclass_auc
 
     y = np.asarray(y_true).astype(int).reshape(-1)
     s = np.asarray(probs, dtype=np.float64)
@@ -311,57 +304,3 @@ def mean_radial_error(pred: np.ndarray, truth: np.ndarray, pixel_size_mm: float 
         raise ValueError("no points to compare")
     mre = float(e.mean())
     return mre * float(pixel_size_mm) if pixel_size_mm else mre
-
-
-# ------------------------------------------------------------------------------------ head circumference
-def largest_contour(mask: np.ndarray) -> np.ndarray | None:
-    """Outer contour ``(K, 1, 2)`` (x, y) of the largest-area external contour of ``mask > 0``, or ``None``."""
-    m = (np.asarray(mask) > 0).astype(np.uint8)
-    if m.ndim != 2:
-        raise ValueError(f"mask must be (H, W), got {m.shape}")
-    if not m.any():
-        return None
-    contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return None
-    return max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
-
-
-def fit_ellipse(mask: np.ndarray) -> tuple[float, float, float, float, float] | None:
-    """Fit an ellipse to the largest contour of ``mask > 0`` (``cv2.fitEllipse``).
-
-    Returns:
-      ``(cx, cy, major, minor, angle_deg)``: centre in pixels, full axis lengths in pixels
-      (``major >= minor``), and the angle in degrees of the major axis, measured from the +x axis
-      towards +y (image down), in ``[0, 180)``; ``None`` if the mask is empty or the contour has
-      fewer than 5 points.
-    """
-    c = largest_contour(mask)
-    if c is None or len(c) < 5:
-        return None
-    (cx, cy), (w, h), angle = cv2.fitEllipse(c)
-    # OpenCV: the axis of length w points along `angle`; h is perpendicular to it.
-    if w >= h:
-        major, minor, theta = w, h, angle
-    else:
-        major, minor, theta = h, w, angle + 90.0
-    return float(cx), float(cy), float(major), float(minor), float(theta % 180.0)
-
-
-def ellipse_perimeter(major: float, minor: float) -> float:
-    """Ramanujan's (second) approximation of an ellipse's perimeter from its full axis lengths."""
-    a, b = float(major) / 2.0, float(minor) / 2.0
-    if a + b <= 0:
-        return 0.0
-    h = ((a - b) / (a + b)) ** 2
-    return float(math.pi * (a + b) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h))))
-
-
-def head_circumference(mask: np.ndarray, pixel_size_mm: float | None = None) -> float | None:
-    """Head circumference from a head mask: perimeter of the ellipse fitted to its largest contour,
-    in mm when ``pixel_size_mm`` is given, else in pixels; ``None`` for an empty mask."""
-    e = fit_ellipse(mask)
-    if e is None:
-        return None
-    hc = ellipse_perimeter(e[2], e[3])
-    return hc * float(pixel_size_mm) if pixel_size_mm else hc

@@ -10,6 +10,12 @@ PALETTE = np.array(
     [(0, 0, 0), (255, 64, 64), (64, 160, 255), (255, 200, 0), (160, 80, 255), (0, 220, 140), (255, 120, 200)],
     dtype=np.uint8,
 )
+#: Colours (RGB) of what is drawn over the masks: positive / negative clicks, boxes (and long axes), keypoints
+#: (and short axes); measurement ellipses are drawn in the positive colour, their end points in the negative one.
+POSITIVE_RGB = (0, 200, 0)
+NEGATIVE_RGB = (220, 0, 0)
+BOX_RGB = (255, 220, 0)
+KEYPOINT_RGB = (0, 255, 255)
 
 
 def overlay_mask(image, mask, points=None, labels=None, box=None, alpha: float = 0.45, keypoints=None) -> np.ndarray:
@@ -29,11 +35,11 @@ def overlay_mask(image, mask, points=None, labels=None, box=None, alpha: float =
         cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), max(1, round(max(out.shape[:2]) / 400)))
     r = max(3, round(max(out.shape[:2]) / 120))
     for (x, y), lab in zip(points or [], labels or []):
-        cv2.circle(out, (int(round(x)), int(round(y))), r, (0, 200, 0) if lab == 1 else (220, 0, 0), -1)
+        cv2.circle(out, (int(round(x)), int(round(y))), r, POSITIVE_RGB if lab == 1 else NEGATIVE_RGB, -1)
         cv2.circle(out, (int(round(x)), int(round(y))), r, (255, 255, 255), 1)
     if box is not None:
         x0, y0, x1, y1 = (int(round(v)) for v in box)
-        cv2.rectangle(out, (x0, y0), (x1, y1), (255, 220, 0), max(1, r // 2))
+        cv2.rectangle(out, (x0, y0), (x1, y1), BOX_RGB, max(1, r // 2))
     for x, y in (keypoints if keypoints is not None else []):
-        cv2.drawMarker(out, (int(round(x)), int(round(y))), (0, 255, 255), cv2.MARKER_CROSS, 3 * r, max(1, r // 2))
+        cv2.drawMarker(out, (int(round(x)), int(round(y))), KEYPOINT_RGB, cv2.MARKER_CROSS, 3 * r, max(1, r // 2))
     return out

@@ -36,6 +36,7 @@ from ..io import dumps_json, read_image, read_mask, write_text_atomic
 from ..adapters.lora import LoraSettings, add_lora, lora_parameters, merged_copy
 from ..model import UsamModel
 from ..ops import clicks
+from ..ops.masks import dice, mask_box
 from .cache import EmbeddingStore
 from .config import TrainConfig, load_config
 from .losses import box_loss, keypoint_loss, mask_loss, prompted_mask_loss
@@ -197,7 +198,7 @@ class TrainModule(nn.Module):
         boxes = None
         if rng.random() < self.settings["box_prob"]:
             # a jittered box, followed by 0..box_click_iters corrective clicks (the box stays in the prompt)
-            boxes = np.stack([clicks.jitter_box(clicks.mask_box(t), t.shape, rng) for t in truths]) * scale
+            boxes = np.stack([clicks.jitter_box(mask_box(t), t.shape, rng) for t in truths]) * scale
             boxes = torch.tensor(boxes, dtype=torch.float32, device=dev)
             iters = 1 + int(rng.integers(0, int(self.settings["box_click_iters"]) + 1))
             pts, labels = [[] for _ in truths], [[] for _ in truths]
@@ -297,11 +298,6 @@ def validate(module: TrainModule, source: ExampleSource, val: dict[str, list[Sam
     return results
 
 
-def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    s = pred.sum() + truth.sum()
-    return 1.0 if s == 0 else float(2 * (pred & truth).sum() / s)
-
-
 def _validate_segmentation(module: TrainModule, outs, spec: TaskSpec) -> dict:
     from ..heads.automask import logits_to_classes
 
@@ -314,16 +310,16 @@ def _validate_segmentation(module: TrainModule, outs, spec: TaskSpec) -> dict:
         truth = ex.target.class_map
         logits, _ = adapter.heads[spec.task_id](decoder, e)
         pred = logits_to_classes(logits)[0].cpu().numpy()
-        auto.append(np.mean([_dice(pred == c, truth == c) for c in range(1, spec.num_classes)]))
+        auto.append(np.mean([dice(pred == c, truth == c) for c in range(1, spec.num_classes)]))
         if adapter.decoder is None:
             continue
         for c in range(1, spec.num_classes):
             t = truth == c
             if not t.any():
                 continue
-            b = torch.tensor(clicks.mask_box(t)[None] * scale, dtype=torch.float32)
+            b = torch.tensor(mask_box(t)[None] * scale, dtype=torch.float32)
             lg, _ = decoder.decode(e, boxes=b, multimask_output=False)
-            box_d.append(_dice(lg[0, 0].cpu().numpy() > 0, t))
+            box_d.append(dice(lg[0, 0].cpu().numpy() > 0, t))
             click_d.append(_click_curve(decoder, e, t, scale, n_clicks))
     out = {"dice_auto": float(np.mean(auto))}
     parts = [out["dice_auto"]]
@@ -347,7 +343,7 @@ def _click_curve(decoder, emb: torch.Tensor, truth: np.ndarray, scale: float, n_
         lg, iou = decoder.decode(emb, points=(coords, torch.tensor([labels])), mask_input=prev, multimask_output=k == 0)
         best = lg[:, int(iou[0].argmax())][:, None]
         pred = best[0, 0].cpu().numpy() > 0
-        out.append(_dice(pred, truth))
+        out.append(dice(pred, truth))
         nxt = clicks.next_click(pred, truth)
         if nxt is None:
             return out + [out[-1]] * (n_clicks - k - 1)

@@ -171,7 +171,8 @@ def _clicks_summary(c: dict) -> dict:
 def cmd_evaluate(args) -> int:
     from ...challenge import evaluate, write_report
     from ...challenge.checks import check_output_dir
-    from ...challenge.report import MAIN_METRICS, _clean
+    from ...challenge.report import MAIN_METRICS
+    from ...io import json_safe
 
     # usage first: the click benchmark needs a model with adapters; adapters are only used by it
     if args.clicks and not args.adapters:
@@ -218,7 +219,7 @@ def cmd_evaluate(args) -> int:
         log(f"usam evaluate: WARNING: no adapter serves {len(unserved)} segmentation task(s), left out of the click "
              f"benchmark: " + ", ".join(f"{u['task_id']} ({u['rows']} rows)" for u in unserved))
     if args.json:
-        print(json.dumps(_clean(summary), indent=1, allow_nan=False))
+        print(json.dumps(json_safe(summary), indent=1, allow_nan=False))
         return 0
     rows = [("task", "kind", "n", "missing", "main metrics")]
     for tid, t in results["tasks"].items():
@@ -280,7 +281,7 @@ def measure_prediction(adapter, pred, pixel_size_mm: float | None) -> list[dict]
     """
     import numpy as np
 
-    from ...ops.metrics import ellipse_perimeter
+    from ...ops.masks import points_biometry
     from ...errors import InputImageError
     from ...measure import head_biometry, lesion_axes, refuse_unconfident
 
@@ -301,8 +302,7 @@ def measure_prediction(adapter, pred, pixel_size_mm: float | None) -> list[dict]
             out.append({"task_id": tid, **res})
         elif spec.kind == "regression" and spec.num_classes == 4 and tid in pred.keypoints:
             p = np.asarray(pred.keypoints[tid], dtype=np.float64).reshape(4, 2)
-            ofd, bpd = float(np.linalg.norm(p[0] - p[1])), float(np.linalg.norm(p[2] - p[3]))
-            hc = ellipse_perimeter(max(ofd, bpd), min(ofd, bpd))
+            ofd, bpd, hc = points_biometry(p)
             out.append({
                 "task_id": tid, "kind": "points", "points": p.tolist(),
                 "ofd_px": ofd, "bpd_px": bpd, "hc_px": hc,
@@ -354,7 +354,7 @@ def measure_pixel_size(args) -> tuple[float | None, str | None]:
 
 
 def cmd_measure(args) -> int:
-    from ...challenge.report import _clean
+    from ...io import json_safe
     from ...errors import AdapterError, InputImageError
     from ...io import read_image, write_png
     from ...measure import draw_measurements
@@ -396,7 +396,7 @@ def cmd_measure(args) -> int:
     if units_note:
         doc["note"] = units_note
     if args.json:
-        print(json.dumps(_clean(doc), indent=1, allow_nan=False))
+        print(json.dumps(json_safe(doc), indent=1, allow_nan=False))
     else:
         if units_note:
             print(units_note)
