@@ -117,7 +117,7 @@ def test_track_a_folder_backwards_from_the_last_frame(loop, tmp_path, monkeypatc
 @pytest.mark.parametrize("case, code, message", [
     ("foreign folder", 2, "is a folder with other files in it"),
     ("file as out", 2, "is a file: give a folder"),
-    ("frame out of range", 4, "--frame 9 is out of range: .* has 4 frame\\(s\\), numbered 0-3"),
+    ("frame out of range", 3, "--frame 9 is out of range: .* has 4 frame\\(s\\), numbered 0-3"),
     ("no prompt", 4, "give a prompt for --frame"),
     ("auto with a click", 4, "--auto stands alone"),
     ("not a dicom", 3, "carotid.dcm"),

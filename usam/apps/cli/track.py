@@ -48,12 +48,12 @@ def check_out_dir(out: str | os.PathLike) -> Path:
 
 def _prompt(args, n_frames: int, source: str) -> dict:
     """The tracker prompt the flags describe (checked against the loop's length)."""
-    from ...errors import PromptError
+    from ...errors import InputImageError, PromptError
 
     if not (args.point or args.neg or args.box or args.auto):
         raise PromptError("give a prompt for --frame: --point X Y (repeatable), --neg X Y, --box X0 Y0 X1 Y1 or --auto")
     if not 0 <= args.frame < n_frames:
-        raise PromptError(f"--frame {args.frame} is out of range: {source!r} has {n_frames} frame(s), numbered 0-{n_frames - 1}")
+        raise InputImageError(f"--frame {args.frame} is out of range: {source!r} has {n_frames} frame(s), numbered 0-{n_frames - 1}")
     if args.auto:
         if args.point or args.neg or args.box:
             raise PromptError("--auto stands alone: do not combine it with --point / --neg / --box")
