@@ -1,4 +1,4 @@
-"""Launch the usam Gradio demo (same as ``usam demo``).
+"""Launch the usam Gradio demo: the same as ``usam demo`` (same options, messages and exit codes).
 
     .venv/bin/python demo/app.py [--adapters DIR_OR_HUB_ID ...] [--host 127.0.0.1] [--port 7860]
 
@@ -10,29 +10,13 @@ LiteMedSAM backbone answers boxes only).
 
 from __future__ import annotations
 
-import os
 import sys
 
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported
+from usam.apps.cli import main as usam_main
 
 
-def main(argv=None) -> int:
-    from usam.apps.demo.app import build_parser, launch
-    from usam.errors import UsamError
-    from usam.model import UsamModel
-
-    args = build_parser().parse_args(argv)
-    try:
-        model = UsamModel.from_pretrained(backbone=args.backbone, checkpoint=args.checkpoint, adapters=args.adapters,
-                                          precision=args.precision, device=args.device)
-    except UsamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    names = list(model.adapters)
-    start = f" (starts on {names[0]})" if names else ""
-    print(f"usam demo: {args.backbone}, adapters: {', '.join(names) or 'none'}{start}; open http://{args.host}:{args.port}/")
-    launch(model, host=args.host, port=args.port, examples=args.examples)
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    return usam_main(["demo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

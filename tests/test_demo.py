@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -17,7 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from usam.apps.demo.app import MEASURE_KINDS, MODES, NONE_CHOICE, DemoBackend, Session, View, build_app
+from usam.apps.demo import DemoBackend, Session, View, build_app
+from usam.apps.demo.session import MEASURE_KINDS, MODES, NONE_CHOICE
 from usam.errors import UsamError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "demo" / "examples"
@@ -384,7 +384,7 @@ def test_clearing_the_upload_resets_everything(backend, session):
 
 
 def test_pixel_size_is_empty_or_the_examples_and_a_new_upload_resets_it(backend, session, tmp_path):
-    from usam.apps.demo.app import _pixel_size_text
+    from usam.apps.demo.ui import pixel_size_text as _pixel_size_text
 
     view = backend.load(str(HEAD), backend.new_session())  # a bundled example: its own pixel size
     assert view.session.pixel_size == pytest.approx(0.114776629)
@@ -421,7 +421,7 @@ def test_measurements_with_pixel_size(backend, session):
 
 
 def test_measurements_degrade_without_the_module(backend, session, monkeypatch):
-    monkeypatch.setitem(sys.modules, "usam.measure", None)  # import usam.measure -> ImportError
+    monkeypatch.setattr("usam.apps.demo.draw.head_biometry", None)  # the measurement fails: the demo goes on
     draw_box(backend, session)
     view = backend.set_measure(session, 0.1)
     assert not view.error and "unavailable" in view.measurements

@@ -46,9 +46,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app():
-    """The real app (``usam.apps.demo.app.launch``) with the shipped adapters on 127.0.0.1 in a background thread."""
+    """The real app (``usam.apps.demo.launch``) with the shipped adapters on 127.0.0.1 in a background thread."""
     from usam import UsamModel
-    from usam.apps.demo.app import launch
+    from usam.apps.demo import launch
 
     adapters = [str(a) for a in ADAPTERS if (a / "config.json").is_file()]
     model = UsamModel.from_pretrained(backbone="litemedsam", adapters=adapters)
@@ -345,12 +345,12 @@ def test_bad_api_request_logs_one_line(server, caplog, capfd):
 
     client = Client(server, verbose=False)
     capfd.readouterr()
-    with caplog.at_level(logging.WARNING, logger="usam.apps.demo.app"):
+    with caplog.at_level(logging.WARNING, logger="usam.apps.demo"):
         with pytest.raises(Exception, match="trained on boxes only"):
             client.predict(handle_file(str(HEAD)), '{"points": [[360, 238]]}', api_name="/segment")
         with pytest.raises(Exception, match="not valid JSON"):
             client.predict(handle_file(str(HEAD)), "{not json", api_name="/segment")
-    records = [r for r in caplog.records if r.name == "usam.apps.demo.app"]
+    records = [r for r in caplog.records if r.name == "usam.apps.demo"]
     assert len(records) == 2, [r.getMessage() for r in records]
     assert all("bad /segment request" in r.getMessage() and "\n" not in r.getMessage() and not r.exc_info
                for r in records)
@@ -417,7 +417,7 @@ def test_fast_clicks_are_never_lost(page, app):
     a click made while the previous one was answered was silently dropped (two clicks 150-600 ms apart
     recorded one point). Now every click shows at once with a "Working…" status, and the final prompt has
     all five points and its mask is the one five clicks give one after another (the backend replays them)."""
-    from usam.apps.demo.app import MODES
+    from usam.apps.demo.session import MODES
 
     page.locator("#usam-upload input[type=file]").set_input_files(str(HEAD))
     assert "0 point(s)" in wait_status(page, "Loaded")  # fetal_head: point clicks work without a box

@@ -1,7 +1,24 @@
-"""The Gradio click demo: upload an ultrasound image, click / draw a box, see the mask, heads and measurements."""
+"""The Gradio click demo (an app on the library, not part of it): upload an ultrasound image, click / draw a box,
+see the mask, the organ adapter's heads and measurements.
+
+>>> import usam
+>>> from usam.apps.demo import launch
+>>> launch(usam.load(adapters=["adapters/fetal_head"]), host="127.0.0.1", port=7860)   # blocks
+
+- :mod:`.session`: one tab's state (:class:`Session`) and what a handler returns (:class:`View`);
+- :mod:`.backend`: :class:`DemoBackend`, every event's logic without Gradio (and the ``/segment`` API);
+- :mod:`.draw`, :mod:`.auto`: overlays (the one palette) and measurements (:mod:`usam.measure`);
+- :mod:`.upload`, :mod:`.api`: checked uploads and bundled examples; the ``/segment`` request;
+- :mod:`.ui`, :mod:`.page`: the Gradio page and :func:`launch`; its CSS and page scripts.
+
+``usam demo`` (:mod:`usam.apps.cli.demo`) holds the command-line options and imports this package (and gradio)
+only when the demo starts.
+"""
 
 from __future__ import annotations
 
-from .app import DemoBackend, Session, build_app, build_parser, launch, main
+from .backend import DemoBackend
+from .session import Session, View
+from .ui import build_app, launch
 
-__all__ = ["DemoBackend", "Session", "build_app", "build_parser", "launch", "main"]
+__all__ = ["DemoBackend", "Session", "View", "build_app", "launch"]
