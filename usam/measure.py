@@ -27,6 +27,7 @@ from .errors import InputImageError
 from .io import to_rgb_uint8, write_text_atomic
 from .ops.masks import ellipse_axis_ends, ellipse_perimeter, fit_ellipse, largest_component
 from .ops.overlay import BOX_RGB, KEYPOINT_RGB, NEGATIVE_RGB, POSITIVE_RGB
+from .tasks.segmentation import head_class
 
 __all__ = ["MIN_CONFIDENCE", "MIN_MASK_PIXELS", "check_confident", "draw_measurements", "head_biometry",
            "lesion_axes", "refuse_unconfident"]
@@ -201,13 +202,12 @@ def check_confident(mask: np.ndarray, confidence: float | None = None, what: str
     return m
 
 
-def _measured_class(spec, kind: str) -> int | None:
-    """The class ``usam measure`` measures in a segmentation task (``None``: every foreground class); the same
-    choice as :func:`usam.apps.cli.challenge.measure_prediction`."""
+def measured_class(spec, kind: str) -> int | None:
+    """The class ``usam measure`` measures as a ``kind`` (``"head"`` or ``"lesion"``) in a segmentation task
+    (``None``: every foreground class): the head class (:func:`usam.tasks.segmentation.head_class`), or class 1
+    of a binary task."""
     if kind == "head":
-        for i, name in enumerate(spec.class_names or []):
-            if i > 0 and "head" in str(name).lower():
-                return i
+        return head_class(spec)
     return 1 if spec.num_classes == 2 else None
 
 
@@ -225,7 +225,7 @@ def refuse_unconfident(adapter, pred, results: list[dict]) -> list[dict]:
         spec = adapter.tasks.get(tid)
         if kind in ("head", "lesion") and "error" not in r and spec is not None and tid in pred.masks:
             labels = np.asarray(pred.masks[tid])
-            cls = _measured_class(spec, kind)
+            cls = measured_class(spec, kind)
             mask = labels == cls if cls is not None else labels > 0
             conf = getattr(pred, "confidence", {}).get(tid)
             value = None

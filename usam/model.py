@@ -178,6 +178,28 @@ class UsamModel(nn.Module):
         self.cache.put(item)
         return item
 
+    @torch.no_grad()
+    def embed_batch(self, images: list[np.ndarray]) -> list[Embedded]:
+        """:meth:`embed` for several images in one encoder call (the ones not cached yet; repeats encoded once).
+
+        Returns one :class:`Embedded` per image, in order, each ``embedding (1, C, h, w)`` float32; all are
+        cached (the cache should hold ``len(images)`` more items for them to stay there).
+        """
+        images = [to_rgb_uint8(im) for im in images]
+        keys = [image_digest(im) + "|" + self.encoder_key() for im in images]
+        found = {k: self.cache.get(k) for k in dict.fromkeys(keys)}
+        todo = {k: im for k, im in zip(keys, images) if found[k] is None}
+        if todo:
+            xs, geos = zip(*(self.backbone.preprocess(im) for im in todo.values()))
+            t0 = time.perf_counter()
+            emb = self._encode(torch.cat(xs))
+            self.last_encode_seconds = time.perf_counter() - t0
+            self.encoder_calls += len(todo)
+            for i, (key, g) in enumerate(zip(todo, geos)):
+                found[key] = Embedded(emb[i : i + 1].float().clone(), g, key)
+                self.cache.put(found[key])
+        return [found[k] for k in keys]
+
     # ------------------------------------------------------------------ prompt decoder
     def prompt_decoder(self) -> nn.Module:
         """The module whose ``decode`` answers prompts: the active adapter's tuned decoder, else the backbone."""

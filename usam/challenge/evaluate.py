@@ -41,7 +41,6 @@ number. Refused:
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -50,28 +49,16 @@ import numpy as np
 
 from ..data.fmc import Sample, output_mask_relpath, read_split
 from ..errors import DataError
-from ..io import read_mask
-from ..ops import metrics as M
-from ..ops.masks import head_circumference, points_biometry
+from ..tasks import KINDS
 from .checks import csv_rows, read_label_png
 
-#: Prediction file names of the challenge, per kind.
-PRED_FILES = {
-    "classification": "classification_predictions.json",
-    "detection": "detection_predictions.json",
-    "regression": "regression_predictions.json",
-}
+#: Prediction file names of the challenge, per kind (segmentation writes one PNG per row instead).
+PRED_FILES = {name: k.pred_file for name, k in KINDS.items() if k.pred_file}
 
 #: The keys that carry a prediction, per kind (an entry needs at least one; nothing else but image_path, task_id).
-ANSWER_KEYS = {
-    "classification": ("predicted_class", "predicted_probs"),
-    "detection": ("bbox_pixels", "bbox_normalized"),
-    "regression": ("predicted_points_pixels", "predicted_points_normalized"),
-}
-#: Largest accepted ``|sum(predicted_probs) - 1|``.
-PROBS_SUM_TOL = 1e-3
+ANSWER_KEYS = {name: k.answer_keys for name, k in KINDS.items() if k.pred_file}
 
-__all__ = ["ANSWER_KEYS", "PRED_FILES", "PROBS_SUM_TOL", "evaluate", "write_ground_truth_as_predictions"]
+__all__ = ["ANSWER_KEYS", "PRED_FILES", "evaluate", "write_ground_truth_as_predictions"]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -99,24 +86,7 @@ def _image_size(path: Path, cache: dict) -> tuple[int, int]:
     return cache[path]
 
 
-def _finite(v) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
-def _mean(values) -> float | None:
-    vals = [float(v) for v in values if v is not None]
-    return float(np.mean(vals)) if vals else None
-
-
-def _load_pred_json(pred_dir: Path, kind: str, task_ids: set | None = None) -> dict:
-    """``{(image_path, task_id): (entry index, entry)}`` from one prediction file (``{}`` when the file is
-    absent). Entries of ``task_ids`` (``None``: all) must have only their kind's keys and at least one answer."""
-    path = pred_dir / PRED_FILES[kind]
-    if not path.exists():
-        return {}
+def _read_json_list(path: Path) -> list:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -125,9 +95,18 @@ def _load_pred_json(pred_dir: Path, kind: str, task_ids: set | None = None) -> d
         data = data["predictions"]
     if not isinstance(data, list):
         raise DataError(f"prediction file {str(path)!r} must hold a JSON list of objects, got {type(data).__name__}")
+    return data
+
+
+def _load_pred_json(pred_dir: Path, kind: str, task_ids: set | None = None) -> dict:
+    """``{(image_path, task_id): (entry index, entry)}`` from one prediction file (``{}`` when the file is
+    absent). Entries of ``task_ids`` (``None``: all) must have only their kind's keys and at least one answer."""
+    path = pred_dir / PRED_FILES[kind]
+    if not path.exists():
+        return {}
     out: dict = {}
     dupes: list[str] = []
-    for i, e in enumerate(data):
+    for i, e in enumerate(_read_json_list(path)):
         if not isinstance(e, dict) or "image_path" not in e or "task_id" not in e:
             raise DataError(f"prediction file {str(path)!r} entry {i} must be an object with image_path and task_id, got {str(e)[:120]}")
         k = _key(e["image_path"], e["task_id"])
@@ -151,33 +130,10 @@ def _check_keys(e: dict, kind: str, where: str) -> None:
         guess = f" (is {unknown[0]!r} meant to be {absent[0]!r}?)" if absent else ""
         raise DataError(f"{where} has unknown key(s) {unknown}{guess}: a {kind} entry has the keys {expected}")
     if len(absent) == len(answers):
-        need = " and/or ".join(answers) if kind == "classification" else " or ".join(answers)
+        need = (" and/or " if KINDS[kind].answers_combine else " or ").join(answers)
         raise DataError(f"{where} holds no prediction: give {need} (keys: {expected})")
 
 
-def _numbers(value, n: int, what: str, where: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{where}: {what} {str(value)[:80]} is not a list of numbers") from exc
-    if arr.size != n:
-        raise DataError(f"{where}: {what} has {arr.size} numbers, expected {n}")
-    if not np.isfinite(arr).all():
-        raise DataError(f"{where}: {what} contains NaN or infinite values")
-    return arr
-
-
-def _head_class(sample: Sample) -> int | None:
-    """Class id of the head in a segmentation task (``None`` = all foreground)."""
-    if sample.num_classes == 2:
-        return 1
-    for i, name in enumerate(sample.class_names or []):
-        if i > 0 and "head" in str(name).lower():
-            return i
-    return None
-
-
-# --------------------------------------------------------------------------------------------- per kind
 def _check_labels(pred: np.ndarray, num_classes: int, task_id: str, what: str) -> None:
     """Refuse label values outside ``0 .. num_classes - 1``."""
     if pred.size == 0 or (int(pred.min()) >= 0 and int(pred.max()) < num_classes):
@@ -193,231 +149,55 @@ def _check_labels(pred: np.ndarray, num_classes: int, task_id: str, what: str) -
     )
 
 
-def _eval_segmentation(samples: list[Sample], pred_dir: Path, rows: dict | None = None) -> dict:
-    n_fg = samples[0].num_classes - 1
-    names = samples[0].class_names
-    if not names:  # unnamed: a binary task's one class is named after the task
-        names = ["background", samples[0].task_id] if n_fg == 1 else [f"class_{c}" for c in range(n_fg + 1)]
-    cases, missing = [], 0
-    for s in samples:
-        truth = read_mask(s.mask_path)
+class _Predictions:
+    """The predictions of one kind in a prediction folder, handed to the kind's
+    :meth:`~usam.tasks.kind.TaskKind.evaluate` (a :class:`~usam.tasks.kind.PredictionSource`)."""
+
+    def __init__(self, kind: str, pred_dir: Path, entries: dict, rows: dict, sizes: dict):
+        self.kind, self.pred_dir, self.entries, self.rows, self.sizes = kind, pred_dir, entries, rows, sizes
+        self.used: set = set()
+
+    def entry(self, s: Sample) -> tuple[int | None, dict | None]:
+        k = _key(s.rel_image_path, s.task_id)
+        index, e = self.entries.get(k, (None, None))
+        if e is not None:
+            self.used.add(k)
+        return index, e
+
+    def where(self, s: Sample, index: int | None) -> str:
+        row_name = self.rows.get((s.task_id, s.rel_image_path))
+        return (f"prediction file {str(self.pred_dir / PRED_FILES[self.kind])!r} entry {index} ({s.task_id}"
+                + (f", {row_name}" if row_name else "") + f", image {s.rel_image_path!r})")
+
+    def image_size(self, s: Sample) -> tuple[int, int]:
+        return _image_size(s.image_path, self.sizes)
+
+    def mask(self, s: Sample, truth: np.ndarray) -> tuple[np.ndarray | None, str, str]:
         out_rel = output_mask_relpath(s.rel_mask_path)
-        pred_file = pred_dir / out_rel
-        diag = M.image_diagonal(truth.shape)
-        is_missing = not pred_file.is_file()
-        if is_missing:
-            missing += 1
-            m = {"dice": [0.0] * n_fg, "hd": [diag] * n_fg}
-            m["hd_mm"] = [diag * s.pixel_size_mm] * n_fg if s.pixel_size_mm else None
-            pred = None
-        else:
-            row_name = (rows or {}).get((s.task_id, s.rel_image_path))
-            what = f"prediction mask {str(pred_file)!r} ({s.task_id}" + (f", {row_name})" if row_name else ")")
-            pred = read_label_png(pred_file, what)
-            if pred.shape != truth.shape:
-                raise DataError(
-                    f"{what} is {pred.shape[1]}x{pred.shape[0]} but the truth "
-                    f"{s.rel_mask_path!r} is {truth.shape[1]}x{truth.shape[0]}: predict at the image's size"
-                )
-            _check_labels(pred, s.num_classes, s.task_id, what)
-            m = M.segmentation_case_metrics(pred, truth, s.num_classes, s.pixel_size_mm)
-        row = {
-            "image_path": s.rel_image_path,
-            "mask_path": s.rel_mask_path,
-            "pred_mask_path": out_rel,
-            "image_file": str(s.image_path),
-            "mask_file": str(s.mask_path),
-            "pred_file": str(pred_file),
-            "missing": is_missing,
-            "dice": float(np.mean(m["dice"])),
-            "hd": float(np.mean(m["hd"])),
-            "dice_per_class": [float(v) for v in m["dice"]],
-            "hd_per_class": [float(v) for v in m["hd"]],
-            "hd_mm": float(np.mean(m["hd_mm"])) if m["hd_mm"] else None,
-            "hd_mm_per_class": [float(v) for v in m["hd_mm"]] if m["hd_mm"] else None,
-        }
-        hc_true = _finite(s.extra.get("head_circumference_mm"))
-        if hc_true is not None and s.pixel_size_mm:
-            hc_cls = _head_class(s)
-            hc_pred = 0.0
-            if pred is not None:
-                head = pred == hc_cls if hc_cls is not None else pred > 0
-                hc_pred = head_circumference(head, s.pixel_size_mm) or 0.0
-            row.update(hc_true_mm=hc_true, hc_pred_mm=float(hc_pred), hc_abs_err_mm=abs(float(hc_pred) - hc_true))
-        cases.append(row)
-
-    dice_pc = [float(np.mean([c["dice_per_class"][k] for c in cases])) for k in range(n_fg)]
-    hd_pc = [float(np.mean([c["hd_per_class"][k] for c in cases])) for k in range(n_fg)]
-    metrics = {
-        "dice": float(np.mean(dice_pc)),
-        "hd": float(np.mean(hd_pc)),
-        "dice_per_class": {str(names[k + 1]): dice_pc[k] for k in range(n_fg)},
-        "hd_per_class": {str(names[k + 1]): hd_pc[k] for k in range(n_fg)},
-    }
-    if all(c["hd_mm_per_class"] for c in cases):
-        hdmm_pc = [float(np.mean([c["hd_mm_per_class"][k] for c in cases])) for k in range(n_fg)]
-        metrics["hd_mm"] = float(np.mean(hdmm_pc))
-        metrics["hd_mm_per_class"] = {str(names[k + 1]): hdmm_pc[k] for k in range(n_fg)}
-    hc = [c["hc_abs_err_mm"] for c in cases if "hc_abs_err_mm" in c]
-    if hc:
-        metrics["hc_abs_err_mm"] = float(np.mean(hc))
-        metrics["hc_n"] = len(hc)
-    return {"metrics": metrics, "cases": cases, "missing": missing}
+        pred_file = self.pred_dir / out_rel
+        if not pred_file.is_file():
+            return None, out_rel, str(pred_file)
+        row_name = self.rows.get((s.task_id, s.rel_image_path))
+        what = f"prediction mask {str(pred_file)!r} ({s.task_id}" + (f", {row_name})" if row_name else ")")
+        pred = read_label_png(pred_file, what)
+        if pred.shape != truth.shape:
+            raise DataError(
+                f"{what} is {pred.shape[1]}x{pred.shape[0]} but the truth "
+                f"{s.rel_mask_path!r} is {truth.shape[1]}x{truth.shape[0]}: predict at the image's size"
+            )
+        _check_labels(pred, s.num_classes, s.task_id, what)
+        return pred, out_rel, str(pred_file)
 
 
-def _where(kind: str, pred_dir: Path, index: int | None, s: Sample, rows: dict | None) -> str:
-    row_name = (rows or {}).get((s.task_id, s.rel_image_path))
-    return (f"prediction file {str(pred_dir / PRED_FILES[kind])!r} entry {index} ({s.task_id}"
-            + (f", {row_name}" if row_name else "") + f", image {s.rel_image_path!r})")
-
-
-def _probabilities(value, n_cls: int, where: str) -> np.ndarray:
-    p = _numbers(value, n_cls, "predicted_probs", where)
-    if (p < 0).any():
-        raise DataError(f"{where}: predicted_probs {[float(v) for v in p]} has negative values: write probabilities in [0, 1]")
-    total = float(p.sum())
-    if abs(total - 1.0) > PROBS_SUM_TOL:
-        raise DataError(
-            f"{where}: predicted_probs sum to {total:.6g}, not 1 (tolerance {PROBS_SUM_TOL:g}): write probabilities "
-            f"(e.g. a softmax), not scores or logits"
-        )
-    return p
-
-
-def _class_id(value, n_cls: int, where: str) -> int:
-    try:
-        c = int(value)
-        ok = not isinstance(value, bool) and float(value) == c
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise DataError(f"{where}: predicted_class {value!r} is not an integer")
-    if not 0 <= c < n_cls:
-        raise DataError(f"{where}: predicted_class {c} is outside 0..{n_cls - 1} (the task has {n_cls} classes)")
-    return c
-
-
-def _eval_classification(samples: list[Sample], preds: dict, used: set, pred_dir: Path | None = None,
-                         rows: dict | None = None) -> dict:
-    n_cls = samples[0].num_classes
-    y, probs, yp, cases = [], [], [], []
-    missing = missing_probs = 0
-    for s in samples:
-        k = _key(s.rel_image_path, s.task_id)
-        index, e = preds.get(k, (None, None))
-        where = _where("classification", pred_dir or Path("."), index, s, rows)
-        if e is None:
-            missing += 1
-            p = np.full(n_cls, 1.0 / n_cls)
-            c = -1
-        else:
-            used.add(k)
-            if e.get("predicted_probs") is None and e.get("predicted_class") is None:
-                _check_keys(e, "classification", where)  # raises: no answer
-            if e.get("predicted_probs") is None:
-                missing_probs += 1
-                p = np.full(n_cls, 1.0 / n_cls)
-            else:
-                p = _probabilities(e["predicted_probs"], n_cls, where)
-            if e.get("predicted_class") is None:
-                c = int(np.argmax(p))
-            else:
-                c = _class_id(e["predicted_class"], n_cls, where)
-        y.append(s.label)
-        probs.append(p)
-        yp.append(c)
-        cases.append(
-            {
-                "image_path": s.rel_image_path,
-                "image_file": str(s.image_path),
-                "label": int(s.label),
-                "predicted_class": int(c),
-                "predicted_probs": [float(v) for v in p],
-                "correct": bool(c == s.label),
-                "missing": e is None,
-            }
-        )
-    m = M.classification_metrics(np.array(y), np.array(probs), np.array(yp))
-    return {"metrics": m, "cases": cases, "missing": missing, "missing_probs": missing_probs}
-
-
-def _eval_detection(samples: list[Sample], preds: dict, used: set, sizes: dict, pred_dir: Path | None = None,
-                    rows: dict | None = None) -> dict:
-    cases, missing = [], 0
-    for s in samples:
-        k = _key(s.rel_image_path, s.task_id)
-        index, e = preds.get(k, (None, None))
-        where = _where("detection", pred_dir or Path("."), index, s, rows)
-        box = None
-        if e is not None:
-            used.add(k)
-            if e.get("bbox_pixels") is not None:
-                box = _numbers(e["bbox_pixels"], 4, "bbox_pixels", where)
-            elif e.get("bbox_normalized") is not None:
-                w, h = _image_size(s.image_path, sizes)
-                box = _numbers(e["bbox_normalized"], 4, "bbox_normalized", where) * np.array([w, h, w, h])
-        if box is None:
-            missing += 1
-        iou = M.box_iou(box, s.box) if box is not None else 0.0
-        cases.append(
-            {
-                "image_path": s.rel_image_path,
-                "image_file": str(s.image_path),
-                "box_true": [float(v) for v in s.box],
-                "box_pred": None if box is None else [float(v) for v in box],
-                "iou": float(iou),
-                "missing": box is None,
-            }
-        )
-    return {"metrics": {"iou": _mean(c["iou"] for c in cases)}, "cases": cases, "missing": missing}
-
-
-def _eval_regression(samples: list[Sample], preds: dict, used: set, sizes: dict, pred_dir: Path | None = None,
-                     rows: dict | None = None) -> dict:
-    cases, missing = [], 0
-    for s in samples:
-        n = s.num_classes
-        k = _key(s.rel_image_path, s.task_id)
-        index, e = preds.get(k, (None, None))
-        where = _where("regression", pred_dir or Path("."), index, s, rows)
-        pts = None
-        if e is not None:
-            used.add(k)
-            if e.get("predicted_points_pixels") is not None:
-                pts = _numbers(e["predicted_points_pixels"], 2 * n, "predicted_points_pixels", where).reshape(n, 2)
-            elif e.get("predicted_points_normalized") is not None:
-                w, h = _image_size(s.image_path, sizes)
-                pts = _numbers(e["predicted_points_normalized"], 2 * n, "predicted_points_normalized", where).reshape(n, 2)
-                pts = pts * np.array([w, h])
-        if pts is None:
-            missing += 1
-            w, h = _image_size(s.image_path, sizes)
-            errs = np.full(n, math.hypot(w, h))
-        else:
-            errs = M.radial_errors(pts, s.points)
-        row = {
-            "image_path": s.rel_image_path,
-            "image_file": str(s.image_path),
-            "points_true": s.points.tolist(),
-            "points_pred": None if pts is None else pts.tolist(),
-            "errors_px": [float(v) for v in errs],
-            "mre_px": float(errs.mean()),
-            "mre_mm": float(errs.mean() * s.pixel_size_mm) if s.pixel_size_mm else None,
-            "missing": pts is None,
-        }
-        hc_true = _finite(s.extra.get("head_circumference_mm"))
-        if hc_true is not None and s.pixel_size_mm and n == 4:
-            hc_pred = points_biometry(pts)[2] * s.pixel_size_mm if pts is not None else 0.0
-            row.update(hc_true_mm=hc_true, hc_pred_mm=float(hc_pred), hc_abs_err_mm=abs(hc_pred - hc_true))
-        cases.append(row)
-    metrics = {"mre_px": _mean(c["mre_px"] for c in cases)}
-    if all(c["mre_mm"] is not None for c in cases):
-        metrics["mre_mm"] = _mean(c["mre_mm"] for c in cases)
-    hc = [c["hc_abs_err_mm"] for c in cases if "hc_abs_err_mm" in c]
-    if hc:
-        metrics["hc_abs_err_mm"] = float(np.mean(hc))
-        metrics["hc_n"] = len(hc)
-    return {"metrics": metrics, "cases": cases, "missing": missing}
+def _sources(split: dict, pred_dir: Path, rows: dict) -> dict[str, _Predictions]:
+    """One :class:`_Predictions` per kind of the split; the prediction files are read (and checked) first, so a
+    malformed one fails before any mask is scored."""
+    sizes: dict = {}
+    out = {}
+    for kind in dict.fromkeys(samples[0].kind for samples in split.values()):
+        entries = _load_pred_json(pred_dir, kind, set(split)) if kind in PRED_FILES else {}
+        out[kind] = _Predictions(kind, pred_dir, entries, rows, sizes)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ public
@@ -442,10 +222,11 @@ def evaluate(
          "unmatched_predictions": {file name: number of JSON entries matching no CSV row of the scored tasks},
          "missing_total": int}
 
-      ``metrics`` per kind: segmentation ``dice``, ``hd`` (pixels; macro mean over non-background classes of
-      the per-class means over images), ``dice_per_class``, ``hd_per_class``, and when every row has a pixel
-      size ``hd_mm``; with ``head_circumference_mm`` also ``hc_abs_err_mm`` (ellipse fit of the predicted mask).
-      Classification ``auc``, ``accuracy``, ``macro_f1``, ``mcc``, ``auc_skipped_classes`` (see
+      ``metrics`` per kind (each kind's :meth:`~usam.tasks.kind.TaskKind.evaluate`): segmentation ``dice``,
+      ``hd`` (pixels; macro mean over non-background classes of the per-class means over images),
+      ``dice_per_class``, ``hd_per_class``, and when every row has a pixel size ``hd_mm``; with
+      ``head_circumference_mm`` also ``hc_abs_err_mm`` (ellipse fit of the predicted mask). Classification
+      ``auc``, ``accuracy``, ``macro_f1``, ``mcc``, ``auc_skipped_classes`` (see
       :func:`usam.ops.metrics.classification_metrics`). Detection ``iou`` (mean). Regression ``mre_px``,
       ``mre_mm`` (with pixel sizes), ``hc_abs_err_mm`` (4-point biometry tasks with ``head_circumference_mm``:
       HC of the ellipse with axes p1-p2 and p3-p4).
@@ -458,37 +239,17 @@ def evaluate(
     if not pred_dir.is_dir():
         raise DataError(f"prediction folder {str(pred_dir)!r} does not exist or is not a folder")
     split = read_split(data_root, tasks=tasks, check_files=True)
-    rows = csv_rows(data_root, split)
-    loaded: dict[str, dict] = {}
-    used: dict[str, set] = {}
-    sizes: dict = {}
+    sources = _sources(split, pred_dir, csv_rows(data_root, split))
     out_tasks: dict[str, dict] = {}
-    # prediction files first: a malformed one fails before any mask is scored
-    for kind in dict.fromkeys(samples[0].kind for samples in split.values()):
-        if kind != "segmentation":
-            loaded[kind] = _load_pred_json(pred_dir, kind, set(split))
-            used[kind] = set()
     for task_id, samples in split.items():
-        kind = samples[0].kind
-        if kind == "segmentation":
-            res = _eval_segmentation(samples, pred_dir, rows)
-        elif kind == "classification":
-            res = _eval_classification(samples, loaded[kind], used[kind], pred_dir, rows)
-        elif kind == "detection":
-            res = _eval_detection(samples, loaded[kind], used[kind], sizes, pred_dir, rows)
-        else:
-            res = _eval_regression(samples, loaded[kind], used[kind], sizes, pred_dir, rows)
-        out_tasks[task_id] = {
-            "kind": kind,
-            "num_classes": samples[0].num_classes,
-            "class_names": samples[0].class_names,
-            "n": len(samples),
-            **res,
-        }
+        s0 = samples[0]
+        res = KINDS[s0.kind].evaluate(samples, sources[s0.kind])
+        out_tasks[task_id] = {"kind": s0.kind, "num_classes": s0.num_classes, "class_names": s0.class_names,
+                              "n": len(samples), **res}
     scored = set(split)
     unmatched = {
-        PRED_FILES[kind]: sum(1 for k in entries if k not in used[kind] and (tasks is None or k[1] in scored))
-        for kind, entries in loaded.items()
+        PRED_FILES[kind]: sum(1 for k in src.entries if k not in src.used and (tasks is None or k[1] in scored))
+        for kind, src in sources.items() if kind in PRED_FILES
     }
     return {
         "data_root": str(data_root.resolve()),
@@ -507,7 +268,8 @@ def write_ground_truth_as_predictions(
     """Write a split's ground truth in the challenge's prediction formats (a perfect predictor's output).
 
     Masks are copied to ``out_dir/output_mask_relpath(mask_path)``; classification gets one-hot
-    probabilities; boxes and points are written in pixels and normalised by the image size.
+    probabilities; boxes and points are written in pixels and normalised by the image size
+    (:meth:`~usam.tasks.kind.TaskKind.truth_entry`).
 
     Returns:
       ``{task_id: rows written}``.
@@ -520,43 +282,17 @@ def write_ground_truth_as_predictions(
     out.mkdir(parents=True, exist_ok=True)
     entries: dict[str, list] = {k: [] for k in PRED_FILES}
     sizes: dict = {}
-    counts: dict[str, int] = {}
     for task_id, samples in split.items():
         for s in samples:
-            if s.kind == "segmentation":
+            kind = KINDS[s.kind]
+            if kind.pred_file is None:
                 dst = out / output_mask_relpath(s.rel_mask_path)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(s.mask_path, dst)
-            elif s.kind == "classification":
-                probs = [0.0] * s.num_classes
-                probs[s.label] = 1.0
-                entries["classification"].append(
-                    {"image_path": s.rel_image_path, "task_id": task_id, "predicted_class": int(s.label), "predicted_probs": probs}
-                )
-            elif s.kind == "detection":
-                w, h = _image_size(s.image_path, sizes)
-                box = [float(v) for v in s.box]
-                entries["detection"].append(
-                    {
-                        "image_path": s.rel_image_path,
-                        "task_id": task_id,
-                        "bbox_normalized": [box[0] / w, box[1] / h, box[2] / w, box[3] / h],
-                        "bbox_pixels": box,
-                    }
-                )
-            else:
-                w, h = _image_size(s.image_path, sizes)
-                pts = np.asarray(s.points, dtype=np.float64)
-                entries["regression"].append(
-                    {
-                        "image_path": s.rel_image_path,
-                        "task_id": task_id,
-                        "predicted_points_normalized": (pts / np.array([w, h])).reshape(-1).tolist(),
-                        "predicted_points_pixels": pts.reshape(-1).tolist(),
-                    }
-                )
-        counts[task_id] = len(samples)
+                continue
+            answer = kind.truth_entry(s, lambda s=s: _image_size(s.image_path, sizes))
+            entries[s.kind].append({"image_path": s.rel_image_path, "task_id": task_id, **answer})
     for kind, rows in entries.items():
         if rows:
             (out / PRED_FILES[kind]).write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    return counts
+    return {task_id: len(samples) for task_id, samples in split.items()}

@@ -45,6 +45,7 @@ import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +53,12 @@ import numpy as np
 from ..data.fmc import Sample, output_mask_relpath, read_split
 from ..errors import AdapterError, DataError, InputImageError, UsamError
 from ..io import read_image, write_png, write_text_atomic
+from ..tasks import KINDS
 from .checks import check_output_dir, csv_names
 from .evaluate import PRED_FILES
 
 __all__ = ["JOURNAL_DIR", "MISSING_TASKS_NAME", "FAILED_IMAGES_NAME", "adapter_fingerprint", "check_predict_inputs",
-           "predict_split"]
+           "predict_split", "route_tasks"]
 
 #: Side folder of the journals and the state file.
 JOURNAL_DIR = ".usam_predict"
@@ -102,15 +104,8 @@ def adapter_fingerprint(model, name: str) -> dict:
 
 
 def _entry_kind(entry: dict) -> str | None:
-    if "predicted_probs" in entry:
-        return "classification"
-    if "bbox_pixels" in entry:
-        return "detection"
-    if "predicted_points_pixels" in entry:
-        return "regression"
-    if "mask_path" in entry:
-        return "segmentation"
-    return None
+    """The kind whose answer keys a journal entry holds."""
+    return next((name for name, k in KINDS.items() if any(key in entry for key in k.answer_keys)), None)
 
 
 class _Journal:
@@ -153,55 +148,9 @@ class _Journal:
 
 
 def _row_entry(sample: Sample, pred, hw: tuple[int, int], out_rel: str | None) -> dict:
-    """The challenge's JSON entry (or, for segmentation, the journal record) of one row."""
-    h, w = hw
-    tid = sample.task_id
-    entry = {"image_path": sample.rel_image_path, "task_id": tid}
-    if sample.kind == "segmentation":
-        entry["mask_path"] = out_rel
-    elif sample.kind == "classification":
-        p = np.asarray(pred.probabilities[tid], dtype=np.float64).reshape(-1)
-        p = p / p.sum()
-        entry["predicted_class"] = int(np.argmax(p))
-        entry["predicted_probs"] = [float(v) for v in p]
-    elif sample.kind == "detection":
-        b = np.asarray(pred.boxes[tid], dtype=np.float64).reshape(4)
-        x0, x1 = sorted((float(np.clip(b[0], 0, w)), float(np.clip(b[2], 0, w))))
-        y0, y1 = sorted((float(np.clip(b[1], 0, h)), float(np.clip(b[3], 0, h))))
-        entry["bbox_normalized"] = [x0 / w, y0 / h, x1 / w, y1 / h]
-        entry["bbox_pixels"] = [x0, y0, x1, y1]
-    else:
-        pts = np.asarray(pred.keypoints[tid], dtype=np.float64).reshape(-1, 2)
-        entry["predicted_points_normalized"] = [float(v) for v in (pts / np.array([w, h], dtype=np.float64)).reshape(-1)]
-        entry["predicted_points_pixels"] = [float(v) for v in pts.reshape(-1)]
-    return entry
-
-
-def _encode_batch(model, images: list[np.ndarray]) -> None:
-    """Fill ``model``'s embedding cache for ``images`` in one encoder call (active encoder state)."""
-    import torch
-
-    from ..embedding import Embedded, image_digest
-
-    todo: dict[str, np.ndarray] = {}
-    for im in images:
-        key = image_digest(im) + "|" + model.encoder_key()
-        if key not in todo and model.cache.get(key) is None:
-            todo[key] = im
-    if not todo:
-        return
-    xs, geos = [], []
-    for im in todo.values():
-        x, g = model.backbone.preprocess(im)
-        xs.append(x)
-        geos.append(g)
-    t0 = time.perf_counter()
-    with torch.no_grad(), model.autocast():
-        emb = model.backbone.encode(torch.cat(xs).to(model.device))
-    model.last_encode_seconds = time.perf_counter() - t0
-    model.encoder_calls += len(todo)
-    for i, (key, g) in enumerate(zip(todo, geos)):
-        model.cache.put(Embedded(emb[i : i + 1].float().clone(), g, key))
+    """The challenge's JSON entry (or, for a per-row PNG kind, the journal record) of one row."""
+    answer = KINDS[sample.kind].output_entry(sample, pred, hw, out_rel)
+    return {"image_path": sample.rel_image_path, "task_id": sample.task_id, **answer}
 
 
 def _read(path: Path):
@@ -250,7 +199,7 @@ def _segmentation_outputs(data_root, split: dict) -> dict[tuple[str, str], str]:
     seen: dict[str, list[tuple[str, int, str]]] = {}  # normalised output path -> [(task, row, mask_path)]
     for tid, rows in split.items():
         for i, s in enumerate(rows, 1):
-            if s.kind != "segmentation":
+            if KINDS[s.kind].pred_file is not None:  # this kind's answers go to a JSON file, not a PNG per row
                 continue
             rel = output_mask_relpath(s.rel_mask_path)
             seg_out.setdefault((tid, s.rel_image_path), rel)
@@ -304,6 +253,258 @@ def check_predict_inputs(
     return _prepare(data_root, out_dir, tasks)[0]
 
 
+# ------------------------------------------------------------------------------------------------- routing
+def route_tasks(model, split: dict, names: list[str], log=None, prog: str = "usam predict"
+                ) -> tuple[dict[str, str], list[dict], list[str]]:
+    """Which loaded adapter serves which task of ``split``: the first of ``names`` whose tasks include it.
+
+    Returns:
+      ``({task_id: adapter name}, [{"task_id", "kind", "num_classes", "rows"} of each task no adapter serves],
+      [one line per task whose adapter disagrees with the CSV (kind, number of classes or points)])``; tasks
+      that disagree are not served. ``log`` (``callable(str)``) hears of tasks several adapters serve.
+    """
+    served: dict[str, str] = {}
+    unserved: list[dict] = []
+    mismatches: list[str] = []
+    for tid, rows in split.items():
+        s0 = rows[0]
+        servers = [n for n in names if tid in model.adapters[n].tasks]
+        if not servers:
+            unserved.append({"task_id": tid, "kind": s0.kind, "num_classes": s0.num_classes, "rows": len(rows)})
+            continue
+        name = servers[0]
+        spec = model.adapters[name].tasks[tid]
+        if spec.kind != s0.kind or int(spec.num_classes) != int(s0.num_classes):
+            mismatches.append(f"{tid}: the CSV has {s0.kind} with {s0.num_classes} {KINDS[s0.kind].count_noun}, "
+                              f"adapter {name!r} predicts {spec.kind} with {spec.num_classes}")
+            continue
+        served[tid] = name
+        if len(servers) > 1 and log:
+            log(f"{prog}: {tid} is served by adapters {servers}: using {name!r}")
+    return served, unserved, mismatches
+
+
+def _routes(model, split: dict, adapters: list[str] | None, data_root, log) -> tuple[list[str], dict, list[dict]]:
+    """``(adapter names, {task_id: adapter}, [unserved task])`` for ``usam predict``; refuses what cannot run."""
+    names = list(model.adapters) if adapters is None else list(dict.fromkeys(adapters))
+    if not names:
+        raise AdapterError("no adapter is loaded: pass the adapters that serve the split's tasks (--adapters DIR_OR_ID ...)")
+    unknown = [n for n in names if n not in model.adapters]
+    if unknown:
+        raise AdapterError(f"adapter(s) {unknown} are not loaded (loaded: {sorted(model.adapters)})")
+    served, missing_tasks, mismatches = route_tasks(model, split, names, log)
+    if mismatches:
+        raise AdapterError("adapter tasks disagree with the data:" + _listed(mismatches))
+    if not served:
+        shown_tasks = ", ".join(f"{m['task_id']} ({m['kind']})" for m in missing_tasks)
+        shown_adapters = ", ".join(f"{n!r} (tasks: {', '.join(sorted(model.adapters[n].tasks)) or 'none'})" for n in names)
+        raise AdapterError(
+            f"no adapter serves any of the {len(missing_tasks)} task(s) to predict in {str(data_root)!r}: "
+            f"{shown_tasks}; adapters given: {shown_adapters}: load adapters trained on these tasks, or choose "
+            f"served tasks with --tasks"
+        )
+    for n in names:
+        if not any(a == n for a in served.values()):
+            log(f"usam predict: adapter {n!r} serves none of the tasks predicted here (its tasks: {sorted(model.adapters[n].tasks)})")
+    return names, served, missing_tasks
+
+
+# ------------------------------------------------------------------------------------------------- journal
+def _claim_tasks(model, out: Path, served: dict, restart: bool) -> None:
+    """Record in ``state.json`` which adapter produces each served task; refuse to mix outputs of different
+    adapters / backbones / precisions for one task unless ``restart``."""
+    jdir = out / JOURNAL_DIR
+    state_path = jdir / STATE_NAME
+    state = {"tasks": {}}
+    if state_path.is_file():
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+            assert isinstance(state.get("tasks"), dict)
+        except (json.JSONDecodeError, AssertionError, UnicodeDecodeError) as exc:
+            raise UsamError(f"{state_path} is damaged ({exc}): delete {str(jdir)!r} to start afresh") from exc
+    fps = {n: adapter_fingerprint(model, n) for n in set(served.values())}
+    conflicts = [
+        f"{tid}: earlier outputs from {state['tasks'][tid]}, now {fps[n]}"
+        for tid, n in served.items()
+        if tid in state["tasks"] and state["tasks"][tid] != fps[n]
+    ]
+    if conflicts and not restart:
+        raise UsamError(
+            f"{str(out)!r} holds predictions made with another adapter, backbone or precision for "
+            f"{len(conflicts)} task(s) (use --restart to redo them, or another output folder):" + _listed(conflicts)
+        )
+    for tid, n in served.items():
+        state["tasks"][tid] = fps[n]
+    write_text_atomic(state_path, _dump(state))
+
+
+def _open_journals(jdir: Path, served: dict, restart: bool) -> dict[str, _Journal]:
+    journals: dict[str, _Journal] = {}
+    for tid in served:
+        jp = jdir / f"{_safe_name(tid)}.jsonl"
+        if restart and jp.exists():
+            jp.unlink()
+        journals[tid] = _Journal(jp)
+    return journals
+
+
+def _still_done(s: Sample, png: Path | None, journal: _Journal, sizes: dict, stats: dict, log) -> bool:
+    """Whether a journalled row's output can be kept: its PNG (per-row PNG kinds) must be sound; a bad one is
+    removed and the row forgotten."""
+    if png is None:
+        return True
+    why = _bad_output_mask(png, s, sizes)
+    if why is None:
+        return True
+    journal.entries.pop(s.rel_image_path, None)
+    if why != "missing":
+        log(f"usam predict: {s.task_id}: the earlier output {str(png)!r} is {why}: predicting it again")
+        stats["redone"] += 1
+        png.unlink()
+    return False
+
+
+def _pending(split: dict, served: dict, journals: dict, out: Path, seg_out: dict, log) -> tuple[dict, dict]:
+    """``({image path: [rows not done yet]}, per-task stats)``; rows grouped by image in first-seen order."""
+    work: dict[Path, list[Sample]] = {}
+    stats = {tid: {"kind": split[tid][0].kind, "adapter": n, "rows": len(split[tid]), "predicted": 0, "skipped": 0,
+                   "redone": 0}
+             for tid, n in served.items()}
+    sizes: dict = {}
+    for tid in served:
+        j = journals[tid]
+        for s in split[tid]:
+            png = out / seg_out[(tid, s.rel_image_path)] if (tid, s.rel_image_path) in seg_out else None
+            if s.rel_image_path in j.entries and _still_done(s, png, j, sizes, stats[tid], log):
+                stats[tid]["skipped"] += 1
+            elif not any(r.task_id == tid and r.rel_image_path == s.rel_image_path for r in work.get(s.image_path, [])):
+                work.setdefault(s.image_path, []).append(s)
+    order = [p for p in dict.fromkeys(s.image_path for rows in split.values() for s in rows) if p in work]
+    return {p: work[p] for p in order}, stats
+
+
+# ------------------------------------------------------------------------------------------------- the loop
+@dataclass
+class _Run:
+    """One prediction run: the model, the routing, where outputs go, and what happened."""
+
+    model: object
+    served: dict[str, str]
+    used: list[str]                      # adapters in use: LoRA-free first (they share one embedding)
+    states: dict[str, list[str]]         # encoder state (LoRA name or "-") -> its adapters
+    out: Path
+    seg_out: dict
+    journals: dict
+    stats: dict
+    work: dict
+    log: object
+    failed: list[dict] = field(default_factory=list)
+    encoded: int = 0
+
+
+def _encode_ahead(run: _Run, ok: list[tuple[Path, np.ndarray]]) -> None:
+    """Encode a batch of images once per encoder state that needs them (``model.embed_batch``)."""
+    for members in run.states.values():
+        need = [im for path, im in ok if any(run.served[r.task_id] in members for r in run.work[path])]
+        if need:
+            run.model.set_adapter(members[0])
+            run.model.embed_batch(need)
+
+
+def _predict_image(run: _Run, path: Path, im: np.ndarray) -> None:
+    """Every pending row of one image: each adapter that serves one of its rows runs once."""
+    rows, hw = run.work[path], im.shape[:2]
+    for n in run.used:
+        mine = [r for r in rows if run.served[r.task_id] == n]
+        if not mine:
+            continue
+        pred = run.model.predict(im, adapter=n)
+        for r in mine:
+            out_rel = run.seg_out.get((r.task_id, r.rel_image_path))
+            mask = KINDS[r.kind].output_mask(r, pred, hw)
+            if mask is not None:
+                write_png(run.out / out_rel, mask)
+            run.journals[r.task_id].add(_row_entry(r, pred, hw, out_rel))
+            run.stats[r.task_id]["predicted"] += 1
+    run.encoded += 1
+
+
+def _unreadable(run: _Run, path: Path, exc: InputImageError) -> None:
+    rows = run.work[path]
+    run.failed.append({"image_path": rows[0].rel_image_path, "tasks": sorted({r.task_id for r in rows}), "error": str(exc)})
+    run.log(f"usam predict: skipping unreadable image: {exc}")
+
+
+def _loop(run: _Run, batch_size: int, progress: bool) -> None:
+    """Read images one batch ahead (a thread), encode each batch, predict every row."""
+    from tqdm.auto import tqdm
+
+    order = list(run.work)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    bar = tqdm(total=len(order), desc="usam predict", unit="img", disable=not progress)
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        ahead = pool.submit(lambda b: [_read(p) for p in b], batches[0]) if batches else None
+        for bi, batch in enumerate(batches):
+            images = ahead.result()
+            ahead = pool.submit(lambda b: [_read(p) for p in b], batches[bi + 1]) if bi + 1 < len(batches) else None
+            ok = [(p, im) for p, im in zip(batch, images) if not isinstance(im, InputImageError)]
+            for p, im in zip(batch, images):
+                if isinstance(im, InputImageError):
+                    _unreadable(run, p, im)
+                    bar.update(1)
+            if batch_size > 1 and ok:
+                _encode_ahead(run, ok)
+            for p, im in ok:
+                _predict_image(run, p, im)
+                bar.update(1)
+            if run.failed:
+                bar.set_postfix(failed=len(run.failed))
+    finally:
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for j in run.journals.values():
+            j.close()
+
+
+def _encoder_states(model, names: list[str], served: dict) -> tuple[list[str], dict[str, list[str]]]:
+    """``(adapters in use, LoRA-free first; {encoder state: its adapters})``."""
+    used = list(dict.fromkeys(n for n in names if n in served.values()))
+    used.sort(key=lambda n: model.adapters[n].lora_name is not None)
+    states: dict[str, list[str]] = {}
+    for n in used:
+        states.setdefault(model.adapters[n].lora_name or "-", []).append(n)
+    return used, states
+
+
+# ------------------------------------------------------------------------------------------------- outputs
+def _write_outputs(out: Path, journals: dict, missing_tasks: list[dict], failed: list[dict]) -> list[str]:
+    """The final files, rebuilt from every journal in the folder (earlier runs' tasks included); their names."""
+    jdir = out / JOURNAL_DIR
+    by_kind: dict[str, list[dict]] = {k: [] for k in PRED_FILES}
+    by_path = {j.path: j for j in journals.values()}
+    for jp in sorted(jdir.glob("*.jsonl")):
+        j = by_path.get(jp) or _Journal(jp)
+        for e in j.entries.values():
+            kind = _entry_kind(e)
+            if kind in by_kind:
+                by_kind[kind].append(e)
+    files = []
+    for kind, entries in by_kind.items():
+        entries.sort(key=lambda e: (str(e["task_id"]), str(e["image_path"])))
+        write_text_atomic(out / PRED_FILES[kind], _dump(entries))
+        files.append(PRED_FILES[kind])
+    write_text_atomic(out / MISSING_TASKS_NAME, _dump(missing_tasks))
+    files.append(MISSING_TASKS_NAME)
+    failed_path = out / FAILED_IMAGES_NAME
+    if failed:
+        write_text_atomic(failed_path, _dump(failed))
+        files.append(FAILED_IMAGES_NAME)
+    elif failed_path.exists():
+        failed_path.unlink()
+    return files
+
+
 # ------------------------------------------------------------------------------------------------- public
 def predict_split(
     data_root: str | os.PathLike,
@@ -343,217 +544,40 @@ def predict_split(
         whose task disagrees with the CSV (kind, number of classes or points).
       UsamError: ``out_dir`` holds outputs of another adapter / backbone for a task (use ``restart``).
     """
-    from tqdm.auto import tqdm
-
     log = log or (lambda _msg: None)
     t_start = time.perf_counter()
     if batch_size < 1:
         raise UsamError(f"batch size must be >= 1, got {batch_size}")
-    # ---- data, image files, output paths, output folder (cheap, before any work); decoding problems come
-    # later, per image
+    # data, image files, output paths, output folder (cheap, before any work); decoding problems come later
     split, seg_out_all = _prepare(data_root, out_dir, tasks)
-
-    # ---- which adapter serves which task
-    names = list(model.adapters) if adapters is None else list(dict.fromkeys(adapters))
-    if not names:
-        raise AdapterError("no adapter is loaded: pass the adapters that serve the split's tasks (--adapters DIR_OR_ID ...)")
-    unknown = [n for n in names if n not in model.adapters]
-    if unknown:
-        raise AdapterError(f"adapter(s) {unknown} are not loaded (loaded: {sorted(model.adapters)})")
-    served: dict[str, str] = {}
-    missing_tasks: list[dict] = []
-    mismatches: list[str] = []
-    for tid, rows in split.items():
-        s0 = rows[0]
-        servers = [n for n in names if tid in model.adapters[n].tasks]
-        if not servers:
-            missing_tasks.append({"task_id": tid, "kind": s0.kind, "num_classes": s0.num_classes, "rows": len(rows)})
-            continue
-        name = servers[0]
-        spec = model.adapters[name].tasks[tid]
-        if spec.kind != s0.kind or int(spec.num_classes) != int(s0.num_classes):
-            what = "points" if s0.kind == "regression" else "classes"
-            mismatches.append(f"{tid}: the CSV has {s0.kind} with {s0.num_classes} {what}, adapter {name!r} "
-                              f"predicts {spec.kind} with {spec.num_classes}")
-            continue
-        served[tid] = name
-        if len(servers) > 1:
-            log(f"usam predict: {tid} is served by adapters {servers}: using {name!r}")
-    if mismatches:
-        raise AdapterError("adapter tasks disagree with the data:" + _listed(mismatches))
-    if not served:
-        shown_tasks = ", ".join(f"{m['task_id']} ({m['kind']})" for m in missing_tasks)
-        shown_adapters = ", ".join(f"{n!r} (tasks: {', '.join(sorted(model.adapters[n].tasks)) or 'none'})" for n in names)
-        raise AdapterError(
-            f"no adapter serves any of the {len(missing_tasks)} task(s) to predict in {str(data_root)!r}: "
-            f"{shown_tasks}; adapters given: {shown_adapters}: load adapters trained on these tasks, or choose "
-            f"served tasks with --tasks"
-        )
-    for n in names:
-        if not any(a == n for a in served.values()):
-            log(f"usam predict: adapter {n!r} serves none of the tasks predicted here (its tasks: {sorted(model.adapters[n].tasks)})")
-
+    names, served, missing_tasks = _routes(model, split, adapters, data_root, log)
     out = Path(out_dir)
-    seg_out = {k: v for k, v in seg_out_all.items() if k[0] in served}
     out.mkdir(parents=True, exist_ok=True)
-    jdir = out / JOURNAL_DIR
-
-    # ---- state: refuse to mix outputs of different adapters / backbones for one task
-    state_path = jdir / STATE_NAME
-    state = {"tasks": {}}
-    if state_path.is_file():
-        try:
-            state = json.loads(state_path.read_text(encoding="utf-8"))
-            assert isinstance(state.get("tasks"), dict)
-        except (json.JSONDecodeError, AssertionError, UnicodeDecodeError) as exc:
-            raise UsamError(f"{state_path} is damaged ({exc}): delete {str(jdir)!r} to start afresh") from exc
-    fps = {n: adapter_fingerprint(model, n) for n in set(served.values())}
-    conflicts = [
-        f"{tid}: earlier outputs from {state['tasks'][tid]}, now {fps[n]}"
-        for tid, n in served.items()
-        if tid in state["tasks"] and state["tasks"][tid] != fps[n]
-    ]
-    if conflicts and not restart:
-        raise UsamError(
-            f"{str(out)!r} holds predictions made with another adapter, backbone or precision for "
-            f"{len(conflicts)} task(s) (use --restart to redo them, or another output folder):" + _listed(conflicts)
-        )
-    for tid, n in served.items():
-        state["tasks"][tid] = fps[n]
-    write_text_atomic(state_path, _dump(state))
-
-    journals: dict[str, _Journal] = {}
-    for tid in served:
-        jp = jdir / f"{_safe_name(tid)}.jsonl"
-        if restart and jp.exists():
-            jp.unlink()
-        journals[tid] = _Journal(jp)
-
-    # ---- work: rows not done yet, grouped by image (first-seen order)
-    work: dict[Path, list[Sample]] = {}
-    stats = {tid: {"kind": split[tid][0].kind, "adapter": n, "rows": len(split[tid]), "predicted": 0, "skipped": 0,
-                   "redone": 0}
-             for tid, n in served.items()}
-    sizes: dict = {}
-    for tid in served:
-        j = journals[tid]
-        for s in split[tid]:
-            done = s.rel_image_path in j.entries
-            if done and s.kind == "segmentation":
-                png = out / seg_out[(tid, s.rel_image_path)]
-                why = _bad_output_mask(png, s, sizes)
-                if why is not None:
-                    done = False
-                    j.entries.pop(s.rel_image_path, None)
-                    if why != "missing":
-                        log(f"usam predict: {tid}: the earlier output {str(png)!r} is {why}: predicting it again")
-                        stats[tid]["redone"] += 1
-                        png.unlink()
-            if done:
-                stats[tid]["skipped"] += 1
-            elif not any(r.task_id == tid and r.rel_image_path == s.rel_image_path for r in work.get(s.image_path, [])):
-                work.setdefault(s.image_path, []).append(s)
-    order = [p for p in dict.fromkeys(s.image_path for rows in split.values() for s in rows) if p in work]
-
-    # adapters that do not change the encoder first (they share one embedding), then one per LoRA
-    used = list(dict.fromkeys(n for n in names if n in served.values()))
-    used.sort(key=lambda n: model.adapters[n].lora_name is not None)
-    states: dict[str, list[str]] = {}
-    for n in used:
-        states.setdefault(model.adapters[n].lora_name or "-", []).append(n)
-
-    failed: list[dict] = []
-    encoded = 0
-    calls0 = model.encoder_calls
-    active0 = model.active_adapter
-    capacity0 = model.cache.capacity
+    _claim_tasks(model, out, served, restart)
+    journals = _open_journals(out / JOURNAL_DIR, served, restart)
+    seg_out = {k: v for k, v in seg_out_all.items() if k[0] in served}
+    work, stats = _pending(split, served, journals, out, seg_out, log)
+    used, states = _encoder_states(model, names, served)
+    run = _Run(model, served, used, states, out, seg_out, journals, stats, work, log)
+    calls0, active0, capacity0 = model.encoder_calls, model.active_adapter, model.cache.capacity
     model.cache.capacity = max(capacity0, batch_size * max(1, len(states)) + 1)
-    bar = tqdm(total=len(order), desc="usam predict", unit="img", disable=not progress)
-    pool = ThreadPoolExecutor(max_workers=1)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     try:
-        ahead = pool.submit(lambda b: [_read(p) for p in b], batches[0]) if batches else None
-        for bi, batch in enumerate(batches):
-            images = ahead.result()
-            ahead = pool.submit(lambda b: [_read(p) for p in b], batches[bi + 1]) if bi + 1 < len(batches) else None
-            ok = []
-            for path, im in zip(batch, images):
-                if isinstance(im, InputImageError):
-                    rows = work[path]
-                    failed.append({"image_path": rows[0].rel_image_path, "tasks": sorted({r.task_id for r in rows}), "error": str(im)})
-                    log(f"usam predict: skipping unreadable image: {im}")
-                    bar.update(1)
-                else:
-                    ok.append((path, im))
-            if batch_size > 1 and ok:
-                for members in states.values():
-                    need = [im for path, im in ok if any(served[r.task_id] in members for r in work[path])]
-                    if need:
-                        model.set_adapter(members[0])
-                        _encode_batch(model, need)
-            for path, im in ok:
-                rows = work[path]
-                hw = im.shape[:2]
-                for n in used:
-                    mine = [r for r in rows if served[r.task_id] == n]
-                    if not mine:
-                        continue
-                    pred = model.predict(im, adapter=n)
-                    for r in mine:
-                        out_rel = seg_out.get((r.task_id, r.rel_image_path))
-                        if r.kind == "segmentation":
-                            mask = np.asarray(pred.masks[r.task_id])
-                            if mask.shape != hw:  # pragma: no cover - heads return original-size masks
-                                raise UsamError(f"adapter {n!r} returned a {mask.shape} mask for a {hw} image")
-                            write_png(out / out_rel, mask.astype(np.uint8))
-                        journals[r.task_id].add(_row_entry(r, pred, hw, out_rel))
-                        stats[r.task_id]["predicted"] += 1
-                encoded += 1
-                bar.update(1)
-            if failed:
-                bar.set_postfix(failed=len(failed))
+        _loop(run, batch_size, progress)
     finally:
-        bar.close()
-        pool.shutdown(wait=True, cancel_futures=True)
-        for j in journals.values():
-            j.close()
         model.cache.capacity = capacity0
         if model.active_adapter != active0 and (active0 is None or active0 in model.adapters):
             model.set_adapter(active0)
-
-    # ---- final files, from every journal in the folder (earlier runs' tasks included)
-    by_kind: dict[str, list[dict]] = {k: [] for k in PRED_FILES}
-    by_path = {j.path: j for j in journals.values()}
-    for jp in sorted(jdir.glob("*.jsonl")):
-        j = by_path.get(jp) or _Journal(jp)
-        for e in j.entries.values():
-            kind = _entry_kind(e)
-            if kind in by_kind:
-                by_kind[kind].append(e)
-    files = []
-    for kind, entries in by_kind.items():
-        entries.sort(key=lambda e: (str(e["task_id"]), str(e["image_path"])))
-        write_text_atomic(out / PRED_FILES[kind], _dump(entries))
-        files.append(PRED_FILES[kind])
-    write_text_atomic(out / MISSING_TASKS_NAME, _dump(missing_tasks))
-    files.append(MISSING_TASKS_NAME)
-    failed_path = out / FAILED_IMAGES_NAME
-    if failed:
-        write_text_atomic(failed_path, _dump(failed))
-        files.append(FAILED_IMAGES_NAME)
-    elif failed_path.exists():
-        failed_path.unlink()
-
+    files = _write_outputs(out, journals, missing_tasks, run.failed)
     seconds = time.perf_counter() - t_start
     return {
         "out_dir": str(out.resolve()),
         "tasks": stats,
         "missing_tasks": missing_tasks,
-        "failed_images": failed,
-        "images": encoded,
+        "failed_images": run.failed,
+        "images": run.encoded,
         "images_total": len(dict.fromkeys(s.image_path for tid in served for s in split[tid])),
         "encoder_calls": model.encoder_calls - calls0,
         "seconds": seconds,
-        "images_per_s": encoded / seconds if seconds > 0 else 0.0,
+        "images_per_s": run.encoded / seconds if seconds > 0 else 0.0,
         "files": files,
     }

@@ -24,17 +24,13 @@ import numpy as np
 from ..errors import UsamError
 from ..io import dumps_json, json_safe, read_image, read_mask
 from ..ops.overlay import PALETTE
+from ..tasks import KINDS
 from .checks import check_output_dir
 
 __all__ = ["MAIN_METRICS", "write_report"]
 
-#: Metrics shown in the table, per kind (those present in the results).
-MAIN_METRICS = {
-    "segmentation": ("dice", "hd", "hd_mm", "hc_abs_err_mm"),
-    "classification": ("auc", "accuracy", "macro_f1", "mcc"),
-    "detection": ("iou",),
-    "regression": ("mre_px", "mre_mm", "hc_abs_err_mm"),
-}
+#: Metrics shown in the table, per kind (those present in the results): each kind's headline metrics.
+MAIN_METRICS = {name: k.main_metrics for name, k in KINDS.items()}
 _BOUNDED = ("dice", "auc", "accuracy", "macro_f1", "mcc", "iou")
 _DISTANCES = ("hd", "hd_mm", "mre_px", "mre_mm", "hc_abs_err_mm")
 #: Overlay colours (RGB 0..1) of classes 1, 2, ...: the one palette of :mod:`usam.ops.overlay`.

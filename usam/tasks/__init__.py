@@ -5,8 +5,9 @@
   parsing, head, training target and loss, challenge output entry and metrics.
 - :class:`TaskSpec`: one task (id, kind, classes or points, names).
 - :func:`load_task_suite`: a suite YAML; :func:`fmc_uia_suite`: the FMC_UIA suite shipped with usam
-  (``usam/tasks/fmc_uia.yaml``), the one list of the challenge's tasks (the reader, the evaluator and model
-  cards use it).
+  (``usam/tasks/fmc_uia.yaml``), the one list of the challenge's tasks and of the data sets behind them (model
+  cards read it; :func:`check_against_suite` checks a split against it). The CSV reader and the evaluator take
+  each task's kind, classes and names from the CSV they read, and everything kind-specific from :data:`KINDS`.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ class Classification(TaskKind):
     columns = ("mask",)
     pred_file = "classification_predictions.json"
     answer_keys = ("predicted_class", "predicted_probs")
+    answers_combine = True
     main_metrics = ("auc", "accuracy", "macro_f1", "mcc")
     prediction_field = "probabilities"
     pipeline_tag = "image-classification"
@@ -76,7 +77,7 @@ class Classification(TaskKind):
         p = p / p.sum()
         return {"predicted_class": int(np.argmax(p)), "predicted_probs": [float(v) for v in p]}
 
-    def truth_entry(self, sample, wh) -> dict:
+    def truth_entry(self, sample, image_size) -> dict:
         probs = [0.0] * sample.num_classes
         probs[sample.label] = 1.0
         return {"predicted_class": int(sample.label), "predicted_probs": probs}

@@ -79,8 +79,8 @@ class Detection(TaskKind):
         y0, y1 = sorted((float(np.clip(b[1], 0, h)), float(np.clip(b[3], 0, h))))
         return {"bbox_normalized": [x0 / w, y0 / h, x1 / w, y1 / h], "bbox_pixels": [x0, y0, x1, y1]}
 
-    def truth_entry(self, sample, wh) -> dict:
-        w, h = wh
+    def truth_entry(self, sample, image_size) -> dict:
+        w, h = image_size()
         box = [float(v) for v in sample.box]
         return {"bbox_normalized": [box[0] / w, box[1] / h, box[2] / w, box[3] / h], "bbox_pixels": box}
 

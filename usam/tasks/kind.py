@@ -94,6 +94,8 @@ class TaskKind:
       columns: CSV columns a row needs besides ``image_path, task_id, task_name, num_classes``.
       pred_file: the challenge's prediction file of this kind (``None``: one PNG per row).
       answer_keys: the keys of an output entry that carry the prediction.
+      answers_combine: whether an entry may give several answer keys at once (classification: class and
+        probabilities) rather than one of them (pixels or normalised coordinates).
       main_metrics: the headline metrics of :meth:`evaluate`, in report order.
       prediction_field: the :class:`~usam.heads.Prediction` field holding this kind's outputs.
       pipeline_tag: the Hugging Face Hub pipeline tag of a model doing this kind of task.
@@ -107,6 +109,7 @@ class TaskKind:
     columns: tuple[str, ...] = ()
     pred_file: str | None = None
     answer_keys: tuple[str, ...] = ()
+    answers_combine: bool = False
     main_metrics: tuple[str, ...] = ()
     prediction_field: str = ""
     pipeline_tag: str = ""
@@ -167,9 +170,9 @@ class TaskKind:
         """The ``(H, W)`` uint8 PNG written for ``sample`` (``None``: this kind writes no per-row file)."""
         return None
 
-    def truth_entry(self, sample, wh: tuple[int, int]) -> dict | None:
-        """The answer fields a perfect predictor writes for ``sample`` (image ``wh = (W, H)``); ``None``: the
-        answer is a file copied from the truth."""
+    def truth_entry(self, sample, image_size: Callable[[], tuple[int, int]]) -> dict | None:
+        """The answer fields a perfect predictor writes for ``sample`` (``image_size()``: its image's ``(W, H)``,
+        read on demand); ``None``: the answer is a file copied from the truth."""
         return None
 
     def evaluate(self, samples: list, source: PredictionSource) -> dict:

@@ -96,8 +96,8 @@ class Regression(TaskKind):
         return {"predicted_points_normalized": [float(v) for v in (pts / np.array([w, h], dtype=np.float64)).reshape(-1)],
                 "predicted_points_pixels": [float(v) for v in pts.reshape(-1)]}
 
-    def truth_entry(self, sample, wh) -> dict:
-        w, h = wh
+    def truth_entry(self, sample, image_size) -> dict:
+        w, h = image_size()
         pts = np.asarray(sample.points, dtype=np.float64)
         return {"predicted_points_normalized": (pts / np.array([w, h])).reshape(-1).tolist(),
                 "predicted_points_pixels": pts.reshape(-1).tolist()}

@@ -90,30 +90,14 @@ def _fmt(v) -> str:
 
 def _click_routes(model, split: dict) -> tuple[dict[str, str], list[dict]]:
     """``({task_id: adapter name}, [unserved task])`` for the segmentation tasks of ``split``, routed as
-    ``usam predict`` does: the first loaded adapter whose tasks include the task serves it, and its task must
-    agree with the CSV (kind, number of classes)."""
+    ``usam predict`` routes them (:func:`usam.challenge.predict.route_tasks`): the first loaded adapter whose
+    tasks include the task serves it, and its task must agree with the CSV (kind, number of classes)."""
+    from ...challenge.predict import route_tasks
     from ...errors import AdapterError
 
-    names = list(model.adapters)
-    served: dict[str, str] = {}
-    unserved: list[dict] = []
-    mismatches: list[str] = []
-    for tid, rows in split.items():
-        s0 = rows[0]
-        if s0.kind != "segmentation":
-            continue
-        servers = [n for n in names if tid in model.adapters[n].tasks]
-        if not servers:
-            unserved.append({"task_id": tid, "num_classes": s0.num_classes, "rows": len(rows)})
-            continue
-        spec = model.adapters[servers[0]].tasks[tid]
-        if spec.kind != s0.kind or int(spec.num_classes) != int(s0.num_classes):
-            mismatches.append(f"{tid}: the CSV has segmentation with {s0.num_classes} classes, adapter "
-                              f"{servers[0]!r} predicts {spec.kind} with {spec.num_classes}")
-            continue
-        served[tid] = servers[0]
-        if len(servers) > 1:
-            log(f"usam evaluate: {tid} is served by adapters {servers}: using {servers[0]!r}")
+    segmentation = {tid: rows for tid, rows in split.items() if rows[0].kind == "segmentation"}
+    served, unserved, mismatches = route_tasks(model, segmentation, list(model.adapters), log, "usam evaluate")
+    unserved = [{k: u[k] for k in ("task_id", "num_classes", "rows")} for u in unserved]
     if mismatches:
         raise AdapterError("adapter tasks disagree with the data: " + "; ".join(mismatches))
     if not served:
@@ -168,29 +152,25 @@ def _clicks_summary(c: dict) -> dict:
     return {k: v for k, v in c.items() if k != "cases"}
 
 
-def cmd_evaluate(args) -> int:
-    from ...challenge import evaluate, write_report
-    from ...challenge.checks import check_output_dir
-    from ...challenge.report import MAIN_METRICS
-    from ...io import json_safe
-
-    # usage first: the click benchmark needs a model with adapters; adapters are only used by it
+def _usage_error(args) -> str | None:
+    """What is wrong with ``usam evaluate``'s flags together (``None``: nothing)."""
     if args.clicks and not args.adapters:
-        log("usam evaluate: error: --clicks needs the adapters that serve the segmentation tasks: "
-             "--adapters DIR_OR_HUB_ID ...")
-        return 2
+        return "--clicks needs the adapters that serve the segmentation tasks: --adapters DIR_OR_HUB_ID ..."
     if args.adapters and not args.clicks:
-        log("usam evaluate: error: --adapters is only used by the click benchmark: add --clicks N (e.g. --clicks 20)")
-        return 2
+        return "--adapters is only used by the click benchmark: add --clicks N (e.g. --clicks 20)"
     if args.limit and not args.clicks:
-        log("usam evaluate: error: --limit caps the images of the click benchmark: add --clicks N")
-        return 2
-    if args.report:  # before the scoring work
-        check_output_dir(args.report, "report folder")
-    model = split = routes = None
-    if args.clicks:  # the model and the routing before the scoring work too
-        from ...data.fmc import read_split
+        return "--limit caps the images of the click benchmark: add --clicks N"
+    return None
 
+
+def _evaluation(args) -> dict:
+    """The scores (and with ``--clicks`` the click benchmark); the model and its routing come before the scoring
+    work, so that their errors come first."""
+    from ...challenge import evaluate
+    from ...data.fmc import read_split
+
+    model = split = routes = None
+    if args.clicks:
         split = read_split(args.data_root, tasks=args.tasks)
         model = build_model(args, adapters=args.adapters)
         routes = _click_routes(model, split)
@@ -200,9 +180,11 @@ def cmd_evaluate(args) -> int:
         for tid, c in bench["tasks"].items():
             results["tasks"][tid]["clicks"] = c
         results["clicks"] = {k: v for k, v in bench.items() if k != "tasks"}
-    report = None
-    if args.report:
-        report = write_report(results, args.report, data_root=args.data_root, pred_dir=args.pred_dir)
+    return results
+
+
+def _summary(results: dict, report: dict | None) -> dict:
+    """What ``--json`` prints: the scores without the per-row cases."""
     summary = {
         "tasks": {tid: {"kind": t["kind"], "n": t["n"], "missing": t["missing"], "metrics": t["metrics"],
                         **({"clicks": _clicks_summary(t["clicks"])} if "clicks" in t else {})}
@@ -214,35 +196,47 @@ def cmd_evaluate(args) -> int:
         summary["clicks"] = results["clicks"]
     if report:
         summary["report"] = str(report["report_md"])
-    unserved = results.get("clicks", {}).get("unserved_tasks", [])
-    if unserved:
-        log(f"usam evaluate: WARNING: no adapter serves {len(unserved)} segmentation task(s), left out of the click "
-             f"benchmark: " + ", ".join(f"{u['task_id']} ({u['rows']} rows)" for u in unserved))
-    if args.json:
-        print(json.dumps(json_safe(summary), indent=1, allow_nan=False))
-        return 0
+    return summary
+
+
+def _print_table(rows: list[tuple]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _print_scores(results: dict) -> None:
+    """One line per task: kind, rows, missing, its kind's main metrics."""
+    from ...tasks import KINDS
+
     rows = [("task", "kind", "n", "missing", "main metrics")]
     for tid, t in results["tasks"].items():
         m = t["metrics"]
-        shown = "  ".join(f"{k} {_fmt(m[k])}" for k in MAIN_METRICS.get(t["kind"], ()) if k in m)
+        shown = "  ".join(f"{k} {_fmt(m[k])}" for k in KINDS[t["kind"]].main_metrics if k in m)
         rows.append((tid, t["kind"], str(t["n"]), str(t["missing"]), shown))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+
+
+def _print_clicks(results: dict) -> None:
+    """The click-protocol table, when the click benchmark ran."""
     clicked = {tid: t["clicks"] for tid, t in results["tasks"].items() if "clicks" in t}
-    if clicked:
-        n = results["clicks"]["n_clicks"]
-        print(f"\nclick protocol ({n}-click budget; NoC unreached counted as {n}):")
-        rows = [("task", "adapter", "objects", f"Dice@1 -> @{n}", "NoC@85", "NoC@90", "IoU err", "Spearman")]
-        for tid, c in clicked.items():
-            curve = c.get("dice_curve")
-            rows.append((tid, c["adapter"], str(c["n_objects"]),
-                         f"{curve[0]:.3f} -> {curve[-1]:.3f}" if curve else "n/a",
-                         *(f"{c[k]:.2f}" if c.get(k) is not None else "n/a" for k in ("noc85", "noc90")),
-                         *(_fmt(c.get(k)) for k in ("iou_error", "iou_spearman"))))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for r in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if not clicked:
+        return
+    n = results["clicks"]["n_clicks"]
+    print(f"\nclick protocol ({n}-click budget; NoC unreached counted as {n}):")
+    rows = [("task", "adapter", "objects", f"Dice@1 -> @{n}", "NoC@85", "NoC@90", "IoU err", "Spearman")]
+    for tid, c in clicked.items():
+        curve = c.get("dice_curve")
+        rows.append((tid, c["adapter"], str(c["n_objects"]),
+                     f"{curve[0]:.3f} -> {curve[-1]:.3f}" if curve else "n/a",
+                     *(f"{c[k]:.2f}" if c.get(k) is not None else "n/a" for k in ("noc85", "noc90")),
+                     *(_fmt(c.get(k)) for k in ("iou_error", "iou_spearman"))))
+    _print_table(rows)
+
+
+def _log_notes(results: dict, report: dict | None) -> None:
     if results["missing_total"]:
         log(f"usam evaluate: {results['missing_total']} prediction(s) missing (scored as worst case)")
     for name, count in results["unmatched_predictions"].items():
@@ -250,18 +244,38 @@ def cmd_evaluate(args) -> int:
             log(f"usam evaluate: {name}: {count} entries match no ground-truth row (ignored)")
     if report:
         log(f"usam evaluate: report -> {report['report_md']}")
+
+
+def cmd_evaluate(args) -> int:
+    from ...challenge import write_report
+    from ...challenge.checks import check_output_dir
+    from ...io import json_safe
+
+    # usage first: the click benchmark needs a model with adapters; adapters are only used by it
+    problem = _usage_error(args)
+    if problem:
+        log(f"usam evaluate: error: {problem}")
+        return 2
+    if args.report:  # before the scoring work
+        check_output_dir(args.report, "report folder")
+    results = _evaluation(args)
+    report = None
+    if args.report:
+        report = write_report(results, args.report, data_root=args.data_root, pred_dir=args.pred_dir)
+    unserved = results.get("clicks", {}).get("unserved_tasks", [])
+    if unserved:
+        log(f"usam evaluate: WARNING: no adapter serves {len(unserved)} segmentation task(s), left out of the click "
+             f"benchmark: " + ", ".join(f"{u['task_id']} ({u['rows']} rows)" for u in unserved))
+    if args.json:
+        print(json.dumps(json_safe(_summary(results, report)), indent=1, allow_nan=False))
+        return 0
+    _print_scores(results)
+    _print_clicks(results)
+    _log_notes(results, report)
     return 0
 
 
 # ----------------------------------------------------------------------------------------------- measure
-def _head_class(spec) -> int | None:
-    """Class id of the head in a segmentation task (``None``: every foreground class)."""
-    for i, name in enumerate(spec.class_names or []):
-        if i > 0 and "head" in str(name).lower():
-            return i
-    return 1 if spec.num_classes == 2 else None
-
-
 def _measure_kind(task_id: str) -> str | None:
     low = task_id.lower()
     if low == "fetal_head" or "head" in low:
@@ -283,7 +297,7 @@ def measure_prediction(adapter, pred, pixel_size_mm: float | None) -> list[dict]
 
     from ...ops.masks import points_biometry
     from ...errors import InputImageError
-    from ...measure import head_biometry, lesion_axes, refuse_unconfident
+    from ...measure import head_biometry, lesion_axes, measured_class, refuse_unconfident
 
     out = []
     for tid, spec in adapter.tasks.items():
@@ -292,7 +306,7 @@ def measure_prediction(adapter, pred, pixel_size_mm: float | None) -> list[dict]
             if kind is None:
                 continue
             labels = np.asarray(pred.masks[tid])
-            cls = _head_class(spec) if kind == "head" else (1 if spec.num_classes == 2 else None)
+            cls = measured_class(spec, kind)
             mask = labels == cls if cls is not None else labels > 0
             try:
                 res = head_biometry(mask, pixel_size_mm) if kind == "head" else lesion_axes(mask, pixel_size_mm)
@@ -353,17 +367,10 @@ def measure_pixel_size(args) -> tuple[float | None, str | None]:
     return (size, "DICOM tags") if size is not None else (None, None)
 
 
-def cmd_measure(args) -> int:
-    from ...io import json_safe
-    from ...errors import AdapterError, InputImageError
-    from ...io import read_image, write_png
-    from ...measure import draw_measurements
+def _check_measurable(adapter, name: str) -> None:
+    """Refuse an adapter with no task ``usam measure`` can measure."""
+    from ...errors import AdapterError
 
-    image = read_image(args.image, frame=args.frame)  # validate the input before loading any model
-    pixel_size, pixel_size_source = measure_pixel_size(args)
-    model = build_model(args)
-    name = model.load_adapter(args.adapter)
-    adapter = model.adapters[name]
     measurable = [t for t, s in adapter.tasks.items()
                   if (s.kind == "segmentation" and _measure_kind(t)) or (s.kind == "regression" and s.num_classes == 4)]
     if not measurable:
@@ -372,22 +379,55 @@ def cmd_measure(args) -> int:
             f"a breast / lesion segmentation task, or a 4-point biometry regression task; its tasks: "
             + ", ".join(f"{t} ({s.kind})" for t, s in adapter.tasks.items())
         )
+
+
+def _annotate(image, good: list[dict]):
+    """The image with the first head / lesion measurement and every 4-point measurement drawn."""
+    from ...measure import draw_measurements
+
+    annotated, drawn = image, False
+    for m in good:
+        if m["kind"] in ("head", "lesion") and not drawn:
+            annotated = draw_measurements(annotated, m)
+            drawn = True
+        elif m["kind"] == "points":
+            annotated = _draw_points(annotated, m)
+    return annotated
+
+
+def _print_measurements(results: list[dict], units_note: str | None, pixel_size, pixel_size_source) -> None:
+    if units_note:
+        print(units_note)
+    elif pixel_size_source == "DICOM tags":
+        print(f"pixel size {pixel_size:.4g} mm from the DICOM tags")
+    for m in results:
+        if "error" in m:
+            print(f"{m['task_id']}: {m['error']}")
+        elif m["kind"] == "head":
+            print(f"{m['task_id']}: HC {_length(m, 'hc')}, BPD {_length(m, 'bpd')}, OFD {_length(m, 'ofd')}")
+        elif m["kind"] == "lesion":
+            print(f"{m['task_id']}: long axis {_length(m, 'long')}, short axis {_length(m, 'short')}")
+        else:
+            print(f"{m['task_id']} (points): BPD {_length(m, 'bpd')}, OFD {_length(m, 'ofd')}, HC {_length(m, 'hc')}")
+
+
+def cmd_measure(args) -> int:
+    from ...errors import InputImageError
+    from ...io import json_safe, read_image, write_png
+
+    image = read_image(args.image, frame=args.frame)  # validate the input before loading any model
+    pixel_size, pixel_size_source = measure_pixel_size(args)
+    model = build_model(args)
+    name = model.load_adapter(args.adapter)
+    adapter = model.adapters[name]
+    _check_measurable(adapter, name)
     pred = model.predict(image, adapter=name)
     results = measure_prediction(adapter, pred, pixel_size)
     good = [m for m in results if "error" not in m]
     if not good:
         raise InputImageError(f"nothing measurable in {args.image!r}: " + "; ".join(m["error"] for m in results))
-    annotated = None
     if args.out:
-        annotated = image
-        drawn = False
-        for m in good:
-            if m["kind"] in ("head", "lesion") and not drawn:
-                annotated = draw_measurements(annotated, m)
-                drawn = True
-            elif m["kind"] == "points":
-                annotated = _draw_points(annotated, m)
-        write_png(args.out, annotated)
+        write_png(args.out, _annotate(image, good))
     units_note = None if pixel_size is not None else (
         f"measurements are in pixels: {str(args.image)!r} records no pixel spacing; give --pixel-size MM for mm")
     doc = {"image": str(args.image), "frame": args.frame, "adapter": name, "pixel_size_mm": pixel_size,
@@ -397,27 +437,15 @@ def cmd_measure(args) -> int:
         doc["note"] = units_note
     if args.json:
         print(json.dumps(json_safe(doc), indent=1, allow_nan=False))
-    else:
-        if units_note:
-            print(units_note)
-        elif pixel_size_source == "DICOM tags":
-            print(f"pixel size {pixel_size:.4g} mm from the DICOM tags")
-        for m in results:
-            if "error" in m:
-                print(f"{m['task_id']}: {m['error']}")
-            elif m["kind"] == "head":
-                print(f"{m['task_id']}: HC {_length(m, 'hc')}, BPD {_length(m, 'bpd')}, OFD {_length(m, 'ofd')}")
-            elif m["kind"] == "lesion":
-                print(f"{m['task_id']}: long axis {_length(m, 'long')}, short axis {_length(m, 'short')}")
-            else:
-                print(f"{m['task_id']} (points): BPD {_length(m, 'bpd')}, OFD {_length(m, 'ofd')}, HC {_length(m, 'hc')}")
-        if args.out:
-            log(f"usam measure: annotated image -> {args.out}")
+        return 0
+    _print_measurements(results, units_note, pixel_size, pixel_size_source)
+    if args.out:
+        log(f"usam measure: annotated image -> {args.out}")
     return 0
 
 
 # ---------------------------------------------------------------------------------------------- register
-def register(sub) -> None:
+def _add_predict(sub) -> None:
     p = sub.add_parser(
         "predict", help="write the challenge's prediction files for every row of a split",
         description="Predict every row of every DATA_ROOT/csv_files/*.csv whose task a loaded adapter serves, in the "
@@ -437,6 +465,8 @@ def register(sub) -> None:
     add_model_args(p, adapters=True, device=True)
     p.set_defaults(func=cmd_predict)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="score a prediction folder against a split (Dice, HD, AUC, F1, IoU, MRE, HC error)",
         description="Score predictions in the FMC_UIA output formats against DATA_ROOT's ground truth. Missing "
@@ -461,6 +491,8 @@ def register(sub) -> None:
     add_model_args(p, adapters=True, device=True)
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_measure(sub) -> None:
     p = sub.add_parser(
         "measure", help="fetal head HC / BPD / OFD or lesion axes in mm from an adapter's segmentation",
         description="Segment IMAGE with the adapter's automatic segmentation and measure: head circumference, BPD and "
@@ -477,3 +509,10 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     add_model_args(p, adapters=False, device=True)
     p.set_defaults(func=cmd_measure)
+
+
+def register(sub) -> None:
+    """Add ``predict``, ``evaluate`` and ``measure`` to the ``usam`` sub-command parser."""
+    _add_predict(sub)
+    _add_evaluate(sub)
+    _add_measure(sub)
