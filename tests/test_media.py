@@ -48,7 +48,12 @@ def _rgb(grey: np.ndarray) -> np.ndarray:
 def _dataset(arr: np.ndarray, photometric: str, bits: int, **tags):
     """An ultrasound DICOM dataset holding ``arr`` (``(N, H, W[, 3])`` multi-frame or ``(H, W[, 3])``)."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, UltrasoundMultiFrameImageStorage, generate_uid
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        UltrasoundImageStorage,
+        UltrasoundMultiFrameImageStorage,
+        generate_uid,
+    )
 
     multi = arr.ndim == (4 if photometric not in ("MONOCHROME1", "MONOCHROME2") else 3)
     ds = Dataset()
@@ -134,7 +139,7 @@ def test_single_frame_dicom_with_pixel_spacing_reads_like_the_png(grey, tmp_path
     assert len(loop) == 1 and loop.spacing_mm == pytest.approx((0.3, 0.2)) and loop.fps is None
     assert read_spacing(path) == pytest.approx((0.3, 0.2))
     with pytest.raises(ValueError, match="not square"):
-        loop.pixel_size_mm
+        _ = loop.pixel_size_mm
     with pytest.raises(InputImageError, match=r"frame 1 is out of range.*holds 1 frame \(0\.\.0\)"):
         usam.read_image(path, frame=1)
 
@@ -156,8 +161,9 @@ def test_spacing_fallbacks_and_region_choice(grey, frame_paths, tmp_path):
 
 
 def test_rgb_and_ybr_dicoms_read_as_rgb(grey, tmp_path):
-    import usam
     from pydicom.pixels import convert_color_space
+
+    import usam
 
     rgb = _rgb(grey[:3])
     path = _save(_dataset(rgb, "RGB", 8), tmp_path / "rgb.dcm")
@@ -194,8 +200,9 @@ def test_16_bit_dicoms_window_or_min_max_to_uint8(grey, tmp_path):
 
 
 def test_compressed_dicoms_decode(grey, tmp_path):
-    import usam
     from pydicom.uid import JPEG2000Lossless, RLELossless
+
+    import usam
 
     ds = _dataset(grey.copy(), "MONOCHROME2", 8, FrameTime=50.0)
     ds.compress(RLELossless)
@@ -211,9 +218,10 @@ def test_compressed_dicoms_decode(grey, tmp_path):
 def test_jpeg_baseline_dicom_decodes(grey, tmp_path):
     """JPEG baseline (the usual compressed ultrasound DICOM): decoded by pylibjpeg-libjpeg, close to the frame."""
     import cv2
-    import usam
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEGBaseline8Bit
+
+    import usam
 
     frames = grey[:2]
     jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for f in frames]
@@ -241,10 +249,11 @@ def test_dicom_detected_by_content_without_suffix(cine_dcm, grey, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------- bad DICOM
 def test_bad_dicoms_are_refused_naming_the_file(cine_dcm, grey, frame_paths, tmp_path):
-    import usam
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
     from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
+
+    import usam
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -287,8 +296,9 @@ def test_bad_dicoms_are_refused_naming_the_file(cine_dcm, grey, frame_paths, tmp
 
 
 def test_undecodable_transfer_syntax_says_what_to_install(grey, tmp_path, monkeypatch):
-    import usam
     from pydicom.uid import JPEG2000Lossless
+
+    import usam
 
     ds = _dataset(grey[:1].copy(), "MONOCHROME2", 8)
     ds.compress(JPEG2000Lossless)
@@ -382,6 +392,7 @@ def test_folder_of_frames_in_natural_order(frame_paths, grey, tmp_path):
 
 def test_bad_folders_are_refused(frame_paths, tmp_path):
     import cv2
+
     import usam
 
     empty = tmp_path / "empty"

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputImageError
-from .loop import MAX_LOOP_BYTES, Frames
 from .images import MAX_PIXELS, to_rgb_uint8
+from .loop import MAX_LOOP_BYTES, Frames
 
 #: Suffixes taken as DICOM even without the ``DICM`` preamble.
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")

@@ -19,8 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputImageError
-from .dicom import check_frame_index, is_dicom, read_dicom, read_dicom_frame, read_dicom_spacing
-from .images import IMAGE_SUFFIXES, read_image
+from .dicom import (
+    check_frame_index,
+    is_dicom,
+    read_dicom,
+    read_dicom_frame,
+    read_dicom_spacing,
+)
+from .images import IMAGE_SUFFIXES
+from .images import read_image as read_still_image
 from .loop import MAX_LOOP_BYTES, Frames
 from .video import VIDEO_SUFFIXES, read_video
 
@@ -54,7 +61,7 @@ def read_folder(folder: str | os.PathLike) -> Frames:
         )
     frames: list[np.ndarray] = []
     for f in files:
-        image = read_image(f)
+        image = read_still_image(f)
         if frames and image.shape != frames[0].shape:
             raise InputImageError(
                 f"frame {str(f)!r} is {image.shape[1]}x{image.shape[0]} but {str(files[0])!r} is "
@@ -79,12 +86,6 @@ def _looks_like_image(p: Path) -> bool:
         return False
 
 
-def is_loop_file(path: str | os.PathLike) -> bool:
-    """Whether a file is read as a loop (DICOM by content or suffix, or a video by suffix), not as a still image."""
-    p = Path(path)
-    return p.suffix.lower() in VIDEO_SUFFIXES or (p.is_file() and is_dicom(p))
-
-
 def read_frames(path: str | os.PathLike) -> Frames:
     """Read a loop: a video file, a DICOM file (single- or multi-frame) or a folder of frame images (see the
     module docstring for how the kind is chosen). A still image is a loop of one frame.
@@ -107,7 +108,7 @@ def read_frames(path: str | os.PathLike) -> Frames:
     if suffix in VIDEO_SUFFIXES:
         return read_video(p)
     if suffix in IMAGE_SUFFIXES or (p.stat().st_size > 0 and _looks_like_image(p)):
-        return Frames(frames=read_image(p)[None], spacing_mm=None, fps=None, source=str(p))
+        return Frames(frames=read_still_image(p)[None], spacing_mm=None, fps=None, source=str(p))
     try:
         return read_video(p)
     except InputImageError as exc:
@@ -130,12 +131,19 @@ def read_spacing(path: str | os.PathLike) -> tuple[float, float] | None:
     return None
 
 
-def read_frame(path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
-    """One frame of a DICOM, a video or a still image as ``(H, W, 3)`` uint8 RGB (see :func:`usam.io.read_image`).
+def read_image(path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
+    """Read an image file (PNG, JPEG, BMP, TIFF... 8 or 16 bit, grey / RGB / RGBA), or one frame of a DICOM
+    (by content or ``.dcm`` suffix) or video file, as ``(H, W, 3)`` uint8 RGB. This is ``usam.io.read_image``;
+    :func:`usam.io.images.read_image` reads still images only.
 
     Args:
-      frame: 0-based index; may be omitted for a file of one frame. A multi-frame file without ``frame`` is an
-        error that says how many frames it holds.
+      frame: 0-based frame index for a multi-frame DICOM or a video (required there: a file of several frames
+        without it is an error saying how many it holds); ``None`` or 0 for a still image. See
+        :func:`read_frames` for all frames.
+
+    Raises:
+      InputImageError: the file is missing, empty, not an image, corrupt, a frame index out of range, or fails
+        :func:`~usam.io.images.to_rgb_uint8`.
     """
     p = Path(path)
     if p.is_file() and is_dicom(p):
@@ -150,7 +158,7 @@ def read_frame(path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
                 )
             frame = 0
         return loop.frames[check_frame_index(frame, len(loop), p)]
-    image = read_image(p)
+    image = read_still_image(p)
     if frame is not None:
         check_frame_index(frame, 1, p)
     return image

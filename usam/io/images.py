@@ -129,18 +129,11 @@ def _check_header_size(p: Path) -> None:
         )
 
 
-def read_image(path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
-    """Read an image file (PNG, JPEG, BMP, TIFF... 8 or 16 bit, grey / RGB / RGBA), or one frame of a DICOM
-    (by content or ``.dcm`` suffix) or video file, as ``(H, W, 3)`` uint8 RGB.
-
-    Args:
-      frame: 0-based frame index for a multi-frame DICOM or a video (required there: a file of several frames
-        without it is an error saying how many it holds); ``None`` or 0 for a still image. See
-        :func:`usam.io.read_frames` for all frames.
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file (PNG, JPEG, BMP, TIFF... 8 or 16 bit, grey / RGB / RGBA) as ``(H, W, 3)`` uint8 RGB.
 
     Raises:
-      InputImageError: the file is missing, empty, not an image, corrupt, a frame index out of range, or fails
-        :func:`to_rgb_uint8`.
+      InputImageError: the file is missing, empty, not an image, corrupt, or fails :func:`to_rgb_uint8`.
     """
     p = Path(path)
     if not p.exists():
@@ -150,10 +143,6 @@ def read_image(path: str | os.PathLike, frame: int | None = None) -> np.ndarray:
     size = p.stat().st_size
     if size == 0:
         raise InputImageError(f"image file {str(p)!r} is empty (0 bytes)")
-    from .frames import is_loop_file, read_frame  # DICOM / video (imports this module)
-
-    if frame is not None or is_loop_file(p):
-        return read_frame(p, frame)
     _check_header_size(p)
     data = np.fromfile(str(p), dtype=np.uint8)
     try:
