@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.fmc import Sample, output_mask_relpath, read_split
+from ..data.fmc import MAX_LISTED, Sample, output_mask_relpath, read_split
 from ..errors import AdapterError, DataError, InputImageError, UsamError
 from ..io import read_image, write_png, write_text_atomic
 from ..tasks import KINDS
@@ -65,8 +65,6 @@ JOURNAL_DIR = ".usam_predict"
 STATE_NAME = "state.json"
 MISSING_TASKS_NAME = "missing_tasks.json"
 FAILED_IMAGES_NAME = "failed_images.json"
-#: Problems listed in one error message before "... and N more".
-MAX_LISTED = 20
 
 
 # ------------------------------------------------------------------------------------------------ helpers
