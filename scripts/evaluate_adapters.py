@@ -70,7 +70,7 @@ def main(argv=None) -> int:
 
     split = Path(args.data) / args.split
     out = Path(args.out)
-    from usam.adapters.adapter import read_adapter_dir
+    from usam.adapters import validate_adapter_dir
 
     chosen = {a: ADAPTERS[a] for a in args.adapters}
     dirs = [ROOT / "adapters" / a for a in chosen]
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     data = split
     if args.limit or len(chosen) < len(ADAPTERS):
-        tasks = {t for d in dirs for t in read_adapter_dir(d)[0].tasks}
+        tasks = {t for d in dirs for t in validate_adapter_dir(d).config.tasks}
         data = _limited_copy(split, out / "data", args.limit, tasks)
     summary = predict_split(data, out / "pred", model, restart=True, log=lambda m: print(m, file=sys.stderr))
     t_pred = time.time() - t0
@@ -169,11 +169,11 @@ def check_cases(split: Path) -> dict:
 
 
 def _update_cards(dirs, figures) -> None:
-    from usam.adapters.adapter import read_adapter_dir
+    from usam.adapters import validate_adapter_dir
     from usam.adapters.card import adapter_card
 
     for d in dirs:
-        config, _, _ = read_adapter_dir(d)
+        config = validate_adapter_dir(d).config
         mpath = d / "metrics.json"
         metrics = json.loads(mpath.read_text()) if mpath.exists() else {}
         metrics["test"] = {t: {k.replace("prompt:", "dice_"): v for k, v in figures[t].items() if isinstance(v, (int, float))}

@@ -20,7 +20,9 @@ import usam.apps.cli
 import usam.apps.cli.segment
 import usam.train.trainer
 from usam import Predictor, UsamModel
-from usam.adapters.adapter import Adapter, AdapterConfig, is_usam_adapter_dir
+from usam.adapters.adapter import Adapter
+from usam.adapters.config import AdapterConfig
+from usam.adapters.layout import is_usam_adapter_dir
 from usam.apps.cli import main
 from usam.tasks.spec import TaskSpec
 from usam.errors import CheckpointError, InputImageError, OutputError, PromptError
@@ -136,7 +138,7 @@ def test_train_refuses_an_output_that_is_not_usams(tmp_path, monkeypatch, capsys
 
 
 def test_output_rule_accepts_new_empty_and_usam_adapters(tmp_path, tiny_vit):
-    from usam.adapters.adapter import output_problem
+    from usam.adapters.layout import output_problem
 
     config = AdapterConfig(name="organ", backbone=tiny_vit.name, backbone_checksum=tiny_vit.checksum,
                            tasks={"organ_cls": TaskSpec("organ_cls", "classification", 2)}, input_size=tiny_vit.input_size)

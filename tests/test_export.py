@@ -29,7 +29,8 @@ def model():
 @pytest.fixture(scope="module")
 def tiny_adapter(model, tmp_path_factory):
     """Adapter dir with encoder LoRA + tuned decoder (LoRA too), random non-zero weights; loaded as ``tiny_onnx``."""
-    from usam.adapters.adapter import DEFAULT_DECODER_TRAIN, Adapter, AdapterConfig, attach_adapter
+    from usam.adapters.adapter import Adapter, attach_adapter
+    from usam.adapters.config import DEFAULT_DECODER_TRAIN, AdapterConfig
     from usam.tasks.spec import TaskSpec
     from usam.adapters.lora import LoraSettings, add_lora
 
@@ -66,7 +67,7 @@ def _sessions(out):
 
 
 def _check_files(out, meta):
-    from usam.export import _sha256
+    from usam.backbones.base import sha256_file as _sha256
 
     assert meta["format"] == "usam-onnx" and meta["opset"] >= 17
     for f in ("encoder.onnx", "decoder.onnx"):

@@ -148,7 +148,7 @@ def test_bad_box_prompts_route_is_refused(tmp_path):
 
 
 def test_card_lists_the_inference_options():
-    from usam.adapters.adapter import AdapterConfig
+    from usam.adapters.config import AdapterConfig
     from usam.adapters.card import adapter_card
 
     cfg = AdapterConfig.from_dict(json.loads((ROOT / "adapters" / "fetal_head" / "config.json").read_text()))

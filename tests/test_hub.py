@@ -26,12 +26,15 @@ import huggingface_hub
 from huggingface_hub import constants as hf_constants
 
 from usam import UsamModel, build_backbone
-from usam.adapters.adapter import DEFAULT_DECODER_TRAIN, Adapter, AdapterConfig, attach_adapter
+from usam.adapters.adapter import Adapter, attach_adapter
+from usam.adapters.config import DEFAULT_DECODER_TRAIN, AdapterConfig
 from usam.adapters.card import adapter_card, parse_card
 from usam.apps.cli import main as cli_main
 from usam.tasks.spec import TaskSpec
 from usam.errors import AdapterError, DataError, HubError
-from usam.hub import ADAPTER_FILES, push_adapter, pull_adapter, resolve_adapter, validate_adapter_dir
+from usam.adapters import resolve_adapter, validate_adapter_dir
+from usam.adapters.layout import ADAPTER_FILES
+from usam.hub import pull_adapter, push_adapter
 from usam.adapters.lora import LoraSettings, add_lora
 
 REPO = "usam-test/multi"

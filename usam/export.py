@@ -25,8 +25,6 @@ shapes do not trace with the dynamo exporter, and batch size is fixed at 1 (Tiny
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -35,20 +33,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapters.lora import merged_copy  # noqa: F401  (usam.export.merged_copy stays importable)
+from .adapters.lora import merged_copy
+from .adapters.resolve import resolve_adapter
+from .adapters.validate import read_config
+from .backbones import DEFAULT_BACKBONE, LOW_RES
+from .backbones.base import sha256_file
 from .backbones.sam_style import predict_masks
 from .errors import AdapterError, UsamError
 from .io import dumps_json
+from .model import UsamModel
 from .runtime.onnx import OPSET, export_onnx_file
+from .version import __version__
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 META_FILE = "usam_onnx.json"
-#: Side of the low-resolution logits (segment-anything's mask decoder output).
-LOW_RES = 256
+DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 
 
-# --------------------------------------------------------------------------------------------- LoRA merge
 # --------------------------------------------------------------------------------------------- decoder
 class OnnxPromptDecoder(nn.Module):
     """SAM's prompt encoder + mask decoder with array inputs (segment-anything's ONNX conventions).
@@ -83,14 +85,6 @@ class OnnxPromptDecoder(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _sha256(path: Path) -> str:
-    d = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            d.update(block)
-    return d.hexdigest()
-
-
 def _io(name: str, shape: list, dtype: str = "float32", doc: str = "") -> dict:
     return {"name": name, "shape": shape, "dtype": dtype, "doc": doc}
 
@@ -131,13 +125,10 @@ def _prompt_spec(input_size: int) -> dict:
 def _model_fingerprint(model, name: str | None) -> dict | None:
     if name is None:
         return None
-    from .challenge.predict import adapter_fingerprint
-
     a = model.adapters[name]
-    fp = adapter_fingerprint(model, name)
     return {
         "name": name,
-        "weights_sha256": fp["weights_sha256"],
+        "weights_sha256": a.weights_sha256(model.backbone.image_encoder),
         "encoder_lora": a.config.lora.to_dict() if a.config.lora else None,
         "encoder_lora_merged": bool(a.lora_name),
         "decoder": "tuned (adapter)" if a.decoder is not None else "backbone",
@@ -181,9 +172,27 @@ def export_model(model, out_dir: str | os.PathLike, adapter: str | None = None, 
     Returns:
       The JSON metadata that was written to ``out_dir/usam_onnx.json``.
     """
-    from .version import __version__
-
     log = log or (lambda _m: None)
+    out = _check_request(model, out_dir, adapter, opset)
+    a = model.adapters[adapter] if adapter is not None else None
+    t0 = time.perf_counter()
+    _export_encoder(model.backbone, a, out / ENCODER_FILE, opset)
+    log(f"usam export: {ENCODER_FILE} in {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    _export_decoder(model.backbone, a, out / DECODER_FILE, opset)
+    log(f"usam export: {DECODER_FILE} in {time.perf_counter() - t0:.1f} s")
+    meta = _metadata(model, adapter, source, opset)
+    if verify:
+        meta["verification"] = _verify(model, adapter, out)
+    meta["files"] = {f: sha256_file(out / f) for f in (ENCODER_FILE, DECODER_FILE)}
+    tmp = out / f".{META_FILE}.tmp"
+    tmp.write_text(dumps_json(meta, indent=2) + "\n")  # valid JSON: a NaN verification error becomes null
+    os.replace(tmp, out / META_FILE)
+    return meta
+
+
+def _check_request(model, out_dir, adapter: str | None, opset: int) -> Path:
+    """Refuse what cannot be exported before any work; returns the (created) output folder."""
     backbone = model.backbone
     if not hasattr(backbone, "prompt_encoder") or not hasattr(backbone, "mask_decoder") or hasattr(backbone, "model"):
         raise UsamError(f"ONNX export supports segment-anything style backbones (litemedsam, sam_vit_*), not {backbone.name!r}")
@@ -195,29 +204,37 @@ def export_model(model, out_dir: str | os.PathLike, adapter: str | None = None, 
     if out.exists() and not out.is_dir():
         raise UsamError(f"output {str(out)!r} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _export_encoder(backbone, adapter, path: Path, opset: int) -> None:
+    """``image (1, 3, S, S) -> image_embeddings (1, C, h, w)``, the adapter's encoder LoRA merged."""
+    encoder = merged_copy(backbone.image_encoder, [adapter.lora_name] if adapter is not None and adapter.lora_name else [])
+    s = int(backbone.input_size)
+    export_onnx_file(encoder.cpu().float(), (torch.zeros(1, 3, s, s),), path, ["image"], ["image_embeddings"], None, opset)
+
+
+def _export_decoder(backbone, adapter, path: Path, opset: int) -> None:
+    """:class:`OnnxPromptDecoder` of the adapter's tuned decoder (its LoRA merged), else of the backbone's."""
+    if adapter is not None and adapter.decoder is not None:
+        pe, md = adapter.decoder.prompt_encoder, merged_copy(adapter.decoder.mask_decoder)
+    else:
+        pe, md = backbone.prompt_encoder, merged_copy(backbone.mask_decoder)
+    s = int(backbone.input_size)
+    decoder = OnnxPromptDecoder(copy.deepcopy(pe), md, s).cpu().float().eval()
+    feeds = decoder_inputs(np.array([[s / 2, s / 2]]), np.array([1]))
+    args = (torch.zeros(1, *backbone.embedding_shape), *(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS[1:]))
+    export_onnx_file(decoder, args, path, DECODER_INPUTS, ["masks", "iou_predictions"],
+                     {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}, opset)
+
+
+def _metadata(model, adapter: str | None, source: str | None, opset: int) -> dict:
+    """``usam_onnx.json`` without the verification and file hashes."""
+    backbone = model.backbone
     a = model.adapters[adapter] if adapter is not None else None
     s = int(backbone.input_size)
     c, h, w = backbone.embedding_shape
-
-    t0 = time.perf_counter()
-    encoder = merged_copy(backbone.image_encoder, [a.lora_name] if a is not None and a.lora_name else []).cpu().float()
-    x = torch.zeros(1, 3, s, s)
-    export_onnx_file(encoder, (x,), out / ENCODER_FILE, ["image"], ["image_embeddings"], None, opset)
-    log(f"usam export: {ENCODER_FILE} in {time.perf_counter() - t0:.1f} s")
-
-    t0 = time.perf_counter()
-    if a is not None and a.decoder is not None:
-        pe, md = a.decoder.prompt_encoder, merged_copy(a.decoder.mask_decoder)
-    else:
-        pe, md = backbone.prompt_encoder, merged_copy(backbone.mask_decoder)
-    decoder = OnnxPromptDecoder(copy.deepcopy(pe), md, s).cpu().float().eval()
-    feeds = decoder_inputs(np.array([[s / 2, s / 2]]), np.array([1]))
-    dargs = (torch.zeros(1, c, h, w), *(torch.from_numpy(feeds[k]) for k in ("point_coords", "point_labels", "mask_input", "has_mask_input")))
-    export_onnx_file(decoder, dargs, out / DECODER_FILE, ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
-            ["masks", "iou_predictions"], {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}, opset)
-    log(f"usam export: {DECODER_FILE} in {time.perf_counter() - t0:.1f} s")
-
-    meta = {
+    return {
         "format": "usam-onnx",
         "format_version": 1,
         "usam_version": __version__,
@@ -236,34 +253,31 @@ def export_model(model, out_dir: str | os.PathLike, adapter: str | None = None, 
             "inputs": [_io("image", [1, 3, s, s], doc="preprocessed image (see preprocessing); batch size 1")],
             "outputs": [_io("image_embeddings", [1, c, h, w])],
         },
-        "decoder": {
-            "file": DECODER_FILE,
-            "inputs": [
-                _io("image_embeddings", [1, c, h, w], doc="encoder output"),
-                _io("point_coords", [1, "num_points", 2], doc="(x, y) model-input pixels; box = 2 corner points"),
-                _io("point_labels", [1, "num_points"], doc="-1 pad, 0 negative, 1 positive, 2 box top-left, 3 box bottom-right"),
-                _io("mask_input", [1, 1, LOW_RES, LOW_RES], doc="previous low-res logits, or zeros"),
-                _io("has_mask_input", [1], doc="1 when mask_input is given, else 0"),
-            ],
-            "outputs": [_io("masks", [1, 4, LOW_RES, LOW_RES], doc="low-res logits: [0] single mask, [1:] multimask"),
-                        _io("iou_predictions", [1, 4], doc="predicted IoU of each mask")],
-            "prompts": _prompt_spec(s),
-        },
+        "decoder": _decoder_spec(s, [1, c, h, w]),
     }
-    if verify:
-        meta["verification"] = _verify(model, adapter, out)
-    meta["files"] = {f: _sha256(out / f) for f in (ENCODER_FILE, DECODER_FILE)}
-    tmp = out / f".{META_FILE}.tmp"
-    tmp.write_text(dumps_json(meta, indent=2) + "\n")  # valid JSON: a NaN verification error becomes null
-    os.replace(tmp, out / META_FILE)
-    return meta
+
+
+def _decoder_spec(input_size: int, embedding: list) -> dict:
+    return {
+        "file": DECODER_FILE,
+        "inputs": [
+            _io("image_embeddings", embedding, doc="encoder output"),
+            _io("point_coords", [1, "num_points", 2], doc="(x, y) model-input pixels; box = 2 corner points"),
+            _io("point_labels", [1, "num_points"], doc="-1 pad, 0 negative, 1 positive, 2 box top-left, 3 box bottom-right"),
+            _io("mask_input", [1, 1, LOW_RES, LOW_RES], doc="previous low-res logits, or zeros"),
+            _io("has_mask_input", [1], doc="1 when mask_input is given, else 0"),
+        ],
+        "outputs": [_io("masks", [1, 4, LOW_RES, LOW_RES], doc="low-res logits: [0] single mask, [1:] multimask"),
+                    _io("iou_predictions", [1, 4], doc="predicted IoU of each mask")],
+        "prompts": _prompt_spec(input_size),
+    }
 
 
 @torch.no_grad()
 def _verify(model, adapter: str | None, out: Path) -> dict:
     """onnxruntime vs PyTorch (fp32) on a synthetic image, a click and a box; ``{}`` without onnxruntime."""
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional package, imported only to verify
     except ImportError:
         return {"skipped": "onnxruntime is not installed (pip install onnxruntime)"}
     s = int(model.backbone.input_size)
@@ -295,27 +309,14 @@ def _verify(model, adapter: str | None, out: Path) -> dict:
         model.set_adapter(active)
 
 
-def _adapter_backbone(ref: str) -> str | None:
-    """Backbone name recorded in an adapter's config.json (``None`` when it cannot be read)."""
-    from .adapters.resolve import resolve_adapter
-
-    try:
-        raw = json.loads((resolve_adapter(ref) / "config.json").read_text())
-        return str(raw["backbone"]["name"])
-    except Exception:  # the real load reports the problem with a proper message
-        return None
-
-
 def export_onnx(out_dir: str | os.PathLike, adapter: str | None = None, backbone: str | None = None,
                 checkpoint: str | None = None, opset: int = OPSET, verify: bool = True, log=None) -> dict:
     """Build the model (CPU, fp32), load ``adapter`` (directory or Hub id; ``None`` / ``"none"``: bare backbone)
-    and export it with :func:`export_model`. ``backbone`` defaults to the adapter's, else ``litemedsam``."""
-    from .model import UsamModel
-
+    and export it with :func:`export_model`. ``backbone`` defaults to the adapter's, else the default backbone."""
     if adapter is not None and str(adapter).lower() in ("", "none"):
         adapter = None
     if backbone is None:
-        backbone = (_adapter_backbone(adapter) if adapter else None) or "litemedsam"
+        backbone = read_config(resolve_adapter(adapter)).backbone if adapter else DEFAULT_BACKBONE
     model = UsamModel.from_pretrained(backbone=backbone, checkpoint=checkpoint, precision="fp32", device="cpu", cache_size=0)
     name = model.load_adapter(adapter) if adapter else None
     return export_model(model, out_dir, adapter=name, opset=opset, verify=verify, source=adapter, log=log)

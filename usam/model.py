@@ -17,6 +17,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from .adapters.adapter import Adapter, install_adapter
 from .adapters.lora import activate_lora
 from .backbones import DEFAULT_BACKBONE, Backbone, build_backbone
 from .embedding import Embedded, EmbeddingCache, image_digest
@@ -104,9 +105,7 @@ class UsamModel(nn.Module):
     # ------------------------------------------------------------------ adapters
     def load_adapter(self, ref: str, name: str | None = None, revision: str | None = None) -> str:
         """Load an adapter directory or Hub id (offline) under ``name`` (default: its own name); returns the name."""
-        from .adapters.adapter import load_adapter
-
-        return load_adapter(self, ref, name=name, revision=revision)
+        return install_adapter(self, Adapter.from_pretrained(ref, self.backbone, revision=revision, name=name))
 
     def set_adapter(self, name: str | None) -> None:
         """Switch to adapter ``name`` (``None``: the bare backbone). The encoder is not reloaded."""

@@ -11,18 +11,18 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
+
+from ..tasks import KINDS, fmc_uia_suite, kind_of
+from .resolve import looks_like_repo_id
 
 DATASET_CITATIONS = {
     "BUSI": "Al-Dhabyani W, Gomaa M, Khaled H, Fahmy A. Dataset of breast ultrasound images. Data in Brief 28:104863 (2020).",
     "PSFHS": "Chen G. et al. PSFHS: Intrapartum ultrasound image dataset for AI-based segmentation of pubic symphysis and fetal head. Scientific Data 11:436 (2024).",
     "HC18": "van den Heuvel TLA, de Bruijn D, de Korte CL, van Ginneken B. Automated measurement of fetal head circumference using 2D ultrasound images. PLoS ONE 13(8):e0200412 (2018).",
-}
-TASK_DATASETS = {
-    "breast_lesion": "BUSI", "breast_3cls": "BUSI", "breast_2cls": "BUSI", "breast_lesion_det": "BUSI",
-    "head_symphysis_multi": "PSFHS", "fetal_head": "HC18", "fetal_head_biometry": "HC18",
 }
 #: Hub ids of backbones that have one (``hf:<org/name>`` backbones are their own Hub id).
 HUB_BASE_MODELS = {
@@ -40,19 +40,6 @@ BACKBONE_DESCRIPTIONS = {
 BACKBONE_CITATIONS = {
     "litemedsam": "Ma J, He Y, Li F, Han L, You C, Wang B. Segment anything in medical images. Nature Communications 15:654 (2024).",
     "sam": "Kirillov A. et al. Segment Anything. ICCV (2023).",
-}
-KIND_PIPELINE = {
-    "segmentation": "image-segmentation",
-    "classification": "image-classification",
-    "detection": "object-detection",
-    "regression": "keypoint-detection",
-}
-#: Metrics reported from ``usam evaluate`` results, per kind (the headline ones).
-EVAL_METRICS = {
-    "segmentation": ("dice", "hd", "hd_mm", "hc_abs_err_mm"),
-    "classification": ("auc", "accuracy", "macro_f1", "mcc"),
-    "detection": ("iou",),
-    "regression": ("mre_px", "mre_mm", "hc_abs_err_mm"),
 }
 METRIC_NAMES = {
     "dice": "Dice", "dice_auto": "Dice (automatic)", "dice_box": "Dice (box prompt)", "dice_1click": "Dice (1 click)",
@@ -79,8 +66,6 @@ def base_model_id(backbone: str) -> str | None:
         return HUB_BASE_MODELS[backbone]
     if backbone.startswith("hf:"):
         ref = backbone[3:]
-        from .resolve import looks_like_repo_id
-
         if looks_like_repo_id(ref) and not Path(ref).exists():
             return ref
     return None
@@ -106,7 +91,8 @@ def metric_rows(metrics: dict | None = None, evaluation: dict | None = None, tas
             if tasks is not None and tid not in tasks:
                 continue
             vals = (res or {}).get("metrics") or {}
-            keep = EVAL_METRICS.get((res or {}).get("kind"), tuple(vals))
+            kind = KINDS.get((res or {}).get("kind"))
+            keep = kind.main_metrics if kind is not None else tuple(vals)
             for name in keep:
                 v = _number(vals.get(name))
                 if v is not None:
@@ -122,8 +108,14 @@ def metric_rows(metrics: dict | None = None, evaluation: dict | None = None, tas
     return rows
 
 
+@lru_cache(maxsize=1)
+def _suite_datasets() -> dict[str, str]:
+    return {tid: t.dataset for tid, t in fmc_uia_suite().items() if t.dataset}
+
+
 def _dataset_of(task: str) -> str | None:
-    return TASK_DATASETS.get(task)
+    """The public data set a task's development images come from, as the FMC_UIA suite records it."""
+    return _suite_datasets().get(task)
 
 
 def card_metadata(config, metrics: dict | None = None, *, evaluation: dict | None = None, base_model: str | None = None,
@@ -146,7 +138,7 @@ def card_metadata(config, metrics: dict | None = None, *, evaluation: dict | Non
         meta["base_model_relation"] = "adapter"
     first = "segmentation" if "segmentation" in kinds else (kinds[0] if kinds else "segmentation")
     meta.update({
-        "pipeline_tag": KIND_PIPELINE.get(first, "image-segmentation"),
+        "pipeline_tag": KINDS[first].pipeline_tag,
         "license": license,
         "tags": tags,
         "datasets": datasets,
@@ -160,7 +152,7 @@ def card_metadata(config, metrics: dict | None = None, *, evaluation: dict | Non
         for (tid, split, source), group in groups.items():
             ds = _dataset_of(tid)
             results.append({
-                "task": {"type": KIND_PIPELINE.get(config.tasks[tid].kind, "image-segmentation"), "name": tid},
+                "task": {"type": kind_of(config.tasks[tid]).pipeline_tag, "name": tid},
                 "dataset": {"name": f"{ds} ({tid})" if ds else f"user data ({tid})", "type": ds or "custom", "split": split},
                 "metrics": [{"type": r.metric, "value": round(r.value, 4),
                              "name": f"{METRIC_NAMES.get(r.metric, r.metric)}, {source}"} for r in group],
@@ -225,7 +217,7 @@ def _click_section(metrics: dict | None) -> list[str]:
 
 def adapter_card(config, metrics: dict | None = None, extra_body: str = "", *, repo_id: str | None = None,
                  base_model: str | None = None, license: str = "apache-2.0", evaluation: dict | None = None) -> str:
-    """A model card for an :class:`~usam.adapters.adapter.AdapterConfig` with its metrics.
+    """A model card for an :class:`~usam.adapters.config.AdapterConfig` with its metrics.
 
     Args:
       config: the adapter's config.
@@ -237,48 +229,60 @@ def adapter_card(config, metrics: dict | None = None, extra_body: str = "", *, r
       evaluation: ``usam evaluate`` results (:func:`usam.challenge.evaluate.evaluate`).
     """
     meta = card_metadata(config, metrics, evaluation=evaluation, base_model=base_model, license=license, repo_id=repo_id)
-    rows = metric_rows(metrics, evaluation, tasks=config.tasks)
-    datasets = meta["datasets"]
     ref = repo_id or "ORG/NAME"
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip(), "---", ""]
+    lines += _intro(config) + _tasks_table(config) + _inference_options(config)
+    lines += _evaluation(metric_rows(metrics, evaluation, tasks=config.tasks), evaluation) + _click_section(metrics)
+    lines += _training_data(config, meta["datasets"]) + _limits() + _usage(config, ref) + _files(config, license)
+    if extra_body:
+        lines += [extra_body, ""]
+    return "\n".join(lines)
+
+
+def _intro(config) -> list[str]:
+    """Title, what the adapter adds, and the backbone it is pinned to."""
     short = config.backbone_checksum[:16] if config.backbone_checksum else "none"
     parts = ["LoRA in the image encoder (rank %s)" % config.lora.rank if config.lora else
              "no encoder LoRA (the encoder stays the bare backbone)"]
     if config.decoder:
         parts.append("a tuned prompt decoder that answers clicks and boxes for these structures")
     parts.append("one head per task")
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip(), "---", "",
-             f"# usam adapter `{config.name}`", "",
-             f"An adapter for usam (ultrasound analysis on Segment Anything) on the "
-             f"frozen `{config.backbone}` backbone: " + ", ".join(parts) + ". One encoder pass per image serves every task.", "",
-             "## Base model", "",
-             f"- backbone: `{config.backbone}`" + (f" ({BACKBONE_DESCRIPTIONS[config.backbone]})" if config.backbone in BACKBONE_DESCRIPTIONS else ""),
-             f"- weights sha256: `{config.backbone_checksum or 'none'}`",
-             f"- input: {config.input_size} px, longest side resized, zero-padded bottom/right",
-             "",
-             f"usam refuses to load this adapter on any other backbone or weights (name and sha256 `{short}...` are "
-             "checked before anything is loaded).", "",
-             "## Tasks", "", "| task | kind | classes / outputs |", "|---|---|---|"]
+    described = f" ({BACKBONE_DESCRIPTIONS[config.backbone]})" if config.backbone in BACKBONE_DESCRIPTIONS else ""
+    return [f"# usam adapter `{config.name}`", "",
+            f"An adapter for usam (ultrasound analysis on Segment Anything) on the "
+            f"frozen `{config.backbone}` backbone: " + ", ".join(parts) + ". One encoder pass per image serves every task.", "",
+            "## Base model", "",
+            f"- backbone: `{config.backbone}`" + described,
+            f"- weights sha256: `{config.backbone_checksum or 'none'}`",
+            f"- input: {config.input_size} px, longest side resized, zero-padded bottom/right",
+            "",
+            f"usam refuses to load this adapter on any other backbone or weights (name and sha256 `{short}...` are "
+            "checked before anything is loaded).", ""]
+
+
+def _tasks_table(config) -> list[str]:
+    lines = ["## Tasks", "", "| task | kind | classes / outputs |", "|---|---|---|"]
     for tid, t in config.tasks.items():
-        if t.class_names:
-            names = ", ".join(t.class_names)
-        elif t.kind == "regression":
-            names = f"{t.num_classes} points"
-        elif t.kind == "detection":
-            names = "one box (x0, y0, x1, y1)"
-        else:
-            names = f"{t.num_classes} classes"
+        names = ", ".join(t.class_names) if t.class_names else kind_of(t).describe_outputs(t.num_classes)
         lines.append(f"| {tid} | {t.kind} | {names} |")
-    lines += _inference_options(config)
-    if rows:
-        lines += ["", "## Evaluation", "", "| task | metric | value | split | source |", "|---|---|---|---|---|"]
-        lines += [f"| {r.task} | {METRIC_NAMES.get(r.metric, r.metric)} | {r.value:.4f} | {r.split} | {r.source} |" for r in rows]
-        if not evaluation:
-            lines += ["", "Validation metrics are measured in model space during training; the official metrics come "
-                          "from `usam evaluate`."]
-    lines += _click_section(metrics)
-    lines += ["", "## Training data", ""]
-    if datasets:
-        lines += [f"- **{d}**: {DATASET_CITATIONS[d]}" for d in datasets if d in DATASET_CITATIONS]
+    return lines
+
+
+def _evaluation(rows: list[MetricRow], evaluation: dict | None) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "## Evaluation", "", "| task | metric | value | split | source |", "|---|---|---|---|---|"]
+    lines += [f"| {r.task} | {METRIC_NAMES.get(r.metric, r.metric)} | {r.value:.4f} | {r.split} | {r.source} |" for r in rows]
+    if not evaluation:
+        lines += ["", "Validation metrics are measured in model space during training; the official metrics come "
+                      "from `usam evaluate`."]
+    return lines
+
+
+def _training_data(config, datasets: list[str]) -> list[str]:
+    """The data sets (cited), how the adapter was trained, and the backbone's citations."""
+    lines = ["", "## Training data", ""]
+    lines += [f"- **{d}**: {DATASET_CITATIONS[d]}" for d in datasets if d in DATASET_CITATIONS]
     unknown = [t for t in config.tasks if not _dataset_of(t)]
     if unknown:
         lines.append(f"- user data for {', '.join(f'`{t}`' for t in unknown)} (see the training config)")
@@ -289,32 +293,36 @@ def adapter_card(config, metrics: dict | None = None, extra_body: str = "", *, r
                   + "."]
     cites = ([BACKBONE_CITATIONS["litemedsam"]] if config.backbone == "litemedsam" else []) + [BACKBONE_CITATIONS["sam"]]
     lines += ["", "Please cite " + ("the datasets above and " if datasets else "") + "the backbone:", ""]
-    lines += [f"- {c}" for c in cites] + [""]
-    lines += ["## Intended use and limits", "",
-              "Research use on 2D ultrasound images like the training data. Not a medical device: every output "
-              "needs review by a qualified person, and it must not be used for diagnosis or treatment decisions. "
-              "Performance on other scanners, presets, organs, populations or image sizes is unknown until measured; "
-              "automatic masks, boxes and keypoints can be wrong without warning.", "",
-              "## Usage", "",
-              "usam loads adapters offline: fetch this one once (needs network), then load it by its Hub id.", "",
-              "```bash", f"usam pull {ref}", "```", "",
-              "```python", "import usam", "",
-              f"model = usam.load(backbone=\"{config.backbone}\", adapters=[\"{ref}\"])",
-              "prediction = model.predict(usam.read_image(\"image.png\"))"]
-    for tid, t in config.tasks.items():
-        attr = {"segmentation": "masks", "classification": "probabilities", "detection": "boxes", "regression": "keypoints"}[t.kind]
-        lines.append(f"prediction.{attr}[\"{tid}\"]")
-    lines += ["", "# or next to other adapters, under a name of your choice:",
-              f"model.load_adapter(\"{ref}\", name=\"{config.name}\")", "```", "",
-              "## Files", "",
-              "- `config.json`: usam config (backbone name + sha256, tasks, classes, preprocessing, LoRA, training)",
-              "- `heads.safetensors`: task heads" + (" and tuned prompt-decoder weights" if config.decoder else "")]
+    return lines + [f"- {c}" for c in cites] + [""]
+
+
+def _limits() -> list[str]:
+    return ["## Intended use and limits", "",
+            "Research use on 2D ultrasound images like the training data. Not a medical device: every output "
+            "needs review by a qualified person, and it must not be used for diagnosis or treatment decisions. "
+            "Performance on other scanners, presets, organs, populations or image sizes is unknown until measured; "
+            "automatic masks, boxes and keypoints can be wrong without warning.", ""]
+
+
+def _usage(config, ref: str) -> list[str]:
+    lines = ["## Usage", "",
+             "usam loads adapters offline: fetch this one once (needs network), then load it by its Hub id.", "",
+             "```bash", f"usam pull {ref}", "```", "",
+             "```python", "import usam", "",
+             f"model = usam.load(backbone=\"{config.backbone}\", adapters=[\"{ref}\"])",
+             "prediction = model.predict(usam.read_image(\"image.png\"))"]
+    lines += [f"prediction.{kind_of(t).prediction_field}[\"{tid}\"]" for tid, t in config.tasks.items()]
+    return lines + ["", "# or next to other adapters, under a name of your choice:",
+                    f"model.load_adapter(\"{ref}\", name=\"{config.name}\")", "```", ""]
+
+
+def _files(config, license: str) -> list[str]:
+    lines = ["## Files", "",
+             "- `config.json`: usam config (backbone name + sha256, tasks, classes, preprocessing, LoRA, training)",
+             "- `heads.safetensors`: task heads" + (" and tuned prompt-decoder weights" if config.decoder else "")]
     if config.lora:
         lines += ["- `adapter_config.json`, `adapter_model.safetensors`: encoder LoRA in `peft` format"]
-    lines += ["- `metrics.json`: training / evaluation metrics (when present)", "",
-              "No pickled weights: everything loads with `safetensors`.", "",
-              "## License", "",
-              f"The adapter weights are released under `{license}`. The training data stay under their own terms.", ""]
-    if extra_body:
-        lines += [extra_body, ""]
-    return "\n".join(lines)
+    return lines + ["- `metrics.json`: training / evaluation metrics (when present)", "",
+                    "No pickled weights: everything loads with `safetensors`.", "",
+                    "## License", "",
+                    f"The adapter weights are released under `{license}`. The training data stay under their own terms.", ""]

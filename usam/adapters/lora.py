@@ -8,7 +8,8 @@ without touching the base weights.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, field
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
@@ -16,7 +17,8 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
-from ..errors import ConfigError, UsamError
+from ..errors import AdapterError, ConfigError, UsamError
+from .settings import Invalid, build_section, check, is_int, number, text
 
 #: Attention projections of TinyViT (LiteMedSAM), segment-anything's ViT and transformers' SamVisionEncoder.
 #: Linear layers only: no convolution is hit.
@@ -33,28 +35,37 @@ DECODER_TARGETS = (
 )
 
 
+def _rank(v):
+    if not is_int(v) or v < 1:
+        raise Invalid("must be a positive integer (a LoRA rank must be >= 1)")
+    return v
+
+
+def _dropout(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise Invalid("is out of range: LoRA dropout must be in [0, 1)")
+    return v
+
+
 @dataclass
 class LoraSettings:
-    """LoRA hyper-parameters (``rank``, ``alpha``, ``dropout``) and the ``targets`` regex of module names."""
+    """LoRA hyper-parameters (``rank``, ``alpha``, ``dropout``) and the ``targets`` regex of module names.
 
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    targets: str = ENCODER_TARGETS
+    The defaults are the only ones: ``dropout`` 0.0 is what every shipped adapter's LoRA was trained with."""
+
+    rank: int = field(default=8, metadata=check(_rank))
+    alpha: float = field(default=16.0, metadata=check(number(0.0, above=True)))
+    dropout: float = field(default=0.0, metadata=check(_dropout))
+    targets: str = field(default=ENCODER_TARGETS, metadata=check(text))
 
     @classmethod
-    def from_dict(cls, d: dict | None, default_targets: str = ENCODER_TARGETS) -> "LoraSettings":
-        d = dict(d or {})
-        unknown = set(d) - {"rank", "alpha", "dropout", "targets"}
-        if unknown:
-            raise ConfigError(f"unknown LoRA settings {sorted(unknown)}: use rank, alpha, dropout, targets")
-        d.setdefault("targets", default_targets)
-        s = cls(**d)
-        if int(s.rank) < 1:
-            raise ConfigError(f"LoRA rank must be >= 1, got {s.rank}")
-        if not 0 <= float(s.dropout) < 1:
-            raise ConfigError(f"LoRA dropout must be in [0, 1), got {s.dropout}")
-        return s
+    def from_dict(cls, d: dict | None, default_targets: str = ENCODER_TARGETS, section: str = "lora") -> "LoraSettings":
+        """Checked settings from a mapping (:func:`~usam.adapters.settings.build_section`); ``targets`` defaults to
+        ``default_targets`` (the decoder's for ``decoder.lora``)."""
+        d = dict(d) if isinstance(d, dict) else d
+        if isinstance(d, dict):
+            d.setdefault("targets", default_targets)
+        return build_section(cls, d, section)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,12 +86,12 @@ def add_lora(module: nn.Module, name: str, settings: LoraSettings) -> nn.Module:
     for n, p in module.named_parameters():
         if "lora_" not in n:
             p.requires_grad_(frozen.get(n, False))
+    for layer in lora_layers(module):  # new LoRA layers follow the module's mode (no dropout in an eval encoder)
+        layer.train(module.training)
     return module
 
 
 def _matches(pattern: str, name: str) -> bool:
-    import re
-
     return re.fullmatch(pattern, name) is not None
 
 
@@ -109,8 +120,6 @@ def lora_state_dict(module: nn.Module, name: str) -> dict[str, torch.Tensor]:
 
 def load_lora_state(module: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
     """Load a peft-format state dict into the already-injected adapter ``name``; refuses missing tensors."""
-    from ..errors import AdapterError
-
     expected = set(get_peft_model_state_dict(module, adapter_name=name))
     missing = sorted(expected - set(state))
     if missing:

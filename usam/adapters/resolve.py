@@ -10,21 +10,12 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import HubError
+import huggingface_hub
+from huggingface_hub import constants
+from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
 
-#: Files of an adapter directory that are uploaded / downloaded (nothing else ever is).
-ADAPTER_FILES = (
-    "config.json",
-    "heads.safetensors",
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "metrics.json",
-    "README.md",
-)
-#: Files present only when the adapter has encoder LoRA.
-LORA_FILES = ("adapter_config.json", "adapter_model.safetensors")
-#: Adapter files that may be absent (removed from the Hub repo on push when absent locally).
-OPTIONAL_FILES = ("adapter_config.json", "adapter_model.safetensors", "metrics.json")
+from ..errors import HubError
+from .layout import ADAPTER_FILES
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?/[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -35,8 +26,6 @@ def is_offline() -> bool:
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
     if value is not None and value.strip():
         return value.strip().upper() in _TRUE
-    from huggingface_hub import constants
-
     return bool(constants.HF_HUB_OFFLINE)
 
 
@@ -52,8 +41,6 @@ def check_repo_id(repo_id: str) -> str:
 
 
 def hub_cache_dir() -> str:
-    from huggingface_hub import constants
-
     return str(constants.HF_HUB_CACHE)
 
 
@@ -76,12 +63,9 @@ def resolve_adapter(ref: str, revision: str | None = None) -> Path:
         raise HubError(f"adapter {ref!r} is a file, not an adapter directory")
     if not looks_like_repo_id(ref):
         raise HubError(f"adapter {ref!r} is neither a local directory nor a Hub id of the form org/name")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
-
     try:
         # allow_patterns = what `usam pull` fetches: a repo's other files (.gitattributes, ...) are not expected.
-        return Path(snapshot_download(repo_id=ref, revision=revision, local_files_only=True,
+        return Path(huggingface_hub.snapshot_download(repo_id=ref, revision=revision, local_files_only=True,
                                       allow_patterns=list(ADAPTER_FILES)))
     except IncompleteSnapshotError as exc:
         raise HubError(

@@ -84,17 +84,9 @@ def _listed(items: list[str]) -> str:
 
 def adapter_fingerprint(model, name: str) -> dict:
     """What produced a task's outputs: adapter name + weights hash, backbone checksum, precision."""
-    from ..backbones.base import sha256_state_dict
-
-    adapter = model.adapters[name]
-    state = dict(adapter.head_state())
-    if adapter.lora_name:
-        from ..adapters.lora import lora_state_dict
-
-        state.update({f"lora.{k}": v for k, v in lora_state_dict(model.backbone.image_encoder, adapter.lora_name).items()})
     return {
         "adapter": name,
-        "weights_sha256": sha256_state_dict(state),
+        "weights_sha256": model.adapters[name].weights_sha256(model.backbone.image_encoder),
         "backbone": model.backbone.name,
         "backbone_sha256": model.backbone.checksum,
         "precision": model.precision,

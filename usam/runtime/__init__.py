@@ -93,7 +93,7 @@ class CompiledEncoder:
     def __init__(self, name: str, onnx_path: Path, precision: str, threads: int):
         self.name, self.path, self.precision = name, onnx_path, precision
         if name == "openvino":
-            import openvino as ov
+            import openvino as ov  # optional package, imported only for this runtime
 
             core = ov.Core()
             # bf16 only where the CPU computes it natively: elsewhere OpenVINO emulates it (measured 20x slower
@@ -105,7 +105,7 @@ class CompiledEncoder:
             self._run = core.compile_model(core.read_model(str(onnx_path)), "CPU", cfg)
             self._request = self._run.create_infer_request()
         else:
-            import onnxruntime as ort
+            import onnxruntime as ort  # optional package, imported only for this runtime
 
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = int(threads)

@@ -362,16 +362,13 @@ def _config_hash(cfg: TrainConfig) -> str:
 
 def build_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]) -> Adapter:
     decoder = None
-    if cfg.decoder.get("tune") and any(s.kind == "segmentation" for s in specs.values()):
-        from ..adapters.adapter import DEFAULT_DECODER_TRAIN
-
-        decoder = {"lora": cfg.decoder.get("lora"), "train": list(cfg.decoder.get("train") or DEFAULT_DECODER_TRAIN),
-                   "box_prompts": cfg.decoder.get("box_prompts", "base")}
+    if cfg.decoder.tune and any(s.kind == "segmentation" for s in specs.values()):
+        decoder = cfg.decoder.to_adapter()
     config = AdapterConfig(
         name=cfg.name, backbone=model.backbone.name, backbone_checksum=model.backbone.checksum, tasks=specs,
-        lora=LoraSettings.from_dict(cfg.lora) if cfg.mode == "lora" else None, decoder=decoder,
+        lora=cfg.lora.settings() if cfg.mode == "lora" else None, decoder=decoder,
         input_size=model.backbone.input_size,
-        training={"mode": cfg.mode, "data_root": str(cfg.data_root), "train": cfg.train, "config": cfg.source,
+        training={"mode": cfg.mode, "data_root": str(cfg.data_root), "train": dict(cfg.train), "config": cfg.source,
                   **({"init": str(cfg.init)} if cfg.init else {})},
     )
     return Adapter(config, model.backbone)
@@ -558,7 +555,7 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
 def check_output(cfg: TrainConfig) -> None:
     """Refuse, before any work, an output that is not a new or empty folder or an adapter usam wrote
     (:func:`usam.adapters.adapter.output_problem`); the adapter it replaces is kept until the new one is complete."""
-    from ..adapters.adapter import output_problem
+    from ..adapters.layout import output_problem
 
     problem = output_problem(cfg.output)
     if problem:
@@ -572,9 +569,11 @@ def _init_from(adapter: Adapter, directory: Path, backbone) -> None:
     rebuilt, its LoRA merged into the weights, and the merged weights copied (continue training a LoRA-tuned
     decoder as a fully tuned one).
     """
-    from ..adapters.adapter import HEADS_NAME, read_adapter_dir
+    from ..adapters.layout import HEADS_NAME
+    from ..adapters.validate import validate_adapter_dir
 
-    config, heads, _ = read_adapter_dir(Path(directory))
+    check = validate_adapter_dir(Path(directory))
+    config, heads = check.config, check.heads
     if set(config.tasks) != set(adapter.tasks):
         raise ConfigError(f"init adapter {str(directory)!r} has tasks {sorted(config.tasks)}, this config {sorted(adapter.tasks)}")
     new_dec, old_dec = adapter.config.decoder or {}, config.decoder or {}

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
+from ...export import export_onnx
 from .common import log
 
 
 def cmd_export_onnx(args) -> int:
-    from ...export import export_onnx
-
     meta = export_onnx(args.out_dir, adapter=args.adapter, backbone=args.backbone, checkpoint=args.checkpoint,
                        opset=args.opset, verify=not args.no_verify, log=log)
     v = meta.get("verification") or {}

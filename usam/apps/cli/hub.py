@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ...errors import DataError
+from ...hub import pull_adapter, push_adapter
 from .common import log
 
 
 def _read_evaluation(path: str | None) -> dict | None:
-    from ...errors import DataError
-
     if path is None:
         return None
     try:
@@ -23,8 +23,6 @@ def _read_evaluation(path: str | None) -> dict | None:
 
 
 def cmd_push(args) -> int:
-    from ...hub import push_adapter
-
     result = push_adapter(
         args.adapter_dir, args.repo_id, private=args.private, revision=args.revision, commit_message=args.message,
         regenerate_card=args.regenerate_card, evaluation=_read_evaluation(args.metrics), base_model=args.base_model,
@@ -42,8 +40,6 @@ def cmd_push(args) -> int:
 
 
 def cmd_pull(args) -> int:
-    from ...hub import pull_adapter
-
     print(pull_adapter(args.repo_id, revision=args.revision, local_dir=args.local_dir, log=log))
     return 0
 

@@ -36,11 +36,10 @@ def cmd_backbones(args) -> int:
 def check_adapters(refs) -> None:
     """Read every adapter directory's files (config, weights) before the backbone is built: a damaged
     adapter fails at once, naming its directory (:class:`~usam.errors.AdapterError`)."""
-    from ...adapters.adapter import read_adapter_dir
-    from ...adapters.resolve import resolve_adapter
+    from ...adapters import resolve_adapter, validate_adapter_dir
 
     for ref in refs or []:
-        read_adapter_dir(resolve_adapter(ref))
+        validate_adapter_dir(resolve_adapter(ref))
 
 
 def cmd_segment(args) -> int:

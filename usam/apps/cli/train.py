@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
+
+from ...errors import ConfigError
+from ...train.trainer import train
 
 
 def cmd_train(args) -> int:
-    import json
-
-    from ...errors import ConfigError
-    from ...train.trainer import train
-
     # every override, flags included, goes through the config's own validation (``--epochs 0`` is refused like
     # ``train: {epochs: 0}``); ``is not None``: an empty or zero value is an override too, never silently dropped
     overrides = list(args.set or [])

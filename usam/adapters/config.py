@@ -1,0 +1,186 @@
+"""What an adapter is: :class:`AdapterConfig` (its ``config.json``) and :class:`DecoderSettings`.
+
+``config.json``::
+
+    library_name, usam_version, name
+    backbone        {name, checksum, input_size}: the exact weights the adapter was trained on
+    tasks           {task_id: {kind, num_classes, class_names}}
+    lora            encoder LoRA settings (LoraSettings) or null
+    decoder         tuned prompt decoder {lora, train, box_prompts} or null
+    preprocessing   {input_size, resize, pad}: checked on load against what usam does for the backbone
+    training        how it was trained (free-form record)
+    head_options    per-task inference options (usam.heads.refine)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..errors import AdapterError, ConfigError, short_repr
+from ..heads.refine import check_head_options
+from ..tasks.registry import KINDS
+from ..tasks.spec import TaskSpec
+from ..version import __version__
+from .lora import DECODER_TARGETS, LoraSettings
+from .settings import Invalid, boolean, build_section, check, one_of, optional
+
+#: Decoder parameters trained in full when a decoder is tuned (small: about 0.7M of the decoder's 4M).
+DEFAULT_DECODER_TRAIN = (
+    "prompt_encoder.point_embeddings",
+    "prompt_encoder.not_a_point_embed",
+    "mask_decoder.iou_token",
+    "mask_decoder.mask_tokens",
+    "mask_decoder.output_hypernetworks_mlps",
+    "mask_decoder.iou_prediction_head",
+)
+#: An adapter's name: it names LoRA modules, Hub commits and folders, so a plain identifier (no '.', no '/').
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$")
+#: Most classes (or points) a task may declare: the heads grow with it (the automatic head runs once per class).
+MAX_CLASSES = 256
+
+
+def preprocessing(input_size: int) -> dict:
+    """The ``preprocessing`` block of ``config.json``: what every usam backbone does to an image."""
+    return {"input_size": int(input_size), "resize": "longest side", "pad": "bottom/right zeros"}
+
+
+def check_adapter_name(name, what: str = "name") -> str:
+    """Raise :class:`ConfigError` unless ``name`` is a plain adapter name (letters, digits, '_' and '-')."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{what} {short_repr(name)} must be a plain adapter name: 1-100 letters, digits, '_' or '-' "
+                          "(no '.', '/' or spaces)")
+    return name
+
+
+# --------------------------------------------------------------------------------------------- decoder
+def _decoder_lora(v):
+    if v is not None and not isinstance(v, dict):
+        raise Invalid("must be a mapping or null")
+    return None if v is None else LoraSettings.from_dict(v, DECODER_TARGETS, "decoder.lora")
+
+
+def _prefixes(v):
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        raise Invalid("must be a list of parameter-name prefixes")
+    return tuple(v)
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    """The tuned prompt decoder: ``tune`` it at all (training only), its transformer's ``lora`` (``None``: none),
+    the parameter-name prefixes it ``train``s in full, and which decoder answers a box alone (``box_prompts``)."""
+
+    tune: bool = field(default=True, metadata=check(boolean))
+    lora: LoraSettings | None = field(default_factory=lambda: LoraSettings(16, 16.0, 0.0, DECODER_TARGETS),
+                                      metadata=check(_decoder_lora))
+    train: tuple[str, ...] = field(default=DEFAULT_DECODER_TRAIN, metadata=check(optional(_prefixes)))
+    box_prompts: str = field(default="base", metadata=check(one_of("base", "tuned")))
+
+    @classmethod
+    def from_adapter(cls, block: dict) -> "DecoderSettings":
+        """The ``decoder`` block of a saved adapter's ``config.json`` (no ``lora`` key there means no LoRA)."""
+        return build_section(cls, {"lora": None, **block}, "decoder")
+
+    def to_adapter(self) -> dict:
+        """The ``decoder`` block written to ``config.json``."""
+        return {"lora": self.lora.to_dict() if self.lora else None, "train": list(self.train or DEFAULT_DECODER_TRAIN),
+                "box_prompts": self.box_prompts}
+
+
+# --------------------------------------------------------------------------------------------- config
+@dataclass
+class AdapterConfig:
+    """What an adapter is: enough to rebuild it on a compatible backbone.
+
+    ``decoder`` is the ``config.json`` block (a dict, read through :meth:`DecoderSettings.from_adapter`)."""
+
+    name: str
+    backbone: str
+    backbone_checksum: str
+    tasks: dict[str, TaskSpec]
+    lora: LoraSettings | None = None
+    decoder: dict | None = None
+    input_size: int = 256
+    training: dict = field(default_factory=dict)
+    #: per-task head options, e.g. ``{"breast_lesion_det": {"refine_with_decoder": true}}``
+    head_options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "library_name": "usam",
+            "usam_version": __version__,
+            "name": self.name,
+            "backbone": {"name": self.backbone, "checksum": self.backbone_checksum, "input_size": self.input_size},
+            "tasks": {tid: {"kind": t.kind, "num_classes": t.num_classes, "class_names": t.class_names}
+                      for tid, t in self.tasks.items()},
+            "lora": self.lora.to_dict() if self.lora else None,
+            "decoder": self.decoder,
+            "preprocessing": preprocessing(self.input_size),
+            "training": self.training,
+            "head_options": self.head_options,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config.json") -> "AdapterConfig":
+        """Check ``config.json``'s content (:func:`check_config_dict`) and build the config; :class:`AdapterError`."""
+        try:
+            check_config_dict(d)
+            tasks = {tid: TaskSpec(task_id=tid, kind=t["kind"], num_classes=int(t["num_classes"]),
+                                   class_names=t.get("class_names")) for tid, t in d["tasks"].items()}
+            return cls(
+                name=d["name"], backbone=d["backbone"]["name"], backbone_checksum=d["backbone"]["checksum"],
+                tasks=tasks, lora=LoraSettings.from_dict(d["lora"]) if d.get("lora") else None,
+                decoder=d.get("decoder"), input_size=int(d["backbone"].get("input_size", 256)),
+                training=d.get("training") or {}, head_options=d.get("head_options") or {},
+            )
+        except ConfigError as exc:
+            raise AdapterError(f"{where} is not a usam adapter config ({exc})") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise AdapterError(f"{where} is not a usam adapter config ({type(exc).__name__}: {exc})") from exc
+
+
+def check_config_dict(d) -> None:
+    """Types and ranges of an adapter's ``config.json`` (raises :class:`ConfigError`; a missing key: KeyError)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"it must be a JSON object, got {type(d).__name__}")
+    check_adapter_name(d["name"])
+    bb = d["backbone"]
+    if not isinstance(bb, dict) or not isinstance(bb.get("name"), str) or not isinstance(bb.get("checksum"), str):
+        raise ConfigError("backbone must be an object with a name and a checksum (strings)")
+    size = bb.get("input_size", 256)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 4096:
+        raise ConfigError(f"backbone.input_size must be a positive integer, got {short_repr(size)}")
+    if "preprocessing" in d and d["preprocessing"] != preprocessing(size):
+        raise ConfigError(f"preprocessing {short_repr(d['preprocessing'])} is not what usam does for this backbone "
+                          f"({preprocessing(size)}): the adapter was made for another input pipeline")
+    _check_tasks(d["tasks"])
+    for key in ("lora", "decoder", "training", "head_options"):
+        if d.get(key) is not None and not isinstance(d[key], dict):
+            raise ConfigError(f"{key} must be an object or null, got {type(d[key]).__name__}")
+    if d.get("lora"):
+        LoraSettings.from_dict(d["lora"])
+    if d.get("decoder"):
+        DecoderSettings.from_adapter({k: v for k, v in d["decoder"].items() if k != "tune"})
+    check_head_options(d.get("head_options") or {}, {tid: t["kind"] for tid, t in d["tasks"].items()})
+
+
+def _check_tasks(tasks) -> None:
+    if not isinstance(tasks, dict) or not tasks:
+        raise ConfigError(f"tasks must be a non-empty object task_id -> task, got {short_repr(tasks)}")
+    for tid, t in tasks.items():
+        if not tid or "." in tid or "/" in tid:
+            raise ConfigError(f"task id {tid!r} must be non-empty, without '.' or '/'")
+        if not isinstance(t, dict):
+            raise ConfigError(f"task {tid!r} must be an object with kind and num_classes, got {short_repr(t)}")
+        kind, n = t.get("kind"), t.get("num_classes")
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise ConfigError(f"task {tid!r} has unknown kind {short_repr(kind)} (known: {', '.join(KINDS)})")
+        lo = KINDS[kind].min_classes
+        if isinstance(n, bool) or not isinstance(n, int) or not lo <= n <= MAX_CLASSES:
+            raise ConfigError(f"task {tid!r}: num_classes must be an integer in [{lo}, {MAX_CLASSES}] for a {kind} task, "
+                              f"got {short_repr(n)}")
+        names = t.get("class_names")
+        if names is not None and (not isinstance(names, list) or len(names) != n
+                                  or not all(isinstance(x, str) for x in names)):
+            raise ConfigError(f"task {tid!r}: class_names must be null or a list of {n} strings")
