@@ -355,9 +355,9 @@ def test_cli_predict_resumes_and_evaluate_prints_the_table(root, ref, adapter_di
 # ------------------------------------------------------------------------------------------------ measure
 def _fake_heads(monkeypatch, masks=None, keypoints=None):
     """Make the adapters' heads return known masks / points (random tiny heads find nothing measurable)."""
-    import usam.heads
+    import usam.model
 
-    real = usam.heads.run_heads
+    real = usam.model.run_heads
 
     def run_heads(model, embedded):
         pred = real(model, embedded)
@@ -371,7 +371,7 @@ def _fake_heads(monkeypatch, masks=None, keypoints=None):
                 pred.keypoints[tid] = np.asarray(pts, dtype=np.float64)
         return pred
 
-    monkeypatch.setattr(usam.heads, "run_heads", run_heads)
+    monkeypatch.setattr(usam.model, "run_heads", run_heads)
 
 
 def test_cli_measure_fetal_head(adapter_dirs, tmp_path, monkeypatch, capsys):
