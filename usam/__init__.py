@@ -11,6 +11,7 @@ from .errors import UsamError
 from .io import read_frames, read_image
 from .model import UsamModel
 from .predictor import Predictor
+from .tracker import Tracker
 from .version import __version__
 
 
@@ -19,4 +20,4 @@ def load(backbone: str = DEFAULT_BACKBONE, adapters=(), **kwargs) -> UsamModel:
     return UsamModel.from_pretrained(backbone=backbone, adapters=list(adapters), **kwargs)
 
 
-__all__ = ["__version__", "BACKBONES", "DEFAULT_BACKBONE", "Predictor", "UsamError", "UsamModel", "build_backbone", "load", "read_frames", "read_image"]
+__all__ = ["__version__", "BACKBONES", "DEFAULT_BACKBONE", "Predictor", "Tracker", "UsamError", "UsamModel", "build_backbone", "load", "read_frames", "read_image"]
