@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import cv2
@@ -102,7 +103,27 @@ def sam_decode(prompt_encoder, mask_decoder, embeddings, points=None, boxes=None
         sparse = torch.cat([sparse, sparse_extra.to(sparse.dtype)], dim=1)
         if dense.shape[0] != sparse.shape[0]:
             dense = dense.expand(sparse.shape[0], -1, -1, -1)
-    return run_mask_decoder(mask_decoder, embeddings, prompt_encoder.get_dense_pe(), sparse, dense, multimask_output)
+    return run_mask_decoder(mask_decoder, embeddings, dense_pe(prompt_encoder), sparse, dense, multimask_output)
+
+
+_DENSE_PE: weakref.WeakKeyDictionary[PromptEncoder, tuple[tuple, torch.Tensor]] = weakref.WeakKeyDictionary()
+
+
+def dense_pe(prompt_encoder: PromptEncoder) -> torch.Tensor:
+    """``prompt_encoder.get_dense_pe()`` ``(1, C, h, w)``, computed once per positional-encoding matrix.
+
+    It depends only on that (frozen) buffer, yet costs a ``(h * w, 2) @ (2, C / 2)`` matmul + sin / cos per call
+    (8 ms on one busy core, a tenth of a click); recomputed when the buffer is replaced or written in place
+    (its version), or the grad / inference / autocast mode differs.
+    """
+    g = prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    key = (g.data_ptr(), g._version, g.device, torch.is_inference_mode_enabled(), torch.is_grad_enabled(),
+           torch.is_autocast_enabled(g.device.type))
+    hit = _DENSE_PE.get(prompt_encoder)
+    if hit is None or hit[0] != key:
+        hit = (key, prompt_encoder.get_dense_pe())
+        _DENSE_PE[prompt_encoder] = hit
+    return hit[1]
 
 
 def run_mask_decoder(decoder: MaskDecoder, image_embeddings, image_pe, sparse, dense, multimask_output: bool):

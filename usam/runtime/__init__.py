@@ -20,16 +20,15 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import threading
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..adapters.lora import merged_copy
 from ..errors import UsamError
 from ..version import __version__
 from .onnx import OPSET, export_onnx_file
+from .session import OnnxSession
 
 RUNTIMES = ("auto", "torch", "openvino", "onnx")
 #: pip package (and module name) that provides each compiled runtime.
@@ -71,7 +70,7 @@ def resolve_runtime(name: str | None, backbone) -> str:
     return name
 
 
-def _versions() -> str:
+def versions_tag() -> str:
     """What the exported ONNX file depends on (the runtimes read the same file)."""
     return f"usam {__version__} torch {torch.__version__}"
 
@@ -91,43 +90,19 @@ class CompiledEncoder:
     """One compiled encoder: ``__call__(x (1, 3, S, S) float32) -> (1, C, h, w) float32 tensor``."""
 
     def __init__(self, name: str, onnx_path: Path, precision: str, threads: int):
-        self.name, self.path, self.precision = name, onnx_path, precision
-        if name == "openvino":
-            import openvino as ov  # optional package, imported only for this runtime
-
-            core = ov.Core()
-            # bf16 only where the CPU computes it natively: elsewhere OpenVINO emulates it (measured 20x slower
-            # than fp32 on an AVX2-only EPYC), so fp32 is used and reported
-            native_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-            self.precision = "bf16" if precision == "bf16" and native_bf16 else "fp32"
-            cfg = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
-                   "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
-            self._run = core.compile_model(core.read_model(str(onnx_path)), "CPU", cfg)
-            self._request = self._run.create_infer_request()
-        else:
-            import onnxruntime as ort  # optional package, imported only for this runtime
-
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = int(threads)
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self._sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-            self._input = self._sess.get_inputs()[0].name
-        self._lock = threading.Lock()  # one infer request: serialise callers (the demo serves several threads)
+        self.name, self.path = name, onnx_path
+        self._session = OnnxSession(name, onnx_path, precision, threads)
+        self.precision = self._session.precision
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        arr = np.ascontiguousarray(x.detach().cpu().float().numpy())
-        with self._lock:
-            if self.name == "openvino":
-                out = self._request.infer({0: arr})[self._run.output(0)]
-            else:
-                out = self._sess.run(None, {self._input: arr})[0]
-        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+        out = self._session.run([x.detach().cpu().float().numpy()])[0]
+        return torch.from_numpy(out)
 
 
 def build_compiled_encoder(backbone, name: str, precision: str, log=None) -> CompiledEncoder:
     """Compile ``backbone``'s encoder (active LoRA merged) for runtime ``name``, reusing the on-disk ONNX file."""
     encoder = merged_copy(backbone.image_encoder).cpu().float().eval()
-    key = hashlib.sha256(f"{backbone.name}|{encoder_fingerprint(encoder)}|{_versions()}|opset{OPSET}".encode())
+    key = hashlib.sha256(f"{backbone.name}|{encoder_fingerprint(encoder)}|{versions_tag()}|opset{OPSET}".encode())
     folder = runtime_root() / key.hexdigest()[:24]
     onnx_path = folder / "encoder.onnx"
     if not onnx_path.is_file():
