@@ -543,3 +543,37 @@ def test_segment_api_with_a_named_adapter_answers_points(real_backend):
     assert mask[238, 360] == 255 and (mask > 0).sum() > 20_000  # the head (about 58,000 px), not a speck
     with pytest.raises(UsamError, match='"adapter": "fetal_head"'):  # the error names a loaded adapter
         real_backend.segment(str(HEAD), '{"points": [[360, 238]]}')
+
+
+# ---------------------------------------------------------------------------------------------- cine / DICOM mode
+def test_cine_prompts_without_propagating(model, tmp_path):
+    """The cine mode's bookkeeping (no encoder run): open a loop, scrub, points and a box on one frame, clear it,
+    refusals. Propagation itself runs in tests/test_demo_browser.py on a real DICOM."""
+    from usam.apps.demo import CineBackend, CineSession
+    from usam.io import write_video
+
+    frames = [np.full((64, 80, 3), 40 * k, np.uint8) for k in range(3)]
+    loop = write_video(tmp_path / "loop.mp4", frames, fps=5)
+    cine = CineBackend(model, workdir=tmp_path)
+    assert cine.propagate(CineSession()).error  # nothing open
+    view = cine.open(str(loop))
+    assert not view.error and view.frames == 3 and view.image.shape == (64, 80, 3), view.status
+    assert "3 frame(s) of 80x64, 5 fps" in view.status and "no pixel spacing" in view.status
+    session = view.session
+    assert cine.propagate(session).error  # no prompt yet
+    view = cine.show(session, 2)
+    assert session.frame == 2 and "frame 2 (of 0-2)" in view.status
+    cine.click(session, 40, 30, POS)
+    view = cine.click(session, 10, 50, NEG)
+    assert session.prompts[2].points == [[40.0, 30.0], [10.0, 50.0]] and session.prompts[2].labels == [1, 0]
+    assert "2 point(s)" in view.status and session.changed == {2}
+    assert "opposite corner" in cine.click(session, 5, 5, BOX).status
+    view = cine.click(session, 60, 40, BOX)
+    assert session.prompts[2].box == [5.0, 5.0, 61.0, 41.0] and "box" in view.status
+    assert (view.image[30, 40] != frames[2][30, 40]).any()  # the click is drawn
+    assert "removed" in cine.clear_frame(session).status and 2 not in session.prompts
+    assert cine.set_adapter(session, "nope").error
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    view = cine.open(str(bad), session)
+    assert view.error and "notes.mp4" in view.status

@@ -98,15 +98,15 @@ def wait_status(page, text: str) -> str:
     return page.locator("#usam-status").inner_text()
 
 
-def click_pixel(page, x: float, y: float) -> None:
+def click_pixel(page, x: float, y: float, image: str = "#usam-overlay img") -> None:
     """Click original-image pixel (x, y) on the overlay, whatever its displayed size (object-fit contain / scale-down)."""
     # the overlay is replaced after every prompt: read its sizes once the current one has loaded (one JS call)
     nw, nh, w, h, fit = page.wait_for_function(
-        "() => { const e = document.querySelector('#usam-overlay img');"
+        "s => { const e = document.querySelector(s);"
         " return (e && e.complete && e.naturalWidth > 0 && e.clientWidth > 0)"
         " ? [e.naturalWidth, e.naturalHeight, e.clientWidth, e.clientHeight, getComputedStyle(e).objectFit] : null; }",
-        timeout=TIMEOUT_MS).json_value()
-    img = page.locator("#usam-overlay img")
+        arg=image, timeout=TIMEOUT_MS).json_value()
+    img = page.locator(image)
     scale = min(w / nw, h / nh)
     if fit == "scale-down":
         scale = min(scale, 1.0)
@@ -504,3 +504,88 @@ def test_five_corrective_clicks_each_raise_dice(page, data_root):
     assert (steps >= 0).all(), dices
     assert (steps > 0).sum() >= 4, dices
     assert dices[-1] - dices[1] > 0.15, dices
+
+
+# ---------------------------------------------------------------------------------------------- issue #17: cine / DICOM
+CINE_SEQUENCE = ROOT.parent / "shared" / "data" / "cine_carotid" / "202201121819140033VAS"
+CINE_FRAMES = 5
+CINE_SPACING_MM = 0.1  # written in the DICOM's ultrasound region: the CSV must come out in mm
+
+
+def cine_dicom(path: Path) -> tuple[Path, np.ndarray]:
+    """The first real carotid frames as a multi-frame ultrasound DICOM (0.1 mm region spacing, 10 fps); returns it
+    and frame 0's expert lumen mask."""
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    names = sorted(p.name for p in (CINE_SEQUENCE / "frames").glob("*.png"))[:CINE_FRAMES]
+    grey = np.stack([np.asarray(Image.open(CINE_SEQUENCE / "frames" / n).convert("L")) for n in names])
+    region = Dataset()
+    region.RegionSpatialFormat, region.RegionDataType, region.RegionFlags = 1, 1, 0
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = grey.shape[2] - 1, grey.shape[1] - 1
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
+    region.PhysicalDeltaX = region.PhysicalDeltaY = CINE_SPACING_MM / 10
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = UltrasoundMultiFrameImageStorage, generate_uid(), "US"
+    ds.set_pixel_data(grey, photometric_interpretation="MONOCHROME2", bits_stored=8)
+    ds.SequenceOfUltrasoundRegions, ds.FrameTime = [region], 100.0
+    ds.save_as(path, enforce_file_format=True)
+    return path, np.asarray(Image.open(CINE_SEQUENCE / "masks" / names[0])) > 0
+
+
+def download(page, selector: str) -> bytes:
+    """The bytes of the file a ``gr.File`` offers."""
+    href = page.locator(f"{selector} a[href]").first.get_attribute("href")
+    return page.request.get(href).body()
+
+
+@pytest.mark.skipif(not (CINE_SEQUENCE / "frames" / "0000.png").is_file(),
+                    reason=f"real cine data not found at {CINE_SEQUENCE}")
+def test_cine_dicom_one_click_propagates_to_every_frame(page, tmp_path):
+    """Issue #17: open a 5-frame real carotid DICOM in the Cine tab, click once on frame 0 (the lumen's innermost
+    point), propagate; every frame gets a non-empty mask, the masks and the per-frame CSV (in mm: the spacing comes
+    from the DICOM's tags) download, the overlay video is offered, and the slider shows any frame with its mask."""
+    import csv
+    import zipfile
+
+    from PIL import Image
+
+    from usam.ops.clicks import innermost_point
+
+    dicom, truth = cine_dicom(tmp_path / "carotid.dcm")
+    page.get_by_role("tab", name="Cine / DICOM").click()
+    page.locator("#usam-cine-upload input[type=file]").set_input_files(str(dicom))
+    status = page.wait_for_function(
+        "() => { const t = (document.querySelector('#usam-cine-status') || {}).innerText || '';"
+        " return t.includes('Opened') ? t : null; }", timeout=TIMEOUT_MS).json_value()
+    assert f"{CINE_FRAMES} frame(s) of 709x749" in status and f"pixel size {CINE_SPACING_MM:g} mm" in status, status
+    x, y = innermost_point(truth)
+    click_pixel(page, x, y, image="#usam-cine-frame img")
+    page.wait_for_function("() => document.querySelector('#usam-cine-status').innerText.includes('Added positive point')",
+                           timeout=TIMEOUT_MS)
+    page.locator("#usam-cine-propagate").click()
+    page.wait_for_function("() => document.querySelector('#usam-cine-status').innerText.includes('Propagated')",
+                           timeout=3 * TIMEOUT_MS)
+    status = page.locator("#usam-cine-status").inner_text()
+    assert f"{CINE_FRAMES}/{CINE_FRAMES} frames tracked" in status, status
+    with zipfile.ZipFile(io.BytesIO(download(page, "#usam-cine-masks"))) as zf:
+        names = sorted(zf.namelist())
+        masks = [np.asarray(Image.open(io.BytesIO(zf.read(n)))) > 127 for n in names]
+    assert names == [f"masks/{t:04d}.png" for t in range(CINE_FRAMES)]
+    assert all(m.shape == truth.shape and m.sum() > 500 for m in masks), [int(m.sum()) for m in masks]
+    assert 2 * (masks[0] & truth).sum() / (masks[0].sum() + truth.sum()) > 0.7  # the clicked lumen, not a speck
+    rows = list(csv.DictReader(io.StringIO(download(page, "#usam-cine-csv").decode())))
+    assert [int(r["frame"]) for r in rows] == list(range(CINE_FRAMES))
+    for r, m in zip(rows, masks):
+        assert int(r["area_px"]) == int(m.sum()) and float(r["area_mm2"]) == pytest.approx(m.sum() * CINE_SPACING_MM ** 2)
+        assert float(r["circumference_mm"]) > 0 and 0 <= float(r["confidence"]) <= 1
+    assert page.locator("#usam-cine-video video").count() == 1  # the overlay video, to play
+    page.locator("#usam-cine-slider input[type=range]").fill(str(CINE_FRAMES - 1))  # scrub to the last frame
+    page.wait_for_function(f"() => document.querySelector('#usam-cine-status').innerText.includes('frame {CINE_FRAMES - 1} ')",
+                           timeout=TIMEOUT_MS)
+    assert "tracked from frame 0" in page.locator("#usam-cine-status").inner_text()
+

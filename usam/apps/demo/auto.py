@@ -83,7 +83,7 @@ def _probabilities(pred, tasks: dict, lines: list) -> dict | None:
         p = np.asarray(p, dtype=float).reshape(-1)
         names = _class_names(pred, tid) or [f"class {k}" for k in range(len(p))]
         kind = getattr(tasks.get(tid), "kind", None)
-        if kind not in (None, "classification", "classify") and tid in (getattr(pred, "masks", None) or {}):
+        if kind not in (None, "classification") and tid in (getattr(pred, "masks", None) or {}):
             continue
         d = {str(names[k]) if k < len(names) else f"class {k}": float(p[k]) for k in range(len(p))}
         if probs is None:

@@ -122,7 +122,7 @@ class DemoBackend:
         tasks = getattr(self.model.adapters[adapter], "tasks", None)
         names = []
         for tid, spec in (tasks if isinstance(tasks, dict) else {}).items():
-            if getattr(spec, "kind", None) in ("segmentation", "segment"):
+            if getattr(spec, "kind", None) == "segmentation":
                 names += [str(tid).lower()] + [str(c).lower() for c in (getattr(spec, "class_names", None) or [])]
         return names
 

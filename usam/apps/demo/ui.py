@@ -1,7 +1,8 @@
-"""The Gradio page of the demo: one function per panel and per group of events, and :func:`launch`.
+"""The image mode of the Gradio page: one function per panel and per group of events (:func:`image_tab`), and
+what every tab shares (the theme, warnings).
 
 Every handler calls :class:`~usam.apps.demo.backend.DemoBackend` and shows its :class:`View`; nothing here
-touches the model. Everything runs offline: no share links, analytics off, no web fonts.
+touches the model.
 """
 
 from __future__ import annotations
@@ -11,24 +12,21 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported
 
 from types import SimpleNamespace
-from typing import Sequence
 
 import gradio as gr
 
-from ...backbones import DEFAULT_BACKBONE
 from ...errors import UsamError
-from ...model import UsamModel
 from .backend import DemoBackend, log, readable
-from .page import A11Y_JS, CLICKS_JS, CSS
+from .page import CLICKS_JS
 from .session import MEASURE_KINDS, MODES, NONE_CHOICE, Session, View
-from .upload import DEMO_MAX_BYTES, EXAMPLE_INFO, EXAMPLES_CREDIT
+from .upload import EXAMPLE_INFO, EXAMPLES_CREDIT
 
-TITLE = "usam — ultrasound Segment Anything"
 #: Options of the events that only redraw (a small progress mark, not in the API).
 QUIET = {"api_visibility": "private", "show_progress": "minimal"}
 
 
 def theme():
+    """The page's theme: system fonts only."""
     sans = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Helvetica", "Arial", "sans-serif"]
     mono = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
     return gr.themes.Default(font=sans, font_mono=mono)  # no Google fonts: the demo runs offline
@@ -39,7 +37,7 @@ def pixel_size_text(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
-def _warn(text: str) -> None:
+def warn(text: str) -> None:
     try:
         gr.Warning(text)
     except Exception:  # outside an event (no request to warn): the status says it anyway
@@ -49,7 +47,7 @@ def _warn(text: str) -> None:
 def outputs_of(view: View, *extra) -> tuple:
     """The values of the page's outputs (:func:`_outputs` order) for ``view``, then ``extra``."""
     if view.error and view.status:
-        _warn(view.status.split("\n\n")[0].replace("**", ""))
+        warn(view.status.split("\n\n")[0].replace("**", ""))
     cands = view.candidates
     captions = [c for _, c in cands]
     return (
@@ -65,26 +63,11 @@ def recorded(result) -> tuple:
     """Outputs of a recorded click ``(overlay, status, error)``: the overlay with it drawn and the "working" status."""
     overlay_value, text, error = result
     if error:
-        _warn(text.replace("**", ""))
+        warn(text.replace("**", ""))
     return overlay_value, text
 
 
 # ---------------------------------------------------------------------------------------------- panels
-def _header(backend: DemoBackend, title: str) -> None:
-    bare_hint = (
-        "Without an adapter (\"none (bare backbone)\") draw a **box**: the bare LiteMedSAM backbone was trained on "
-        "boxes only, so a lone point is refused; points added after a box refine it."
-        if backend.bare_needs_box else ""
-    )
-    gr.Markdown(
-        f"## {title}\n"
-        "Upload an ultrasound image or pick an example, choose a click mode and click the image: "
-        "**positive** / **negative** points, or a **box** (two opposite corners); keyboard: type X / Y below "
-        "the image and press a button. Point clicks need an **organ adapter** (default: the first one "
-        f"loaded). {bare_hint}"
-    )
-
-
 def _image_panel(ui: SimpleNamespace, first: Session) -> None:
     """The upload, the clickable image, click mode, undo / clear and the keyboard path."""
     # first in the page's order: on a narrow screen the columns stack and the upload stays on top
@@ -155,6 +138,7 @@ def _adapter_panel(ui: SimpleNamespace, backend: DemoBackend, first: Session) ->
 
 
 def _api_panel(ui: SimpleNamespace) -> None:
+    """The ``/segment`` API's own small form."""
     with gr.Accordion("API: segment(image, prompts_json) -> mask", open=False):
         gr.Markdown(
             "Call it with `gradio_client`: `Client(url).predict(handle_file('scan.png'), "
@@ -268,72 +252,20 @@ def _wire_api(ui: SimpleNamespace, backend: DemoBackend) -> None:
                      api_description="Segment an image from point / box prompts; returns the best mask (PNG, 0 / 255).")
 
 
-def build_app(model, examples=None, title: str = TITLE, workdir=None) -> gr.Blocks:
-    """The Gradio Blocks of the demo (not launched). ``examples``: paths, a folder, ``[]`` or ``None`` (bundled).
-
-    The backend is ``app.usam_backend`` (for tests and embedding).
-    """
-    backend = DemoBackend(model, examples=examples, workdir=workdir)
+def image_tab(backend: DemoBackend, app: gr.Blocks) -> None:
+    """The image mode: upload or example, clicks / box, candidates, adapter heads, measurements; and the API form."""
     ui = SimpleNamespace()
-    with gr.Blocks(title=title, analytics_enabled=False) as app:
-        app.usam_backend = backend
-        _header(backend, title)
-        first = backend.new_session()
-        ui.state = gr.State(first)
-        with gr.Row():
-            with gr.Column(scale=3):
-                _image_panel(ui, first)
-                _result_panel(ui)
-            with gr.Column(scale=2):
-                _examples_panel(ui, backend)
-                _adapter_panel(ui, backend, first)
-        _api_panel(ui)
-        _wire_prompts(ui, backend)
-        _wire_clicks(ui, backend, app)
-        _wire_settings(ui, backend)
-        _wire_api(ui, backend)
-    return app
-
-
-def launch(
-    model=None,
-    *,
-    adapters: Sequence[str] = (),
-    backbone: str | None = None,
-    checkpoint: str | None = None,
-    device: str | None = None,
-    precision: str = "auto",
-    host: str = "127.0.0.1",
-    port: int | None = 7860,
-    examples=None,
-    prevent_thread_lock: bool = False,
-    quiet: bool = False,
-    **launch_kwargs,
-) -> gr.Blocks:
-    """Build (if ``model`` is None) the model, then serve the demo offline; returns the launched ``gr.Blocks``.
-
-    Args:
-      model: a :class:`~usam.model.UsamModel`, or ``None`` to build one from ``backbone`` / ``checkpoint`` /
-        ``adapters`` / ``device`` / ``precision`` (defaults: bundled LiteMedSAM, no adapter).
-      host, port: where to listen (``port=None``: the first free port from 7860).
-      examples: image paths or a folder (default: the bundled ``demo/examples``).
-      prevent_thread_lock: return at once (server in a background thread; ``app.local_url``, ``app.close()``).
-      launch_kwargs: passed to ``gr.Blocks.launch`` (``share`` is always off).
-    """
-    if model is None:
-        model = UsamModel.from_pretrained(backbone=backbone or DEFAULT_BACKBONE, checkpoint=checkpoint,
-                                          adapters=list(adapters), device=device, precision=precision)
-    else:
-        for ref in adapters:
-            model.load_adapter(ref)
-    app = build_app(model, examples=examples)
-    app.queue(default_concurrency_limit=4)
-    launch_kwargs.pop("share", None)
-    ex_dirs = sorted({str(p.parent.resolve()) for p in app.usam_backend.examples})
-    allowed = list(launch_kwargs.pop("allowed_paths", None) or []) + ex_dirs + [str(app.usam_backend.workdir)]
-    for key, value in (("max_file_size", DEMO_MAX_BYTES), ("ssr_mode", False), ("mcp_server", False),
-                       ("theme", theme()), ("css", CSS), ("js", A11Y_JS)):
-        launch_kwargs.setdefault(key, value)
-    app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=prevent_thread_lock,
-               quiet=quiet, allowed_paths=allowed, **launch_kwargs)
-    return app
+    first = backend.new_session()
+    ui.state = gr.State(first)
+    with gr.Row():
+        with gr.Column(scale=3):
+            _image_panel(ui, first)
+            _result_panel(ui)
+        with gr.Column(scale=2):
+            _examples_panel(ui, backend)
+            _adapter_panel(ui, backend, first)
+    _api_panel(ui)
+    _wire_prompts(ui, backend)
+    _wire_clicks(ui, backend, app)
+    _wire_settings(ui, backend)
+    _wire_api(ui, backend)

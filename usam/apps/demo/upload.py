@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,16 @@ def upload_path(file) -> tuple[Path, str]:
     return path, Path(getattr(file, "orig_name", None) or path.name).name
 
 
+@contextmanager
+def named_for_user(path: Path, name: str):
+    """Re-raise a :class:`~usam.errors.UsamError` raised inside with ``name`` (what the user uploaded) in place of
+    ``path`` (the server's temporary copy)."""
+    try:
+        yield
+    except UsamError as exc:
+        raise type(exc)(str(exc).replace(repr(str(path)), f"'{name}'").replace(str(path), name)) from exc
+
+
 def _header_notes(path: Path) -> list[str]:
     """Refuse a huge image from its header, before decoding it; notes on its bit depth / alpha channel."""
     notes: list[str] = []
@@ -105,10 +116,8 @@ def read_upload(path: Path, name: str) -> tuple[np.ndarray, list[str]]:
     if size > DEMO_MAX_BYTES:
         raise UsamError(f"the file is {size / 2**20:.0f} MB, over the demo's {DEMO_MAX_BYTES / 2**20:.0f} MB limit: downscale or crop it first")
     notes = _header_notes(path)
-    try:
+    with named_for_user(path, name):
         image = read_image(path)
-    except UsamError as exc:
-        raise type(exc)(str(exc).replace(repr(str(path)), f"'{name}'").replace(str(path), name)) from exc
     if image.shape[0] * image.shape[1] > DEMO_MAX_PIXELS:
         raise UsamError(f"the image is {image.shape[1]}x{image.shape[0]} pixels, over the demo's {DEMO_MAX_PIXELS / 1e6:.0f} MP limit")
     return image, notes
