@@ -12,15 +12,20 @@ prompt decoder only). Each prompted frame gets its mask from its prompt. Every o
 its neighbour's mask*: the box of the previous mask is first moved by the image motion around it (normalised
 cross-correlation of the previous frame's patch in the new frame, :func:`estimate_shift`; a few ms), grown by
 :attr:`TrackSettings.margin` of its size on each side, decoded, and the result re-prompted once with its own tight
-box (:attr:`TrackSettings.refine`). Optional: the previous mask's innermost point as a click, the previous low-res
-logits as ``mask_input``, three candidates.
+box (:attr:`TrackSettings.refine`). Optional (:attr:`TrackSettings.retry`, off by default): when that result's
+confidence is below a threshold, also try the moved box with no margin and with 2.5 x the margin and keep the most
+confident of the three. Optional too: the previous mask's innermost point as a click, the previous low-res logits as ``mask_input``, three
+candidates.
 
-What was chosen on what (bare LiteMedSAM, one click on frame 0, first 14 frames of ``202201121748100022VAS`` only;
-mean Dice): previous box +10 % alone 0.26 over all 90 frames (lost at frame 4, where the vessel jumps ~50 px);
-+30 % / +50 % 0.46 / 0.36; with motion compensation +0 % 0.47, **+10 % with one tight-box refinement 0.76**
-(the default), +10 % with two 0.72, +20 % with two 0.73. Points and ``mask_input`` were not measured on the bare
-backbone (it was trained on boxes only) and are off. The other two sequences were not used for any choice;
-``scripts/evaluate_cine.py`` reports all three.
+What was chosen on what (bare LiteMedSAM, one click on frame 0, on the first 14 / 30 frames of
+``202201121748100022VAS`` only; mean Dice): previous box +10 % alone 0.26 over all 90 frames (lost at frame 4, where
+the vessel jumps ~50 px); +30 % / +50 % 0.46 / 0.36 (14 frames); with motion compensation +0 % 0.47, +10 % with one
+tight-box refinement 0.76, with two 0.72, +20 % with two 0.73 (14 frames); that +10 % / one refinement over all 90
+frames **0.38** (first below 0.7 at frame 8; the default). ``retry=0.8`` gave 0.906 on the first 30 frames but
+0.35 over all 90 (it drifts later, first below 0.7 at frame 35, and never flags a frame lost: a blank frame is then
+not detected either), so it is off. Points and
+``mask_input`` were not measured on the bare backbone (it was trained on boxes only) and are off. The other two
+sequences (``...0033VAS``, ``...0038VAS``) were not used for any choice; ``scripts/evaluate_cine.py`` reports all three.
 
 A click without a box on a model whose prompt decoder was never trained on clicks (the bare LiteMedSAM backbone:
 one click gives Dice ~0.03) is turned into a box first: boxes of several sizes centred on the click are decoded,
@@ -124,6 +129,8 @@ class TrackSettings:
       mask_input: feed the previous low-res logits back as ``mask_input``.
       multimask: ask for three candidates and keep the best (by predicted IoU x IoU with the previous mask).
       refine: re-prompt the result this many more times with its own tight box (0: none).
+      retry: below this confidence, also try the moved box with no margin and with 2.5 x the margin, and keep the
+        most confident result (0: never).
       lost_threshold: confidence below which a frame is flagged ``lost``.
       stop_when_lost: leave the rest of a direction empty after a lost frame instead of searching on.
     """
@@ -134,6 +141,7 @@ class TrackSettings:
     mask_input: bool = False
     multimask: bool = False
     refine: int = 1
+    retry: float = 0.0
     lost_threshold: float = 0.5
     stop_when_lost: bool = False
 
@@ -546,6 +554,13 @@ class Tracker:
             state = refine_with_box(predictor, _State(m[b], low[b], float(s[b])), settings.refine)
             consistency = area_ratio(state.mask, ref.mask)
             conf = float(np.clip(state.score, 0, 1)) * consistency if state.mask.any() else 0.0
+            if settings.retry and conf < settings.retry:  # doubtful: try other box sizes, keep the most confident
+                for mg in (0.0, 2.5 * settings.margin):
+                    m, s, low = predictor.predict(box=expand_box(box, mg, hw), multimask_output=False)
+                    alt = refine_with_box(predictor, _State(m[0], low[0], float(s[0])), settings.refine)
+                    c = float(np.clip(alt.score, 0, 1)) * area_ratio(alt.mask, ref.mask) if alt.mask.any() else 0.0
+                    if c > conf:
+                        state, conf = alt, c
             lost = self._store(res, t, k, state, conf, settings)
             timing["propagate_s"] += time.perf_counter() - t0
             timing["frames"] += 1
