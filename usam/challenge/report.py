@@ -204,6 +204,81 @@ def _worst_gallery(task_id: str, task: dict, path: Path, data_root, pred_dir, k:
     return path, notes
 
 
+def _figures(tasks: dict, clicks: dict, out: Path, data_root, pred_dir, worst_k: int) -> tuple[list[Path], list[str]]:
+    """The report's PNGs (metrics bars, Dice vs clicks, per-task Dice histograms and worst cases) and gallery notes."""
+    figures: list[Path] = []
+    notes: list[str] = []
+    if tasks:
+        figures.append(_metrics_figure(tasks, out / "metrics.png"))
+    if clicks:
+        figures.append(_clicks_figure(clicks, out / "dice_vs_clicks.png"))
+    for tid, t in tasks.items():
+        if t["kind"] != "segmentation" or not t["cases"]:
+            continue
+        figures.append(_dice_histogram(tid, t, out / f"dice_hist_{_safe(tid)}.png"))
+        g, n = _worst_gallery(tid, t, out / f"worst_{_safe(tid)}.png", data_root, pred_dir, worst_k)
+        notes += n
+        figures.append(g)
+    return [f for f in figures if f], notes
+
+
+def _summary_lines(results: dict, tasks: dict) -> list[str]:
+    """Header, the per-task table of main metrics and the segmentation per-class table."""
+    lines = ["# Evaluation report", ""]
+    if results.get("data_root"):
+        lines.append(f"- ground truth: `{results['data_root']}`")
+    if results.get("pred_dir"):
+        lines.append(f"- predictions: `{results['pred_dir']}`")
+    lines.append(f"- missing predictions (scored as worst case): {results.get('missing_total', 0)}")
+    lines += ["", "| task | kind | n | missing | main metrics |", "|---|---|---|---|---|"]
+    for tid, t in tasks.items():
+        shown = [f"{m} {_fmt(t['metrics'].get(m))}" for m in MAIN_METRICS.get(t["kind"], ()) if m in t["metrics"]]
+        lines.append(f"| {tid} | {t['kind']} | {t['n']} | {t['missing']} | {', '.join(shown)} |")
+    seg = {tid: t for tid, t in tasks.items() if t["kind"] == "segmentation"}
+    if seg:
+        lines += ["", "## Segmentation per class", "", "| task | class | Dice | HD (px) |", "|---|---|---|---|"]
+        for tid, t in seg.items():
+            for name, d in t["metrics"].get("dice_per_class", {}).items():
+                lines.append(f"| {tid} | {name} | {_fmt(d)} | {_fmt(t['metrics'].get('hd_per_class', {}).get(name))} |")
+    return lines
+
+
+def _click_lines(bench: dict, clicks: dict) -> list[str]:
+    """The interactive (click protocol) section: protocol, Dice@k / NoC table, tasks no adapter serves."""
+    if not (clicks or bench):
+        return []
+    n = bench.get("n_clicks") or max(c["n_clicks"] for c in clicks.values())
+    limit = f"; the first {bench['limit']} images of each task" if bench.get("limit") else ""
+    lines = ["", "## Interactive segmentation (click protocol)", "",
+             f"Standard click protocol, {n}-click budget{limit}: first click at the innermost point of the object, "
+             "each next click at the innermost point of the larger error region, the previous logits fed back; "
+             "every foreground class present is one object. Dice@k = mean Dice after k clicks; NoC@85 / NoC@90 = "
+             f"mean clicks to reach IoU 0.85 / 0.90 (unreached counted as {n}); IoU error = mean |predicted - "
+             "measured| IoU of the first-click mask, Spearman = their rank correlation.", ""]
+    if clicks:
+        lines += _clicks_table(clicks)
+    unserved = bench.get("unserved_tasks") or []
+    if unserved:
+        lines += ["", "No adapter serves these segmentation tasks (not in the click benchmark): "
+                  + ", ".join(f"{u['task_id']} ({u['rows']} rows)" for u in unserved) + "."]
+    return lines
+
+
+def _notes(results: dict, tasks: dict) -> list[str]:
+    """Caveats a reader needs: AUC classes skipped, predictions without probabilities, unmatched entries."""
+    notes = []
+    for tid, t in tasks.items():
+        skipped = t["metrics"].get("auc_skipped_classes")
+        if skipped:
+            notes.append(f"{tid}: classes {skipped} have no positives (or no negatives) in the truth; AUC averages the others")
+        if t.get("missing_probs"):
+            notes.append(f"{tid}: {t['missing_probs']} predictions without predicted_probs (scored with uniform probabilities)")
+    for name, count in (results.get("unmatched_predictions") or {}).items():
+        if count:
+            notes.append(f"{name}: {count} entries match no ground-truth row (ignored)")
+    return notes
+
+
 def write_report(
     results: dict,
     report_dir: str | os.PathLike,
@@ -231,70 +306,11 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     results = json_safe(results)
     tasks = results.get("tasks", {})
-    figures: list[Path] = []
-    notes: list[str] = []
-
     (out / "report.json").write_text(dumps_json(results, indent=1), encoding="utf-8")
-
-    if tasks:
-        f = _metrics_figure(tasks, out / "metrics.png")
-        if f:
-            figures.append(f)
     clicks = {tid: t["clicks"] for tid, t in tasks.items() if t.get("clicks")}
-    if clicks:
-        f = _clicks_figure(clicks, out / "dice_vs_clicks.png")
-        if f:
-            figures.append(f)
-    for tid, t in tasks.items():
-        if t["kind"] != "segmentation" or not t["cases"]:
-            continue
-        figures.append(_dice_histogram(tid, t, out / f"dice_hist_{_safe(tid)}.png"))
-        g, n = _worst_gallery(tid, t, out / f"worst_{_safe(tid)}.png", data_root, pred_dir, worst_k)
-        notes += n
-        if g:
-            figures.append(g)
-
-    lines = ["# Evaluation report", ""]
-    if results.get("data_root"):
-        lines.append(f"- ground truth: `{results['data_root']}`")
-    if results.get("pred_dir"):
-        lines.append(f"- predictions: `{results['pred_dir']}`")
-    lines.append(f"- missing predictions (scored as worst case): {results.get('missing_total', 0)}")
-    lines += ["", "| task | kind | n | missing | main metrics |", "|---|---|---|---|---|"]
-    for tid, t in tasks.items():
-        shown = [f"{m} {_fmt(t['metrics'].get(m))}" for m in MAIN_METRICS.get(t["kind"], ()) if m in t["metrics"]]
-        lines.append(f"| {tid} | {t['kind']} | {t['n']} | {t['missing']} | {', '.join(shown)} |")
-    seg = {tid: t for tid, t in tasks.items() if t["kind"] == "segmentation"}
-    if seg:
-        lines += ["", "## Segmentation per class", "", "| task | class | Dice | HD (px) |", "|---|---|---|---|"]
-        for tid, t in seg.items():
-            for name, d in t["metrics"].get("dice_per_class", {}).items():
-                lines.append(f"| {tid} | {name} | {_fmt(d)} | {_fmt(t['metrics'].get('hd_per_class', {}).get(name))} |")
-    bench = results.get("clicks") or {}
-    if clicks or bench:
-        n = bench.get("n_clicks") or max(c["n_clicks"] for c in clicks.values())
-        limit = f"; the first {bench['limit']} images of each task" if bench.get("limit") else ""
-        lines += ["", "## Interactive segmentation (click protocol)", "",
-                  f"Standard click protocol, {n}-click budget{limit}: first click at the innermost point of the object, "
-                  "each next click at the innermost point of the larger error region, the previous logits fed back; "
-                  "every foreground class present is one object. Dice@k = mean Dice after k clicks; NoC@85 / NoC@90 = "
-                  f"mean clicks to reach IoU 0.85 / 0.90 (unreached counted as {n}); IoU error = mean |predicted - "
-                  "measured| IoU of the first-click mask, Spearman = their rank correlation.", ""]
-        if clicks:
-            lines += _clicks_table(clicks)
-        unserved = bench.get("unserved_tasks") or []
-        if unserved:
-            lines += ["", "No adapter serves these segmentation tasks (not in the click benchmark): "
-                      + ", ".join(f"{u['task_id']} ({u['rows']} rows)" for u in unserved) + "."]
-    for tid, t in tasks.items():
-        skipped = t["metrics"].get("auc_skipped_classes")
-        if skipped:
-            notes.append(f"{tid}: classes {skipped} have no positives (or no negatives) in the truth; AUC averages the others")
-        if t.get("missing_probs"):
-            notes.append(f"{tid}: {t['missing_probs']} predictions without predicted_probs (scored with uniform probabilities)")
-    for name, count in (results.get("unmatched_predictions") or {}).items():
-        if count:
-            notes.append(f"{name}: {count} entries match no ground-truth row (ignored)")
+    figures, notes = _figures(tasks, clicks, out, data_root, pred_dir, worst_k)
+    lines = _summary_lines(results, tasks) + _click_lines(results.get("clicks") or {}, clicks)
+    notes += _notes(results, tasks)
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     if figures:
