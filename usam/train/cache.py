@@ -1,8 +1,14 @@
-"""On-disk cache of image embeddings for training on the CPU.
+"""On-disk caches for training on the CPU: image embeddings (``mode: cache``) and encoder-stage inputs (``mode: tail``).
 
-Embeddings are computed once (progress bar), stored as fp16 safetensors under
-``$USAM_CACHE`` (default ``~/.cache/usam``) / ``embeddings/<encoder key hash>/<image hash>.safetensors``,
-outside the repository, and reused by every later run that uses the same frozen encoder.
+Entries are computed once (progress bar), stored as fp16 safetensors under ``$USAM_CACHE`` (default
+``~/.cache/usam``), outside the repository, and reused by every later run with the same frozen encoder:
+
+- :class:`EmbeddingStore`: ``embeddings/<encoder key hash>/<image hash>.safetensors``, the bare encoder's
+  embedding ``(256, 64, 64)`` (2 MB in fp16);
+- :class:`ActivationStore`: ``activations/<encoder key + stage hash>/<image hash + view hash>.safetensors``, what
+  enters encoder stage ``start`` for one augmented view of an image, e.g. LiteMedSAM's stage 3 input
+  ``(4096, 320)`` (2.6 MB in fp16, 5.2 MB in fp32; fp16 changes the embedding by at most ~1e-4).
+
 Writes are atomic (temp file + rename): an interrupted run leaves no broken entry.
 """
 
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..data.augment import AugmentParams, apply_augment
 from ..embedding import Embedded, image_digest
 from ..geometry import Geometry
 from ..io import read_image
@@ -71,15 +79,7 @@ class EmbeddingStore:
             if adapter is not None and self.model.active_adapter != adapter:
                 self.model.set_adapter(adapter)
         geo = emb.geometry
-        tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
-        save_file(
-            {
-                "embedding": emb.embedding[0].to(torch.float16).contiguous().cpu(),
-                "geometry": torch.tensor([*geo.original_hw, *geo.resized_hw, geo.input_size], dtype=torch.int64),
-            },
-            str(tmp),
-        )
-        os.replace(tmp, f)
+        _save_atomic({"embedding": emb.embedding[0].to(torch.float16).contiguous().cpu(), "geometry": _geometry_tensor(geo)}, f)
         return Embedded(emb.embedding[0].to(torch.float16).float()[None].cpu(), geo, digest)
 
     def build(self, paths, desc: str = "embedding cache") -> None:
@@ -88,3 +88,67 @@ class EmbeddingStore:
         missing = [p for p in unique if not self.path_for(self._digest(p)[0]).exists()]
         for p in tqdm(missing, desc=desc, unit="img", disable=not missing):
             self.get(p)
+
+
+def _geometry_tensor(geo: Geometry) -> torch.Tensor:
+    return torch.tensor([*geo.original_hw, *geo.resized_hw, geo.input_size], dtype=torch.int64)
+
+
+def _geometry(t: torch.Tensor) -> Geometry:
+    g = t.tolist()
+    return Geometry((g[0], g[1]), (g[2], g[3]), g[4])
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], f: Path) -> None:
+    tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, f)
+
+
+def geometric_part(params: AugmentParams) -> AugmentParams:
+    """``params`` without its intensity transforms (labels only move with the geometry)."""
+    return replace(params, brightness=0.0, contrast=1.0, gamma=1.0, speckle=0.0, blur_sigma=0.0, noise_seed=0)
+
+
+def augment_labels(params: AugmentParams, hw: tuple[int, int], mask=None, box=None, points=None):
+    """Labels of an ``(H, W)`` image moved as :func:`~usam.data.augment.apply_augment` moves them; ``(mask, box, points)``."""
+    blank = np.zeros(hw, dtype=np.uint8)
+    _, mask, box, points = apply_augment(blank, mask, box, points, geometric_part(params))
+    return mask, box, points
+
+
+class ActivationStore:
+    """What enters encoder stage ``start`` of ``model``'s bare backbone, per image and augmented view.
+
+    The backbone must run in stages (``stage_input(x, start)`` / ``encode_from(h, start)``, e.g. LiteMedSAM). An entry
+    is keyed by the image content, the view's :class:`~usam.data.augment.AugmentParams` and (in the folder name)
+    the backbone name + checksum and ``start``; it holds ``activation`` ``(N, C)`` fp16 and the geometry.
+    """
+
+    def __init__(self, model, start: int, root: str | os.PathLike | None = None):
+        self.model, self.start = model, int(start)
+        key = f"{model.backbone.name}|{model.backbone.checksum}|stage{self.start}|fp32"
+        self.dir = Path(root or cache_root()) / "activations" / hashlib.sha1(key.encode()).hexdigest()[:16]
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, digest: str, params: AugmentParams) -> Path:
+        view = hashlib.sha1(f"{digest}|{params!r}".encode()).hexdigest()
+        return self.dir / f"{view}.safetensors"
+
+    def get(self, path: str | os.PathLike, digest: str, params: AugmentParams) -> tuple[torch.Tensor, Geometry]:
+        """``(N, C)`` float32 stage input of the image at ``path`` (content hash ``digest``) augmented by ``params``,
+        and its geometry: from disk, or computed now (fp32, stored fp16)."""
+        f = self.path_for(digest, params)
+        if f.exists():
+            t = load_file(str(f))
+            return t["activation"].float(), _geometry(t["geometry"])
+        view = apply_augment(read_image(path), params=params)[0]
+        x, geo = self.model.backbone.preprocess(view)
+        with torch.no_grad():
+            h = self.model.backbone.stage_input(x.to(self.model.device), self.start)[0]
+        h16 = h.to(torch.float16).contiguous().cpu()
+        _save_atomic({"activation": h16, "geometry": _geometry_tensor(geo)}, f)
+        return h16.float(), geo
+
+    def has(self, digest: str, params: AugmentParams) -> bool:
+        return self.path_for(digest, params).exists()

@@ -1,0 +1,130 @@
+"""Training examples: dataset rows turned into (target, encoder input) pairs for the three training modes.
+
+- ``cache``: the bare encoder's embedding of each image, from :class:`~usam.train.cache.EmbeddingStore`, memoised;
+  no encoder input (the embedding is on the example).
+- ``lora``: the image, read (and augmented in training) every time; input ``(B, 3, S, S)``.
+- ``tail``: what enters encoder stage ``start`` for one of ``views`` views of the image (view 0 as read, the
+  others augmented once, deterministically), from :class:`~usam.train.cache.ActivationStore`; input ``(B, N, C)``.
+  Training draws a view per row; validation and the probe use view 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.augment import Augment, AugmentParams
+from ..data.fmc import Sample
+from ..embedding import image_digest
+from ..geometry import Geometry
+from ..io import read_image, read_mask
+from ..tasks import KINDS, Target
+from .cache import ActivationStore, EmbeddingStore, augment_labels
+
+
+@dataclass
+class Example:
+    sample: Sample
+    target: Target
+    embedding: torch.Tensor | None  # (C, h, w) fp16, cache mode
+    geometry: Geometry
+
+
+def _labels(sample: Sample) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The row's ``(mask (H, W), box (4,), points (N, 2))``, ``None`` where its kind has none."""
+    mask = read_mask(sample.mask_path) if sample.kind == "segmentation" else None
+    box = np.asarray(sample.box, dtype=np.float64) if sample.box is not None else None
+    return mask, box, sample.points
+
+
+class ExampleSource:
+    """Rows -> examples and encoder inputs (see the module docstring).
+
+    Args:
+      model: the :class:`~usam.model.UsamModel` being trained (its backbone preprocesses and encodes).
+      mode: ``cache``, ``lora`` or ``tail``.
+      store: an :class:`EmbeddingStore` (cache) or :class:`ActivationStore` (tail); ``None`` for lora.
+      augment: augment images (lora) / views after the first (tail).
+      seed: seed of the augmentation and view draws.
+      views: tail mode: views per training image (view 0 un-augmented).
+      no_flip: tail mode: image paths whose views must not be mirrored (an ordered-keypoint row uses them).
+    """
+
+    def __init__(self, model, mode: str, store: EmbeddingStore | ActivationStore | None, augment: bool, seed: int,
+                 views: int = 1, no_flip: set[str] | frozenset = frozenset()):
+        self.model, self.mode, self.store = model, mode, store
+        self.augment, self.seed = augment, int(seed)
+        self.views = int(views) if augment else 1
+        self.no_flip = set(no_flip)
+        self.rng = np.random.default_rng(seed)
+        self._memo: dict[tuple[int, int], Example] = {}
+        self._meta_memo: dict[str, tuple[str, tuple[int, int]]] = {}
+
+    # ------------------------------------------------------------------ batches
+    def batch(self, rows: list[Sample], train: bool) -> tuple[list[Example], torch.Tensor | None]:
+        """Examples of ``rows`` and their stacked encoder input (``None`` in cache mode); ``train``: augmented /
+        random views, else the images as read."""
+        if self.mode == "cache":
+            return [self.cached(r) for r in rows], None
+        if self.mode == "tail":
+            pairs = [self.view(r, int(self.rng.integers(self.views)) if train else 0) for r in rows]
+        else:
+            pairs = [self.fresh(r, augment=train and self.augment) for r in rows]
+        inputs = torch.cat([p[0] for p in pairs]).to(self.model.device)
+        return [p[1] for p in pairs], inputs
+
+    def cached(self, sample: Sample) -> Example:
+        key = (id(sample), 0)
+        if key not in self._memo:
+            emb = self.store.get(sample.image_path)
+            self._memo[key] = Example(sample, KINDS[sample.kind].target(sample, emb.geometry), emb.embedding[0].to(torch.float16), emb.geometry)
+        return self._memo[key]
+
+    def fresh(self, sample: Sample, augment: bool) -> tuple[torch.Tensor, Example]:
+        """Read (and augment) the image; returns the model input ``(1, 3, S, S)`` and the example."""
+        image = read_image(sample.image_path)
+        mask, box, points = _labels(sample)
+        if augment:
+            flip = sample.kind not in ("regression", "detection")
+            image, mask, box, points = Augment(p=0.5, flip=flip, rng=self.rng)(image, mask=mask, box=box, points=points)
+        x, geo = self.model.backbone.preprocess(image)
+        return x, Example(sample, KINDS[sample.kind].target(sample, geo, mask=mask, box=box, points=points), None, geo)
+
+    # ------------------------------------------------------------------ tail mode
+    def view(self, sample: Sample, k: int) -> tuple[torch.Tensor, Example]:
+        """Stage input ``(1, N, C)`` of view ``k`` of the row's image and the example with its labels moved alike."""
+        digest, hw = self._meta(sample.image_path)
+        params = self.view_params(sample.image_path, digest, hw, k)
+        h, geo = self.store.get(sample.image_path, digest, params)
+        key = (id(sample), k)
+        if key not in self._memo:
+            mask, box, points = augment_labels(params, hw, *_labels(sample))
+            self._memo[key] = Example(sample, KINDS[sample.kind].target(sample, geo, mask=mask, box=box, points=points), None, geo)
+        return h[None], self._memo[key]
+
+    def view_params(self, path, digest: str, hw: tuple[int, int], k: int) -> AugmentParams:
+        """View ``k`` of an image: identity for ``k = 0``, else one draw seeded by (seed, k, image content)."""
+        if k == 0:
+            return AugmentParams.identity()
+        rng = np.random.default_rng([self.seed, k, int(digest[:15], 16)])
+        return Augment(p=0.5, flip=str(path) not in self.no_flip, rng=rng).sample(*hw)
+
+    def _meta(self, path) -> tuple[str, tuple[int, int]]:
+        """Content hash and ``(H, W)`` of an image file (read once)."""
+        p = str(path)
+        if p not in self._meta_memo:
+            image = read_image(p)
+            self._meta_memo[p] = (image_digest(image), tuple(image.shape[:2]))
+        return self._meta_memo[p]
+
+    def build_views(self, items: list[tuple[str, int]], desc: str) -> None:
+        """Compute every missing stage input of views ``0..n-1`` of each ``(path, n)`` (progress bar)."""
+        for p, views in tqdm(items, desc=desc, unit="img", disable=not items):
+            digest, hw = self._meta(p)
+            for k in range(views):
+                params = self.view_params(p, digest, hw, k)
+                if not self.store.has(digest, params):
+                    self.store.get(p, digest, params)
