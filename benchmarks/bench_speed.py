@@ -12,8 +12,10 @@ Rows:
   kernels on CPUs without bf16) -- each with the mean Dice of ground-truth-box masks on the same images and its
   change against eager fp32 (the accuracy guard of ``tests/test_runtime.py``); SAM ViT-B (random weights,
   1024 px) in fp32 and bf16;
-- click-to-mask latency p50 / p95: ``Predictor.predict`` with one click on a cached embedding, end to end
-  (prompt encoder, mask decoder, upsampling to the original size);
+- click-to-mask latency p50 / p95 (``bench_click.py``): the prompt path as it was (``before``), ``Predictor`` on
+  eager PyTorch and on the compiled prompt decoder, timed round-robin in one process on a cached embedding, end to
+  end (prompt encoder, mask decoder, upsampling to the original size, threshold), with the ``before`` path split by
+  stage; the tuned decoder of ``adapters/breast`` by default (``--click-adapter none``: the bare backbone);
 - ``usam predict`` images/s (``predict_split`` on a split of the same images: read, encode, automatic
   segmentation head + prompt decoder, PNG + journal writes) vs the FMC_UIA baseline architecture
   (EfficientNet-B4 + FPN from segmentation_models_pytorch, random weights, ``encoder_weights=None``; the
@@ -177,21 +179,25 @@ def row_runtime(args, runtime: str, precision: str) -> dict:
 
 
 def row_click(args) -> dict:
+    """Click -> mask at original resolution, every prompt-path variant side by side (``bench_click.py``)."""
+    import bench_click
+
+    if args.device.startswith("cuda"):
+        return row_click_gpu(args)
+    adapter = None if args.click_adapter == "none" else str(args.click_adapter)
+    return bench_click.run(args.data, min(args.images, 4), args.clicks // 2, adapter, precision=args.precision)
+
+
+def row_click_gpu(args) -> dict:
+    """On a GPU: ``Predictor.predict`` (eager PyTorch, one click, multimask) on a cached embedding."""
     import numpy as np
 
     from usam import Predictor, UsamModel, build_backbone
-    from usam.io import read_mask
 
-    csv_dir = args.data / "test" / "csv_files"
-    row = rows_of(args.data, 1)[0]
-    image = load_images(args.data, 1)[0]
-    gt = read_mask(csv_dir / row["mask_path"]) > 0
-    ys, xs = np.nonzero(gt)
-    click = np.array([[xs.mean(), ys.mean()]])
-    model = UsamModel(build_backbone("litemedsam").to(args.device), precision=args.precision)
-    predictor = Predictor(model)
+    image, first, _ = __import__("bench_click").click_sets(args.data, 1)[0]
+    predictor = Predictor(UsamModel(build_backbone("litemedsam").to(args.device), precision=args.precision))
     predictor.set_image(image)
-    times = timed(lambda _: predictor.predict(point_coords=click, point_labels=np.array([1]), multimask_output=True),
+    times = timed(lambda _: predictor.predict(point_coords=first, point_labels=np.array([1]), multimask_output=True),
                   range(args.clicks + 1), args.device)
     return {"times": times, "unit": "click", "note": f"{image.shape[1]}x{image.shape[0]} image, multimask, cached embedding"}
 
@@ -329,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=8, help="timed images per LiteMedSAM / predict row (default 8; +1 warm-up)")
     ap.add_argument("--vit-images", type=int, default=2, help="timed images for sam_vit_b (default 2; +1 warm-up)")
-    ap.add_argument("--clicks", type=int, default=50, help="timed clicks (default 50; +1 warm-up)")
+    ap.add_argument("--clicks", type=int, default=50, help="timed clicks per variant (default 50; +1 round warm-up)")
+    ap.add_argument("--click-adapter", default=str(ROOT / "adapters" / "breast"),
+                    help="adapter whose decoder answers the click rows (default adapters/breast; 'none': the bare backbone)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
     ap.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"], help="encoder precision of the click row")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
@@ -366,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
           f"sam_vit_b {args.vit_images} (+1); {args.clicks} clicks (+1)")
     results = {}
     passthrough = ["--images", str(args.images), "--vit-images", str(args.vit_images), "--clicks", str(args.clicks),
-                   "--device", args.device, "--precision", args.precision, "--data", str(args.data)]
+                   "--device", args.device, "--precision", args.precision, "--data", str(args.data),
+                   "--click-adapter", str(args.click_adapter)]
     if args.threads:
         passthrough += ["--threads", str(args.threads)]
     for row in args.rows:
@@ -388,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {'':<30} | {'images/s':>9} | {'ms/image':>10} | {'vs fp32 / base':>16} | {'peak RSS MB':>9} | notes")
     print(f"|{'-' * 32}|{'-' * 11}|{'-' * 12}|{'-' * 18}|{'-' * 11}|{'-' * 30}")
     last_group = None
+    clicks: list[dict] = []
     for row in args.rows:
         group = ROWS[row][0]
         if last_group is not None and group != last_group:
@@ -400,11 +410,18 @@ def main(argv: list[str] | None = None) -> int:
             rr["encoder"] = enc_vitb
         elif row == "enc_vitb_fp32":
             rr["encoder"] = None
+        if row == "click" and "variants" in r:
+            clicks.append(r)
+            print(f"| {ROWS[row][1]:<30} | {'':>9} | {'':>10} | {'see below':>16} | {r['peak_rss_mb']:>9.0f} |")
+            continue
         if row == "click":
             print(f"| {'':<30} | {'clicks/s':>9} | {'':>10} | {'latency ms':>16} | {'':>9} |")
         print(_fmt_row(row, r, rr))
     print("\nvs fp32 / base: encoder rows vs litemedsam fp32 (sam_vit_b bf16 vs sam_vit_b fp32); "
           "predict rows vs the FMC_UIA baseline fp32 (speed-up, >1 = faster)")
+    for r in clicks:
+        print()
+        print(__import__("bench_click").report(r))
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))
     return 0

@@ -1,0 +1,177 @@
+"""Click -> mask at original resolution on a cached LiteMedSAM embedding: the prompt path's variants side by side.
+
+Used by ``bench_speed.py`` (row ``click``); runs alone too::
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_click.py --threads 2 --clicks 40 --adapter adapters/breast
+
+Variants, timed round-robin in one process (a busy machine slows them alike, so their ratios hold):
+
+- ``before``: the prompt path as it was (``no_grad``, dense positional encoding recomputed per call, eager decoder,
+  ``Geometry.masks_to_original``, threshold), re-implemented here from the same library pieces;
+- ``torch``: ``Predictor(runtime="torch")`` (inference mode, cached dense PE);
+- ``openvino`` / ``onnx``: ``Predictor(runtime=...)``, the compiled prompt decoder (:mod:`usam.runtime.decoder`);
+  by default only the first installed of the two (see :func:`default_variants`).
+
+Each click set: one positive click at the lesion's centroid (multimask, as the first click in the demo), then a
+corrective click pair with the previous best low-res logits as ``mask_input`` (single mask); each timed click
+follows a short idle pause (:data:`PAUSE_S`), as clicks do. Reported per variant:
+p50 / p95 ms, and against ``before`` the smallest mask IoU and the largest score difference. ``stages`` splits the
+``before`` path: prompt encoder, dense PE, mask decoder, upsampling to the original size, threshold + copy out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from usam import Predictor, UsamModel, build_backbone  # noqa: E402
+from usam.backbones.sam_style import run_mask_decoder  # noqa: E402
+from usam.io import read_image, read_mask  # noqa: E402
+from usam.predictor import check_points  # noqa: E402
+from usam.runtime import installed  # noqa: E402
+
+VARIANTS = ("before", "torch", "onnx", "openvino")
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fmc_uia_dev"
+#: Idle time before each timed click, as between a user's clicks: the previous variant's worker threads (OpenMP,
+#: TBB) stop spinning, otherwise on 2 busy cores they steal the next variant's time (measured: OpenVINO 415 ms
+#: alone, 2870 ms right after an eager PyTorch call).
+PAUSE_S = 0.1
+
+
+def click_sets(data: Path, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``n`` (image, first click (1, 2), corrective pair (2, 2)) from the first breast_lesion test rows."""
+    csv_dir = Path(data) / "test" / "csv_files"
+    out = []
+    with open(csv_dir / "breast_lesion.csv", newline="") as fh:
+        for row in list(csv.DictReader(fh))[:n]:
+            gt = read_mask(csv_dir / row["mask_path"]) > 0
+            ys, xs = np.nonzero(gt)
+            first = np.array([[xs.mean(), ys.mean()]])
+            far = np.array([[min(xs.max() + 10, gt.shape[1] - 1), ys.mean()]])  # a negative click beside the lesion
+            out.append((read_image(csv_dir / row["image_path"]), first, np.concatenate([first, far])))
+    return out
+
+
+def before(predictor: Predictor, coords, labels, mask_input, multimask: bool, stages: dict | None = None):
+    """The prompt path before issue #16's work (no_grad, dense PE per call, eager decoder): ``predict``'s outputs."""
+    emb, model = predictor._embedded, predictor.model
+    geo = emb.geometry
+    dec = model.prompt_decoder()
+    t = [time.perf_counter()]
+    with torch.no_grad():
+        c, lab = check_points(coords, labels, geo.original_hw)
+        pts = (torch.as_tensor(geo.points_to_input(c), dtype=torch.float32)[None], torch.as_tensor(lab)[None])
+        m = None if mask_input is None else torch.tensor(mask_input[None], dtype=torch.float32)
+        sparse, dense = dec.prompt_encoder(points=pts, boxes=None, masks=m)
+        t.append(time.perf_counter())
+        pe = dec.prompt_encoder.get_dense_pe()
+        t.append(time.perf_counter())
+        low, iou = run_mask_decoder(dec.mask_decoder, emb.embedding, pe, sparse, dense, multimask)
+        t.append(time.perf_counter())
+        masks = geo.masks_to_original(low.float())
+        t.append(time.perf_counter())
+        out = (masks > predictor.mask_threshold).cpu().numpy()[0], iou.float().cpu().numpy()[0], low.float().cpu().numpy()[0]
+        t.append(time.perf_counter())
+    if stages is not None:
+        for name, a, b in zip(("prompt encoder", "dense PE", "mask decoder", "upsample to original", "threshold + copy"),
+                              t, t[1:]):
+            stages.setdefault(name, []).append(b - a)
+    return out
+
+
+def _call(variant: str, predictors: dict, coords, labels, mask_input, multimask: bool, stages: dict):
+    if variant == "before":
+        return before(predictors["torch"], coords, labels, mask_input, multimask, stages)
+    return predictors[variant].predict(point_coords=coords, point_labels=labels, mask_input=mask_input,
+                                       multimask_output=multimask)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+def default_variants() -> list[str]:
+    """``before``, ``torch`` and one compiled runtime (OpenVINO, else ONNX Runtime): the two in one process contend
+    (their spinning thread pools on 2 cores: OpenVINO 165 -> 2080 ms); ask for ``onnx`` alone to time it."""
+    return ["before", "torch", "openvino" if installed("openvino") else "onnx"]
+
+
+def run(data: Path, images: int, clicks: int, adapter: str | None, precision: str = "fp32",
+        variants: list[str] | None = None) -> dict:
+    """Per variant: ``times`` (s per click), ``min_iou`` / ``max_score_diff`` vs ``before``; plus ``stages``."""
+    model = UsamModel(build_backbone("litemedsam"), precision=precision)
+    if adapter:
+        model.load_adapter(adapter)
+    variants = [v for v in variants or default_variants() if v in ("before", "torch") or installed(v)]
+    predictors = {v: Predictor(model, runtime=v) for v in variants if v != "before"}
+    sets = click_sets(data, images)
+    res = {v: {"times": [], "min_iou": 1.0, "max_score_diff": 0.0} for v in variants}
+    stages: dict[str, list[float]] = {}
+    for i in range(clicks + 1):  # the first round is a warm-up (compiles the decoders)
+        image, first, pair = sets[i % len(sets)]
+        for p in predictors.values():
+            p.set_image(image)  # cached after the first round
+        prev = _call("before", predictors, first, np.array([1]), None, True, {})
+        prompt = (pair, np.array([1, 0]), prev[2][int(np.argmax(prev[1]))][None])
+        for multimask, (coords, labels, mask_input) in ((True, (first, np.array([1]), None)), (False, prompt)):
+            ref = _call("before", predictors, coords, labels, mask_input, multimask, {})
+            for v in variants:
+                time.sleep(PAUSE_S)
+                t0 = time.perf_counter()
+                out = _call(v, predictors, coords, labels, mask_input, multimask, stages if i and v == "before" else {})
+                dt = time.perf_counter() - t0
+                r = res[v]
+                if i:
+                    r["times"].append(dt)
+                r["min_iou"] = min(r["min_iou"], min(_iou(a, b) for a, b in zip(out[0], ref[0])))
+                r["max_score_diff"] = max(r["max_score_diff"], float(np.abs(out[1] - ref[1]).max()))
+    return {"unit": "click", "variants": res, "stages": stages, "images": len(sets), "threads": torch.get_num_threads(),
+            "adapter": adapter or "none (bare backbone)"}
+
+
+def pct(times: list[float], q: float) -> float:
+    t = sorted(times)
+    return t[min(len(t) - 1, int(round(q * (len(t) - 1))))] * 1000
+
+
+def report(r: dict) -> str:
+    base = statistics.median(r["variants"]["before"]["times"])
+    lines = [f"click -> mask, {r['images']} images, adapter {r['adapter']}, threads {r['threads']} "
+             f"(n = {len(r['variants']['before']['times'])} clicks per variant, half multimask, half single + mask_input)",
+             f"| {'variant':<10} | {'p50 ms':>8} | {'p95 ms':>8} | {'vs before':>9} | {'min IoU':>8} | {'max |dscore|':>12} |"]
+    for v, x in r["variants"].items():
+        lines.append(f"| {v:<10} | {pct(x['times'], 0.5):8.1f} | {pct(x['times'], 0.95):8.1f} | "
+                     f"{base / statistics.median(x['times']):8.2f}x | {x['min_iou']:8.4f} | {x['max_score_diff']:12.2e} |")
+    lines.append("before, by stage: " + ", ".join(f"{k} {pct(v, 0.5):.1f}" for k, v in r["stages"].items()) + " (p50 ms)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--images", type=int, default=4, help="images the clicks cycle over (default 4)")
+    ap.add_argument("--clicks", type=int, default=20, help="timed rounds (2 clicks each) per variant (default 20; +1 warm-up)")
+    ap.add_argument("--adapter", default=None, help="adapter dir (default: the bare backbone)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
+                    help="default: before torch + openvino (else onnx); see default_variants")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(report(run(args.data, args.images, args.clicks, args.adapter, variants=args.variants)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
