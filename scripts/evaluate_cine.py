@@ -33,6 +33,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from usam.ops.masks import dice  # noqa: E402  (the repo on sys.path first)
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cine_carotid"
 TRAIN_SEQUENCE = "202201121748100022VAS"
 DROP = 0.7
@@ -51,11 +53,6 @@ def read_sequence(seq: Path, limit: int | None = None) -> tuple[list[np.ndarray]
 
     names = sorted(p.name for p in (seq / "frames").glob("*.png"))[: limit or None]
     return [read_image(seq / "frames" / n) for n in names], [read_mask(seq / "masks" / n) > 0 for n in names]
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else float(2 * int((a & b).sum()) / s)
 
 
 def spearman(a, b) -> float:

@@ -13,6 +13,7 @@ import usam.apps.cli.track
 from usam.apps.cli import main
 from usam.io import read_frames, read_image, read_mask
 from usam.ops.clicks import innermost_point
+from usam.ops.masks import dice
 
 pydicom = pytest.importorskip("pydicom")
 
@@ -54,10 +55,6 @@ def _ultrasound_dicom(frames: np.ndarray, path: Path, delta_cm: float) -> Path:
     return path
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
-
-
 def _click(truth: np.ndarray) -> list[str]:
     x, y = innermost_point(truth.astype(np.uint8))
     return ["--point", f"{x:.1f}", f"{y:.1f}"]
@@ -72,8 +69,8 @@ def test_track_a_dicom_loop_writes_masks_video_and_csv_in_mm(loop, tmp_path, mon
     assert "measurements in mm (pixel size 0.1 mm from tags)" in capsys.readouterr().err
     masks = sorted((out / "masks").glob("*.png"))
     assert [m.name for m in masks] == [f"{t:04d}.png" for t in range(N)]
-    dice = [_dice(read_mask(m) > 0, truth[t]) for t, m in enumerate(masks)]
-    assert min(dice) > 0.6, dice  # bare backbone, one click on frame 0 (measured 0.8-0.9)
+    scores = [dice(read_mask(m) > 0, truth[t]) for t, m in enumerate(masks)]
+    assert min(scores) > 0.6, scores  # bare backbone, one click on frame 0 (measured 0.8-0.9)
     video = read_frames(out / "overlay.mp4")
     assert len(video) == N and video.fps == pytest.approx(20.0)
     rows = (out / "measurements.csv").read_text().splitlines()
@@ -107,8 +104,8 @@ def test_track_a_folder_backwards_from_the_last_frame(loop, tmp_path, monkeypatc
     out = tmp_path / "out"
     args = ["track", str(folder), "--frame", str(N - 1), *_click(truth[N - 1]), "--direction", "backward"]
     assert main([*args, "--out", str(out), "--quiet", "--no-video"]) == 0
-    dice = [_dice(read_mask(out / "masks" / f"{t:04d}.png") > 0, truth[t]) for t in range(N)]
-    assert min(dice) > 0.6, dice
+    scores = [dice(read_mask(out / "masks" / f"{t:04d}.png") > 0, truth[t]) for t in range(N)]
+    assert min(scores) > 0.6, scores
     import json
 
     assert json.loads((out / "track.json").read_text())["pixel_size_from"] == "none"

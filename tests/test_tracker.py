@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from usam.errors import AdapterError, InputImageError, PromptError
+from usam.ops.masks import dice
 
 CINE_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "cine_carotid"
 SEQUENCE = "202201121819140033VAS"
@@ -20,11 +21,6 @@ N_FRAMES = 6
 #: mean Dice of one click on frame 0 tracked through frames 0..5 (bare LiteMedSAM, measured 0.934): floor with margin
 DICE_FLOOR = 0.80
 
-
-def dice(a, b) -> float:
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
 
 
 @pytest.fixture(scope="module")
