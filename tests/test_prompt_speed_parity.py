@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import breast_lesion_rows
 
 import usam.runtime as rt
@@ -39,9 +38,9 @@ def _prompts(mask: np.ndarray):
     beside = np.array([[min(xs.max() + 10, mask.shape[1] - 1), ys.mean()]])
     box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
     return [
-        (dict(point_coords=first, point_labels=np.array([1]), multimask_output=True), False),
-        (dict(point_coords=np.concatenate([first, beside]), point_labels=np.array([1, 0]), multimask_output=False), True),
-        (dict(point_coords=first, point_labels=np.array([1]), box=box, multimask_output=False), False),
+        ({"point_coords": first, "point_labels": np.array([1]), "multimask_output": True}, False),
+        ({"point_coords": np.concatenate([first, beside]), "point_labels": np.array([1, 0]), "multimask_output": False}, True),
+        ({"point_coords": first, "point_labels": np.array([1]), "box": box, "multimask_output": False}, False),
     ]
 
 
