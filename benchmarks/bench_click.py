@@ -34,11 +34,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from usam import Predictor, UsamModel, build_backbone  # noqa: E402
-from usam.backbones.sam_style import run_mask_decoder  # noqa: E402
-from usam.io import read_image, read_mask  # noqa: E402
-from usam.predictor import check_points  # noqa: E402
-from usam.runtime import installed  # noqa: E402
+from usam import Predictor, UsamModel, build_backbone
+from usam.backbones.sam_style import run_mask_decoder
+from usam.io import read_image, read_mask
+from usam.predictor import check_points
+from usam.runtime import installed
 
 VARIANTS = ("before", "torch", "onnx", "openvino")
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fmc_uia_dev"
@@ -142,13 +142,14 @@ def run(data: Path, images: int, clicks: int, adapter: str | None, precision: st
 
 def pct(times: list[float], q: float) -> float:
     t = sorted(times)
-    return t[min(len(t) - 1, int(round(q * (len(t) - 1))))] * 1000
+    return t[min(len(t) - 1, round(q * (len(t) - 1)))] * 1000
 
 
 def report(r: dict) -> str:
     base = statistics.median(r["variants"]["before"]["times"])
-    lines = [f"click -> mask, {r['images']} images, adapter {r['adapter']}, threads {r['threads']} "
-             f"(n = {len(r['variants']['before']['times'])} clicks per variant, half multimask, half single + mask_input)",
+    n = len(r["variants"]["before"]["times"])
+    lines = [(f"click -> mask, {r['images']} images, adapter {r['adapter']}, threads {r['threads']} "
+              f"(n = {n} clicks per variant, half multimask, half single + mask_input)"),
              f"| {'variant':<10} | {'p50 ms':>8} | {'p95 ms':>8} | {'vs before':>9} | {'min IoU':>8} | {'max |dscore|':>12} |"]
     for v, x in r["variants"].items():
         lines.append(f"| {v:<10} | {pct(x['times'], 0.5):8.1f} | {pct(x['times'], 0.95):8.1f} | "
