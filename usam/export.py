@@ -31,17 +31,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from .adapters.lora import merged_copy
 from .adapters.resolve import resolve_adapter
 from .adapters.validate import read_config
 from .backbones import DEFAULT_BACKBONE, LOW_RES
 from .backbones.base import sha256_file
-from .backbones.sam_style import predict_masks
 from .errors import AdapterError, UsamError
 from .io import dumps_json
 from .model import UsamModel
+from .runtime.decoder import PromptGraph
 from .runtime.onnx import OPSET, export_onnx_file
 from .version import __version__
 
@@ -52,38 +51,6 @@ DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_inpu
 
 
 # --------------------------------------------------------------------------------------------- decoder
-class OnnxPromptDecoder(nn.Module):
-    """SAM's prompt encoder + mask decoder with array inputs (segment-anything's ONNX conventions).
-
-    ``forward(image_embeddings (1, C, h, w), point_coords (1, N, 2), point_labels (1, N),
-    mask_input (1, 1, 256, 256), has_mask_input (1,))`` -> ``masks (1, 4, 256, 256)``, ``iou_predictions (1, 4)``.
-    """
-
-    def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module, input_size: int):
-        super().__init__()
-        self.prompt_encoder = prompt_encoder
-        self.mask_decoder = mask_decoder
-        self.input_size = int(input_size)
-
-    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        pe = self.prompt_encoder
-        coords = (coords + 0.5) / self.input_size  # pixel centres, as PromptEncoder._embed_points / _embed_boxes
-        emb = pe.pe_layer._pe_encoding(coords)
-        labels = labels.unsqueeze(-1)
-        emb = emb * (labels != -1).to(emb.dtype)
-        emb = emb + pe.not_a_point_embed.weight * (labels == -1).to(emb.dtype)
-        for i in range(pe.num_point_embeddings):
-            emb = emb + pe.point_embeddings[i].weight * (labels == i).to(emb.dtype)
-        return emb
-
-    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
-        pe, dec = self.prompt_encoder, self.mask_decoder
-        sparse = self._embed_points(point_coords, point_labels)
-        dense = has_mask_input * pe.mask_downscaling(mask_input)
-        dense = dense + (1 - has_mask_input) * pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        return predict_masks(dec, image_embeddings, pe.get_dense_pe(), sparse, dense)
-
-
 # --------------------------------------------------------------------------------------------- helpers
 def _io(name: str, shape: list, dtype: str = "float32", doc: str = "") -> dict:
     return {"name": name, "shape": shape, "dtype": dtype, "doc": doc}
@@ -215,13 +182,13 @@ def _export_encoder(backbone, adapter, path: Path, opset: int) -> None:
 
 
 def _export_decoder(backbone, adapter, path: Path, opset: int) -> None:
-    """:class:`OnnxPromptDecoder` of the adapter's tuned decoder (its LoRA merged), else of the backbone's."""
+    """:class:`~usam.runtime.decoder.PromptGraph` of the adapter's tuned decoder (its LoRA merged), else of the backbone's."""
     if adapter is not None and adapter.decoder is not None:
         pe, md = adapter.decoder.prompt_encoder, merged_copy(adapter.decoder.mask_decoder)
     else:
         pe, md = backbone.prompt_encoder, merged_copy(backbone.mask_decoder)
     s = int(backbone.input_size)
-    decoder = OnnxPromptDecoder(copy.deepcopy(pe), md, s).cpu().float().eval()
+    decoder = PromptGraph(copy.deepcopy(pe), md, s).cpu().float().eval()
     feeds = decoder_inputs(np.array([[s / 2, s / 2]]), np.array([1]))
     args = (torch.zeros(1, *backbone.embedding_shape), *(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS[1:]))
     export_onnx_file(decoder, args, path, DECODER_INPUTS, ["masks", "iou_predictions"],

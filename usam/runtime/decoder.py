@@ -34,7 +34,12 @@ OUTPUTS = ("masks", "iou_predictions")
 
 
 class PromptGraph(nn.Module):
-    """Prompt encoder + mask decoder with array inputs (padding / box corners as point labels); see the module doc."""
+    """SAM's prompt encoder + mask decoder with array inputs (segment-anything's ONNX conventions: padding -1, box
+    corners as point labels 2 / 3); the graph of ``usam export``'s ``decoder.onnx`` and of the compiled decoder.
+
+    ``forward(image_embeddings (1, C, h, w), point_coords (1, N, 2), point_labels (1, N),
+    mask_input (1, 1, 256, 256), has_mask_input (1,))`` -> ``masks (1, 4, 256, 256)``, ``iou_predictions (1, 4)``.
+    """
 
     def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module, input_size: int):
         super().__init__()
