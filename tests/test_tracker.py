@@ -190,3 +190,27 @@ def test_bad_inputs(litemedsam_model, loop):
     with pytest.raises(AdapterError, match="usam.UsamModel"):
         Tracker(object())
     assert litemedsam_model.encoder_calls == calls  # every error is raised before any encoding
+
+
+def test_the_progress_bar_counts_frames(monkeypatch):
+    """The bar's total is the number of frames tracked (prompted + followed), not the number of chains."""
+    import tqdm.auto
+
+    import usam
+    from usam import build_backbone
+
+    totals = []
+    real = tqdm.auto.tqdm
+
+    def spy(*args, **kwargs):
+        totals.append(kwargs.get("total"))
+        return real(*args, **{**kwargs, "disable": True})
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", spy)
+    model = usam.UsamModel(build_backbone("sam_vit_b", pretrained=False, tiny=True))
+    frames = np.zeros((7, 40, 50), np.uint8)
+    frames[:, 10:30, 15:35] = 200
+    tracker = usam.Tracker(model)
+    tracker.add_prompt(3, box=[15, 10, 35, 30])
+    tracker.propagate(frames)
+    assert totals == [7]

@@ -417,7 +417,8 @@ class Tracker:
             timing = {"encode_s": 0.0, "propagate_s": 0.0, "encoded": 0, "frames": 0}
             predictor = Predictor(model)
             clicks = click_trained(model)
-            bar = tqdm(total=sum(len(p[1]) + 1 for p in plan), desc="track", unit="frame", disable=not self.progress)
+            total = sum(1 + sum(len(c) for c in chains) for _, chains in plan)  # prompted frames + followed frames
+            bar = tqdm(total=total, desc="track", unit="frame", disable=not self.progress)
             try:
                 for k, chains in plan:
                     for t in [k] + [t for c in chains for t in c]:
