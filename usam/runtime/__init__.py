@@ -99,20 +99,31 @@ class CompiledEncoder:
         return torch.from_numpy(out)
 
 
+def cached_onnx(tag: str, module: torch.nn.Module, filename: str, export, what: str, log=None) -> Path:
+    """Path of ``module``'s ONNX file in the runtime cache, keyed by ``tag``, its weights, the versions and the opset;
+    ``export(path)`` writes it the first time (and ``log`` says so, naming ``what``)."""
+    key = hashlib.sha256(f"{tag}|{encoder_fingerprint(module)}|{versions_tag()}|opset{OPSET}".encode())
+    folder = runtime_root() / key.hexdigest()[:24]
+    path = folder / filename
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        if log:
+            log(f"usam: building {what} (once; cached in {folder})")
+        export(path)
+    return path
+
+
 def build_compiled_encoder(backbone, name: str, precision: str, log=None) -> CompiledEncoder:
     """Compile ``backbone``'s encoder (active LoRA merged) for runtime ``name``, reusing the on-disk ONNX file."""
     encoder = merged_copy(backbone.image_encoder).cpu().float().eval()
-    key = hashlib.sha256(f"{backbone.name}|{encoder_fingerprint(encoder)}|{versions_tag()}|opset{OPSET}".encode())
-    folder = runtime_root() / key.hexdigest()[:24]
-    onnx_path = folder / "encoder.onnx"
-    if not onnx_path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        if log:
-            log(f"usam: building the {name} encoder for {backbone.name} (once; cached in {folder})")
-        s = int(backbone.input_size)
+    s = int(backbone.input_size)
+
+    def export(path: Path) -> None:
         try:
-            export_onnx_file(encoder, (torch.zeros(1, 3, s, s),), onnx_path, ["image"], ["image_embeddings"], None)
+            export_onnx_file(encoder, (torch.zeros(1, 3, s, s),), path, ["image"], ["image_embeddings"], None)
         except Exception as exc:  # noqa: BLE001 - any exporter failure means: this runtime cannot serve the model
             raise UsamError(f"could not export the {backbone.name} encoder for runtime {name!r} "
                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}): use --runtime torch") from exc
+
+    onnx_path = cached_onnx(backbone.name, encoder, "encoder.onnx", export, f"the {name} encoder for {backbone.name}", log)
     return CompiledEncoder(name, onnx_path, precision, threads=torch.get_num_threads())

@@ -15,7 +15,6 @@ Graph (segment-anything's ONNX conventions, as ``usam export``'s ``decoder.onnx`
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import weakref
 
@@ -25,8 +24,8 @@ from torch import nn
 from ..adapters.lora import merged_copy
 from ..backbones import LOW_RES
 from ..backbones.sam_style import predict_masks
-from . import encoder_fingerprint, runtime_root, versions_tag
-from .onnx import OPSET, export_onnx_file
+from . import cached_onnx
+from .onnx import export_onnx_file
 from .session import OnnxSession
 
 INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
@@ -88,20 +87,14 @@ def _export(prompt_encoder, mask_decoder, input_size: int, name: str, log=None):
     """The decoder's ONNX file, exported once per weights (LoRA merged) and versions."""
     graph = PromptGraph(merged_copy(prompt_encoder).cpu().float().eval(), merged_copy(mask_decoder).cpu().float().eval(),
                         input_size).eval()
-    key = hashlib.sha256(f"decoder|{encoder_fingerprint(graph)}|{input_size}|{versions_tag()}|opset{OPSET}".encode())
-    folder = runtime_root() / key.hexdigest()[:24]
-    path = folder / "decoder.onnx"
-    if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        if log:
-            log(f"usam: building the {name} prompt decoder (once; cached in {folder})")
-        c = graph.prompt_encoder.embed_dim
-        h, w = graph.prompt_encoder.image_embedding_size
-        args = (torch.zeros(1, c, h, w), torch.zeros(1, 2, 2), torch.tensor([[1.0, -1.0]]),
-                torch.zeros(1, 1, LOW_RES, LOW_RES), torch.zeros(1))
-        dynamic = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
-        export_onnx_file(graph, args, path, INPUTS, OUTPUTS, dynamic)
-    return path
+    c = graph.prompt_encoder.embed_dim
+    h, w = graph.prompt_encoder.image_embedding_size
+    args = (torch.zeros(1, c, h, w), torch.zeros(1, 2, 2), torch.tensor([[1.0, -1.0]]),
+            torch.zeros(1, 1, LOW_RES, LOW_RES), torch.zeros(1))
+    dynamic = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+    return cached_onnx(f"decoder|{input_size}", graph, "decoder.onnx",
+                       lambda path: export_onnx_file(graph, args, path, INPUTS, OUTPUTS, dynamic),
+                       f"the {name} prompt decoder", log)
 
 
 def _state_key(modules, name: str) -> tuple:
