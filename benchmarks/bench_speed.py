@@ -58,8 +58,9 @@ ROWS = {
     "enc_vitb_fp32": ("encoder", "sam_vit_b fp32 (random)"),
     "enc_vitb_bf16": ("encoder", "sam_vit_b bf16 (random)"),
     "click": ("click", "click -> mask (litemedsam)"),
-    "predict_usam_fp32": ("predict", "usam predict fp32"),
-    "predict_usam_bf16": ("predict", "usam predict bf16 (auto)"),
+    "predict_usam_fp32": ("predict", "usam predict torch fp32"),
+    "predict_usam_bf16": ("predict", "usam predict torch bf16"),
+    "predict_usam_auto": ("predict", "usam predict (defaults)"),
     "predict_base_fp32": ("predict", "FMC_UIA baseline fp32"),
     "predict_base_bf16": ("predict", "FMC_UIA baseline bf16"),
 }
@@ -214,14 +215,16 @@ def _tiny_adapter(model, where: Path) -> Path:
     return where
 
 
-def row_predict_usam(args, precision: str) -> dict:
+def row_predict_usam(args, precision: str, runtime: str = "torch") -> dict:
+    """``predict_split`` on the first ``--images`` breast rows: eager torch (round 1's path) or the defaults
+    (``runtime auto``: the compiled encoder and prompt decoder where installed)."""
     from usam import UsamModel
     from usam.challenge.predict import predict_split
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         split = split_dir(args.data, args.images, tmp / "split")
-        model = UsamModel.from_pretrained(precision=precision, device=args.device)
+        model = UsamModel.from_pretrained(precision=precision, device=args.device, runtime=runtime)
         model.load_adapter(str(_tiny_adapter(model, tmp / "adapter")))
         model.predict(load_images(args.data, args.images + 1)[-1])  # warm-up on an image outside the split
         model.cache.clear()
@@ -231,7 +234,8 @@ def row_predict_usam(args, precision: str) -> dict:
         sync(args.device)
         seconds = time.perf_counter() - t0
     n = r["images"]
-    return {"times": [seconds / n] * n, "unit": "image", "note": f"{n} images in {seconds:.1f} s, adapter: auto-seg head + tuned decoder",
+    return {"times": [seconds / n] * n, "unit": "image",
+            "note": f"{n} images in {seconds:.1f} s, runtime {model.runtime}, {model.precision}; auto-seg head + tuned decoder",
             "precision": model.precision}
 
 
@@ -289,7 +293,9 @@ def run_row(args, row: str) -> dict:
     elif row == "predict_usam_fp32":
         r = row_predict_usam(args, "fp32")
     elif row == "predict_usam_bf16":
-        r = row_predict_usam(args, "auto" if not args.device.startswith("cuda") else "bf16")
+        r = row_predict_usam(args, "bf16")
+    elif row == "predict_usam_auto":
+        r = row_predict_usam(args, "auto", runtime="auto")
     elif row == "predict_base_fp32":
         r = row_predict_baseline(args, "fp32")
     elif row == "predict_base_bf16":

@@ -73,7 +73,10 @@ def test_compiled_encoder_is_cached_on_disk_and_rebuilt_when_the_lora_changes(ti
     model.set_runtime(name)
     got = model.embed(image).embedding
     assert model.encoder_calls == 2, "the runtime is part of the embedding cache key"
-    assert torch.allclose(got, ref, atol=1e-4), float((got - ref).abs().max())
+    # fp32 kernels of two libraries: agreement relative to the embedding's scale (|max| ~4.5 here; measured max
+    # difference 3e-5 alone, up to 2.8e-4 with other thread settings in the same process)
+    tol = 1e-4 * float(ref.abs().max())
+    assert torch.allclose(got, ref, atol=tol), float((got - ref).abs().max())
     files = sorted(tmp_path.rglob("encoder.onnx"))
     assert len(files) == 1
     # change the LoRA weights: a new compiled encoder (a second file), matching eager PyTorch again
@@ -86,8 +89,8 @@ def test_compiled_encoder_is_cached_on_disk_and_rebuilt_when_the_lora_changes(ti
     model.set_runtime("torch")
     model.cache.clear()
     ref2 = model.embed(image).embedding
-    assert not torch.allclose(ref2, ref, atol=1e-3)
-    assert torch.allclose(got2, ref2, atol=1e-4)
+    assert float((ref2 - ref).abs().max()) > 100 * tol, "the LoRA change must move the embedding far beyond tol"
+    assert torch.allclose(got2, ref2, atol=tol), float((got2 - ref2).abs().max())
     assert len(sorted(tmp_path.rglob("encoder.onnx"))) == 2
     # a second model on the same weights reuses the file (no new export)
     m2 = UsamModel(backbone, runtime=name)
