@@ -29,6 +29,15 @@ no partial file is ever left. ``.usam_predict/state.json``
 records which adapter (name, weights hash, backbone, precision) produced each task; a rerun with a
 different one for a task refuses to mix outputs unless ``restart=True``, which re-predicts the run's tasks.
 
+Sharded (several processes started by ``torchrun`` / ``accelerate launch``, :mod:`usam.challenge.shard`): every
+rank checks the inputs and routes the tasks as above; rank 0 then claims the tasks, reads every journal (what
+earlier runs left, whatever their number of processes) and works out what is left to do, which it sends to all.
+The images left, in the order above, are dealt out one by one (image ``i`` to rank ``i % world_size``): each is
+encoded on one rank only, for all its rows. Each rank writes its images' PNGs and its own journals
+``<task>@<rank>.jsonl``, so no two processes write one file. When every rank is done, rank 0 merges the journals
+into ``<task>.jsonl`` and writes the JSON files, byte for byte what one process writes. An error on any rank
+(the refusals above come before any work, on every rank alike) is raised on every rank: none is left waiting.
+
 Errors (all raised before any work, and before a model is needed: :func:`check_predict_inputs`): a bad data
 root or CSV, image files that do not exist (all listed), rows whose outputs would overwrite each other (two
 segmentation rows with one ``mask_path``: both rows named), and an output folder that is a file or cannot be
@@ -56,6 +65,7 @@ from ..io import read_image, write_png, write_text_atomic
 from ..tasks import KINDS
 from .checks import check_output_dir, csv_names
 from .evaluate import PRED_FILES
+from .shard import Shard, agree, current_shard, each
 
 __all__ = ["JOURNAL_DIR", "MISSING_TASKS_NAME", "FAILED_IMAGES_NAME", "adapter_fingerprint", "check_predict_inputs",
            "predict_split", "route_tasks"]
@@ -328,14 +338,44 @@ def _claim_tasks(model, out: Path, served: dict, restart: bool) -> None:
     write_text_atomic(state_path, _dump(state))
 
 
+def _rank_journals(jdir: Path, tid: str) -> list[Path]:
+    """The per-rank journals of a task a sharded run left (``<task>@<rank>.jsonl``), in rank order."""
+    found = []
+    for p in jdir.glob(f"{_safe_name(tid)}@*.jsonl"):
+        rank = p.name[len(_safe_name(tid)) + 1 : -len(".jsonl")]
+        if rank.isdigit():
+            found.append((int(rank), p))
+    return [p for _, p in sorted(found)]
+
+
+def _merge_journal(jp: Path, parts: list[Path]) -> None:
+    """Fold per-rank journals into the task's journal ``jp`` (written atomically first, then the parts go)."""
+    entries = dict(_Journal(jp).entries)
+    for part in parts:
+        entries.update(_Journal(part).entries)
+    write_text_atomic(jp, "".join(json.dumps(e, ensure_ascii=False, allow_nan=False) + "\n" for e in entries.values()))
+    for part in parts:
+        part.unlink()
+
+
 def _open_journals(jdir: Path, served: dict, restart: bool) -> dict[str, _Journal]:
+    """Each served task's journal, with what earlier sharded runs left merged in (``restart``: all removed)."""
     journals: dict[str, _Journal] = {}
     for tid in served:
         jp = jdir / f"{_safe_name(tid)}.jsonl"
-        if restart and jp.exists():
-            jp.unlink()
+        parts = _rank_journals(jdir, tid)
+        if restart:
+            for q in [jp, *parts]:
+                q.unlink(missing_ok=True)
+        elif parts:
+            _merge_journal(jp, parts)
         journals[tid] = _Journal(jp)
     return journals
+
+
+def _rank_journal_writers(jdir: Path, served: dict, rank: int) -> dict[str, _Journal]:
+    """The journals one rank of a sharded run appends to: its own file per task, no other process writes it."""
+    return {tid: _Journal(jdir / f"{_safe_name(tid)}@{rank}.jsonl") for tid in served}
 
 
 def _still_done(s: Sample, png: Path | None, journal: _Journal, sizes: dict, stats: dict, log) -> bool:
@@ -467,22 +507,67 @@ def _encoder_states(model, names: list[str], served: dict) -> tuple[list[str], d
     return used, states
 
 
+def _begin(model, out: Path, served: dict, split: dict, seg_out: dict, restart: bool, log) -> tuple[dict, dict, dict]:
+    """The start of a run, done by one process (rank 0 when sharded): the output folder, the state file, the
+    journals (earlier shards merged in) and what is left: ``(journals, {image path: [rows]}, per-task stats)``."""
+    out.mkdir(parents=True, exist_ok=True)
+    _claim_tasks(model, out, served, restart)
+    journals = _open_journals(out / JOURNAL_DIR, served, restart)
+    work, stats = _pending(split, served, journals, out, seg_out, log)
+    return journals, work, stats
+
+
+def _start(shard: Shard, model, out: Path, served: dict, split: dict, seg_out: dict, restart: bool, log
+           ) -> tuple[dict, dict, dict]:
+    """:func:`_begin` in this process, or on rank 0 with its answer sent to every rank, each of which then
+    appends to journals of its own (``<task>@<rank>.jsonl``): ``(journals to append to, work, stats)``."""
+    if not shard.sharded:
+        return _begin(model, out, served, split, seg_out, restart, log)
+    work, stats = agree(shard, lambda: _begin(model, out, served, split, seg_out, restart, log)[1:])
+    return _rank_journal_writers(out / JOURNAL_DIR, served, shard.rank), work, stats
+
+
+def _run_shard(run: _Run, batch_size: int, progress: bool) -> dict:
+    """Predict this process's images (``run.work``): ``{"predicted": {task_id: rows}, "failed": [...], "encoded",
+    "encoder_calls"}``."""
+    model = run.model
+    calls0, active0, capacity0 = model.encoder_calls, model.active_adapter, model.cache.capacity
+    model.cache.capacity = max(capacity0, batch_size * max(1, len(run.states)) + 1)
+    try:
+        _loop(run, batch_size, progress)
+    finally:
+        model.cache.capacity = capacity0
+        if model.active_adapter != active0 and (active0 is None or active0 in model.adapters):
+            model.set_adapter(active0)
+    return {"predicted": {tid: st["predicted"] for tid, st in run.stats.items()}, "failed": run.failed,
+            "encoded": run.encoded, "encoder_calls": model.encoder_calls - calls0}
+
+
+def _combine(stats: dict, parts: list[dict], work: dict) -> tuple[list[dict], int, int]:
+    """Fold the ranks' results (:func:`_run_shard`) into ``stats``; ``(failed images in work order, images
+    encoded, encoder calls)``: what one process would have reported."""
+    for tid, st in stats.items():
+        st["predicted"] = sum(p["predicted"][tid] for p in parts)
+    position = {rows[0].rel_image_path: i for i, rows in enumerate(work.values())}
+    failed = sorted((f for p in parts for f in p["failed"]), key=lambda f: position[f["image_path"]])
+    return failed, sum(p["encoded"] for p in parts), sum(p["encoder_calls"] for p in parts)
+
+
 # ------------------------------------------------------------------------------------------------- outputs
 def _write_outputs(out: Path, journals: dict, missing_tasks: list[dict], failed: list[dict]) -> list[str]:
     """The final files, rebuilt from every journal in the folder (earlier runs' tasks included); their names."""
     jdir = out / JOURNAL_DIR
-    by_kind: dict[str, list[dict]] = {k: [] for k in PRED_FILES}
+    by_kind: dict[str, dict[tuple[str, str], dict]] = {k: {} for k in PRED_FILES}
     by_path = {j.path: j for j in journals.values()}
-    for jp in sorted(jdir.glob("*.jsonl")):
+    for jp in sorted(jdir.glob("*.jsonl")):  # a task's journal, then what a sharded run left of it (rank order)
         j = by_path.get(jp) or _Journal(jp)
         for e in j.entries.values():
             kind = _entry_kind(e)
             if kind in by_kind:
-                by_kind[kind].append(e)
+                by_kind[kind][(str(e["task_id"]), str(e["image_path"]))] = e
     files = []
     for kind, entries in by_kind.items():
-        entries.sort(key=lambda e: (str(e["task_id"]), str(e["image_path"])))
-        write_text_atomic(out / PRED_FILES[kind], _dump(entries))
+        write_text_atomic(out / PRED_FILES[kind], _dump([entries[k] for k in sorted(entries)]))
         files.append(PRED_FILES[kind])
     write_text_atomic(out / MISSING_TASKS_NAME, _dump(missing_tasks))
     files.append(MISSING_TASKS_NAME)
@@ -493,6 +578,13 @@ def _write_outputs(out: Path, journals: dict, missing_tasks: list[dict], failed:
     elif failed_path.exists():
         failed_path.unlink()
     return files
+
+
+def _finish(out: Path, journals: dict, served: dict, missing_tasks: list[dict], failed: list[dict], shard: Shard) -> list[str]:
+    """Write the final files (rank 0 once every rank is done: the ranks' journals are merged first)."""
+    if shard.sharded:
+        journals = _open_journals(out / JOURNAL_DIR, served, restart=False)
+    return _write_outputs(out, journals, missing_tasks, failed)
 
 
 # ------------------------------------------------------------------------------------------------- public
@@ -506,6 +598,7 @@ def predict_split(
     restart: bool = False,
     progress: bool = True,
     log=None,
+    shard: Shard | None = None,
 ) -> dict:
     """Predict every row of a split in the challenge's output formats (see the module docstring).
 
@@ -520,12 +613,15 @@ def predict_split(
       restart: ignore (and overwrite) earlier outputs of the tasks predicted now.
       progress: show a tqdm progress bar.
       log: ``callable(str)`` for notes (default: silent).
+      shard: this process's share when launched as several (:func:`usam.challenge.shard.current_shard`, the
+        default, finds it: a single process unless ``torchrun`` / ``accelerate launch`` started this one).
 
     Returns:
       A JSON-able summary: ``{"out_dir", "tasks": {task_id: {"kind", "adapter", "rows", "predicted",
       "skipped", "redone"}}, "missing_tasks": [{"task_id", "kind", "num_classes", "rows"}], "failed_images":
       [{"image_path", "tasks", "error"}], "images": encoded this run, "images_total", "encoder_calls",
-      "seconds", "images_per_s", "files": [written file names]}``.
+      "seconds", "images_per_s", "files": [written file names]}``; sharded, the same on every rank (the counts
+      of all ranks), plus ``"shard": {"rank", "world_size", "images": this rank's}``.
 
     Raises:
       DataError: bad data root / CSVs, missing image files, mask paths that leave ``out_dir``, rows that share
@@ -538,36 +634,33 @@ def predict_split(
     t_start = time.perf_counter()
     if batch_size < 1:
         raise UsamError(f"batch size must be >= 1, got {batch_size}")
-    # data, image files, output paths, output folder (cheap, before any work); decoding problems come later
+    shard = shard or current_shard(str(model.device))
+    # data, image files, output paths, output folder, routing: cheap, before any work, the same on every rank
     split, seg_out_all = _prepare(data_root, out_dir, tasks)
-    names, served, missing_tasks = _routes(model, split, adapters, data_root, log)
+    names, served, missing_tasks = _routes(model, split, adapters, data_root, log if shard.main else (lambda _m: None))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _claim_tasks(model, out, served, restart)
-    journals = _open_journals(out / JOURNAL_DIR, served, restart)
     seg_out = {k: v for k, v in seg_out_all.items() if k[0] in served}
-    work, stats = _pending(split, served, journals, out, seg_out, log)
+    journals, work, stats = _start(shard, model, out, served, split, seg_out, restart, log)
+    mine = {p: work[p] for p in shard.take(list(work))}
     used, states = _encoder_states(model, names, served)
-    run = _Run(model, served, used, states, out, seg_out, journals, stats, work, log)
-    calls0, active0, capacity0 = model.encoder_calls, model.active_adapter, model.cache.capacity
-    model.cache.capacity = max(capacity0, batch_size * max(1, len(states)) + 1)
-    try:
-        _loop(run, batch_size, progress)
-    finally:
-        model.cache.capacity = capacity0
-        if model.active_adapter != active0 and (active0 is None or active0 in model.adapters):
-            model.set_adapter(active0)
-    files = _write_outputs(out, journals, missing_tasks, run.failed)
+    run = _Run(model, served, used, states, out, seg_out, journals, stats, mine,
+               log if not shard.sharded else (lambda msg: log(f"[rank {shard.rank}] {msg}")))
+    parts = each(shard, lambda: _run_shard(run, batch_size, progress and shard.main))
+    failed, encoded, calls = _combine(stats, parts, work)
+    files = agree(shard, lambda: _finish(out, journals, served, missing_tasks, failed, shard))
     seconds = time.perf_counter() - t_start
-    return {
+    summary = {
         "out_dir": str(out.resolve()),
         "tasks": stats,
         "missing_tasks": missing_tasks,
-        "failed_images": run.failed,
-        "images": run.encoded,
+        "failed_images": failed,
+        "images": encoded,
         "images_total": len(dict.fromkeys(s.image_path for tid in served for s in split[tid])),
-        "encoder_calls": model.encoder_calls - calls0,
+        "encoder_calls": calls,
         "seconds": seconds,
-        "images_per_s": run.encoded / seconds if seconds > 0 else 0.0,
+        "images_per_s": encoded / seconds if seconds > 0 else 0.0,
         "files": files,
     }
+    if shard.sharded:
+        summary["shard"] = {"rank": shard.rank, "world_size": shard.world_size, "images": len(mine)}
+    return summary

@@ -4,7 +4,9 @@
   (see :mod:`usam.challenge.predict`); resumable; exit code 0, or 3 when some images could not be decoded
   (listed, the others are predicted), 7 for bad data, rows sharing an output mask or an output folder that is a
   file / not writable (checked before the model loads), 8 when no adapter serves any task, 130 when
-  interrupted (rerun the same command to resume).
+  interrupted (rerun the same command to resume). Under ``torchrun --nproc_per_node N -m usam predict ...`` or
+  ``accelerate launch --multi_gpu --num_processes N -m usam predict ...`` the images are shared out over the N processes
+  (:mod:`usam.challenge.shard`); rank 0 writes the JSON files and prints the report, every rank exits alike.
 - ``usam evaluate DATA_ROOT PRED_DIR [--report DIR] [--clicks N --adapters A B ... [--limit K]]``: scores per
   task (see :func:`usam.challenge.evaluate`); with ``--clicks`` also the interactive benchmark (click protocol,
   :func:`usam.challenge.interactive.evaluate_clicks`) of every segmentation task a loaded adapter serves
@@ -36,17 +38,22 @@ def cmd_predict(args) -> int:
         check_predict_inputs,
         predict_split,
     )
+    from ...challenge.shard import current_shard
     from ...errors import AdapterError
 
     t0 = time.perf_counter()
-    # bad data, clashing output paths and an unwritable output folder fail before the model loads
+    # bad data, clashing output paths and an unwritable output folder fail before the model loads (and before
+    # the processes of a sharded run join up: every rank refuses alike, none waits)
     check_predict_inputs(args.data_root, args.out_dir, tasks=args.tasks)
     if not args.adapters:
         raise AdapterError("give the adapters that serve the split's tasks: --adapters DIR_OR_HUB_ID ...")
+    shard = current_shard(args.device)  # torchrun / accelerate launch: this process's share; else the whole split
+    if shard.device:
+        args.device = shard.device
     model = build_model(args, adapters=args.adapters)
     try:
         r = predict_split(args.data_root, args.out_dir, model, tasks=args.tasks, batch_size=args.batch_size,
-                          restart=args.restart, progress=not args.quiet, log=log)
+                          restart=args.restart, progress=not args.quiet, log=log, shard=shard)
     except AdapterError as exc:
         if args.adapters and "adapters given" in str(exc):
             raise AdapterError(f"{exc} (--adapters {' '.join(args.adapters)})") from exc
@@ -55,6 +62,10 @@ def cmd_predict(args) -> int:
         log("usam predict: interrupted; finished rows are kept: run the same command again to resume")
         return 130
     wall = time.perf_counter() - t0
+    if not shard.main:  # rank 0 reports the whole run
+        log(f"usam predict: rank {shard.rank} of {shard.world_size}: shard of {r['shard']['images']} image(s) done "
+            f"in {wall:.1f} s")
+        return 3 if r["failed_images"] else 0
     for tid, t in r["tasks"].items():
         redone = f", {t['redone']} redone (bad earlier output)" if t.get("redone") else ""
         log(f"usam predict: {tid} ({t['kind']}, adapter {t['adapter']}): {t['predicted']} predicted, "
@@ -453,7 +464,9 @@ def _add_predict(sub) -> None:
                     "classification_predictions.json, detection_predictions.json, regression_predictions.json (pixel and "
                     "normalised coordinates). Each image is encoded once per encoder state. Resumable: rerun the same "
                     "command after an interruption. Tasks no adapter serves are listed (missing_tasks.json). Images that "
-                    "cannot be decoded are reported (failed_images.json) and the others predicted; the exit code is then 3.",
+                    "cannot be decoded are reported (failed_images.json) and the others predicted; the exit code is then 3. "
+                    "Under torchrun / accelerate launch the images are shared out over the processes (each image to "
+                    "one of them) and rank 0 writes the JSON files: the same files as one process.",
     )
     p.add_argument("data_root", help="split folder holding csv_files/ (e.g. ../shared/data/fmc_uia_dev/test)")
     p.add_argument("out_dir", help="output folder")
