@@ -2,7 +2,8 @@
 
 Needs Debian's chromium at /usr/bin/chromium and the ``playwright`` package: ``bash scripts/install_browser.sh``
 (Playwright's own browser download is not used). Run with ``pytest -m browser tests/test_demo_browser.py``.
-Set ``USAM_DEMO_SCREENSHOT=docs/demo.png`` to also save a screenshot of a segmented image for the README.
+Set ``USAM_DEMO_SCREENSHOT=docs/demo.png`` (and ``USAM_DEMO_CINE_SCREENSHOT=docs/demo_cine.png``) to also save the
+README's screenshots of a segmented image (and of the Cine / DICOM tab after propagation).
 """
 
 from __future__ import annotations
@@ -588,4 +589,7 @@ def test_cine_dicom_one_click_propagates_to_every_frame(page, tmp_path):
     page.wait_for_function(f"() => document.querySelector('#usam-cine-status').innerText.includes('frame {CINE_FRAMES - 1} ')",
                            timeout=TIMEOUT_MS)
     assert "tracked from frame 0" in page.locator("#usam-cine-status").inner_text()
+    shot = os.environ.get("USAM_DEMO_CINE_SCREENSHOT")  # README's Cine tab picture: docs/demo_cine.png
+    if shot:
+        save_screenshot(page, Path(shot))
 
