@@ -89,6 +89,12 @@ class TrainSettings(SectionView):
     click_iters_min: int | None = field(default=None, metadata=check(optional(positive_int)))
     #: box steps: up to this many corrective clicks after the box (drawn uniformly from 0)
     box_click_iters: int = field(default=0, metadata=check(non_negative_int))
+    #: which decoder passes of a simulated interaction carry the loss: first_last (the first and the last),
+    #: last (the last only) or all (every pass, each with its own graph: the previous logits are fed back detached)
+    click_loss: str = field(default="first_last", metadata=check(one_of("first_last", "last", "all")))
+    #: keep the heads as they are (from ``init``) and train only the tuned decoder: only segmentation tasks are
+    #: sampled (their prompted interaction + the automatic masks through the frozen head tokens)
+    freeze_heads: bool = field(default=False, metadata=check(boolean))
     #: validation: Dice after 1..val_clicks simulated clicks (the score uses their mean)
     val_clicks: int = field(default=1, metadata=check(positive_int))
     #: weight of the automatic-segmentation loss

@@ -92,7 +92,8 @@ class TrainModule(nn.Module):
                 "pts": [[clicks.innermost_point(t, rng, top_fraction=0.3)] for t in truths], "labels": [[1] for _ in truths]}
 
     def _interaction(self, emb: torch.Tensor, truths: list[np.ndarray], prompt: dict, rng) -> torch.Tensor:
-        """Run the decoder ``iters`` times, adding a corrective click each time; loss of the first and last pass."""
+        """Run the decoder ``iters`` times, adding a corrective click each time; the loss of the passes
+        ``train.click_loss`` names (first and last, last, or all), averaged."""
         dev = emb.device
         scale = self.model.backbone.input_size / LOW_RES
         target = torch.tensor(np.stack(truths)[:, None], dtype=torch.float32, device=dev)
@@ -104,8 +105,8 @@ class TrainModule(nn.Module):
                 coords = torch.tensor(np.array(pts, dtype=np.float32) * scale, device=dev)
                 points = (coords, torch.tensor(np.array(labels), device=dev))
             multimask = it == 0 and boxes is None
-            # gradients through the first and the last interaction; the ones between only place clicks
-            grad = it == 0 or it + 1 == iters
+            # gradients through the passes click_loss names; the others only place clicks
+            grad = _carries_loss(self.settings["click_loss"], it, iters)
             with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
                 logits, iou = self.adapter.decoder.decode(emb, points=points, boxes=boxes, mask_input=prev,
                                                           multimask_output=multimask)
@@ -118,6 +119,12 @@ class TrainModule(nn.Module):
             if it + 1 < iters:
                 _add_clicks((best[:, 0] > 0).cpu().numpy(), truths, pts, labels)
         return total / n_loss
+
+
+def _carries_loss(rule: str, it: int, iters: int) -> bool:
+    """Whether decoder pass ``it`` (0-based) of ``iters`` carries the loss under ``train.click_loss`` ``rule``."""
+    last = it + 1 == iters
+    return {"all": True, "last": last, "first_last": it == 0 or last}[rule]
 
 
 def _add_clicks(pred: np.ndarray, truths: list[np.ndarray], pts: list[list], labels: list[list]) -> None:

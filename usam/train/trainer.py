@@ -207,6 +207,11 @@ def setup_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
     if adapter.config.lora is not None:
         add_lora(model.backbone.image_encoder, cfg.name, adapter.config.lora)
     model.set_adapter(cfg.name)
+    if cfg.train["freeze_heads"]:
+        if adapter.decoder is None:
+            raise ConfigError(f"{cfg.source}: train.freeze_heads leaves nothing to train without a tuned decoder "
+                              "(decoder.tune: true and a segmentation task)")
+        adapter.heads.requires_grad_(False)
     trainable = list(adapter.parameters())
     for p in model.backbone.parameters():
         p.requires_grad_(False)
@@ -300,9 +305,11 @@ def resume(run: Run, restart: bool) -> int:
 
 
 def task_weights(run: Run) -> tuple[list[str], np.ndarray]:
-    """Task ids and their sampling probabilities (``train.sampling`` x ``train.task_weights``)."""
+    """Task ids and their sampling probabilities (``train.sampling`` x ``train.task_weights``); with
+    ``train.freeze_heads`` only the segmentation tasks (the others' losses reach no trained weight)."""
     t = run.cfg.train
-    sizes = {tid: len(rows) for tid, rows in run.train_rows.items()}
+    sizes = {tid: len(rows) for tid, rows in run.train_rows.items()
+             if not t["freeze_heads"] or run.specs[tid].kind == "segmentation"}  # frozen heads: only the decoder learns
     weights = np.array([{"sqrt": math.sqrt, "uniform": lambda n: 1.0, "proportional": float}[t["sampling"]](sizes[k]) for k in sizes])
     weights = weights * np.array([float(t["task_weights"].get(k, 1.0)) for k in sizes])
     if weights.sum() <= 0:
@@ -374,12 +381,13 @@ def end_epoch(run: Run, epoch: int, losses: dict[str, list[float]], seconds: flo
 
 def save_adapter(run: Run, val: dict, epoch: int) -> None:
     """Write the adapter (best so far): heads, tuned decoder, encoder LoRA; detection boxes refined by the decoder
-    where that scored better on validation."""
+    where that scored better on validation (with ``train.freeze_heads`` the heads and their options stay init's)."""
     adapter = run.adapter
-    adapter.config.head_options = {
-        tid: {"refine_with_decoder": True, "refine_decoder": "tuned"} for tid, m in val.items()
-        if "iou_refined" in m and m["iou_refined"] > m["iou"]
-    }
+    if not run.cfg.train["freeze_heads"]:
+        adapter.config.head_options = {
+            tid: {"refine_with_decoder": True, "refine_decoder": "tuned"} for tid, m in val.items()
+            if "iou_refined" in m and m["iou_refined"] > m["iou"]
+        }
     metrics = {"best_epoch": epoch + 1, "val": val, "history": run.history}
     encoder = run.model.backbone.image_encoder if adapter.config.lora is not None else None
     adapter.save_pretrained(run.out, encoder, metrics=metrics, card=adapter_card(adapter.config, metrics))

@@ -1,0 +1,108 @@
+"""Training the prompt decoder on clicks (issue #14): ``train.freeze_heads`` and ``train.click_loss``.
+
+A tiny real run (2 breast rows per task, cached embeddings) from an adapter: with frozen heads only the decoder
+changes, only the segmentation task is sampled, and the init's head options survive.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from usam.errors import ConfigError
+
+TASKS = ["breast_lesion", "breast_3cls", "breast_lesion_det"]
+
+
+def _config(data_root, out, **train):
+    t = {"epochs": 1, "steps_per_epoch": 1, "batch_size": 1, "batch_size_heads": 2, "lr": 3e-3, "click_iters": 2,
+         "click_iters_min": 1, "seed": 0, "val_clicks": 1}
+    t.update(train)
+    return {"name": "tiny_clicks", "data": {"root": str(data_root), "tasks": TASKS, "limit": 2}, "mode": "cache",
+            "decoder": {"tune": True, "lora": None, "train": ["prompt_encoder", "mask_decoder"]},
+            "train": t, "output": str(out)}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("USAM_CACHE", str(tmp_path_factory.mktemp("usam_cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def model():
+    from usam import UsamModel
+
+    return UsamModel.from_pretrained(precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def start(cache_dir, model, data_root, tmp_path_factory):
+    """A tiny adapter trained the ordinary way, with a head option written into its config (as tune_head_options does)."""
+    from usam.train.trainer import train
+
+    out = tmp_path_factory.mktemp("clicks") / "start"
+    train(_config(data_root, out), model=model)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["head_options"] = {"breast_lesion": {"refine_with_box": True, "refine_decoder": "tuned"}}
+    (out / "config.json").write_text(json.dumps(cfg))
+    return out
+
+
+@pytest.mark.real
+def test_frozen_heads_train_only_the_decoder_on_segmentation(start, model, data_root, tmp_path):
+    from usam.train.trainer import train
+
+    out = tmp_path / "frozen"
+    cfg = {**_config(data_root, out, freeze_heads=True, click_loss="all", steps_per_epoch=3), "init": str(start)}
+    train(cfg, model=model)
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert set(history[-1]["train_loss"]) == {"breast_lesion"}, history[-1]["train_loss"]  # the only task sampled
+    before, after = load_file(str(start / "heads.safetensors")), load_file(str(out / "heads.safetensors"))
+    assert before.keys() == after.keys()
+    heads = [k for k in before if k.startswith("heads.")]
+    decoder = [k for k in before if k.startswith("decoder.")]
+    assert heads and decoder
+    for k in heads:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(after[k], before[k]) for k in decoder), "the decoder did not train"
+    options = json.loads((out / "config.json").read_text())["head_options"]
+    assert options == {"breast_lesion": {"refine_with_box": True, "refine_decoder": "tuned"}}
+
+
+@pytest.mark.parametrize("rule, iters, expected", [
+    ("first_last", 4, [True, False, False, True]), ("last", 4, [False, False, False, True]),
+    ("all", 3, [True, True, True]), ("first_last", 1, [True]), ("last", 1, [True]),
+])
+def test_click_loss_names_the_passes_that_carry_the_loss(rule, iters, expected):
+    from usam.train.module import _carries_loss
+
+    assert [_carries_loss(rule, it, iters) for it in range(iters)] == expected
+
+
+def test_click_settings_are_checked(data_root, tmp_path):
+    from usam.train.config import load_config
+
+    good = _config(data_root, tmp_path / "o")
+    with pytest.raises(ConfigError, match="click_loss"):
+        load_config({**good, "train": {"click_loss": "every"}})
+    with pytest.raises(ConfigError, match="freeze_heads"):
+        load_config({**good, "train": {"freeze_heads": "maybe"}})
+    cfg = load_config(good, overrides=["train.click_loss=last", "train.freeze_heads=true"])
+    assert cfg.train["click_loss"] == "last" and cfg.train["freeze_heads"] is True
+
+
+@pytest.mark.real
+def test_frozen_heads_without_a_tuned_decoder_is_refused(model, cache_dir, data_root, tmp_path):
+    from usam.train.trainer import train
+
+    cfg = _config(data_root, tmp_path / "o", freeze_heads=True)
+    cfg["decoder"] = {"tune": False}
+    with pytest.raises(ConfigError, match="freeze_heads"):
+        train(cfg, model=model)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
