@@ -114,14 +114,14 @@ def timed(fn, items, device: str) -> list[float]:
     return out
 
 
-def split_dir(data: Path, n: int, where: Path) -> Path:
-    """A split folder with the first ``n`` breast_lesion test rows (images linked, not copied)."""
+def split_dir(data: Path, n: int, where: Path, offset: int = 0) -> Path:
+    """A split folder with ``n`` breast_lesion test rows from row ``offset`` on (images linked, not copied)."""
     src = data / "test"
     (where / "csv_files").mkdir(parents=True, exist_ok=True)
     for sub in ("Classification", "Segmentation"):
         if not (where / sub).exists():
             os.symlink((src / sub).resolve(), where / sub)
-    rows = rows_of(data, n)
+    rows = rows_of(data, offset + n)[offset:]
     with open(where / "csv_files" / "breast_lesion.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
