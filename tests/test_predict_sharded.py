@@ -25,8 +25,10 @@ from pathlib import Path
 import pytest
 from test_distributed import TIMEOUT_S, _free_port, _run
 
-from usam.challenge.predict import JOURNAL_DIR, _Journal, _open_journals
+from usam.challenge.predict import JOURNAL_DIR, _check_merged, _Journal, _open_journals
 from usam.challenge.shard import Shard, agree, each
+from usam.data.fmc import Sample
+from usam.errors import UsamError
 
 pytestmark = pytest.mark.real
 
@@ -217,3 +219,14 @@ def test_rank_journals_are_merged_once_and_dropped_by_restart(tmp_path):
     (jdir / "t@3.jsonl").write_text(json.dumps(e[2]) + "\n")
     _open_journals(jdir, {"t": "a"}, restart=True)
     assert sorted(p.name for p in jdir.iterdir()) == ["tx@0.jsonl"]
+
+
+def test_rank0_refuses_journals_it_cannot_see(tmp_path):
+    """A rank on another node wrote its journal where rank 0 does not see it: no JSON file with rows lacking."""
+    rows = [Sample(tmp_path / f"im{i}.png", f"im{i}.png", "t", "classification", 2) for i in range(3)]
+    journal = _Journal(tmp_path / "t.jsonl")
+    journal.add({"image_path": "im0.png", "task_id": "t", "predicted_class": 0})
+    with pytest.raises(UsamError, match=r"(?s)1 predicted row\(s\) .*every process \(every node\) shares.*im2"):
+        _check_merged(tmp_path, {"t": journal}, {"t": rows}, [{"image_path": "im1.png"}])
+    _check_merged(tmp_path, {"t": journal}, {"t": rows[:1]}, [])
+    journal.close()

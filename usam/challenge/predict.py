@@ -35,8 +35,10 @@ earlier runs left, whatever their number of processes) and works out what is lef
 The images left, in the order above, are dealt out one by one (image ``i`` to rank ``i % world_size``): each is
 encoded on one rank only, for all its rows. Each rank writes its images' PNGs and its own journals
 ``<task>@<rank>.jsonl``, so no two processes write one file. When every rank is done, rank 0 merges the journals
-into ``<task>.jsonl`` and writes the JSON files, byte for byte what one process writes. An error on any rank
-(the refusals above come before any work, on every rank alike) is raised on every rank: none is left waiting.
+into ``<task>.jsonl`` and writes the JSON files, byte for byte what one process writes (``out_dir`` must be a
+folder every process sees: on several nodes, a shared file system; rank 0 refuses when a row is lacking). An
+error on any rank (the refusals above come before any work, on every rank alike) is raised on every rank: none
+is left waiting.
 
 Errors (all raised before any work, and before a model is needed: :func:`check_predict_inputs`): a bad data
 root or CSV, image files that do not exist (all listed), rows whose outputs would overwrite each other (two
@@ -580,10 +582,24 @@ def _write_outputs(out: Path, journals: dict, missing_tasks: list[dict], failed:
     return files
 
 
-def _finish(out: Path, journals: dict, served: dict, missing_tasks: list[dict], failed: list[dict], shard: Shard) -> list[str]:
-    """Write the final files (rank 0 once every rank is done: the ranks' journals are merged first)."""
+def _check_merged(out: Path, journals: dict, split: dict, failed: list[dict]) -> None:
+    """Refuse to write the JSON files when the merged journals lack a row that was predicted (another node wrote
+    its journal into a folder rank 0 does not see)."""
+    unread = {f["image_path"] for f in failed}
+    lacking = [f"{tid}: {s.rel_image_path!r}" for tid, j in journals.items() for s in split[tid]
+               if s.rel_image_path not in j.entries and s.rel_image_path not in unread]
+    if lacking:
+        raise UsamError(f"{len(lacking)} predicted row(s) are not in the journals of {str(out)!r}: the output folder "
+                        f"must be one every process (every node) shares; rerun to resume:" + _listed(lacking))
+
+
+def _finish(out: Path, journals: dict, run: tuple[dict, dict, list, list], shard: Shard) -> list[str]:
+    """Write the final files (``run``: served tasks, split, missing tasks, failed images); sharded, rank 0 does
+    it once every rank is done, the ranks' journals merged and checked first."""
+    served, split, missing_tasks, failed = run
     if shard.sharded:
         journals = _open_journals(out / JOURNAL_DIR, served, restart=False)
+        _check_merged(out, journals, split, failed)
     return _write_outputs(out, journals, missing_tasks, failed)
 
 
@@ -647,7 +663,7 @@ def predict_split(
                log if not shard.sharded else (lambda msg: log(f"[rank {shard.rank}] {msg}")))
     parts = each(shard, lambda: _run_shard(run, batch_size, progress and shard.main))
     failed, encoded, calls = _combine(stats, parts, work)
-    files = agree(shard, lambda: _finish(out, journals, served, missing_tasks, failed, shard))
+    files = agree(shard, lambda: _finish(out, journals, (served, split, missing_tasks, failed), shard))
     seconds = time.perf_counter() - t_start
     summary = {
         "out_dir": str(out.resolve()),

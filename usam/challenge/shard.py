@@ -17,6 +17,7 @@ import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 from ..errors import UsamError
@@ -24,6 +25,10 @@ from ..errors import UsamError
 __all__ = ["Shard", "agree", "current_shard", "each", "launched"]
 
 T = TypeVar("T")
+
+#: How long a rank waits at a collective for the others (rank 0 checking a large folder's earlier outputs, a
+#: slower shard): longer than NCCL's 10-minute default; errors do not wait for it, they travel with the collective.
+WAIT_S = 4 * 3600
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ def current_shard(device: str | None = "auto") -> Shard:
 
     device = device or "auto"
     no_gpu = not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available())
-    state = PartialState(cpu=device == "cpu" or no_gpu)
+    state = PartialState(cpu=device == "cpu" or no_gpu, timeout=timedelta(seconds=WAIT_S))
     mine = str(state.device) if device in ("auto", "cuda") else device
     return Shard(int(state.process_index), int(state.num_processes), mine)
 
