@@ -1,11 +1,12 @@
 """``usam predict`` sharded over 2 CPU processes (gloo) vs 1 process, on real images with the shipped breast adapter.
 
 The split: 6 real BUSI test images over 3 tasks of ``adapters/breast`` (segmentation, classification, detection;
-two images serve all three tasks, two serve two), in a temp folder whose ``Classification/`` and
-``Segmentation/`` link to the real data. Runs: one process (this one, through the Python API); 2 processes under ``accelerate launch`` (as
-``tests/test_distributed.py`` launches training, with its helpers); a resume under ``torchrun`` of the
-1-process outputs with some of them deleted (another world size); refusals with the 2 ranks started by hand
-with torchrun's environment, to see each rank's exit code (a launcher reports only its own).
+four of the images serve two tasks each), in a temp folder whose ``Classification/`` and ``Segmentation/`` link
+to the real data. Runs: one process (this one, through the Python API); 2 processes under ``accelerate launch``
+(as ``tests/test_distributed.py`` launches training, with its helpers; it starts them with torchrun); a resume
+of the 1-process outputs with some of them deleted (another world size) and refusals, with the 2 ranks started
+by hand with torchrun's environment variables (no launcher process to pay for, and each rank's exit code seen: a
+launcher reports only its own).
 
 Checks: every mask PNG and every JSON file byte-identical to the 1-process run; each image encoded once in all;
 only rank 0 reports; no per-rank journal left; the resume redoes exactly the deleted outputs; a refused output
@@ -143,8 +144,7 @@ def test_each_image_is_encoded_once_and_only_rank0_reports(runs):
 
 
 def test_sharded_resume_redoes_exactly_the_deleted_outputs(runs):
-    """The 1-process outputs, a mask and a classification row deleted, resumed by 2 processes (torchrun): one
-    image each."""
+    """The 1-process outputs, a mask and a classification row deleted, resumed by 2 processes: one image each."""
     work = runs["tmp"] / "resume"
     shutil.copytree(runs["one"], work)
     masks = sorted(work.rglob("*.png"))
@@ -153,13 +153,14 @@ def test_sharded_resume_redoes_exactly_the_deleted_outputs(runs):
     lines = cls_journal.read_text(encoding="utf-8").splitlines(keepends=True)
     cls_journal.write_text("".join(lines[:-1]), encoding="utf-8")
     kept = {m: m.stat().st_mtime_ns for m in masks[1:]}
-    r = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-              *PREDICT, str(runs["root"]), str(work)], runs["env"], "sharded resume")
-    s = json.loads(r.stdout)
+    done = _launch_ranks([*PREDICT[:3], str(runs["root"]), str(work), *PREDICT[3:]], runs["env"])
+    assert [d.returncode for d in done] == [0, 0], [d.stderr[-2000:] for d in done]
+    assert done[1].stdout == ""  # rank 0 prints the summary
+    s = json.loads(done[0].stdout)
     assert {t: (v["predicted"], v["skipped"]) for t, v in s["tasks"].items()} == {
         "breast_lesion": (1, 3), "breast_3cls": (1, 3), "breast_lesion_det": (0, 2)}
     assert s["images"] == s["encoder_calls"] == 2 and s["shard"]["images"] == 1
-    assert "rank 1 of 2: shard of 1 image(s) done" in r.stderr
+    assert "rank 1 of 2: shard of 1 image(s) done" in done[1].stderr
     assert _outputs(work) == _outputs(runs["one"])
     assert {m: m.stat().st_mtime_ns for m in kept} == kept  # the others are not rewritten
     assert not list((work / JOURNAL_DIR).glob("*@*"))
