@@ -214,3 +214,39 @@ def test_the_progress_bar_counts_frames(monkeypatch):
     tracker.add_prompt(3, box=[15, 10, 35, 30])
     tracker.propagate(frames)
     assert totals == [7]
+
+
+#: Frames 34 -> 35 of this sequence: the probe slides and the lumen jumps ~150 px (more than its own width) to the
+#: left; the tracker without re-detection followed the previous box to a dark structure below-right (Dice 0.00).
+JUMP_SEQUENCE, JUMP_FRAMES = "202201121748100022VAS", (34, 35)
+
+
+@pytest.fixture(scope="module")
+def jump():
+    """``(frames, expert masks)`` of two real frames between which the object jumps by more than its width."""
+    from usam.io import read_image, read_mask
+
+    seq = CINE_ROOT / JUMP_SEQUENCE
+    if not (seq / "frames" / "0035.png").is_file():
+        pytest.skip(f"real cine data not found at {seq}")
+    names = [f"{t:04d}.png" for t in JUMP_FRAMES]
+    return [read_image(seq / "frames" / n) for n in names], [read_mask(seq / "masks" / n) > 0 for n in names]
+
+
+@pytest.mark.real
+def test_redetection_follows_a_jump(litemedsam_model, jump):
+    """The memory of the prompted object finds it again after a jump that the image-motion box alone loses."""
+    from usam import Tracker
+    from usam.tracker import TrackSettings
+
+    frames, truths = jump
+    found = {}
+    for redetect in (True, False):
+        tracker = Tracker(litemedsam_model, settings=TrackSettings(redetect=redetect), progress=False)
+        tracker.add_prompt(0, mask=truths[0])
+        res = tracker.propagate(frames)
+        found[redetect] = (dice(res.masks[1], truths[1]), float(res.confidence[1]))
+    print(f"frame {JUMP_FRAMES[1]} (Dice, confidence): with re-detection {found[True]}, without {found[False]}")
+    assert found[True][0] >= 0.8, found
+    assert found[False][0] < 0.3, found  # the case is a real jump: without the memory the tracker loses it
+    assert found[True][1] > found[False][1]  # and the confidence says which result to trust

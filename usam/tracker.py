@@ -7,25 +7,45 @@
 >>> tracker.add_prompt(40, box=[x0, y0, x1, y1])        # a correction on frame 40
 >>> result = tracker.propagate(frames, start=40)         # re-propagates from frame 40 only
 
-**Method** (no learned memory, as MedSAM2 / SAM 2 have; the frozen encoder's per-frame embedding and SAM's
-prompt decoder only). Each prompted frame gets its mask from its prompt. Every other frame is *re-prompted from
-its neighbour's mask*: the box of the previous mask is first moved by the image motion around it (normalised
-cross-correlation of the previous frame's patch in the new frame, :func:`estimate_shift`; a few ms), grown by
-:attr:`TrackSettings.margin` of its size on each side, decoded, and the result re-prompted once with its own tight
-box (:attr:`TrackSettings.refine`). Optional (:attr:`TrackSettings.retry`, off by default): when that result's
-confidence is below a threshold, also try the moved box with no margin and with 2.5 x the margin and keep the most
-confident of the three. Optional too: the previous mask's innermost point as a click, the previous low-res logits as ``mask_input``, three
-candidates.
+**Method** (no learned memory attention, as MedSAM2 / SAM 2 have; the frozen encoder's per-frame embedding and
+SAM's prompt decoder only, with a memory of what the object looks like in that embedding). Each prompted frame gets
+its mask from its prompt. Every other frame is *re-prompted from its neighbour's mask*, with one candidate box per
+place the object may have gone:
 
-What was chosen on what (bare LiteMedSAM, one click on frame 0, on the first 14 / 30 frames of
-``202201121748100022VAS`` only; mean Dice): previous box +10 % alone 0.26 over all 90 frames (lost at frame 4, where
-the vessel jumps ~50 px); +30 % / +50 % 0.46 / 0.36 (14 frames); with motion compensation +0 % 0.47, +10 % with one
-tight-box refinement 0.76, with two 0.72, +20 % with two 0.73 (14 frames); that +10 % / one refinement over all 90
-frames **0.38** (first below 0.7 at frame 8; the default). ``retry=0.8`` gave 0.906 on the first 30 frames but
-0.35 over all 90 (it drifts later, first below 0.7 at frame 35, and never flags a frame lost: a blank frame is then
-not detected either), so it is off. Points and
-``mask_input`` were not measured on the bare backbone (it was trained on boxes only) and are off. The other two
-sequences (``...0033VAS``, ``...0038VAS``) were not used for any choice; ``scripts/evaluate_cine.py`` reports all three.
+1. **image motion**: the previous mask's box moved by the image motion around it (normalised cross-correlation of
+   the previous frame's patch in the new frame, :func:`estimate_shift`; a few ms);
+2. **re-detection** (:attr:`TrackSettings.redetect`): the tracker remembers the object as a :class:`Template` (the
+   embedding cells around its box, and the mean embedding inside its mask) of the *prompted* frame, kept for the
+   whole loop, and of the *latest confident* frame (SAM 2 keeps the prompted frame plus recent frames in its memory
+   bank). Each template is cross-correlated with the new frame's whole ``64 x 64`` embedding grid
+   (:func:`match_template`, one small convolution); a peak away from the motion box (by more than
+   :attr:`TrackSettings.redetect_radius` of the box size) adds a box of the previous size there.
+
+Each candidate box is grown by :attr:`TrackSettings.margin` of its size on each side, decoded and re-prompted once
+with its own tight box (:attr:`TrackSettings.refine`); the most confident candidate wins. Usually the candidates
+agree and one box is decoded (2 decoder calls per frame); where they do not (a jump, a neighbour captured), each is
+decoded. Optional: the previous mask's innermost point as a click, the previous low-res logits as ``mask_input``,
+three candidates per box.
+
+**Why** (``202201121748100022VAS``, looked at frame by frame): the probe slides along the neck and the lumen jumps by
+up to 160 px between the sparse frames, more than its own width (113-159 px); the motion box alone then followed
+the previous place onto a dark neighbour below-right (frame 35) and never came back (Dice 0 from frame 48 on); at
+frames 8-13 the decoder answered a part of the lumen and the tight-box refinement kept the part. The template of
+the prompted frame finds the lumen again anywhere in the frame (its correlation peak was within half a box of the
+expert mask's centre on 89 / 90, 53 / 54 and 42 / 52 frames of the three sequences); the appearance term below
+rejects the neighbour.
+
+What was chosen on what (bare LiteMedSAM, one click on frame 0, mean Dice over all frames; tuned on
+``202201121748100022VAS``; ``...0038VAS`` was then looked at once, see below; ``...0033VAS`` never): before
+(motion box only) 0.379 / 0.926 / 0.924 (0022 / 0033 / 0038); re-detection with the appearance term measured against
+the prompted frame only: 0.889 / 0.926 / 0.765 (on 0038 a featureless dark region at the left edge, where the
+prompted frame's lumen lay, looked more like it than the grown lumen did: 9 frames lost); against the mean of the
+prompted and the latest confident frame (the default): **0.875 / 0.926 / 0.924**. A wider box (+30 %) tried where
+the winner's area changed by > 20 % from its neighbour's (against the shrinking of frames 8-13): 0.881 / 0.902 /
+0.758, so it is not used. Earlier, without re-detection: +10 % alone 0.26 on 0022 (no motion compensation);
+motion + one tight-box refinement 0.76 on its first 14 frames (two: 0.72; +0 %: 0.47); a retry with other margins
+below a confidence 0.906 on its first 30 frames but 0.35 over all 90. Points and ``mask_input`` were not measured on
+the bare backbone (it was trained on boxes only) and are off.
 
 A click without a box on a model whose prompt decoder was never trained on clicks (the bare LiteMedSAM backbone:
 one click gives Dice ~0.03) is turned into a box first: boxes of several sizes centred on the click are decoded,
@@ -38,13 +58,15 @@ a correction on frame ``k`` re-propagates the frames closer to ``k`` than to any
 and leaves every other frame as it was. Frames before the first prompt are propagated backwards from it, frames
 after the last one forwards (``direction`` restricts this).
 
-**Confidence** per frame is ``predicted IoU x temporal consistency``, the consistency being the area ratio
-``min(a, b) / max(a, b)`` of the frame's mask and its neighbour's (a vessel changes size slowly; a mask that jumps in
-size or vanishes is suspect). Prompted frames get their prompt's predicted IoU (1 for a given mask). A frame whose
-confidence is below :attr:`TrackSettings.lost_threshold` (or whose mask is empty) is flagged ``lost``; the next frame
-is then prompted from the *last good* frame's box and logits (the tracker keeps searching there) instead of from the
-lost mask, and tracking resumes when confidence recovers. ``stop_when_lost=True`` leaves the remaining frames of that
-direction empty instead.
+**Confidence** per frame is ``predicted IoU x temporal consistency x appearance``: the consistency is the area
+ratio ``min(a, b) / max(a, b)`` of the frame's mask and its neighbour's (a vessel changes size slowly; a mask that
+jumps in size or vanishes is suspect), the appearance the mean cosine between the mask's mean embedding and the
+remembered ones (prompted and latest confident frame; :attr:`TrackSettings.appearance` is its exponent, 0: off).
+Prompted frames get their prompt's predicted IoU (1 for a given mask). A frame whose confidence is below
+:attr:`TrackSettings.lost_threshold` (or whose mask is empty) is flagged ``lost`` and not remembered; the next frame
+is then prompted from the *last good* frame's box and logits (the tracker keeps searching there, and the templates
+search the whole frame) instead of from the lost mask, and tracking resumes when confidence recovers.
+``stop_when_lost=True`` leaves the remaining frames of that direction empty instead.
 
 Each frame is encoded once through :meth:`usam.UsamModel.embed` (cached by content); :meth:`Tracker.propagate`
 raises the model's embedding-cache capacity to the number of frames so a second ``propagate`` (after a correction)
@@ -58,6 +80,8 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from .backbones import LOW_RES
 from .errors import AdapterError, InputImageError, PromptError, short_repr
@@ -117,6 +141,87 @@ def mask_logits(mask: np.ndarray, geometry) -> np.ndarray:
     return ((m - 0.5) * 20.0)[None].astype(np.float32)
 
 
+# ------------------------------------------------------------------------------------------ appearance memory
+@dataclass(frozen=True)
+class Template:
+    """The object's appearance in one frame's image embedding (the tracker's memory of that frame).
+
+    Attributes:
+      patch: ``(C, h, w)`` the embedding cells around the object's box (grown by ``context`` of its size on each
+        side), each cell's vector unit-normalised, then the patch mean-centred.
+      centre: ``(cx, cy)`` of the object's box inside ``patch``, in cells.
+      prototype: ``(C,)`` unit-norm mean embedding inside the mask (what the object itself looks like).
+      area: mask area in original pixels.
+    """
+
+    patch: torch.Tensor
+    centre: tuple[float, float]
+    prototype: torch.Tensor
+    area: int
+
+
+def _cells(embedded) -> tuple[torch.Tensor, float]:
+    """``(C, gh, gw)`` unit-normalised embedding cells of an :class:`~usam.embedding.Embedded` and the cell size in
+    model-input pixels."""
+    e = F.normalize(embedded.embedding[0].float(), dim=0)
+    return e, embedded.geometry.input_size / e.shape[-1]
+
+
+def _mask_cells(embedded, mask: np.ndarray) -> torch.Tensor:
+    """``(gh, gw)`` fraction of each embedding cell covered by ``mask`` (original ``(H, W)``)."""
+    return embedded.geometry.mask_to_input(mask.astype(np.float32), embedded.embedding.shape[-1])
+
+
+def prototype(embedded, mask: np.ndarray) -> torch.Tensor | None:
+    """``(C,)`` unit-norm mean embedding of the cells inside ``mask`` (``None`` for an empty mask)."""
+    e, _ = _cells(embedded)
+    w = _mask_cells(embedded, mask)
+    if float(w.sum()) < 1e-3:
+        return None
+    return F.normalize((e * w).sum((1, 2)), dim=0)
+
+
+def make_template(embedded, mask: np.ndarray, context: float = 0.25) -> Template | None:
+    """The :class:`Template` of the object ``mask`` (original ``(H, W)``) in ``embedded`` (``None`` if empty)."""
+    proto = prototype(embedded, mask)
+    if proto is None:
+        return None
+    e, _ = _cells(embedded)
+    w = _mask_cells(embedded, mask).numpy()
+    ys, xs = np.nonzero(w > 0.5) if (w > 0.5).any() else np.nonzero(w > 0)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    gh, gw = w.shape
+    py0, px0 = max(0, y0 - round(context * (y1 - y0))), max(0, x0 - round(context * (x1 - x0)))
+    py1, px1 = min(gh, y1 + round(context * (y1 - y0))), min(gw, x1 + round(context * (x1 - x0)))
+    patch = e[:, py0:py1, px0:px1]
+    patch = patch - patch.mean((1, 2), keepdim=True)
+    centre = ((x0 + x1) / 2 - px0, (y0 + y1) / 2 - py0)
+    return Template(patch.contiguous(), centre, proto, int(np.count_nonzero(mask)))
+
+
+def match_template(embedded, template: Template) -> tuple[float, float, float] | None:
+    """Where ``template``'s object is in the frame ``embedded``: ``(x, y)`` original pixels of its box centre and the
+    match score (mean cosine of the patch's cells, in [-1, 1]). Cross-correlation over the whole embedding grid
+    (``(C, 64, 64)`` against a ``(C, h, w)`` patch: one small convolution). ``None`` if the patch does not fit."""
+    e, cell = _cells(embedded)
+    p = template.patch
+    if p.shape[1] > e.shape[1] or p.shape[2] > e.shape[2]:
+        return None
+    corr = F.conv2d(e[None], p[None])[0, 0]
+    i = int(torch.argmax(corr))
+    y, x = divmod(i, corr.shape[1])
+    score = float(corr[y, x]) / (p.shape[1] * p.shape[2])
+    xy = (np.array([x + template.centre[0], y + template.centre[1]]) * cell)[None]
+    ox, oy = embedded.geometry.points_to_original(xy)[0]
+    return float(ox), float(oy), score
+
+
+def similarity(embedded, mask: np.ndarray, template: Template) -> float:
+    """Cosine of ``mask``'s mean embedding and the template's prototype (0 for an empty mask)."""
+    proto = prototype(embedded, mask)
+    return 0.0 if proto is None else float(proto @ template.prototype)
+
+
 # ------------------------------------------------------------------------------------------ settings / data
 @dataclass(frozen=True)
 class TrackSettings:
@@ -129,8 +234,11 @@ class TrackSettings:
       mask_input: feed the previous low-res logits back as ``mask_input``.
       multimask: ask for three candidates and keep the best (by predicted IoU x IoU with the previous mask).
       refine: re-prompt the result this many more times with its own tight box (0: none).
-      retry: below this confidence, also try the moved box with no margin and with 2.5 x the margin, and keep the
-        most confident result (0: never).
+      redetect: also look for the object where the remembered templates (prompted frame, latest confident frame)
+        match the new frame's embedding best, and decode a box there too (:func:`match_template`).
+      redetect_radius: a template's match adds a candidate only when its centre is farther than this fraction of
+        the box size from every other candidate's.
+      appearance: exponent of the appearance term in the confidence (0: predicted IoU x area consistency only).
       lost_threshold: confidence below which a frame is flagged ``lost``.
       stop_when_lost: leave the rest of a direction empty after a lost frame instead of searching on.
     """
@@ -141,7 +249,9 @@ class TrackSettings:
     mask_input: bool = False
     multimask: bool = False
     refine: int = 1
-    retry: float = 0.0
+    redetect: bool = True
+    redetect_radius: float = 0.25
+    appearance: float = 1.0
     lost_threshold: float = 0.5
     stop_when_lost: bool = False
 
@@ -290,6 +400,7 @@ class Tracker:
         self.prompts: dict[int, Prompt] = {}
         self.result: TrackResult | None = None
         self._n_frames: int | None = None
+        self.debug: list | None = None  # a list: every candidate of every frame is appended to it (development)
 
     # ---------------------------------------------------------------- prompts
     def add_prompt(self, frame_index: int, points=None, labels=None, box=None, mask=None, auto: str | bool = False) -> None:
@@ -530,39 +641,18 @@ class Tracker:
         prev_t = good_t = k
         hw = seed.mask.shape
         grey = _Grey(frames)
+        memory = _Memory(make_template(self.model.embed(frames[k]), seed.mask) if seed.mask.any() else None)
         for t in chain:
             self._embed(predictor, frames[t], timing)
             t0 = time.perf_counter()
             ref, ref_t = (prev, prev_t) if prev.mask.any() else (good, good_t)
-            box = mask_box(ref.mask)
-            if box is None:  # nothing to follow (an empty seed)
-                self._store(res, t, k, _State(np.zeros(hw, bool), ref.logits, 0.0), 0.0, settings)
-                timing["propagate_s"] += time.perf_counter() - t0
-                bar.update(1)
-                continue
-            if settings.motion:
-                dx, dy = estimate_shift(grey[ref_t], grey[t], box)
-                box = np.clip(box + [dx, dy, dx, dy], 0, [hw[1], hw[0], hw[1], hw[0]])
-                if box[2] - box[0] < 2 or box[3] - box[1] < 2:
-                    box = mask_box(ref.mask)
-            kw = {"box": expand_box(box, settings.margin, hw), "multimask_output": settings.multimask}
-            if settings.points:
-                kw["point_coords"], kw["point_labels"] = np.array([innermost_point(ref.mask)]), np.array([1])
-            if settings.mask_input:
-                kw["mask_input"] = ref.logits[None]
-            m, s, low = predictor.predict(**kw)
-            b = _best(m, s, ref.mask)
-            state = refine_with_box(predictor, _State(m[b], low[b], float(s[b])), settings.refine)
-            consistency = area_ratio(state.mask, ref.mask)
-            conf = float(np.clip(state.score, 0, 1)) * consistency if state.mask.any() else 0.0
-            if settings.retry and conf < settings.retry:  # doubtful: try other box sizes, keep the most confident
-                for mg in (0.0, 2.5 * settings.margin):
-                    m, s, low = predictor.predict(box=expand_box(box, mg, hw), multimask_output=False)
-                    alt = refine_with_box(predictor, _State(m[0], low[0], float(s[0])), settings.refine)
-                    c = float(np.clip(alt.score, 0, 1)) * area_ratio(alt.mask, ref.mask) if alt.mask.any() else 0.0
-                    if c > conf:
-                        state, conf = alt, c
+            if mask_box(ref.mask) is None:  # nothing to follow (an empty seed)
+                state, conf = _State(np.zeros(hw, bool), ref.logits, 0.0), 0.0
+            else:
+                state, conf = self._step(predictor, grey, ref, ref_t, t, memory, settings)
             lost = self._store(res, t, k, state, conf, settings)
+            if not lost:
+                memory.remember(predictor._embedded, state.mask)
             timing["propagate_s"] += time.perf_counter() - t0
             timing["frames"] += 1
             bar.update(1)
@@ -573,6 +663,58 @@ class Tracker:
             else:
                 prev = good = state
                 prev_t = good_t = t
+
+    def _step(self, predictor, grey, ref: _State, ref_t: int, t: int, memory: _Memory,
+              settings: TrackSettings) -> tuple[_State, float]:
+        """Frame ``t``'s mask from the reference frame ``ref_t``'s mask: one candidate box per place the object may
+        have gone (image motion, and with ``settings.redetect`` the memory's matches), the most confident wins."""
+        hw = ref.mask.shape
+        box = mask_box(ref.mask)
+        candidates = [_moved(box, grey[ref_t], grey[t], hw) if settings.motion else box]
+        if settings.redetect:
+            size = box[2:] - box[:2]
+            for tmpl in memory.templates():
+                hit = match_template(predictor._embedded, tmpl)
+                if hit is None:
+                    continue
+                c = np.array(hit[:2])
+                near = [np.all(np.abs((b[:2] + b[2:]) / 2 - c) < settings.redetect_radius * size) for b in candidates]
+                if not any(near):
+                    candidates.append(np.clip(np.r_[c - size / 2, c + size / 2], 0, [hw[1], hw[0], hw[1], hw[0]]))
+        best, best_conf = None, -1.0
+        for cand in candidates:
+            state = self._decode_box(predictor, cand, ref, settings)
+            conf = self._confidence(predictor, state, ref, memory, settings)
+            if self.debug is not None:
+                self.debug.append({"t": t, "box": cand.tolist(), "score": state.score, "conf": conf,
+                                   "area": area_ratio(state.mask, ref.mask), "redetected": cand is not candidates[0],
+                                   "appearance": memory.similarity(predictor._embedded, state.mask)})
+            if conf > best_conf:
+                best, best_conf = state, conf
+        return best, best_conf
+
+    @staticmethod
+    def _decode_box(predictor, box: np.ndarray, ref: _State, settings: TrackSettings) -> _State:
+        """Decode ``box`` grown by the margin (+ the optional click / ``mask_input``), then refine with tight boxes."""
+        hw = ref.mask.shape
+        kw = {"box": expand_box(box, settings.margin, hw), "multimask_output": settings.multimask}
+        if settings.points:
+            kw["point_coords"], kw["point_labels"] = np.array([innermost_point(ref.mask)]), np.array([1])
+        if settings.mask_input:
+            kw["mask_input"] = ref.logits[None]
+        m, s, low = predictor.predict(**kw)
+        b = _best(m, s, ref.mask)
+        return refine_with_box(predictor, _State(m[b], low[b], float(s[b])), settings.refine)
+
+    @staticmethod
+    def _confidence(predictor, state: _State, ref: _State, memory: _Memory, settings: TrackSettings) -> float:
+        """``predicted IoU x area consistency with the reference x appearance`` (see the module notes), in [0, 1]."""
+        if not state.mask.any():
+            return 0.0
+        conf = float(np.clip(state.score, 0, 1)) * area_ratio(state.mask, ref.mask)
+        if settings.appearance:
+            conf *= float(np.clip(memory.similarity(predictor._embedded, state.mask), 0, 1)) ** settings.appearance
+        return conf
 
     @staticmethod
     def _store(res: TrackResult, t: int, k: int, state: _State, conf: float, settings: TrackSettings) -> bool:
@@ -629,6 +771,31 @@ class Tracker:
                 raise PromptError(f"frame {k}: the mask is {p.mask.shape[1]}x{p.mask.shape[0]} but the frames are {w}x{h}")
 
 
+class _Memory:
+    """The object's appearance: the prompted frame's :class:`Template` (kept) and the latest confident frame's."""
+
+    def __init__(self, first: Template | None):
+        self.first, self.recent = first, None
+
+    def templates(self) -> list[Template]:
+        return [x for x in (self.first, self.recent) if x is not None]
+
+    def remember(self, embedded, mask: np.ndarray) -> None:
+        self.recent = make_template(embedded, mask)
+
+    def similarity(self, embedded, mask: np.ndarray) -> float:
+        """Mean cosine of ``mask``'s mean embedding and the remembered objects' (1 when there is no memory)."""
+        kept = self.templates()
+        return float(np.mean([similarity(embedded, mask, x) for x in kept])) if kept else 1.0
+
+
+def _moved(box: np.ndarray, prev: np.ndarray, cur: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """``box`` moved by the image motion around it from greyscale frame ``prev`` to ``cur`` (:func:`estimate_shift`)."""
+    dx, dy = estimate_shift(prev, cur, box)
+    moved = np.clip(box + [dx, dy, dx, dy], 0, [hw[1], hw[0], hw[1], hw[0]])
+    return box if moved[2] - moved[0] < 2 or moved[3] - moved[1] < 2 else moved
+
+
 class _Grey:
     """Greyscale uint8 copies of the frames, made on first use."""
 
@@ -648,4 +815,4 @@ def _empty_result(n: int, hw: tuple[int, int]) -> TrackResult:
     )
 
 
-__all__ = ["DIRECTIONS", "TrackResult", "TrackSettings", "Tracker", "click_to_mask"]
+__all__ = ["DIRECTIONS", "Template", "TrackResult", "TrackSettings", "Tracker", "click_to_mask", "match_template"]
