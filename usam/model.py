@@ -14,11 +14,10 @@ import time
 
 import numpy as np
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from .adapters.adapter import Adapter, install_adapter
-from .adapters.lora import activate_lora
+from .adapters.lora import activate_lora, is_lora_layer
 from .backbones import DEFAULT_BACKBONE, Backbone, build_backbone
 from .embedding import Embedded, EmbeddingCache, image_digest
 from .errors import AdapterError, UsamError
@@ -146,7 +145,7 @@ class UsamModel(nn.Module):
         """The compiled encoder for the current LoRA state (built once per LoRA weights, cached on disk)."""
         h = hashlib.sha1(f"{self.runtime}|{self.precision}".encode())
         for n, m in self.backbone.image_encoder.named_modules():
-            if isinstance(m, BaseTunerLayer):  # which LoRA is on, and its weights (they change in training)
+            if is_lora_layer(m):  # which LoRA is on, and its weights (they change in training)
                 h.update(f"{n}|{m.disable_adapters}|{sorted(m.active_adapters)}".encode())
                 for k, p in m.named_parameters():
                     if "lora_" in k:

@@ -3,18 +3,20 @@
 Several adapters live side by side in one encoder (``peft`` keeps one ``lora_A/lora_B`` pair per
 adapter name in each target layer); :func:`activate_lora` switches between them, or disables all,
 without touching the base weights.
+
+``peft`` (which imports ``transformers``) is imported on the first LoRA added or loaded, not with usam: it is
+~2/3 of ``import usam``'s time, and a model without LoRA (the bare backbone, adapters of heads and a tuned
+decoder) never needs it. Until then no peft layer can exist, which :func:`is_lora_layer` relies on.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
-from peft.tuners.tuners_utils import BaseTunerLayer
-from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
 from ..errors import AdapterError, ConfigError, UsamError
@@ -70,15 +72,20 @@ class LoraSettings:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def peft_config(self) -> LoraConfig:
+    def peft_config(self):
+        """This LoRA as ``peft.LoraConfig``."""
+        from peft import LoraConfig  # lazy: peft + transformers are heavy (module docstring)
+
         return LoraConfig(r=int(self.rank), lora_alpha=float(self.alpha), lora_dropout=float(self.dropout),
                           target_modules=self.targets, bias="none")
 
 
 def add_lora(module: nn.Module, name: str, settings: LoraSettings) -> nn.Module:
     """Inject LoRA adapter ``name`` into ``module`` in place; base weights stay frozen."""
+    from peft import inject_adapter_in_model  # lazy: peft + transformers are heavy (module docstring)
+
     targets = [n for n, m in module.named_modules()
-               if isinstance(m, (nn.Linear, BaseTunerLayer)) and _matches(settings.targets, n)]
+               if (isinstance(m, nn.Linear) or is_lora_layer(m)) and _matches(settings.targets, n)]
     if not targets:
         raise ConfigError(f"LoRA targets {settings.targets!r} match no Linear layer of {type(module).__name__}")
     frozen = {n: p.requires_grad for n, p in module.named_parameters()}
@@ -95,8 +102,14 @@ def _matches(pattern: str, name: str) -> bool:
     return re.fullmatch(pattern, name) is not None
 
 
+def is_lora_layer(m: nn.Module) -> bool:
+    """Whether ``m`` is a peft tuner (LoRA) layer; without peft imported none can exist."""
+    tuners = sys.modules.get("peft.tuners.tuners_utils")
+    return tuners is not None and isinstance(m, tuners.BaseTunerLayer)
+
+
 def lora_layers(module: nn.Module):
-    return [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+    return [m for m in module.modules() if is_lora_layer(m)]
 
 
 def activate_lora(module: nn.Module, name: str | None) -> None:
@@ -115,11 +128,15 @@ def lora_parameters(module: nn.Module, name: str) -> list[nn.Parameter]:
 
 def lora_state_dict(module: nn.Module, name: str) -> dict[str, torch.Tensor]:
     """peft-format state dict of adapter ``name`` (keys without the adapter name, as peft saves them)."""
+    from peft.utils import get_peft_model_state_dict  # lazy: peft + transformers are heavy (module docstring)
+
     return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(module, adapter_name=name).items()}
 
 
 def load_lora_state(module: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
     """Load a peft-format state dict into the already-injected adapter ``name``; refuses missing tensors."""
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict  # lazy (module docstring)
+
     expected = set(get_peft_model_state_dict(module, adapter_name=name))
     missing = sorted(expected - set(state))
     if missing:
@@ -146,7 +163,7 @@ def merged_copy(module: nn.Module, adapters: list[str] | None = None) -> nn.Modu
     The original module is not touched.
     """
     out = copy.deepcopy(module)
-    names = [n for n, m in out.named_modules() if isinstance(m, BaseTunerLayer)]
+    names = [n for n, m in out.named_modules() if is_lora_layer(m)]
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = out.get_submodule(parent_name) if parent_name else out
@@ -160,6 +177,6 @@ def merged_copy(module: nn.Module, adapters: list[str] | None = None) -> nn.Modu
             with torch.no_grad():
                 layer.merge(safe_merge=True, adapter_names=todo)
         setattr(parent, child, layer.get_base_layer())
-    if any(isinstance(m, BaseTunerLayer) for m in out.modules()):  # pragma: no cover - nested tuner layers
+    if any(is_lora_layer(m) for m in out.modules()):  # pragma: no cover - nested tuner layers
         raise UsamError("could not remove every LoRA layer from the exported copy")
     return out.eval()
