@@ -17,8 +17,14 @@ per frame) and ``OUT/results.json``; prints a Markdown table.
 ``--prepare-train DIR`` writes a training folder for ``usam train`` (``images/`` = symlinks to the frames of
 ``--train-sequence``, ``masks/`` = the expert masks as 0 / 1 PNGs: the folder reader takes mask values as class ids,
 so the 0 / 255 masks cannot be read as they are). It refuses a DIR inside the repository (the data is never copied
-into it). The carotid adapter (``configs/carotid.yaml``) was trained on ``202201121748100022VAS``; with
-``--adapter`` that sequence is marked ``train`` in the table and the held-out mean covers the other two.
+into it). A carotid adapter is trained on ``--train-sequence`` (default ``202201121748100022VAS``) from that folder:
+
+    .venv/bin/python scripts/evaluate_cine.py --prepare-train /tmp/usam_cine/carotid_lumen
+    OMP_NUM_THREADS=1 .venv/bin/python -m usam train configs/default.yaml --set data.root=/tmp/usam_cine/carotid_lumen \
+        --set name=carotid --set train.epochs=4 --set train.steps_per_epoch=20 --set train.click_iters=2 \
+        --set train.click_iters_min=1 --set train.box_prob=0.1 --output runs/carotid_0022
+
+With ``--adapter`` that sequence is marked ``train`` in the table and the held-out mean covers the other two.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from usam.ops.masks import dice  # noqa: E402  (the repo on sys.path first)
+from usam.ops.masks import dice
+
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cine_carotid"
 TRAIN_SEQUENCE = "202201121748100022VAS"
 DROP = 0.7
