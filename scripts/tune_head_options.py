@@ -5,7 +5,9 @@
 
 Options (``usam/heads/refine.py``), tried task by task, segmentation first (the others may read its masks):
 - segmentation: automatic logits as they are, or refined by prompting the decoder with the box of each class's
-  largest component (base or tuned box path, 1 or 2 rounds); then optionally only the largest component,
+  largest component (base or tuned box path, 1 or 2 rounds); where the adapter has a localisation head
+  (``python -m usam.train.locate``), the same from its best peak box (``locate: heatmap``), otherwise it is
+  kept as ``locate: off``; then optionally only the largest component,
   and optionally the ellipse fitted to a class (per class);
 - detection: the regressed box, its extent after the decoder (base or tuned box path), or the extent of the
   automatic mask of a segmentation task of the same adapter;
@@ -87,11 +89,7 @@ def main(argv=None) -> int:
                 variants[f"refine_{r['refine_decoder']}"] = {"refine_with_decoder": True, **r}
             variants.update({f"box_from_{t}": {"box_from": t} for t in seg})
         elif spec.kind == "segmentation":
-            variants = {"raw": {}}
-            for r in refine[1:]:
-                for rounds in (1, 2):
-                    variants[f"refine_{r['refine_decoder']}_x{rounds}"] = {"refine_with_box": True, **r,
-                                                                          **({"refine_rounds": 2} if rounds == 2 else {})}
+            variants = segmentation_variants(refine, getattr(adapter.heads[tid], "locator", None) is not None)
         elif spec.kind == "regression" and spec.num_classes == 4 and seg:
             variants = {"raw": {}, f"ellipse_from_{seg[0]}": {"ellipse_from": seg[0]}}
         else:
@@ -117,6 +115,8 @@ def main(argv=None) -> int:
             best = best if best_post == "{}" else f"{best}+{best_post}"
         report[tid] = {"metric": {"detection": "iou", "segmentation": "dice"}.get(spec.kind, "mre_px"),
                        **{k: round(v, 4) for k, v in scores.items()}, "chosen": best}
+        if getattr(adapter.heads[tid], "locator", None) is not None:
+            opts.setdefault("locate", "off")  # a trained localisation head stays in heads.safetensors
         if opts:
             choices[tid] = opts
         adapter.config.head_options = dict(choices)  # later tasks (box_from, ellipse_from) see the chosen masks
@@ -151,6 +151,22 @@ def main(argv=None) -> int:
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     print(json.dumps(report, indent=1))
     return 0
+
+
+def segmentation_variants(refine: list[dict], locator: bool) -> dict[str, dict]:
+    """Automatic-mask variants: the learned tokens' logits as they are or refined by their box (base / tuned
+    box path, 1 or 2 rounds); with a localisation head also its best peak box (``locate: heatmap``), alone or
+    refined once more by the box of its mask."""
+    variants = {"raw": {}}
+    starts = {"": {}, **({"locate_": {"locate": "heatmap"}} if locator else {})}
+    for prefix, start in starts.items():
+        if prefix:
+            variants[prefix + "raw"] = dict(start)
+        for r in refine[1:]:
+            for rounds in (1, 2):
+                variants[f"{prefix}refine_{r['refine_decoder']}_x{rounds}"] = {
+                    **start, "refine_with_box": True, **r, **({"refine_rounds": 2} if rounds == 2 else {})}
+    return variants
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from torch import nn
 from ..backbones.base import sha256_state_dict
 from ..backbones.sam_style import sam_decode
 from ..errors import AdapterError, ConfigError, OutputError
+from ..heads.locate import attach_locators
 from ..io import dumps_json
 from ..tasks import TaskSpec, kind_of
 from ..version import __version__
@@ -96,6 +97,7 @@ class Adapter(nn.Module):
         self.config = config
         self.heads = nn.ModuleDict({tid: kind_of(t).build_head(t, config.input_size, backbone.embedding_shape[0])
                                     for tid, t in config.tasks.items()})
+        attach_locators(self.heads, config.head_options)  # localisation heads named by head_options (locate)
         self.decoder = None
         if config.decoder:
             dec = DecoderSettings.from_adapter(config.decoder)

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import AdapterError
+from ..heads.locate import attach_locators
 from ..tasks import kind_of
 from .card import parse_card
 from .config import AdapterConfig
@@ -117,6 +118,7 @@ def _check_head_tensors(directory: Path, config: AdapterConfig, heads: dict) -> 
         try:
             with torch.device("meta"):
                 head = kind_of(task).build_head(task, config.input_size)
+                attach_locators({tid: head}, config.head_options)
         except (ValueError, TypeError) as exc:
             raise AdapterError(f"{directory / CONFIG_NAME}: task {tid!r} is invalid: {exc}") from exc
         expected |= {f"heads.{tid}.{k}" for k in head.state_dict()}

@@ -13,11 +13,13 @@ import numpy as np
 import torch
 
 from ..backbones import LOW_RES
+from ..errors import ConfigError
 from ..ops.masks import mask_extent
 from .automask import logits_to_classes
+from .locate import attach_locators, locate_logits
 from .refine import ellipse_axis_points, postprocess_classes, refine_box, refine_with_box
 
-__all__ = ["Prediction", "ellipse_axis_points", "refine_box", "refine_with_box", "run_heads"]
+__all__ = ["Prediction", "attach_locators", "ellipse_axis_points", "refine_box", "refine_with_box", "run_heads"]
 
 
 @dataclass
@@ -82,7 +84,7 @@ def run_heads(model, embedded) -> Prediction:
                 axis = ellipse_axis_points(pred.masks[source] > 0) if source in pred.masks else None
                 pred.keypoints[tid] = pts if axis is None else axis
             elif task.kind == "segmentation":
-                logits, _ = head(model.prompt_decoder(), emb)
+                logits = _automatic_logits(model, head, emb, opts, geo)
                 if opts.get("refine_with_box"):
                     logits = refine_with_box(model.prompt_decoder(), emb, logits, size, route, opts.get("refine_rounds", 1))
                 pred.confidence[tid] = _class_confidence(logits.float(), geo, size)
@@ -90,6 +92,19 @@ def run_heads(model, embedded) -> Prediction:
                 classes = logits_to_classes(full)[0].cpu().numpy().astype(np.uint8)
                 pred.masks[tid] = postprocess_classes(classes, opts)
     return pred
+
+
+def _automatic_logits(model, head, emb, opts: dict, geo):
+    """Low-res automatic logits ``(1, K - 1, 256, 256)``: the learned tokens' answer, or with ``locate: heatmap``
+    the best located box of each class through the decoder."""
+    if opts.get("locate") != "heatmap":
+        return head(model.prompt_decoder(), emb)[0]
+    locator = getattr(head, "locator", None)
+    if locator is None:
+        raise ConfigError(f"head_options: locate 'heatmap' needs a trained localisation head in adapter "
+                          f"{model.adapter.name!r} (train one with python -m usam.train.locate)")
+    return locate_logits(locator, model.prompt_decoder(), emb, model.backbone.input_size, geo.resized_hw,
+                         opts.get("refine_decoder"))
 
 
 def _class_confidence(logits, geo, input_size: int) -> np.ndarray:

@@ -12,8 +12,11 @@ Each option is chosen on the validation split (``scripts/tune_head_options.py``)
 - detection ``box_from``: the box is the extent of the largest component of another task's automatic mask;
 - regression ``ellipse_from``: 4 landmarks = ends of the major then minor axis of the ellipse fitted to
   another task's automatic mask (fetal OFD / BPD);
+- segmentation ``locate``: ``"heatmap"``: the automatic logits come from the best peak box of the task's
+  localisation head through the decoder (``usam/heads/locate.py``), before any ``refine_with_box``;
+  ``"off"``: a trained localisation head is kept unused;
 - ``refine_decoder``: ``"base"`` (the backbone's own box path, default for a tuned decoder with
-  ``box_prompts: base``) or ``"tuned"``: which decoder answers the box prompts of the two refinements.
+  ``box_prompts: base``) or ``"tuned"``: which decoder answers the box prompts of the refinements and of ``locate``.
 
 Shapes: low-res logits ``(1, K - 1, 256, 256)``; boxes ``(4,)`` xyxy; masks ``(H, W)``.
 """
@@ -27,9 +30,10 @@ from ..backbones import LOW_RES
 from ..errors import ConfigError
 from ..ops.masks import ellipse_axis_ends, fill_ellipse, fit_ellipse, largest_component, mask_extent
 from .automask import logits_to_classes
+from .locate import LOCATE_VALUES
 
 OPTIONS = {
-    "segmentation": {"refine_with_box", "refine_rounds", "refine_decoder", "largest_component", "ellipse_fill"},
+    "segmentation": {"locate", "refine_with_box", "refine_rounds", "refine_decoder", "largest_component", "ellipse_fill"},
     "detection": {"refine_with_decoder", "refine_decoder", "box_from"},
     "regression": {"ellipse_from"},
     "classification": set(),
@@ -54,6 +58,8 @@ def check_head_options(options: dict, kinds: dict[str, str], where: str = "head_
                               f"(known: {sorted(OPTIONS[kinds[tid]])})")
         if opts.get("refine_decoder", "base") not in ("base", "tuned"):
             raise ConfigError(f"{where}.{tid}.refine_decoder must be 'base' or 'tuned', got {opts['refine_decoder']!r}")
+        if "locate" in opts and opts["locate"] not in LOCATE_VALUES:
+            raise ConfigError(f"{where}.{tid}.locate must be one of {list(LOCATE_VALUES)}, got {opts['locate']!r}")
         for key in ("box_from", "ellipse_from"):
             if key in opts and kinds.get(opts[key]) != "segmentation":
                 raise ConfigError(f"{where}.{tid}.{key}: {opts[key]!r} is not a segmentation task of this adapter")
