@@ -207,3 +207,24 @@ def test_new_organ_from_a_folder_with_the_default_config(model, data_root, tmp_p
     assert cfg["decoder"] is not None  # clicks are trained by default
     metrics = json.loads((out / "metrics.json").read_text())
     assert "intrapartum_user" in metrics["val"]  # a validation share was held out automatically
+
+
+def test_peft_is_imported_only_for_a_lora():
+    """``import usam`` and a model with a decoder-only adapter leave peft (and transformers) unimported; the first
+    LoRA added imports it (usam.adapters.lora)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys, usam\n"
+        "assert 'peft' not in sys.modules and 'transformers' not in sys.modules, 'imported with usam'\n"
+        f"m = usam.load(adapters=[{str(root / 'adapters' / 'breast')!r}], runtime='torch')\n"
+        "assert 'peft' not in sys.modules, 'imported by an adapter without LoRA'\n"
+        "from usam.adapters.lora import LoraSettings, add_lora, lora_layers\n"
+        "add_lora(m.backbone.image_encoder, 'x', LoraSettings(rank=2))\n"
+        "assert 'peft' in sys.modules and lora_layers(m.backbone.image_encoder)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
