@@ -89,30 +89,17 @@ def predict_variants(data: Path, tmp: Path) -> dict:
 
 def baseline():
     """The FMC_UIA baseline architecture's inference on a split's one image, or ``None`` without smp."""
-    try:
-        import segmentation_models_pytorch as smp
-    except ImportError:
-        print("(FMC_UIA baseline skipped: pip install -e .[bench])", file=sys.stderr)
-        return None
     import csv
 
-    import cv2
-    import numpy as np
-    import torch
-
-    net = smp.FPN(encoder_name="efficientnet-b4", encoder_weights=None, classes=2).eval()
-    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    net = bs.baseline_model()
+    if net is None:
+        print("(FMC_UIA baseline skipped: pip install -e .[bench])", file=sys.stderr)
+        return None
 
     def run(split: Path, out: Path) -> None:
         with open(split / "csv_files" / "breast_lesion.csv", newline="") as fh:
             row = next(csv.DictReader(fh))
-        image = cv2.cvtColor(cv2.imread(str(split / "csv_files" / row["image_path"])), cv2.COLOR_BGR2RGB)
-        h, w = image.shape[:2]
-        x = torch.from_numpy((cv2.resize(image, (256, 256)).astype(np.float32) / 255.0 - mean) / std).permute(2, 0, 1)[None]
-        with torch.inference_mode():
-            mask = net(x)[0].argmax(0).to(torch.uint8).numpy()
-        out.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(out / (Path(row["mask_path"]).stem + ".png")), cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST))
+        bs.baseline_segment(net, split / "csv_files" / row["image_path"], out / (Path(row["mask_path"]).stem + ".png"))
 
     return run
 

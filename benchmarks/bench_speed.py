@@ -239,30 +239,43 @@ def row_predict_usam(args, precision: str, runtime: str = "torch") -> dict:
             "precision": model.precision}
 
 
-def row_predict_baseline(args, precision: str) -> dict:
+def baseline_model(device: str = "cpu"):
+    """The FMC_UIA baseline architecture (EfficientNet-B4 + FPN, random weights), or ``None`` without smp."""
     try:
         import segmentation_models_pytorch as smp
     except ImportError:
-        return {"skipped": "pip install segmentation-models-pytorch"}
+        return None
+    return smp.FPN(encoder_name="efficientnet-b4", encoder_weights=None, classes=2).eval().to(device)
+
+
+def baseline_segment(net, image_path: Path, out_png: Path, device: str = "cpu", precision: str = "fp32") -> None:
+    """The baseline's own inference on one image: resize to 256 x 256, ImageNet normalisation, argmax, nearest
+    resize back, PNG write."""
     import cv2
     import numpy as np
     import torch
 
-    net = smp.FPN(encoder_name="efficientnet-b4", encoder_weights=None, classes=2).eval().to(args.device)
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    image = cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB)
+    h, w = image.shape[:2]
+    x = torch.from_numpy((cv2.resize(image, (256, 256)).astype(np.float32) / 255.0 - mean) / std).permute(2, 0, 1)[None]
+    with torch.inference_mode(), autocast(device, precision):
+        logits = net(x.to(device))
+    mask = logits[0].float().argmax(0).to(torch.uint8).cpu().numpy()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out_png), cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST))
+
+
+def row_predict_baseline(args, precision: str) -> dict:
+    net = baseline_model(args.device)
+    if net is None:
+        return {"skipped": "pip install segmentation-models-pytorch"}
     csv_dir = args.data / "test" / "csv_files"
     rows = warm_first(rows_of(args.data, args.images + 1))
-    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         def run(row):
-            image = cv2.cvtColor(cv2.imread(str(csv_dir / row["image_path"])), cv2.COLOR_BGR2RGB)
-            h, w = image.shape[:2]
-            x = (cv2.resize(image, (256, 256)).astype(np.float32) / 255.0 - mean) / std
-            x = torch.from_numpy(x).permute(2, 0, 1)[None].to(args.device)
-            with torch.inference_mode(), autocast(args.device, precision):
-                logits = net(x)
-            mask = logits[0].float().argmax(0).to(torch.uint8).cpu().numpy()
-            mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-            cv2.imwrite(str(Path(tmp) / (Path(row["mask_path"]).stem + ".png")), mask)
+            baseline_segment(net, csv_dir / row["image_path"], Path(tmp) / (Path(row["mask_path"]).stem + ".png"),
+                             args.device, precision)
 
         times = timed(run, rows, args.device)
     return {"times": times, "unit": "image", "note": f"EfficientNet-B4 + FPN, {sum(p.numel() for p in net.parameters()) / 1e6:.1f}M params, 256 px"}
