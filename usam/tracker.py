@@ -172,22 +172,26 @@ def _mask_cells(embedded, mask: np.ndarray) -> torch.Tensor:
     return embedded.geometry.mask_to_input(mask.astype(np.float32), embedded.embedding.shape[-1])
 
 
-def prototype(embedded, mask: np.ndarray) -> torch.Tensor | None:
-    """``(C,)`` unit-norm mean embedding of the cells inside ``mask`` (``None`` for an empty mask)."""
-    e, _ = _cells(embedded)
-    w = _mask_cells(embedded, mask)
+def _prototype(e: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+    """``(C,)`` unit-norm mean of cells ``e (C, gh, gw)`` weighted by coverage ``w (gh, gw)`` (``None`` if empty)."""
     if float(w.sum()) < 1e-3:
         return None
     return F.normalize((e * w).sum((1, 2)), dim=0)
 
 
+def prototype(embedded, mask: np.ndarray) -> torch.Tensor | None:
+    """``(C,)`` unit-norm mean embedding of the cells inside ``mask`` (``None`` for an empty mask)."""
+    return _prototype(_cells(embedded)[0], _mask_cells(embedded, mask))
+
+
 def make_template(embedded, mask: np.ndarray, context: float = 0.25) -> Template | None:
     """The :class:`Template` of the object ``mask`` (original ``(H, W)``) in ``embedded`` (``None`` if empty)."""
-    proto = prototype(embedded, mask)
+    e, _ = _cells(embedded)
+    cover = _mask_cells(embedded, mask)
+    proto = _prototype(e, cover)
     if proto is None:
         return None
-    e, _ = _cells(embedded)
-    w = _mask_cells(embedded, mask).numpy()
+    w = cover.numpy()
     ys, xs = np.nonzero(w > 0.5) if (w > 0.5).any() else np.nonzero(w > 0)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     gh, gw = w.shape
@@ -223,12 +227,6 @@ def _correlate(e: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     spec = torch.fft.rfft2(e, s=(gh, gw)) * torch.fft.rfft2(p, s=(gh, gw)).conj()
     full = torch.fft.irfft2(spec.sum(0), s=(gh, gw))  # circular; no wrap-around in the valid part
     return full[: gh - p.shape[1] + 1, : gw - p.shape[2] + 1]
-
-
-def similarity(embedded, mask: np.ndarray, template: Template) -> float:
-    """Cosine of ``mask``'s mean embedding and the template's prototype (0 for an empty mask)."""
-    proto = prototype(embedded, mask)
-    return 0.0 if proto is None else float(proto @ template.prototype)
 
 
 # ------------------------------------------------------------------------------------------ settings / data
@@ -795,7 +793,10 @@ class _Memory:
     def similarity(self, embedded, mask: np.ndarray) -> float:
         """Mean cosine of ``mask``'s mean embedding and the remembered objects' (1 when there is no memory)."""
         kept = self.templates()
-        return float(np.mean([similarity(embedded, mask, x) for x in kept])) if kept else 1.0
+        if not kept:
+            return 1.0
+        proto = prototype(embedded, mask)  # once, for every remembered object (0 for an empty mask)
+        return 0.0 if proto is None else float(np.mean([float(proto @ x.prototype) for x in kept]))
 
 
 def _moved(box: np.ndarray, prev: np.ndarray, cur: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
