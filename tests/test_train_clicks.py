@@ -106,3 +106,62 @@ def test_frozen_heads_without_a_tuned_decoder_is_refused(model, cache_dir, data_
     with pytest.raises(ConfigError, match="freeze_heads"):
         train(cfg, model=model)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+@pytest.mark.real
+def test_a_separate_click_decoder_trains_alone_and_answers_the_clicks(start, model, data_root, tmp_path):
+    """``decoder.clicks: separate`` on an init adapter without one: only the new click decoder (from the bare
+    backbone's weights) trains; heads and the tuned decoder stay bit-identical; the file holds it in fp16; once
+    loaded, clicks go to it, the heads' tokens to the tuned decoder, a box alone to the backbone's decoder."""
+    from usam.backbones.sam_style import sam_decode
+    from usam.train.trainer import train
+
+    out = tmp_path / "clicks"
+    cfg = {**_config(data_root, out, freeze_heads=True, auto_weight=0.0, click_loss="all", steps_per_epoch=2),
+           "init": str(start)}
+    cfg["decoder"] = {**cfg["decoder"], "clicks": "separate"}
+    train(cfg, model=model)
+    assert json.loads((out / "config.json").read_text())["decoder"]["clicks"] == "separate"
+    assert "click decoder" in (out / "README.md").read_text()
+    before, after = load_file(str(start / "heads.safetensors")), load_file(str(out / "heads.safetensors"))
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0, msg=k)
+    added = sorted(set(after) - set(before))
+    assert added and all(k.startswith("decoder.clicks.") and after[k].dtype == torch.float16 for k in added)
+    bare = {**{f"decoder.clicks.prompt_encoder.{k}": v for k, v in model.backbone.prompt_encoder.state_dict().items()},
+            **{f"decoder.clicks.mask_decoder.{k}": v for k, v in model.backbone.mask_decoder.state_dict().items()}}
+    assert set(added) <= set(bare)
+    assert any(not torch.equal(after[k].float(), bare[k].half().float()) for k in added), "the click decoder did not train"
+
+    name = model.load_adapter(out, name="clicks_check")
+    try:
+        dec = model.adapters[name].decoder
+        emb = torch.randn(1, *model.backbone.embedding_shape)
+        pts = (torch.tensor([[[100.0, 120.0]]]), torch.tensor([[1]]))
+        box = torch.tensor([[60.0, 70.0, 180.0, 190.0]])
+        with torch.no_grad():
+            got = model.decode(emb, points=pts, multimask_output=False)[0]
+            clicks = sam_decode(dec.clicks.prompt_encoder, dec.clicks.mask_decoder, emb, pts, None, None, False, None)[0]
+            tuned = sam_decode(dec.prompt_encoder, dec.mask_decoder, emb, pts, None, None, False, None)[0]
+            torch.testing.assert_close(got, clicks)
+            assert not torch.allclose(got, tuned)
+            base = model.backbone.decode(emb, boxes=box, multimask_output=False)[0]
+            torch.testing.assert_close(model.decode(emb, boxes=box, multimask_output=False)[0], base)
+            tokens = model.adapters[name].heads["breast_lesion"].tokens[0:1]
+            auto = model.decode(emb, sparse_extra=tokens, multimask_output=False)[0]
+            ref = sam_decode(dec.prompt_encoder, dec.mask_decoder, emb, None, None, None, False, tokens)[0]
+            torch.testing.assert_close(auto, ref)
+    finally:
+        model.set_adapter(None)
+        del model.adapters[name]
+
+
+def test_the_click_decoder_setting_is_checked(data_root, tmp_path):
+    from usam.train.config import load_config
+
+    good = _config(data_root, tmp_path / "o")
+    with pytest.raises(ConfigError, match="clicks"):
+        load_config({**good, "decoder": {**good["decoder"], "clicks": "own"}})
+    assert "clicks" not in load_config(good).decoder.to_adapter()  # adapters without one keep their config.json
+    separate = load_config({**good, "decoder": {**good["decoder"], "clicks": "separate"}})
+    assert separate.decoder.to_adapter()["clicks"] == "separate"

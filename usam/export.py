@@ -182,9 +182,11 @@ def _export_encoder(backbone, adapter, path: Path, opset: int) -> None:
 
 
 def _export_decoder(backbone, adapter, path: Path, opset: int) -> None:
-    """:class:`~usam.runtime.decoder.PromptGraph` of the adapter's tuned decoder (its LoRA merged), else of the backbone's."""
+    """:class:`~usam.runtime.decoder.PromptGraph` of the decoder that answers the adapter's clicks (its click decoder,
+    else its tuned decoder, LoRA merged), else of the backbone's."""
     if adapter is not None and adapter.decoder is not None:
-        pe, md = adapter.decoder.prompt_encoder, merged_copy(adapter.decoder.mask_decoder)
+        pe, md = adapter.decoder.answering(points=True)
+        md = merged_copy(md)
     else:
         pe, md = backbone.prompt_encoder, merged_copy(backbone.mask_decoder)
     s = int(backbone.input_size)

@@ -218,8 +218,9 @@ class Predictor:
         else:  # segment-anything pads a click-only prompt with one "not a point" (0, 0)
             coords = torch.cat([coords, torch.zeros(1, 1, 2)], dim=1)
             labels = torch.cat([labels, torch.tensor([[-1.0]])], dim=1)
-        run = compiled_decoder(decoder.prompt_encoder, decoder.mask_decoder, self.model.backbone.input_size, self.runtime,
-                               log=lambda m: print(m, file=sys.stderr))
+        pe, md = (decoder.answering(points=points, boxes=boxes, mask_input=mask_input) if hasattr(decoder, "answering")
+                  else (decoder.prompt_encoder, decoder.mask_decoder))  # an adapter's click decoder, if it has one
+        run = compiled_decoder(pe, md, self.model.backbone.input_size, self.runtime, log=lambda m: print(m, file=sys.stderr))
         masks, iou = run(embedding, coords, labels, mask_input)
         sl = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, sl], iou[:, sl]

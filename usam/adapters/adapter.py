@@ -38,11 +38,28 @@ from .resolve import resolve_adapter
 from .validate import validate_adapter_dir
 
 
+class PromptDecoder(nn.Module):
+    """A whole, trainable copy of a backbone's prompt encoder + mask decoder (the click decoder of ``clicks: separate``)."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.prompt_encoder = copy.deepcopy(backbone.prompt_encoder)
+        self.mask_decoder = copy.deepcopy(backbone.mask_decoder)
+        self.requires_grad_(True)
+
+
 class TunedDecoder(nn.Module):
-    """A trainable copy of a segment-anything backbone's prompt encoder + mask decoder."""
+    """A trainable copy of a segment-anything backbone's prompt encoder + mask decoder, and optionally a second,
+    whole copy that answers clicks (``clicks="separate"``; attribute ``clicks``, ``None`` otherwise).
+
+    Which weights answer a prompt (:meth:`answering`): a box alone goes to the backbone's own decoder
+    (``box_prompts="base"``, out of training); a prompt with clicks goes to the click decoder when there is one (in
+    training a box alone too: the box passes of simulated interactions train it);
+    everything else (the heads' learned tokens, ``box_prompts="tuned"``, clicks without a click decoder) to this one.
+    """
 
     def __init__(self, backbone, train: tuple[str, ...] = DEFAULT_DECODER_TRAIN, lora: LoraSettings | None = None,
-                 box_prompts: str = "base"):
+                 box_prompts: str = "base", clicks: str = "shared"):
         super().__init__()
         if not hasattr(backbone, "prompt_encoder") or not hasattr(backbone, "mask_decoder") or hasattr(backbone, "model"):
             raise ConfigError(f"decoder tuning needs a segment-anything style backbone (litemedsam, sam_vit_*), not {backbone.name}")
@@ -60,28 +77,41 @@ class TunedDecoder(nn.Module):
             for n, p in self.mask_decoder.named_parameters():
                 if "lora_" in n:
                     p.requires_grad_(True)
+        self.clicks = PromptDecoder(backbone) if clicks == "separate" else None
 
-    def decode(self, embeddings, points=None, boxes=None, mask_input=None, multimask_output=True, sparse_extra=None,
-               box_prompts: str | None = None):
-        """As :meth:`usam.backbones.Backbone.decode`. With ``box_prompts == "base"`` a box-only prompt (no clicks,
-        no previous mask, no learned tokens) goes to the backbone's own decoder: LiteMedSAM was trained on boxes
-        and click training costs its box path about a point of Dice, so both are kept. ``box_prompts`` given
-        here overrides the adapter's setting for this call (``"base"`` or ``"tuned"``)."""
+    def answering(self, points=None, boxes=None, mask_input=None, sparse_extra=None,
+                  box_prompts: str | None = None) -> tuple[nn.Module, nn.Module]:
+        """The ``(prompt_encoder, mask_decoder)`` that answer this prompt (see the class docstring)."""
         route = box_prompts or self.box_prompts
         if (route == "base" and not self.training and boxes is not None and points is None
                 and mask_input is None and sparse_extra is None):
-            pe, md = self._base
-            return sam_decode(pe, md, embeddings, None, boxes, None, multimask_output, None)
-        return sam_decode(self.prompt_encoder, self.mask_decoder, embeddings, points, boxes, mask_input,
-                          multimask_output, sparse_extra)
+            return self._base
+        interactive = points is not None or (self.training and boxes is not None)  # training: the box that clicks follow
+        if self.clicks is not None and interactive and sparse_extra is None:
+            return self.clicks.prompt_encoder, self.clicks.mask_decoder
+        return self.prompt_encoder, self.mask_decoder
+
+    def decode(self, embeddings, points=None, boxes=None, mask_input=None, multimask_output=True, sparse_extra=None,
+               box_prompts: str | None = None):
+        """As :meth:`usam.backbones.Backbone.decode`, on the weights :meth:`answering` names. With
+        ``box_prompts == "base"`` a box-only prompt (no clicks, no previous mask, no learned tokens) goes to the
+        backbone's own decoder: LiteMedSAM was trained on boxes and click training costs its box path about a point
+        of Dice, so both are kept. ``box_prompts`` given here overrides the adapter's setting for this call
+        (``"base"`` or ``"tuned"``)."""
+        pe, md = self.answering(points, boxes, mask_input, sparse_extra, box_prompts)
+        return sam_decode(pe, md, embeddings, points, boxes, mask_input, multimask_output, sparse_extra)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """The tensors that differ from the backbone: trained parts + decoder LoRA.
+        """The tensors that differ from the backbone: trained parts + decoder LoRA + the whole click decoder.
 
         Selected by name, not ``requires_grad``: a loaded (frozen) adapter must report the same tensors.
         """
         return {n: p.detach().cpu().contiguous() for n, p in self.named_parameters()
-                if n.startswith(self.train_prefixes) or "lora_" in n}
+                if n.startswith(self.train_prefixes) or "lora_" in n or n.startswith(CLICKS_PREFIX)}
+
+
+#: parameter names of the click decoder inside :class:`TunedDecoder`
+CLICKS_PREFIX = "clicks."
 
 
 class Adapter(nn.Module):
@@ -102,7 +132,7 @@ class Adapter(nn.Module):
         if config.decoder:
             dec = DecoderSettings.from_adapter(config.decoder)
             self.decoder = TunedDecoder(backbone, tuple(dec.train or DEFAULT_DECODER_TRAIN), dec.lora,
-                                        box_prompts=dec.box_prompts)
+                                        box_prompts=dec.box_prompts, clicks=dec.clicks)
         self.lora_name = config.name if config.lora else None
         self.encoder_lora: dict[str, torch.Tensor] | None = None
 
@@ -198,9 +228,12 @@ class Adapter(nn.Module):
         return out
 
     def _write_files(self, folder: Path, encoder: nn.Module | None) -> None:
-        """``config.json``, ``heads.safetensors`` and, with encoder LoRA, the two peft files."""
+        """``config.json``, ``heads.safetensors`` and, with encoder LoRA, the two peft files. The click decoder
+        (4M parameters for LiteMedSAM, the bulk of the file) is stored in fp16 and read back into fp32."""
         (folder / CONFIG_NAME).write_text(dumps_json(self.config.to_dict(), indent=2) + "\n")
-        save_file(self.head_state(), str(folder / HEADS_NAME), metadata={"format": "pt", "usam": __version__})
+        half = f"decoder.{CLICKS_PREFIX}"
+        state = {k: v.half() if k.startswith(half) and v.is_floating_point() else v for k, v in self.head_state().items()}
+        save_file(state, str(folder / HEADS_NAME), metadata={"format": "pt", "usam": __version__})
         if self.lora_name:
             save_file(lora_state_dict(encoder, self.lora_name), str(folder / LORA_NAME), metadata={"format": "pt"})
             cfg = self.config.lora.peft_config().to_dict()

@@ -183,12 +183,16 @@ def parse_card(text: str) -> tuple[dict, str]:
 def _inference_options(config) -> list[str]:
     """Card lines for the post-processing / decoder routing the adapter uses (``head_options``, ``box_prompts``)."""
     box = (config.decoder or {}).get("box_prompts")
-    if not config.head_options and not box:
+    separate = (config.decoder or {}).get("clicks") == "separate"
+    if not config.head_options and not box and not separate:
         return []
     lines = ["", "## Inference options", "",
              "Chosen on the validation split (`scripts/tune_head_options.py`); applied by `model.predict` and `usam predict`:", ""]
     if box:
         lines.append(f"- box prompts from a user go to the {'backbone' if box == 'base' else 'tuned'} decoder (`box_prompts: {box}`)")
+    if separate:
+        lines.append("- clicks go to the adapter's click decoder, trained on simulated interactions only (`clicks: separate`); "
+                     "the heads' automatic masks use the tuned decoder")
     for tid, opts in config.head_options.items():
         text = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in opts.items())
         lines.append(f"- `{tid}`: {text}")

@@ -69,13 +69,16 @@ def _prefixes(v):
 @dataclass(frozen=True)
 class DecoderSettings:
     """The tuned prompt decoder: ``tune`` it at all (training only), its transformer's ``lora`` (``None``: none),
-    the parameter-name prefixes it ``train``s in full, and which decoder answers a box alone (``box_prompts``)."""
+    the parameter-name prefixes it ``train``s in full, which decoder answers a box alone (``box_prompts``), and
+    whether clicks get a decoder of their own (``clicks: separate``: a whole copy of the backbone's prompt encoder +
+    mask decoder trained on simulated interactions only, while the tuned decoder keeps serving the heads)."""
 
     tune: bool = field(default=True, metadata=check(boolean))
     lora: LoraSettings | None = field(default_factory=lambda: LoraSettings(16, 16.0, 0.0, DECODER_TARGETS),
                                       metadata=check(_decoder_lora))
     train: tuple[str, ...] = field(default=DEFAULT_DECODER_TRAIN, metadata=check(optional(_prefixes)))
     box_prompts: str = field(default="base", metadata=check(one_of("base", "tuned")))
+    clicks: str = field(default="shared", metadata=check(one_of("shared", "separate")))
 
     @classmethod
     def from_adapter(cls, block: dict) -> "DecoderSettings":
@@ -84,8 +87,11 @@ class DecoderSettings:
 
     def to_adapter(self) -> dict:
         """The ``decoder`` block written to ``config.json``."""
-        return {"lora": self.lora.to_dict() if self.lora else None, "train": list(self.train or DEFAULT_DECODER_TRAIN),
-                "box_prompts": self.box_prompts}
+        block = {"lora": self.lora.to_dict() if self.lora else None, "train": list(self.train or DEFAULT_DECODER_TRAIN),
+                 "box_prompts": self.box_prompts}
+        if self.clicks == "separate":  # "shared" is not written: adapters without a click decoder keep their config.json
+            block["clicks"] = self.clicks
+        return block
 
 
 # --------------------------------------------------------------------------------------------- config

@@ -93,7 +93,8 @@ class TrainSettings(SectionView):
     #: last (the last only) or all (every pass, each with its own graph: the previous logits are fed back detached)
     click_loss: str = field(default="first_last", metadata=check(one_of("first_last", "last", "all")))
     #: keep the heads as they are (from ``init``) and train only the tuned decoder: only segmentation tasks are
-    #: sampled (their prompted interaction + the automatic masks through the frozen head tokens)
+    #: sampled (their prompted interaction + the automatic masks through the frozen head tokens); with a click decoder
+    #: (``decoder.clicks: separate``) the tuned decoder, which serves the heads, stays too: only the click decoder trains
     freeze_heads: bool = field(default=False, metadata=check(boolean))
     #: validation: Dice after 1..val_clicks simulated clicks (the score uses their mean)
     val_clicks: int = field(default=1, metadata=check(positive_int))

@@ -51,7 +51,10 @@ class TrainModule(nn.Module):
         head = self.adapter.heads[task.task_id]
         size = float(self.model.backbone.input_size)
         decoder = self.adapter.decoder or self.model.backbone
-        loss = KINDS[task.kind].loss(head, emb, [e.target for e in batch], size, decoder)
+        if task.kind == "segmentation" and self.adapter.decoder is not None and not self.settings["auto_weight"]:
+            loss = emb.sum() * 0.0  # auto_weight 0: the automatic masks are not run at all
+        else:
+            loss = KINDS[task.kind].loss(head, emb, [e.target for e in batch], size, decoder)
         if task.kind != "segmentation":
             return loss
         return self.segmentation_loss(loss, batch, emb, np.random.default_rng(seed))

@@ -30,7 +30,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
-from ..adapters.adapter import Adapter, attach_adapter
+from ..adapters.adapter import CLICKS_PREFIX, Adapter, attach_adapter
 from ..adapters.card import adapter_card
 from ..adapters.config import AdapterConfig
 from ..adapters.layout import HEADS_NAME, output_problem
@@ -173,7 +173,8 @@ def build_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
 
 
 def init_from(adapter: Adapter, directory: Path, backbone) -> None:
-    """Copy heads / tuned-decoder weights of an existing adapter directory (its tasks must match).
+    """Copy heads / tuned-decoder weights of an existing adapter directory (its tasks must match). A click decoder
+    (``decoder.clicks: separate``) the old adapter lacks starts from the backbone's prompt encoder + mask decoder.
 
     When the new adapter tunes its decoder without LoRA but the old one carried decoder LoRA, the old decoder is
     rebuilt, its LoRA merged into the weights, and the merged weights copied (continue training a LoRA-tuned
@@ -192,6 +193,10 @@ def init_from(adapter: Adapter, directory: Path, backbone) -> None:
             adapter.decoder.prompt_encoder.load_state_dict(old.decoder.prompt_encoder.state_dict(), strict=True)
             adapter.decoder.mask_decoder.load_state_dict(merged_copy(old.decoder.mask_decoder).state_dict(), strict=True)
     else:
+        if adapter.decoder is not None and adapter.decoder.clicks is not None and old_dec.get("clicks") != "separate":
+            # a new click decoder on an adapter without one: it starts from the backbone's own weights
+            heads = {**{f"decoder.{k}": v for k, v in adapter.decoder.trainable_state().items()
+                        if k.startswith(CLICKS_PREFIX)}, **heads}
         adapter.load_head_state(heads, str(Path(directory) / HEADS_NAME))
     adapter.config.head_options = dict(config.head_options)
 
@@ -212,6 +217,9 @@ def setup_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
             raise ConfigError(f"{cfg.source}: train.freeze_heads leaves nothing to train without a tuned decoder "
                               "(decoder.tune: true and a segmentation task)")
         adapter.heads.requires_grad_(False)
+        if adapter.decoder.clicks is not None:  # the tuned decoder serves the frozen heads: it stays too
+            adapter.decoder.requires_grad_(False)
+            adapter.decoder.clicks.requires_grad_(True)
     trainable = list(adapter.parameters())
     for p in model.backbone.parameters():
         p.requires_grad_(False)
