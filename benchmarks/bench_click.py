@@ -67,16 +67,18 @@ def before(predictor: Predictor, coords, labels, mask_input, multimask: bool, st
     emb, model = predictor._embedded, predictor.model
     geo = emb.geometry
     dec = model.prompt_decoder()
+    # the weights that answer clicks: an adapter's click decoder if it has one, else its (or the backbone's) decoder
+    prompt_encoder, mask_decoder = dec.answering(points=True) if hasattr(dec, "answering") else (dec.prompt_encoder, dec.mask_decoder)
     t = [time.perf_counter()]
     with torch.no_grad():
         c, lab = check_points(coords, labels, geo.original_hw)
         pts = (torch.as_tensor(geo.points_to_input(c), dtype=torch.float32)[None], torch.as_tensor(lab)[None])
         m = None if mask_input is None else torch.tensor(mask_input[None], dtype=torch.float32)
-        sparse, dense = dec.prompt_encoder(points=pts, boxes=None, masks=m)
+        sparse, dense = prompt_encoder(points=pts, boxes=None, masks=m)
         t.append(time.perf_counter())
-        pe = dec.prompt_encoder.get_dense_pe()
+        pe = prompt_encoder.get_dense_pe()
         t.append(time.perf_counter())
-        low, iou = run_mask_decoder(dec.mask_decoder, emb.embedding, pe, sparse, dense, multimask)
+        low, iou = run_mask_decoder(mask_decoder, emb.embedding, pe, sparse, dense, multimask)
         t.append(time.perf_counter())
         masks = geo.masks_to_original(low.float())
         t.append(time.perf_counter())

@@ -204,7 +204,7 @@ def test_new_organ_from_a_folder_with_the_default_config(model, data_root, tmp_p
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["name"] == "user_organ"
     assert cfg["tasks"] == {"intrapartum_user": {"kind": "segmentation", "num_classes": 3, "class_names": None}}
-    assert cfg["decoder"] is not None  # clicks are trained by default
+    assert cfg["decoder"]["clicks"] == "separate"  # clicks are trained by default, on a click decoder of their own
     metrics = json.loads((out / "metrics.json").read_text())
     assert "intrapartum_user" in metrics["val"]  # a validation share was held out automatically
 
