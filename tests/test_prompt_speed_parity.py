@@ -1,7 +1,7 @@
 """The fast prompt path (issue #16) answers clicks as the PyTorch path does.
 
 Parity: on 20 real breast-lesion test images, each with a first click (multimask), a corrective click pair with the
-previous logits as ``mask_input`` (single mask) and a click inside a box, the compiled prompt decoder's masks have
+previous logits as ``mask_input`` (single mask), a click inside a box and a box alone (single and multimask), the compiled prompt decoder's masks have
 IoU >= 0.999 with eager PyTorch's and its scores are within 1e-4; for the bare backbone and the shipped breast
 adapter's tuned decoder. Caches: the compiled decoder and the dense positional encoding follow weight changes.
 Speed is not asserted here: ``benchmarks/bench_click.py`` times the variants side by side.
@@ -41,6 +41,8 @@ def _prompts(mask: np.ndarray):
         ({"point_coords": first, "point_labels": np.array([1]), "multimask_output": True}, False),
         ({"point_coords": np.concatenate([first, beside]), "point_labels": np.array([1, 0]), "multimask_output": False}, True),
         ({"point_coords": first, "point_labels": np.array([1]), "box": box, "multimask_output": False}, False),
+        ({"box": box, "multimask_output": False}, False),  # a box alone: the backbone's decoder (box_prompts: base)
+        ({"box": box, "multimask_output": True}, False),
     ]
 
 
@@ -127,13 +129,19 @@ def test_dense_pe_is_cached_and_follows_its_buffer(tiny_vit):
             g.copy_(saved)
 
 
-def test_box_only_prompts_and_several_boxes_stay_on_pytorch(tiny_vit, monkeypatch):
+@pytest.mark.skipif(not rt.installed("openvino"), reason="openvino is not installed")
+def test_one_box_is_compiled_and_several_boxes_stay_on_pytorch(tiny_vit, monkeypatch):
     from usam import UsamModel
 
     model = UsamModel(tiny_vit)
-    predictor = Predictor(model, runtime="openvino" if rt.installed("openvino") else "torch")
-    monkeypatch.setattr("usam.predictor.compiled_decoder", lambda *a, **k: pytest.fail("compiled decoder used"))
+    predictor = Predictor(model, runtime="openvino")
     predictor.set_image(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    used = []
+    real = compiled_decoder
+    monkeypatch.setattr("usam.predictor.compiled_decoder", lambda *a, **k: used.append(a[1]) or real(*a, **k))
     predictor.predict(box=np.array([10.0, 10.0, 80.0, 90.0]))
+    assert used == [tiny_vit.mask_decoder]  # a box alone: the backbone's own decoder, compiled
+    monkeypatch.setattr("usam.predictor.compiled_decoder", lambda *a, **k: pytest.fail("compiled decoder used"))
+    predictor.predict(box=np.array([[10.0, 10.0, 80.0, 90.0], [0, 0, 50, 50]]))
     predictor.predict(box=np.array([[10.0, 10.0, 80.0, 90.0], [0, 0, 50, 50]]), point_coords=np.array([[20.0, 30.0]]),
                       point_labels=np.array([1]))

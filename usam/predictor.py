@@ -9,9 +9,10 @@
 Coordinates are (x, y) in original-image pixels; labels 1 = positive, 0 = negative. One prompt holds at most
 :data:`MAX_POINTS` (64) clicks; more raise :class:`~usam.errors.PromptError`.
 
-Prompts with clicks run on a compiled prompt decoder (:mod:`usam.runtime.decoder`) when the model's encoder
-runtime is compiled (``openvino`` / ``onnx``; ``runtime=`` overrides it); box-only prompts, several boxes at once
-and a transformers backbone stay on PyTorch.
+Prompts with clicks, or one box, run on a compiled prompt decoder (:mod:`usam.runtime.decoder`) when the model's
+encoder runtime is compiled (``openvino`` / ``onnx``; ``runtime=`` overrides it): the weights that answer them
+(:meth:`usam.adapters.adapter.TunedDecoder.answering`) are compiled. Several prompt sets at once and a
+transformers backbone stay on PyTorch.
 """
 
 from __future__ import annotations
@@ -204,22 +205,24 @@ class Predictor:
 
     def _decode(self, embedding, points, boxes, mask_input, multimask_output: bool):
         """Low-res logits ``(K, M, 256, 256)`` and scores ``(K, M)`` (``M`` = 3 or 1) from model-input prompts:
-        on the compiled decoder for one prompt set with clicks, else ``model.decode``."""
+        on the compiled decoder for one prompt set (clicks and / or one box), else ``model.decode``."""
         decoder = self.model.prompt_decoder()
-        compiled = (self.runtime in ("openvino", "onnx") and points is not None and points[0].shape[0] == 1
+        one_set = points[0].shape[0] == 1 if points is not None else boxes is not None and boxes.shape[0] == 1
+        compiled = (self.runtime in ("openvino", "onnx") and one_set
                     and hasattr(decoder, "mask_decoder") and not hasattr(decoder, "model") and embedding.device.type == "cpu")
         if not compiled:
             return self.model.decode(embedding, points=points, boxes=boxes, mask_input=mask_input,
                                      multimask_output=multimask_output)
-        coords, labels = points[0], points[1].float()
+        coords, labels = (points[0], points[1].float()) if points is not None else (torch.zeros(1, 0, 2), torch.zeros(1, 0))
         if boxes is not None:  # box corners are points labelled 2 / 3, after the clicks (PromptEncoder's order)
             coords = torch.cat([coords, boxes.reshape(1, 2, 2)], dim=1)
             labels = torch.cat([labels, torch.tensor([[2.0, 3.0]])], dim=1)
         else:  # segment-anything pads a click-only prompt with one "not a point" (0, 0)
             coords = torch.cat([coords, torch.zeros(1, 1, 2)], dim=1)
             labels = torch.cat([labels, torch.tensor([[-1.0]])], dim=1)
+        # an adapter's click decoder, the backbone's decoder for a box alone (box_prompts: base), ...
         pe, md = (decoder.answering(points=points, boxes=boxes, mask_input=mask_input) if hasattr(decoder, "answering")
-                  else (decoder.prompt_encoder, decoder.mask_decoder))  # an adapter's click decoder, if it has one
+                  else (decoder.prompt_encoder, decoder.mask_decoder))
         run = compiled_decoder(pe, md, self.model.backbone.input_size, self.runtime, log=lambda m: print(m, file=sys.stderr))
         masks, iou = run(embedding, coords, labels, mask_input)
         sl = slice(1, None) if multimask_output else slice(0, 1)
