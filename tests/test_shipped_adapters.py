@@ -71,8 +71,9 @@ def test_every_adapter_loads_with_card_and_metrics(model):
         metrics = json.loads((d / "metrics.json").read_text())
         assert "test" in metrics and metrics["test"], name
         assert name in model.adapters
-        # heads + a LoRA-tuned decoder ~4-8 MB; a fully tuned prompt decoder (breast, issue #14) adds 16 MB of fp32
-        assert sum(f.stat().st_size for f in d.iterdir()) < 24 * 2**20, f"adapter {name} is over 24 MB"
+        # heads + a LoRA-tuned decoder ~4-8 MB; a fully tuned prompt decoder (breast, issue #14) adds 16 MB of fp32,
+        # a separate click decoder (breast) 8 MB of fp16
+        assert sum(f.stat().st_size for f in d.iterdir()) < 32 * 2**20, f"adapter {name} is over 32 MB"
 
 
 @pytest.mark.parametrize("task", sorted(ADAPTER_OF))

@@ -4,7 +4,8 @@ An adapter holds, for one organ / task group:
 
 - optional LoRA weights in the image encoder (``peft``; shared encoder, switched by name),
 - an optional tuned prompt decoder (a copy of SAM's prompt encoder + mask decoder whose small
-  parts are trained and whose transformer carries LoRA) that has learned clicks for this organ,
+  parts are trained and whose transformer carries LoRA) that has learned clicks for this organ, or that serves
+  the heads while a separate click decoder (``decoder.clicks: separate``) answers the clicks,
 - one head per task (classification, detection, keypoints, automatic segmentation).
 
 As in ``peft``: :meth:`Adapter.save_pretrained` writes its directory (:mod:`usam.adapters.layout`) and
