@@ -21,8 +21,7 @@ into it). A carotid adapter is trained on ``--train-sequence`` (default ``202201
 
     .venv/bin/python scripts/evaluate_cine.py --prepare-train /tmp/usam_cine/carotid_lumen
     OMP_NUM_THREADS=1 .venv/bin/python -m usam train configs/default.yaml --set data.root=/tmp/usam_cine/carotid_lumen \
-        --set name=carotid --set train.epochs=4 --set train.steps_per_epoch=20 --set train.click_iters=2 \
-        --set train.click_iters_min=1 --set train.box_prob=0.1 --output runs/carotid_0022
+        --set name=carotid --output runs/carotid
 
 With ``--adapter`` that sequence is marked ``train`` in the table and the held-out mean covers the other two.
 """

@@ -47,7 +47,7 @@ def examples(data_root, breast_model):
 
     store = EmbeddingStore(breast_model)
     rows = {s: read_split(data_root / s, tasks=["breast_lesion"])["breast_lesion"] for s in ("train", "val")}
-    return load_examples(store, rows["train"][:24], 256, 1), load_examples(store, rows["val"][:8], 256, 1)
+    return load_examples(store, rows["train"][:24], 1), load_examples(store, rows["val"][:8], 1)
 
 
 def test_training_on_real_embeddings_finds_the_lesions(examples):

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: values of the ``locate`` head option
-LOCATE_VALUES = ("heatmap", "off")
+from .refine import decode_box
+
 #: candidate peaks per class tried through the decoder
 DEFAULT_CANDIDATES = 3
 
@@ -104,9 +104,7 @@ def locate_logits(locator: LocateHead, decoder, embedding: torch.Tensor, input_s
     out = []
     for c in range(heat.shape[1]):
         boxes, scores = peak_boxes(heat[0, c], size[0, c], input_size, k, limit)
-        kwargs = {"box_prompts": route} if route and hasattr(decoder, "box_prompts") else {}
-        logits, iou = decoder.decode(embedding.expand(len(boxes), -1, -1, -1), boxes=boxes.to(embedding.dtype),
-                                     multimask_output=False, **kwargs)
+        logits, iou = decode_box(decoder, embedding.expand(len(boxes), -1, -1, -1), boxes.to(embedding.dtype), route)
         best = int((scores.to(iou.device) * iou[:, 0].float()).argmax())
         out.append(logits[best, 0])
     return torch.stack(out)[None]

@@ -30,8 +30,9 @@ from ..backbones import LOW_RES
 from ..errors import ConfigError
 from ..ops.masks import ellipse_axis_ends, fill_ellipse, fit_ellipse, largest_component, mask_extent
 from .automask import logits_to_classes
-from .locate import LOCATE_VALUES
 
+#: values of the segmentation option ``locate`` (``usam/heads/locate.py``)
+LOCATE_VALUES = ("heatmap", "off")
 OPTIONS = {
     "segmentation": {"locate", "refine_with_box", "refine_rounds", "refine_decoder", "largest_component", "ellipse_fill"},
     "detection": {"refine_with_decoder", "refine_decoder", "box_from"},
@@ -65,17 +66,17 @@ def check_head_options(options: dict, kinds: dict[str, str], where: str = "head_
                 raise ConfigError(f"{where}.{tid}.{key}: {opts[key]!r} is not a segmentation task of this adapter")
 
 
-def _decode_box(decoder, embedding, boxes, route: str | None):
-    """Box-only prompt ``(N, 4)`` in model-input pixels -> low-res logits ``(N, 1, 256, 256)``."""
+def decode_box(decoder, embedding, boxes, route: str | None):
+    """Box-only prompt ``(N, 4)`` in model-input pixels -> low-res logits ``(N, 1, 256, 256)`` and predicted IoU
+    ``(N, 1)``; ``route`` (``"base"`` / ``"tuned"``) picks a tuned decoder's box path (a backbone has one)."""
     kwargs = {"box_prompts": route} if route and hasattr(decoder, "box_prompts") else {}
-    logits, _ = decoder.decode(embedding, boxes=boxes, multimask_output=False, **kwargs)
-    return logits
+    return decoder.decode(embedding, boxes=boxes, multimask_output=False, **kwargs)
 
 
 def refine_box(decoder, embedding, box: np.ndarray, input_size: int, route: str | None = None) -> np.ndarray:
     """Refine a regressed ``(4,)`` box (model-input pixels): prompt the decoder with it and take the
     extent of the mask it returns; the regressed box is kept when the mask is empty."""
-    logits = _decode_box(decoder, embedding, torch.as_tensor(box[None], dtype=torch.float32, device=embedding.device), route)
+    logits, _ = decode_box(decoder, embedding, torch.as_tensor(box[None], dtype=torch.float32, device=embedding.device), route)
     extent = mask_extent((logits[0, 0] > 0).cpu().numpy())
     return box if extent is None else extent * (input_size / LOW_RES)
 
@@ -93,7 +94,7 @@ def refine_with_box(decoder, embedding, logits, input_size: int, route: str | No
             if extent is None:
                 continue
             box = torch.as_tensor(extent[None] * s, dtype=torch.float32, device=embedding.device)
-            out[:, c] = _decode_box(decoder, embedding, box, route)[:, 0]
+            out[:, c] = decode_box(decoder, embedding, box, route)[0][:, 0]
     return out
 
 

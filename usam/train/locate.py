@@ -98,7 +98,7 @@ def locate_loss(locator: LocateHead, emb: torch.Tensor, heat_t, size_t, weight) 
     return focal_loss(heat, heat_t) + l1
 
 
-def load_examples(store, samples, input_size: int, num_foreground: int) -> list[LocateExample]:
+def load_examples(store, samples, num_foreground: int) -> list[LocateExample]:
     """Embeddings (from ``store``) and object boxes of segmentation ``samples``."""
     out = []
     for s in samples:
@@ -167,7 +167,7 @@ def train_adapter_locators(adapter_dir: str, data: str, epochs: int = 30, limit:
         k = adapter.tasks[tid].num_classes - 1
         splits = {name: read_split(Path(data) / name, tasks=[tid])[tid][:limit] for name in ("train", "val")}
         t0 = time.time()
-        train, val = (load_examples(store, splits[n], size, k) for n in ("train", "val"))
+        train, val = (load_examples(store, splits[n], k) for n in ("train", "val"))
         log(f"{tid}: {len(train)} train / {len(val)} val embeddings ({time.time() - t0:.0f} s)")
         t0 = time.time()
         locator, history = train_locator(train, val, k, size, epochs=epochs, log=log)
