@@ -11,7 +11,7 @@ Rows:
 
 - encoder (network only, batch 1): LiteMedSAM eager fp32 (reference), eager bf16 autocast and OpenVINO bf16 only
   where the CPU computes bf16 natively (elsewhere they are emulated and not what ``auto`` picks), ONNX Runtime fp32,
-  OpenVINO fp32;
+  OpenVINO fp32, and OpenVINO int8 where ``usam export int8`` left a checked int8 encoder in ``$USAM_CACHE``;
 - ``usam predict`` (``predict_split`` on a one-image split: read, encode, automatic segmentation head + tuned
   decoder, PNG + journal), eager torch fp32 (round 1's path, the reference) vs the defaults (``runtime auto``),
   beside the FMC_UIA baseline architecture (EfficientNet-B4 + FPN, random weights, 256 px; needs
@@ -48,13 +48,18 @@ def encoder_variants() -> dict:
     import torch
 
     from usam import UsamModel, build_backbone
+    from usam.runtime import checked_int8
 
     backbone = build_backbone("litemedsam")
     variants = {}
     for name, runtime, precision in (("eager fp32", "torch", "fp32"), ("eager bf16", "torch", "bf16"),
                                      ("ONNX Runtime fp32", "onnx", "fp32"), ("OpenVINO fp32", "openvino", "fp32"),
-                                     ("OpenVINO bf16", "openvino", "bf16")):
+                                     ("OpenVINO bf16", "openvino", "bf16"), ("OpenVINO int8", "openvino", "int8")):
         if precision == "bf16" and not native_bf16():
+            continue
+        if precision == "int8" and not checked_int8(backbone):
+            print("(OpenVINO int8 skipped: no checked int8 encoder in $USAM_CACHE; make one with "
+                  "`usam export int8 --data ../shared/data/fmc_uia_dev`)", file=sys.stderr)
             continue
         model = UsamModel(backbone, precision=precision, runtime=runtime)
 

@@ -278,14 +278,51 @@ def _verify(model, adapter: str | None, out: Path) -> dict:
         model.set_adapter(active)
 
 
-def export_onnx(out_dir: str | os.PathLike, adapter: str | None = None, backbone: str | None = None,
-                checkpoint: str | None = None, opset: int = OPSET, verify: bool = True, log=None) -> dict:
-    """Build the model (CPU, fp32), load ``adapter`` (directory or Hub id; ``None`` / ``"none"``: bare backbone)
-    and export it with :func:`export_model`. ``backbone`` defaults to the adapter's, else the default backbone."""
+def _cpu_model(adapter: str | None, backbone: str | None, checkpoint: str | None) -> tuple[UsamModel, str | None]:
+    """The model (CPU, fp32) with ``adapter`` (directory or Hub id; ``None`` / ``"none"``: bare backbone) active;
+    ``backbone`` defaults to the adapter's, else the default backbone."""
     if adapter is not None and str(adapter).lower() in ("", "none"):
         adapter = None
     if backbone is None:
         backbone = read_config(resolve_adapter(adapter)).backbone if adapter else DEFAULT_BACKBONE
     model = UsamModel.from_pretrained(backbone=backbone, checkpoint=checkpoint, precision="fp32", device="cpu", cache_size=0)
     name = model.load_adapter(adapter) if adapter else None
+    model.set_adapter(name)
+    return model, name
+
+
+def export_onnx(out_dir: str | os.PathLike, adapter: str | None = None, backbone: str | None = None,
+                checkpoint: str | None = None, opset: int = OPSET, verify: bool = True, log=None) -> dict:
+    """Build the model (:func:`_cpu_model`) and export it with :func:`export_model`."""
+    model, name = _cpu_model(adapter, backbone, checkpoint)
     return export_model(model, out_dir, adapter=name, opset=opset, verify=verify, source=adapter, log=log)
+
+
+def export_int8(data: str | os.PathLike, adapter: str | None = None, backbone: str | None = None,
+                checkpoint: str | None = None, tasks: list[str] | None = None, calibration: int = 64, check: int = 20,
+                log=print) -> dict:
+    """Quantise the encoder of ``adapter`` (LoRA merged; bare backbone by default) to int8 into the runtime cache
+    (:func:`usam.runtime.quantize.quantize_encoder`): calibrated on ``calibration`` training images of ``data`` (an
+    FMC_UIA root, a split folder or an images/ + masks/ folder; evenly spread over its images), checked on the GT
+    boxes of ``check`` validation images of its segmentation tasks (never calibration images). Returns the record."""
+    from .io import read_image, read_mask
+    from .runtime.quantize import quantize_encoder
+    from .train.rows import read_rows
+
+    if calibration < 1 or check < 0:
+        raise UsamError(f"--calibration must be >= 1 and --check >= 0 (got {calibration}, {check})")
+    train, val = read_rows(data, tasks)
+    images = sorted({str(s.image_path) for rows in train.values() for s in rows})
+    picked = [images[i] for i in np.linspace(0, len(images) - 1, min(calibration, len(images))).round().astype(int)]
+    cases = []
+    for s in (s for rows in val.values() for s in rows if s.kind == "segmentation"):
+        if len(cases) == check:
+            break
+        if str(s.image_path) in picked:
+            continue
+        labels = read_mask(s.mask_path)
+        present, counts = np.unique(labels[labels > 0], return_counts=True)
+        if len(present):  # the largest object of the image
+            cases.append((read_image(s.image_path), labels == present[counts.argmax()]))
+    model, _ = _cpu_model(adapter, backbone, checkpoint)
+    return quantize_encoder(model, picked, cases, log=log)

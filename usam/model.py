@@ -25,15 +25,25 @@ from .heads import Prediction, run_heads
 from .io import to_rgb_uint8
 from .runtime import build_compiled_encoder, resolve_runtime
 
-PRECISIONS = ("fp32", "bf16", "auto")
+PRECISIONS = ("fp32", "bf16", "int8", "auto")
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on CPUs with native bf16 (AVX512-BF16 / AMX) and on CUDA, else ``fp32``."""
+def resolve_precision(precision: str, device: torch.device, runtime: str | None = None, backbone=None) -> str:
+    """``auto`` -> ``int8`` on the OpenVINO runtime where the CPU has int8 dot-product instructions and ``usam export
+    int8`` left a checked int8 encoder of ``backbone`` (:mod:`usam.runtime.quantize`), else ``bf16`` on CPUs with
+    native bf16 (AVX512-BF16 / AMX) and on CUDA, else ``fp32``. ``int8`` is the OpenVINO runtime's only."""
     if precision not in PRECISIONS:
         raise UsamError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and runtime is not None and runtime != "openvino":
+        raise UsamError(f"precision int8 runs on runtime openvino, not {runtime!r}")
     if precision != "auto":
         return precision
+    if runtime == "openvino" and backbone is not None:
+        from .runtime import checked_int8
+        from .runtime.quantize import int8_capable
+
+        if int8_capable() and checked_int8(backbone):
+            return "int8"
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     try:
@@ -65,8 +75,9 @@ class UsamModel(nn.Module):
         self.cache = EmbeddingCache(cache_size)
         self.encoder_calls = 0
         self.last_encode_seconds = 0.0
-        self.precision = resolve_precision(precision, backbone.device)
+        self.requested_precision = precision
         self.runtime = resolve_runtime(runtime, backbone)
+        self.precision = resolve_precision(precision, backbone.device, self.runtime, backbone)
         self._compiled: dict[str, object] = {}
 
     @classmethod
@@ -84,7 +95,7 @@ class UsamModel(nn.Module):
         model = cls(build_backbone(backbone, checkpoint=checkpoint), cache_size=cache_size, precision="fp32")
         if device:
             model.to(device)
-        model.precision = resolve_precision(precision, model.device)
+        model.requested_precision = precision
         model.set_runtime(runtime)
         for ref in adapters:
             model.load_adapter(ref)
@@ -120,13 +131,23 @@ class UsamModel(nn.Module):
 
     # ------------------------------------------------------------------ encoder
     def set_runtime(self, runtime: str | None) -> str:
-        """Use encoder runtime ``runtime`` (see :mod:`usam.runtime`; ``None``: ``$USAM_RUNTIME`` or ``auto``)."""
+        """Use encoder runtime ``runtime`` (see :mod:`usam.runtime`; ``None``: ``$USAM_RUNTIME`` or ``auto``); the
+        precision asked for is resolved again for it (``auto`` picks int8 on OpenVINO only)."""
         self.runtime = resolve_runtime(runtime, self.backbone)
+        self.precision = resolve_precision(self.requested_precision, self.device, self.runtime, self.backbone)
         return self.runtime
 
     def encoder_key(self) -> str:
         lora = self.adapter.lora_name if self.adapter is not None and self.adapter.lora_name else "-"
-        return f"{self.backbone.name}|{self.backbone.checksum[:16]}|{lora}|{self.precision}|{self.runtime}"
+        return f"{self.backbone.name}|{self.backbone.checksum[:16]}|{lora}|{self.encoder_precision()}|{self.runtime}"
+
+    def encoder_precision(self) -> str:
+        """What the encoder computes in now: :attr:`precision`, except that an ``auto`` int8 falls back to bf16 / fp32
+        for an adapter whose LoRA has no int8 encoder (and a compiled runtime may run fp32 for bf16, see
+        :class:`~usam.runtime.session.OnnxSession`)."""
+        if self.precision == "int8" and self.runtime != "torch":
+            return self._compiled_encoder().precision
+        return self.precision
 
     def autocast(self):
         if self.precision == "bf16":
@@ -152,8 +173,11 @@ class UsamModel(nn.Module):
                         h.update(p.detach().cpu().float().numpy().tobytes())
         key = h.hexdigest()
         if key not in self._compiled:
+            fallback = None
+            if self.precision == "int8" and self.requested_precision == "auto":
+                fallback = resolve_precision("auto", self.device)  # bf16 / fp32: auto without int8
             self._compiled[key] = build_compiled_encoder(self.backbone, self.runtime, self.precision,
-                                                         log=lambda m: print(m, file=sys.stderr))
+                                                         log=lambda m: print(m, file=sys.stderr), fallback=fallback)
         return self._compiled[key]
 
     @torch.no_grad()

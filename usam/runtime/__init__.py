@@ -99,11 +99,16 @@ class CompiledEncoder:
         return torch.from_numpy(out)
 
 
+def cache_folder(tag: str, module: torch.nn.Module) -> Path:
+    """``$USAM_CACHE/runtime/<key>``: the key hashes ``tag``, ``module``'s weights, the versions and the opset."""
+    key = hashlib.sha256(f"{tag}|{encoder_fingerprint(module)}|{versions_tag()}|opset{OPSET}".encode())
+    return runtime_root() / key.hexdigest()[:24]
+
+
 def cached_onnx(tag: str, module: torch.nn.Module, filename: str, export, what: str, log=None) -> Path:
     """Path of ``module``'s ONNX file in the runtime cache, keyed by ``tag``, its weights, the versions and the opset;
     ``export(path)`` writes it the first time (and ``log`` says so, naming ``what``)."""
-    key = hashlib.sha256(f"{tag}|{encoder_fingerprint(module)}|{versions_tag()}|opset{OPSET}".encode())
-    folder = runtime_root() / key.hexdigest()[:24]
+    folder = cache_folder(tag, module)
     path = folder / filename
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -113,8 +118,8 @@ def cached_onnx(tag: str, module: torch.nn.Module, filename: str, export, what: 
     return path
 
 
-def build_compiled_encoder(backbone, name: str, precision: str, log=None) -> CompiledEncoder:
-    """Compile ``backbone``'s encoder (active LoRA merged) for runtime ``name``, reusing the on-disk ONNX file."""
+def encoder_onnx(backbone, name: str, log=None) -> Path:
+    """The on-disk ONNX file of ``backbone``'s encoder (active LoRA merged), exported the first time."""
     encoder = merged_copy(backbone.image_encoder).cpu().float().eval()
     s = int(backbone.input_size)
 
@@ -125,5 +130,37 @@ def build_compiled_encoder(backbone, name: str, precision: str, log=None) -> Com
             raise UsamError(f"could not export the {backbone.name} encoder for runtime {name!r} "
                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}): use --runtime torch") from exc
 
-    onnx_path = cached_onnx(backbone.name, encoder, "encoder.onnx", export, f"the {name} encoder for {backbone.name}", log)
+    return cached_onnx(backbone.name, encoder, "encoder.onnx", export, f"the {name} encoder for {backbone.name}", log)
+
+
+def build_compiled_encoder(backbone, name: str, precision: str, log=None, fallback: str | None = None) -> CompiledEncoder:
+    """Compile ``backbone``'s encoder (active LoRA merged) for runtime ``name``, reusing the on-disk ONNX file.
+
+    ``precision`` int8 (OpenVINO) runs the quantised model ``usam export int8`` left beside that file; where there is
+    none, ``fallback`` (``precision auto``'s other choice) is used instead, or without one a clear error is raised.
+    """
+    onnx_path = encoder_onnx(backbone, name, log)
+    if precision == "int8":
+        from .quantize import INT8_MODEL, read_record
+
+        record = read_record(onnx_path.parent) if name == "openvino" else None
+        if record is not None and (fallback is None or record.get("passed")):  # auto takes a checked one only
+            compiled = CompiledEncoder(name, onnx_path.parent / INT8_MODEL, "bf16", threads=torch.get_num_threads())
+            compiled.precision = "int8"
+            return compiled
+        if fallback is None:
+            raise UsamError(f"precision int8 needs runtime openvino and an int8 encoder for this model: run "
+                            f"`usam export int8 --data DATA_ROOT` (add --adapter NAME for an adapter with encoder LoRA)")
+        if log:
+            log(f"usam: no int8 encoder for this adapter's LoRA (usam export int8 --adapter ...): {fallback}")
+        precision = fallback
     return CompiledEncoder(name, onnx_path, precision, threads=torch.get_num_threads())
+
+
+def checked_int8(backbone) -> bool:
+    """Whether the runtime cache holds an int8 encoder of ``backbone``'s encoder as it is (active LoRA merged) that
+    passed its Dice check: what ``precision auto`` needs, besides a CPU with int8 dot-product instructions."""
+    from .quantize import read_record
+
+    record = read_record(cache_folder(backbone.name, merged_copy(backbone.image_encoder).cpu().float()))
+    return bool(record and record.get("passed"))

@@ -7,6 +7,7 @@ validation split a fixed 15 % of each task's rows is held out (seeded by ``train
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from ..data.fmc import Sample, read_split
 from ..data.folder import read_folder
@@ -21,26 +22,35 @@ def _limit(split: dict[str, list[Sample]], limit: int | None) -> dict[str, list[
 
 def load_data(cfg: TrainConfig) -> tuple[dict[str, list[Sample]], dict[str, list[Sample]]]:
     """Train and validation rows per task from an FMC_UIA root, a split dir or an images/+masks/ folder."""
-    root = cfg.data_root
-    if (root / cfg.train_split / "csv_files").is_dir():
-        train = read_split(root / cfg.train_split, tasks=cfg.tasks)
-        val = read_split(root / cfg.val_split, tasks=cfg.tasks) if (root / cfg.val_split / "csv_files").is_dir() else {}
+    train, val = read_rows(cfg.data_root, cfg.tasks, cfg.train_split, cfg.val_split, cfg.train["seed"])
+    val_limit = cfg.train.get("val_limit")
+    return _limit(train, cfg.limit), _limit(val, val_limit or cfg.limit)
+
+
+def read_rows(root, tasks: list[str] | None = None, train_split: str = "train", val_split: str = "val",
+              seed: int = 0) -> tuple[dict[str, list[Sample]], dict[str, list[Sample]]]:
+    """Train and validation rows per task under ``root`` (see :func:`load_data`); without a validation split a fixed
+    15 % of each task's rows (seeded) is held out."""
+    root = Path(root)
+    if (root / train_split / "csv_files").is_dir():
+        train = read_split(root / train_split, tasks=tasks)
+        val = read_split(root / val_split, tasks=tasks) if (root / val_split / "csv_files").is_dir() else {}
     elif (root / "csv_files").is_dir():
-        train, val = read_split(root, tasks=cfg.tasks), {}
+        train, val = read_split(root, tasks=tasks), {}
     elif (root / "images").is_dir():
         train, val = read_folder(root), {}
-        if cfg.tasks:
-            train = {t: r for t, r in train.items() if t in cfg.tasks}
+        if tasks:
+            train = {t: r for t, r in train.items() if t in tasks}
     else:
-        raise DataError(f"data root {str(root)!r} has neither {cfg.train_split}/csv_files, csv_files nor images/")
+        raise DataError(f"data root {str(root)!r} has neither {train_split}/csv_files, csv_files nor images/")
     if not train:
-        raise DataError(f"no training rows found under {str(root)!r} for tasks {cfg.tasks or 'all'}")
-    if cfg.tasks:
-        missing = [t for t in cfg.tasks if t not in train]
+        raise DataError(f"no training rows found under {str(root)!r} for tasks {tasks or 'all'}")
+    if tasks:
+        missing = [t for t in tasks if t not in train]
         if missing:
             raise DataError(f"tasks {missing} are not in the training data at {str(root)!r} (found {sorted(train)})")
     if not val:  # hold out a fixed 15 % of the images for validation
-        rng = random.Random(cfg.train["seed"])
+        rng = random.Random(seed)
         new_train, val = {}, {}
         for t, rows in train.items():
             idx = list(range(len(rows)))
@@ -49,9 +59,7 @@ def load_data(cfg: TrainConfig) -> tuple[dict[str, list[Sample]], dict[str, list
             val[t] = [rows[i] for i in sorted(idx[:n_val])]
             new_train[t] = [rows[i] for i in sorted(idx[n_val:])]
         train = new_train
-    val = {t: rows for t, rows in val.items() if t in train and rows}
-    val_limit = cfg.train.get("val_limit")
-    return _limit(train, cfg.limit), _limit(val, val_limit or cfg.limit)
+    return train, {t: rows for t, rows in val.items() if t in train and rows}
 
 
 def task_specs(train: dict[str, list[Sample]]) -> dict[str, TaskSpec]:

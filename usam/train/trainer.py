@@ -39,7 +39,7 @@ from ..adapters.validate import validate_adapter_dir
 from ..data.fmc import Sample
 from ..errors import ConfigError
 from ..io import dumps_json
-from ..model import UsamModel
+from ..model import UsamModel, resolve_precision
 from ..tasks.spec import TaskSpec
 from .cache import ActivationStore, EmbeddingStore
 from .config import TrainConfig, load_config
@@ -95,7 +95,8 @@ def train(config: str | os.PathLike | dict | TrainConfig, overrides: list[str] =
     t0 = time.time()
     for epoch in range(start, cfg.train["epochs"]):
         losses = run_epoch(run, epoch)
-        end_epoch(run, epoch, losses, time.time() - t0)
+        elapsed = time.time() - t0
+        end_epoch(run, epoch, losses, elapsed, eta(elapsed, epoch + 1 - start, cfg.train["epochs"] - epoch - 1))
     if run.main:
         log(f"usam train: done in {time.time() - t0:.0f} s; best val score {run.best:.4f} -> {run.out}")
     if os.environ.get("USAM_DUMP_RANK_STATE"):  # tests: every rank records what it holds after training
@@ -275,6 +276,8 @@ def build_run(cfg: TrainConfig, log=print, model: UsamModel | None = None) -> Ru
     set_seed(int(t["seed"]))
     if model is None:
         model = UsamModel.from_pretrained(cfg.backbone, checkpoint=cfg.checkpoint, precision=cfg.precision)
+        if cfg.precision == "auto" and model.precision == "int8":  # adapters learn on the float encoder's outputs
+            model.precision = resolve_precision("auto", model.device)
     model.to(accelerator.device)
     train_rows, val_rows = load_data(cfg)
     specs = task_specs(train_rows)
@@ -366,7 +369,15 @@ def run_epoch(run: Run, epoch: int) -> dict[str, list[float]]:
     return losses
 
 
-def end_epoch(run: Run, epoch: int, losses: dict[str, list[float]], seconds: float) -> None:
+def eta(seconds: float, done: int, left: int) -> str:
+    """``'ETA 12 min'``: the epochs ``left`` at the mean pace of the ``done`` ones of this process (validation included)."""
+    if left <= 0:
+        return "last epoch"
+    rest = seconds / max(done, 1) * left
+    return f"ETA {rest / 60:.0f} min" if rest >= 90 else f"ETA {rest:.0f} s"
+
+
+def end_epoch(run: Run, epoch: int, losses: dict[str, list[float]], seconds: float, eta_text: str = "") -> None:
     """Validate, record the epoch, save the adapter if it improved and the training state (rank 0)."""
     unwrapped = run.accelerator.unwrap_model(run.module)
     val = validate(unwrapped, run.source, run.val_rows, run.specs) if run.val_rows else {}
@@ -375,7 +386,7 @@ def end_epoch(run: Run, epoch: int, losses: dict[str, list[float]], seconds: flo
               "probe_loss": probe_loss(run), "val": val, "score": score, "seconds": round(seconds, 1)}
     run.history.append(record)
     if run.main:
-        run.log(f"usam train: epoch {epoch + 1}: loss " + ", ".join(f"{k} {v:.4f}" for k, v in record["train_loss"].items())
+        run.log(f"usam train: epoch {epoch + 1}/{run.cfg.train['epochs']} ({seconds / 60:.1f} min{', ' + eta_text if eta_text else ''}): loss " + ", ".join(f"{k} {v:.4f}" for k, v in record["train_loss"].items())
                 + f"; val score {score:.4f} " + dumps_json({k: {m: round(x, 4) for m, x in v.items()} for k, v in val.items()}))
         if score > run.best:
             run.best = score
