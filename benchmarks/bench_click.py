@@ -10,6 +10,7 @@ Variants, timed round-robin in one process (a busy machine slows them alike, so 
   ``Geometry.masks_to_original``, threshold), re-implemented here from the same library pieces;
 - ``torch``: ``Predictor(runtime="torch")`` (inference mode, cached dense PE);
 - ``openvino`` / ``onnx``: ``Predictor(runtime=...)``, the compiled prompt decoder (:mod:`usam.runtime.decoder`);
+- ``openvino-bf16`` (CPUs with native bf16): the same in bf16, as ``precision auto`` runs it there;
   by default only the first installed of the two (see :func:`default_variants`).
 
 Each click set: one positive click at the lesion's centroid (multimask, as the first click in the demo), then a
@@ -40,7 +41,7 @@ from usam.io import read_image, read_mask
 from usam.predictor import check_points
 from usam.runtime import installed
 
-VARIANTS = ("before", "torch", "onnx", "openvino")
+VARIANTS = ("before", "torch", "onnx", "openvino", "openvino-bf16")
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fmc_uia_dev"
 #: Idle time before each timed click, as between a user's clicks: the previous variant's worker threads (OpenMP,
 #: TBB) stop spinning, otherwise on 2 busy cores they steal the next variant's time (measured: OpenVINO 415 ms
@@ -94,8 +95,15 @@ def before(predictor: Predictor, coords, labels, mask_input, multimask: bool, st
 def _call(variant: str, predictors: dict, coords, labels, mask_input, multimask: bool, stages: dict):
     if variant == "before":
         return before(predictors["torch"], coords, labels, mask_input, multimask, stages)
-    return predictors[variant].predict(point_coords=coords, point_labels=labels, mask_input=mask_input,
-                                       multimask_output=multimask)
+    predictor = predictors[variant]
+    saved = predictor.model.precision
+    if variant.endswith("-bf16"):  # the decoder of precision auto on a native-bf16 CPU (the embedding stays fp32)
+        predictor.model.precision = "bf16"
+    try:
+        return predictor.predict(point_coords=coords, point_labels=labels, mask_input=mask_input,
+                                 multimask_output=multimask)
+    finally:
+        predictor.model.precision = saved
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -106,7 +114,12 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def default_variants() -> list[str]:
     """``before``, ``torch`` and one compiled runtime (OpenVINO, else ONNX Runtime): the two in one process contend
     (their spinning thread pools on 2 cores: OpenVINO 165 -> 2080 ms); ask for ``onnx`` alone to time it."""
-    return ["before", "torch", "openvino" if installed("openvino") else "onnx"]
+    from usam.model import resolve_precision
+
+    compiled = ["openvino"] if installed("openvino") else ["onnx"]
+    if installed("openvino") and resolve_precision("auto", torch.device("cpu")) == "bf16":
+        compiled.append("openvino-bf16")
+    return ["before", "torch", *compiled]
 
 
 def run(data: Path, images: int, clicks: int, adapter: str | None, precision: str = "fp32",
@@ -115,8 +128,8 @@ def run(data: Path, images: int, clicks: int, adapter: str | None, precision: st
     model = UsamModel(build_backbone("litemedsam"), precision=precision)
     if adapter:
         model.load_adapter(adapter)
-    variants = [v for v in variants or default_variants() if v in ("before", "torch") or installed(v)]
-    predictors = {v: Predictor(model, runtime=v) for v in variants if v != "before"}
+    variants = [v for v in variants or default_variants() if v in ("before", "torch") or installed(v.split("-")[0])]
+    predictors = {v: Predictor(model, runtime=v.split("-")[0]) for v in variants if v != "before"}
     sets = click_sets(data, images)
     res = {v: {"times": [], "min_iou": 1.0, "max_score_diff": 0.0} for v in variants}
     stages: dict[str, list[float]] = {}
@@ -152,9 +165,9 @@ def report(r: dict) -> str:
     n = len(r["variants"]["before"]["times"])
     lines = [(f"click -> mask, {r['images']} images, adapter {r['adapter']}, threads {r['threads']} "
               f"(n = {n} clicks per variant, half multimask, half single + mask_input)"),
-             f"| {'variant':<10} | {'p50 ms':>8} | {'p95 ms':>8} | {'vs before':>9} | {'min IoU':>8} | {'max |dscore|':>12} |"]
+             f"| {'variant':<13} | {'p50 ms':>8} | {'p95 ms':>8} | {'vs before':>9} | {'min IoU':>8} | {'max |dscore|':>12} |"]
     for v, x in r["variants"].items():
-        lines.append(f"| {v:<10} | {pct(x['times'], 0.5):8.1f} | {pct(x['times'], 0.95):8.1f} | "
+        lines.append(f"| {v:<13} | {pct(x['times'], 0.5):8.1f} | {pct(x['times'], 0.95):8.1f} | "
                      f"{base / statistics.median(x['times']):8.2f}x | {x['min_iou']:8.4f} | {x['max_score_diff']:12.2e} |")
     lines.append("before, by stage: " + ", ".join(f"{k} {pct(v, 0.5):.1f}" for k, v in r["stages"].items()) + " (p50 ms)")
     return "\n".join(lines)

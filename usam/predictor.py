@@ -223,7 +223,10 @@ class Predictor:
         # an adapter's click decoder, the backbone's decoder for a box alone (box_prompts: base), ...
         pe, md = (decoder.answering(points=points, boxes=boxes, mask_input=mask_input) if hasattr(decoder, "answering")
                   else (decoder.prompt_encoder, decoder.mask_decoder))
-        run = compiled_decoder(pe, md, self.model.backbone.input_size, self.runtime, log=lambda m: print(m, file=sys.stderr))
+        # the decoder computes in bf16 where the encoder does (precision auto on a CPU with native bf16)
+        precision = "bf16" if self.model.precision in ("bf16", "int8") else "fp32"
+        run = compiled_decoder(pe, md, self.model.backbone.input_size, self.runtime,
+                               log=lambda m: print(m, file=sys.stderr), precision=precision)
         masks, iou = run(embedding, coords, labels, mask_input)
         sl = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, sl], iou[:, sl]
