@@ -116,10 +116,10 @@ def default_variants() -> list[str]:
     (their spinning thread pools on 2 cores: OpenVINO 165 -> 2080 ms); ask for ``onnx`` alone to time it."""
     from usam.model import resolve_precision
 
-    compiled = ["openvino"] if installed("openvino") else ["onnx"]
+    compiled = "openvino" if installed("openvino") else "onnx"
     if installed("openvino") and resolve_precision("auto", torch.device("cpu")) == "bf16":
-        compiled.append("openvino-bf16")
-    return ["before", "torch", *compiled]
+        compiled = "openvino-bf16"  # what precision auto runs here (with openvino fp32 too, their pools contend)
+    return ["before", "torch", compiled]
 
 
 def run(data: Path, images: int, clicks: int, adapter: str | None, precision: str = "fp32",
