@@ -34,7 +34,8 @@ def int8_cache(tmp_path_factory, data_root):
 def test_int8_keeps_the_box_dice_of_eager_fp32_on_20_busi_test_images(int8_cache, data_root, monkeypatch):
     from usam import UsamModel, build_backbone
     from usam.io import read_image, read_mask
-    from usam.runtime.quantize import MAX_DICE_DROP, check_int8
+    from usam.export import check_int8
+    from usam.runtime.quantize import MAX_DICE_DROP
 
     cache, record = int8_cache
     assert record["calibration_images"] == 64 and record["check"]["n"] == 5

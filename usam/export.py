@@ -325,4 +325,25 @@ def export_int8(data: str | os.PathLike, adapter: str | None = None, backbone: s
         if len(present):  # the largest object of the image
             cases.append((read_image(s.image_path), labels == present[counts.argmax()]))
     model, _ = _cpu_model(adapter, backbone, checkpoint)
-    return quantize_encoder(model, picked, cases, log=log)
+    return quantize_encoder(model, picked, lambda m: check_int8(m, cases), log=log)
+
+
+def check_int8(model, cases: list) -> dict:
+    """Mean GT-box Dice of eager fp32 and of the int8 encoder (both with the active adapter's decoder) on ``cases``."""
+    from .ops.masks import dice, mask_box
+    from .predictor import Predictor
+
+    dices = {}
+    for precision, runtime in (("fp32", "torch"), ("int8", "openvino")):
+        m = UsamModel(model.backbone, cache_size=1, precision=precision, runtime=runtime)
+        m.adapters, m.active_adapter = model.adapters, model.active_adapter  # the same adapter objects, not copies
+        predictor = Predictor(m)
+        out = []
+        for image, truth in cases:
+            predictor.set_image(image)
+            masks, _, _ = predictor.predict(box=mask_box(truth).astype(float), multimask_output=False)
+            out.append(dice(masks[0], truth))
+        dices[precision] = float(np.mean(out)) if out else float("nan")
+    return {"n": len(cases), "dice_fp32": dices["fp32"], "dice_int8": dices["int8"],
+            "dice_drop": dices["fp32"] - dices["int8"]}
+

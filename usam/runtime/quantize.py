@@ -68,13 +68,14 @@ def _preprocessed(backbone, images) -> list[np.ndarray]:
     return out
 
 
-def quantize_encoder(model, calibration: list, check: list, log=print) -> dict:
+def quantize_encoder(model, calibration: list, check, log=print) -> dict:
     """Quantise the encoder of ``model``'s active adapter (LoRA merged) and check it; returns the ``int8.json`` record.
 
     Args:
       model: a :class:`~usam.model.UsamModel` on the CPU whose backbone the OpenVINO runtime supports.
       calibration: image paths (or ``(H, W, 3)`` arrays) the activation ranges are taken from.
-      check: ``(image, truth (H, W) bool)`` pairs, disjoint from ``calibration``: prompted with the truth's box.
+      check: ``check(model) -> {"n", "dice_fp32", "dice_int8", "dice_drop"}`` once the int8 model is saved
+        (:func:`usam.export.check_int8` on images disjoint from ``calibration``).
     """
     try:
         import nncf  # optional package, imported only to quantise
@@ -101,31 +102,10 @@ def quantize_encoder(model, calibration: list, check: list, log=print) -> dict:
               "backbone": model.backbone.name, "adapter": model.active_adapter, "check": None,
               "max_dice_drop": MAX_DICE_DROP, "passed": False}
     (path.parent / INT8_RECORD).write_text(json.dumps(record, indent=1))  # unchecked: explicit int8 runs it (the check does)
-    record["check"] = check_int8(model, check)
+    record["check"] = check(model)
     record["passed"] = bool(record["check"]["n"] > 0 and record["check"]["dice_drop"] <= MAX_DICE_DROP)
     (path.parent / INT8_RECORD).write_text(json.dumps(record, indent=1))
     log(f"usam: int8 encoder {'passed' if record['passed'] else 'FAILED'} its check: GT-box Dice "
         f"{record['check']['dice_fp32']:.4f} (eager fp32) -> {record['check']['dice_int8']:.4f} (int8) on "
         f"{record['check']['n']} images; {path.parent / INT8_MODEL}")
     return record
-
-
-def check_int8(model, cases: list) -> dict:
-    """Mean GT-box Dice of eager fp32 and of the int8 encoder (both with the active adapter's decoder) on ``cases``."""
-    from ..model import UsamModel
-    from ..ops.masks import dice, mask_box
-    from ..predictor import Predictor
-
-    dices = {}
-    for precision, runtime in (("fp32", "torch"), ("int8", "openvino")):
-        m = UsamModel(model.backbone, cache_size=1, precision=precision, runtime=runtime)
-        m.adapters, m.active_adapter = model.adapters, model.active_adapter  # the same adapter objects, not copies
-        predictor = Predictor(m)
-        out = []
-        for image, truth in cases:
-            predictor.set_image(image)
-            masks, _, _ = predictor.predict(box=mask_box(truth).astype(float), multimask_output=False)
-            out.append(dice(masks[0], truth))
-        dices[precision] = float(np.mean(out)) if out else float("nan")
-    return {"n": len(cases), "dice_fp32": dices["fp32"], "dice_int8": dices["int8"],
-            "dice_drop": dices["fp32"] - dices["int8"]}
