@@ -110,7 +110,7 @@ def compiled_decoder(prompt_encoder, mask_decoder, input_size: int, name: str, l
                      precision: str = "fp32") -> CompiledDecoder:
     """The compiled decoder (runtime ``name``: ``openvino`` / ``onnx``) for these modules' current weights;
     ``precision`` bf16: OpenVINO's bf16 hint where the CPU computes bf16 natively (fp32 elsewhere and on ONNX Runtime;
-    a click 60 -> 30 ms p50 on 2 AVX-512-bf16 cores, ``benchmarks/bench_click.py``)."""
+    compiled fp32 59 ms -> bf16 38 ms p50 a click on 2 AVX-512-bf16 cores, ``benchmarks/bench_click.py``)."""
     key = (*_state_key((prompt_encoder, mask_decoder), name), precision)
     with _LOCK:
         hit = _BUILT.get(mask_decoder)

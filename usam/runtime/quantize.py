@@ -13,8 +13,9 @@ images). It writes, next to ``encoder.onnx``::
 ``precision int8`` runs that model (an error names the command when there is none); ``precision auto`` runs it on
 the OpenVINO runtime where the CPU has int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX) and the check
 passed (Dice drop <= :data:`MAX_DICE_DROP`). Layers NNCF leaves in floating point run in bf16 where the CPU computes
-bf16 natively, else fp32. Measured on an AMD EPYC with AVX-512 bf16 + VNNI, 2 threads, 20 BUSI test images:
-eager fp32 2012 ms, OpenVINO bf16 414 ms (4.9x), int8 305 ms (6.6x), GT-box Dice 0.9247 -> 0.9252.
+bf16 natively, else fp32. Measured on an AMD EPYC with AVX-512 bf16 + VNNI, 2 threads (``benchmarks/
+bench_interleaved.py``): eager fp32 1975 ms, OpenVINO bf16 422 ms (4.50x), this int8 337 ms (5.82x); GT-box Dice
+0.9446 -> 0.9433 on 20 breast val images (every layer int8: 6.6x, but -0.0082 Dice).
 """
 
 from __future__ import annotations
