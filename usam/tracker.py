@@ -158,18 +158,46 @@ class Template:
     centre: tuple[float, float]
     prototype: torch.Tensor
     area: int
+    _spectra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def spectrum(self, grid: tuple[int, int]) -> torch.Tensor:
+        """``(C, gh, gw // 2 + 1)`` the patch's 2-D FFT zero-padded to a ``(gh, gw)`` grid, computed once per size."""
+        if grid not in self._spectra:
+            self._spectra[grid] = torch.fft.rfft2(self.patch, s=grid)
+        return self._spectra[grid]
 
 
-def _cells(embedded) -> tuple[torch.Tensor, float]:
-    """``(C, gh, gw)`` unit-normalised embedding cells of an :class:`~usam.embedding.Embedded` and the cell size in
-    model-input pixels."""
-    e = F.normalize(embedded.embedding[0].float(), dim=0)
-    return e, embedded.geometry.input_size / e.shape[-1]
+class FrameCells:
+    """One frame's embedding as the appearance memory reads it, computed once per frame (every template match,
+    prototype and template of that frame shares it).
+
+    Attributes:
+      embedded: the frame's :class:`~usam.embedding.Embedded`.
+      cells: ``(C, gh, gw)`` its embedding cells, each unit-normalised.
+      cell: the size of one cell in model-input pixels.
+    """
+
+    def __init__(self, embedded):
+        self.embedded = embedded
+        self.cells = F.normalize(embedded.embedding[0].float(), dim=0)
+        self.cell = embedded.geometry.input_size / self.cells.shape[-1]
+        self._spectrum = None
+
+    def spectrum(self) -> torch.Tensor:
+        """``(C, gh, gw // 2 + 1)`` the cells' 2-D FFT (for :func:`match_template`), computed on first use."""
+        if self._spectrum is None:
+            self._spectrum = torch.fft.rfft2(self.cells)
+        return self._spectrum
 
 
-def _mask_cells(embedded, mask: np.ndarray) -> torch.Tensor:
+def frame_cells(frame) -> FrameCells:
+    """``frame`` as :class:`FrameCells` (an :class:`~usam.embedding.Embedded` is wrapped; FrameCells pass through)."""
+    return frame if isinstance(frame, FrameCells) else FrameCells(frame)
+
+
+def _mask_cells(frame: FrameCells, mask: np.ndarray) -> torch.Tensor:
     """``(gh, gw)`` fraction of each embedding cell covered by ``mask`` (original ``(H, W)``)."""
-    return embedded.geometry.mask_to_input(mask.astype(np.float32), embedded.embedding.shape[-1])
+    return frame.embedded.geometry.mask_to_input(mask.astype(np.float32), frame.cells.shape[-1])
 
 
 def _prototype(e: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
@@ -179,15 +207,19 @@ def _prototype(e: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
     return F.normalize((e * w).sum((1, 2)), dim=0)
 
 
-def prototype(embedded, mask: np.ndarray) -> torch.Tensor | None:
-    """``(C,)`` unit-norm mean embedding of the cells inside ``mask`` (``None`` for an empty mask)."""
-    return _prototype(_cells(embedded)[0], _mask_cells(embedded, mask))
+def prototype(frame, mask: np.ndarray) -> torch.Tensor | None:
+    """``(C,)`` unit-norm mean embedding of the cells inside ``mask`` (``None`` for an empty mask); ``frame``: an
+    :class:`~usam.embedding.Embedded` or its :class:`FrameCells`."""
+    frame = frame_cells(frame)
+    return _prototype(frame.cells, _mask_cells(frame, mask))
 
 
-def make_template(embedded, mask: np.ndarray, context: float = 0.25) -> Template | None:
-    """The :class:`Template` of the object ``mask`` (original ``(H, W)``) in ``embedded`` (``None`` if empty)."""
-    e, _ = _cells(embedded)
-    cover = _mask_cells(embedded, mask)
+def make_template(frame, mask: np.ndarray, context: float = 0.25) -> Template | None:
+    """The :class:`Template` of the object ``mask`` (original ``(H, W)``) in ``frame`` (an
+    :class:`~usam.embedding.Embedded` or its :class:`FrameCells`; ``None`` if the mask is empty)."""
+    frame = frame_cells(frame)
+    e = frame.cells
+    cover = _mask_cells(frame, mask)
     proto = _prototype(e, cover)
     if proto is None:
         return None
@@ -203,29 +235,32 @@ def make_template(embedded, mask: np.ndarray, context: float = 0.25) -> Template
     return Template(patch.contiguous(), centre, proto, int(np.count_nonzero(mask)))
 
 
-def match_template(embedded, template: Template) -> tuple[float, float, float] | None:
-    """Where ``template``'s object is in the frame ``embedded``: ``(x, y)`` original pixels of its box centre and the
-    match score (mean cosine of the patch's cells, in [-1, 1]). Cross-correlation over the whole embedding grid
-    (``(C, 64, 64)`` against a ``(C, h, w)`` patch, through the FFT: ~25 ms on one CPU thread). ``None`` if the patch does not fit."""
-    e, cell = _cells(embedded)
-    p = template.patch
+def match_template(frame, template: Template) -> tuple[float, float, float] | None:
+    """Where ``template``'s object is in ``frame`` (an :class:`~usam.embedding.Embedded` or its
+    :class:`FrameCells`): ``(x, y)`` original pixels of its box centre and the match score (mean cosine of the
+    patch's cells, in [-1, 1]). Cross-correlation over the whole embedding grid (``(C, 64, 64)`` against a
+    ``(C, h, w)`` patch) through the FFT; the frame's spectrum is computed once per frame and the template's once
+    per grid size, so a second template on the same frame costs one inverse FFT. ``None`` if the patch does not fit."""
+    frame = frame_cells(frame)
+    e, p = frame.cells, template.patch
     if p.shape[1] > e.shape[1] or p.shape[2] > e.shape[2]:
         return None
-    corr = _correlate(e, p)
+    corr = _correlate(frame, template)
     i = int(torch.argmax(corr))
     y, x = divmod(i, corr.shape[1])
     score = float(corr[y, x]) / (p.shape[1] * p.shape[2])
-    xy = (np.array([x + template.centre[0], y + template.centre[1]]) * cell)[None]
-    ox, oy = embedded.geometry.points_to_original(xy)[0]
+    xy = (np.array([x + template.centre[0], y + template.centre[1]]) * frame.cell)[None]
+    ox, oy = frame.embedded.geometry.points_to_original(xy)[0]
     return float(ox), float(oy), score
 
 
-def _correlate(e: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """``(gh - h + 1, gw - w + 1)`` valid cross-correlation of cells ``(C, gh, gw)`` with a patch ``(C, h, w)``,
-    summed over channels (what ``F.conv2d(e[None], p[None])`` gives), through the FFT (4x faster on a CPU)."""
-    gh, gw = e.shape[-2:]
-    spec = torch.fft.rfft2(e, s=(gh, gw)) * torch.fft.rfft2(p, s=(gh, gw)).conj()
-    full = torch.fft.irfft2(spec.sum(0), s=(gh, gw))  # circular; no wrap-around in the valid part
+def _correlate(frame: FrameCells, template: Template) -> torch.Tensor:
+    """``(gh - h + 1, gw - w + 1)`` valid cross-correlation of the frame's cells ``(C, gh, gw)`` with the template's
+    patch ``(C, h, w)``, summed over channels (what ``F.conv2d(e[None], p[None])`` gives), through the FFT."""
+    gh, gw = frame.cells.shape[-2:]
+    p = template.patch
+    spec = (frame.spectrum() * template.spectrum((gh, gw)).conj()).sum(0)
+    full = torch.fft.irfft2(spec, s=(gh, gw))  # circular; no wrap-around in the valid part
     return full[: gh - p.shape[1] + 1, : gw - p.shape[2] + 1]
 
 
@@ -652,14 +687,15 @@ class Tracker:
         for t in chain:
             self._embed(predictor, frames[t], timing)
             t0 = time.perf_counter()
+            cells = FrameCells(predictor._embedded)  # frame t's cells: every match / prototype / template shares them
             ref, ref_t = (prev, prev_t) if prev.mask.any() else (good, good_t)
             if mask_box(ref.mask) is None:  # nothing to follow (an empty seed)
                 state, conf = _State(np.zeros(hw, bool), ref.logits, 0.0), 0.0
             else:
-                state, conf = self._step(predictor, grey, ref, ref_t, t, memory, settings)
+                state, conf = self._step(predictor, grey, cells, ref, ref_t, t, memory, settings)
             lost = self._store(res, t, k, state, conf, settings)
             if not lost:
-                memory.remember(predictor._embedded, state.mask)
+                memory.remember(cells, state.mask)
             timing["propagate_s"] += time.perf_counter() - t0
             timing["frames"] += 1
             bar.update(1)
@@ -671,7 +707,7 @@ class Tracker:
                 prev = good = state
                 prev_t = good_t = t
 
-    def _step(self, predictor, grey, ref: _State, ref_t: int, t: int, memory: _Memory,
+    def _step(self, predictor, grey, cells: FrameCells, ref: _State, ref_t: int, t: int, memory: _Memory,
               settings: TrackSettings) -> tuple[_State, float]:
         """Frame ``t``'s mask from the reference frame ``ref_t``'s mask: one candidate box per place the object may
         have gone (image motion, and with ``settings.redetect`` the memory's matches), the most confident wins."""
@@ -681,7 +717,7 @@ class Tracker:
         if settings.redetect:
             size = box[2:] - box[:2]
             for tmpl in memory.templates():
-                hit = match_template(predictor._embedded, tmpl)
+                hit = match_template(cells, tmpl)
                 if hit is None:
                     continue
                 c = np.array(hit[:2])
@@ -691,11 +727,11 @@ class Tracker:
         best, best_conf = None, -1.0
         for cand in candidates:
             state = self._decode_box(predictor, cand, ref, settings)
-            conf = self._confidence(predictor, state, ref, memory, settings)
+            conf = self._confidence(cells, state, ref, memory, settings)
             if self.debug is not None:
                 self.debug.append({"t": t, "box": cand.tolist(), "score": state.score, "conf": conf,
                                    "area": area_ratio(state.mask, ref.mask), "redetected": cand is not candidates[0],
-                                   "appearance": memory.similarity(predictor._embedded, state.mask)})
+                                   "appearance": memory.similarity(cells, state.mask)})
             if conf > best_conf:
                 best, best_conf = state, conf
         return best, best_conf
@@ -714,13 +750,13 @@ class Tracker:
         return refine_with_box(predictor, _State(m[b], low[b], float(s[b])), settings.refine)
 
     @staticmethod
-    def _confidence(predictor, state: _State, ref: _State, memory: _Memory, settings: TrackSettings) -> float:
+    def _confidence(cells: FrameCells, state: _State, ref: _State, memory: _Memory, settings: TrackSettings) -> float:
         """``predicted IoU x area consistency with the reference x appearance`` (see the module notes), in [0, 1]."""
         if not state.mask.any():
             return 0.0
         conf = float(np.clip(state.score, 0, 1)) * area_ratio(state.mask, ref.mask)
         if settings.appearance:
-            conf *= float(np.clip(memory.similarity(predictor._embedded, state.mask), 0, 1)) ** settings.appearance
+            conf *= float(np.clip(memory.similarity(cells, state.mask), 0, 1)) ** settings.appearance
         return conf
 
     @staticmethod
@@ -825,4 +861,4 @@ def _empty_result(n: int, hw: tuple[int, int]) -> TrackResult:
     )
 
 
-__all__ = ["DIRECTIONS", "Template", "TrackResult", "TrackSettings", "Tracker", "click_to_mask", "match_template"]
+__all__ = ["DIRECTIONS", "FrameCells", "Template", "TrackResult", "TrackSettings", "Tracker", "click_to_mask", "match_template"]
