@@ -98,6 +98,33 @@ def test_compiled_encoder_is_cached_on_disk_and_rebuilt_when_the_lora_changes(ti
     assert len(sorted(tmp_path.rglob("encoder.onnx"))) == 2
 
 
+def test_merged_fingerprint_is_hashed_once_per_weights(tiny_vit, monkeypatch):
+    """precision auto's int8 lookup and the runtime build both key the cache by the merged encoder's hash: it is
+    computed once per weights, and again after any change of the weights or of the LoRA merged."""
+    from usam.adapters.lora import LoraSettings, activate_lora, add_lora, lora_parameters, merged_copy
+
+    encoder = __import__("copy").deepcopy(tiny_vit.image_encoder)
+    add_lora(encoder, "a", LoraSettings(rank=2))
+    with torch.no_grad():
+        for p in lora_parameters(encoder, "a"):
+            p.normal_(0, 0.2)
+    activate_lora(encoder, "a")
+    calls = []
+    real = rt.encoder_fingerprint
+    monkeypatch.setattr(rt, "encoder_fingerprint", lambda m: calls.append(1) or real(m))
+    first = rt.merged_fingerprint(encoder)
+    assert first == real(merged_copy(encoder).cpu().float())
+    assert rt.merged_fingerprint(encoder) == first and len(calls) == 1, "the second lookup must not hash again"
+    with torch.no_grad():  # a training step on the LoRA weights (in place)
+        next(p for n, p in encoder.named_parameters() if "lora_B" in n).mul_(-1.0)
+    second = rt.merged_fingerprint(encoder)
+    assert second != first and second == real(merged_copy(encoder).cpu().float()) and len(calls) == 2
+    activate_lora(encoder, None)  # LoRA off: the bare weights' hash
+    assert rt.merged_fingerprint(encoder) == real(merged_copy(encoder, []).cpu().float()) != second
+    activate_lora(encoder, "a")
+    assert rt.merged_fingerprint(encoder) == second
+
+
 @pytest.fixture(scope="module")
 def cases(data_root):
     from usam.io import read_image, read_mask

@@ -20,11 +20,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import threading
+import weakref
 from pathlib import Path
 
 import torch
 
-from ..adapters.lora import merged_copy
+from ..adapters.lora import is_lora_layer, merged_copy
 from ..errors import UsamError
 from ..version import __version__
 from .onnx import OPSET, export_onnx_file
@@ -99,16 +101,50 @@ class CompiledEncoder:
         return torch.from_numpy(out)
 
 
-def cache_folder(tag: str, module: torch.nn.Module) -> Path:
-    """``$USAM_CACHE/runtime/<key>``: the key hashes ``tag``, ``module``'s weights, the versions and the opset."""
-    key = hashlib.sha256(f"{tag}|{encoder_fingerprint(module)}|{versions_tag()}|opset{OPSET}".encode())
+def weights_key(*modules: torch.nn.Module) -> tuple:
+    """Cheap identity of the modules' current weights: storage, in-place version, dtype of every tensor, and the LoRA
+    adapters each peft layer would merge (active ones, none where disabled). Any training step, ``load_state_dict``,
+    ``.to()`` or adapter switch changes it; computing it reads no tensor data."""
+    key = []
+    for m in modules:
+        key += [(t.data_ptr(), t._version, t.dtype) for t in m.state_dict().values()]
+        key += [(n, bool(getattr(layer, "disable_adapters", False)), tuple(layer.active_adapters))
+                for n, layer in m.named_modules() if is_lora_layer(layer)]
+    return tuple(key)
+
+
+_FINGERPRINTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
+_FINGERPRINT_LOCK = threading.Lock()
+
+
+def merged_fingerprint(encoder: torch.nn.Module) -> str:
+    """:func:`encoder_fingerprint` of ``encoder`` as :func:`~usam.adapters.lora.merged_copy` leaves it (active LoRA
+    merged), remembered per encoder until its :func:`weights_key` changes: copying and hashing the weights is paid
+    once per weights (tens of ms for LiteMedSAM, seconds for a SAM ViT-H), not on every runtime build or int8 lookup."""
+    key = weights_key(encoder)
+    with _FINGERPRINT_LOCK:
+        hit = _FINGERPRINTS.get(encoder)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+    fingerprint = encoder_fingerprint(merged_copy(encoder).cpu().float())
+    with _FINGERPRINT_LOCK:
+        _FINGERPRINTS[encoder] = (key, fingerprint)
+    return fingerprint
+
+
+def cache_folder(tag: str, module: torch.nn.Module | None = None, fingerprint: str | None = None) -> Path:
+    """``$USAM_CACHE/runtime/<key>``: the key hashes ``tag``, the weights (``module``'s, or their ``fingerprint``
+    when given), the versions and the opset."""
+    fingerprint = fingerprint if fingerprint is not None else encoder_fingerprint(module)
+    key = hashlib.sha256(f"{tag}|{fingerprint}|{versions_tag()}|opset{OPSET}".encode())
     return runtime_root() / key.hexdigest()[:24]
 
 
-def cached_onnx(tag: str, module: torch.nn.Module, filename: str, export, what: str, log=None) -> Path:
-    """Path of ``module``'s ONNX file in the runtime cache, keyed by ``tag``, its weights, the versions and the opset;
-    ``export(path)`` writes it the first time (and ``log`` says so, naming ``what``)."""
-    folder = cache_folder(tag, module)
+def cached_onnx(tag: str, module: torch.nn.Module | None, filename: str, export, what: str, log=None,
+                fingerprint: str | None = None) -> Path:
+    """Path of ``module``'s ONNX file in the runtime cache, keyed by ``tag``, its weights (or their ``fingerprint``),
+    the versions and the opset; ``export(path)`` writes it the first time (and ``log`` says so, naming ``what``)."""
+    folder = cache_folder(tag, module, fingerprint)
     path = folder / filename
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -120,17 +156,18 @@ def cached_onnx(tag: str, module: torch.nn.Module, filename: str, export, what: 
 
 def encoder_onnx(backbone, name: str, log=None) -> Path:
     """The on-disk ONNX file of ``backbone``'s encoder (active LoRA merged), exported the first time."""
-    encoder = merged_copy(backbone.image_encoder).cpu().float().eval()
     s = int(backbone.input_size)
 
     def export(path: Path) -> None:
+        encoder = merged_copy(backbone.image_encoder).cpu().float().eval()
         try:
             export_onnx_file(encoder, (torch.zeros(1, 3, s, s),), path, ["image"], ["image_embeddings"], None)
         except Exception as exc:  # noqa: BLE001 - any exporter failure means: this runtime cannot serve the model
             raise UsamError(f"could not export the {backbone.name} encoder for runtime {name!r} "
                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}): use --runtime torch") from exc
 
-    return cached_onnx(backbone.name, encoder, "encoder.onnx", export, f"the {name} encoder for {backbone.name}", log)
+    return cached_onnx(backbone.name, None, "encoder.onnx", export, f"the {name} encoder for {backbone.name}", log,
+                       fingerprint=merged_fingerprint(backbone.image_encoder))
 
 
 def build_compiled_encoder(backbone, name: str, precision: str, log=None, fallback: str | None = None) -> CompiledEncoder:
@@ -162,5 +199,5 @@ def checked_int8(backbone) -> bool:
     passed its Dice check: what ``precision auto`` needs, besides a CPU with int8 dot-product instructions."""
     from .quantize import read_record
 
-    record = read_record(cache_folder(backbone.name, merged_copy(backbone.image_encoder).cpu().float()))
+    record = read_record(cache_folder(backbone.name, fingerprint=merged_fingerprint(backbone.image_encoder)))
     return bool(record and record.get("passed"))

@@ -24,7 +24,7 @@ from torch import nn
 from ..adapters.lora import merged_copy
 from ..backbones import LOW_RES
 from ..backbones.sam_style import predict_masks
-from . import cached_onnx
+from . import cached_onnx, weights_key
 from .onnx import export_onnx_file
 from .session import OnnxSession
 
@@ -97,11 +97,6 @@ def _export(prompt_encoder, mask_decoder, input_size: int, name: str, log=None):
                        f"the {name} prompt decoder", log)
 
 
-def _state_key(modules, name: str) -> tuple:
-    """Cheap identity of the modules' current weights: storage and in-place version of every tensor."""
-    return (name, torch.get_num_threads(), *((t.data_ptr(), t._version) for m in modules for t in m.state_dict().values()))
-
-
 _BUILT: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, CompiledDecoder]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
@@ -111,7 +106,7 @@ def compiled_decoder(prompt_encoder, mask_decoder, input_size: int, name: str, l
     """The compiled decoder (runtime ``name``: ``openvino`` / ``onnx``) for these modules' current weights;
     ``precision`` bf16: OpenVINO's bf16 hint where the CPU computes bf16 natively (fp32 elsewhere and on ONNX Runtime;
     compiled fp32 59 ms -> bf16 38 ms p50 a click on 2 AVX-512-bf16 cores, ``benchmarks/bench_click.py``)."""
-    key = (*_state_key((prompt_encoder, mask_decoder), name), precision)
+    key = (name, torch.get_num_threads(), precision, *weights_key(prompt_encoder, mask_decoder))
     with _LOCK:
         hit = _BUILT.get(mask_decoder)
         if hit is not None and hit[0] == key:
