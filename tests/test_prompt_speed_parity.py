@@ -170,7 +170,9 @@ def test_dense_pe_is_cached_and_follows_its_buffer(tiny_vit):
 
 
 @pytest.mark.skipif(not rt.installed("openvino"), reason="openvino is not installed")
-def test_one_box_is_compiled_and_several_boxes_stay_on_pytorch(tiny_vit, monkeypatch):
+def test_several_boxes_run_on_the_compiled_decoder_one_set_at_a_time(tiny_vit, monkeypatch):
+    """K boxes (e.g. the tracker's click-to-box search): the compiled decoder answers each box in turn (on 1 busy
+    LiteMedSAM thread 2.1x faster than one eager batch of 6 boxes, 3.3x for 16), each exactly as it would alone."""
     from usam import UsamModel
 
     model = UsamModel(tiny_vit)
@@ -181,7 +183,14 @@ def test_one_box_is_compiled_and_several_boxes_stay_on_pytorch(tiny_vit, monkeyp
     monkeypatch.setattr("usam.predictor.compiled_decoder", lambda *a, **k: used.append(a[1]) or real(*a, **k))
     predictor.predict(box=np.array([10.0, 10.0, 80.0, 90.0]))
     assert used == [tiny_vit.mask_decoder]  # a box alone: the backbone's own decoder, compiled
-    monkeypatch.setattr("usam.predictor.compiled_decoder", lambda *a, **k: pytest.fail("compiled decoder used"))
-    predictor.predict(box=np.array([[10.0, 10.0, 80.0, 90.0], [0, 0, 50, 50]]))
-    predictor.predict(box=np.array([[10.0, 10.0, 80.0, 90.0], [0, 0, 50, 50]]), point_coords=np.array([[20.0, 30.0]]),
-                      point_labels=np.array([1]))
+    boxes = np.array([[10.0, 10.0, 80.0, 90.0], [0, 0, 50, 50], [30, 20, 150, 110]])
+    click = {"point_coords": np.array([[40.0, 50.0]]), "point_labels": np.array([1])}
+    for extra in ({}, click):
+        used.clear()
+        masks, scores, low = predictor.predict(box=boxes, multimask_output=False, **extra)
+        assert len(used) == 3 and masks.shape == (3, 1, 120, 160) and scores.shape == (3, 1) and low.shape[:2] == (3, 1)
+        for k, box in enumerate(boxes):
+            m1, s1, l1 = predictor.predict(box=box, multimask_output=False, **extra)
+            np.testing.assert_array_equal(masks[k], m1)
+            np.testing.assert_array_equal(scores[k], s1)
+            np.testing.assert_array_equal(low[k], l1)
