@@ -180,7 +180,9 @@ def test_several_boxes_run_on_the_compiled_decoder_one_set_at_a_time(tiny_vit, m
     predictor.set_image(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8))
     used = []
     real = compiled_decoder
-    monkeypatch.setattr("usam.predictor.compiled_decoder", lambda *a, **k: used.append(a[1]) or real(*a, **k))
+    # each run of a compiled decoder records the mask decoder it was built from (one lookup serves all K sets)
+    monkeypatch.setattr("usam.predictor.compiled_decoder",
+                        lambda *a, **k: (lambda *x: used.append(a[1]) or real(*a, **k)(*x)))
     predictor.predict(box=np.array([10.0, 10.0, 80.0, 90.0]))
     assert used == [tiny_vit.mask_decoder]  # a box alone: the backbone's own decoder, compiled
     boxes = np.array([[10.0, 10.0, 80.0, 90.0], [0, 0, 50, 50], [30, 20, 150, 110]])

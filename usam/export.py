@@ -346,4 +346,3 @@ def check_int8(model, cases: list) -> dict:
         dices[precision] = float(np.mean(out)) if out else float("nan")
     return {"n": len(cases), "dice_fp32": dices["fp32"], "dice_int8": dices["int8"],
             "dice_drop": dices["fp32"] - dices["int8"]}
-

@@ -213,29 +213,31 @@ class Predictor:
         if not compiled:
             return self.model.decode(embedding, points=points, boxes=boxes, mask_input=mask_input,
                                      multimask_output=multimask_output)
-        k = boxes.shape[0] if boxes is not None else points[0].shape[0]
-        out = [self._decode_compiled(decoder, embedding, None if points is None else (points[0][i:i + 1], points[1][i:i + 1]),
-                                     None if boxes is None else boxes[i:i + 1],
-                                     None if mask_input is None else mask_input[i:i + 1], multimask_output)
-               for i in range(k)]
-        return torch.cat([m for m, _ in out]), torch.cat([s for _, s in out])
-
-    def _decode_compiled(self, decoder, embedding, points, boxes, mask_input, multimask_output: bool):
-        """One prompt set (clicks ``(1, N, 2)`` / ``(1, N)`` and / or one box ``(1, 4)``) on the compiled decoder."""
-        coords, labels = (points[0], points[1].float()) if points is not None else (torch.zeros(1, 0, 2), torch.zeros(1, 0))
-        if boxes is not None:  # box corners are points labelled 2 / 3, after the clicks (PromptEncoder's order)
-            coords = torch.cat([coords, boxes.reshape(1, 2, 2)], dim=1)
-            labels = torch.cat([labels, torch.tensor([[2.0, 3.0]])], dim=1)
-        else:  # segment-anything pads a click-only prompt with one "not a point" (0, 0)
-            coords = torch.cat([coords, torch.zeros(1, 1, 2)], dim=1)
-            labels = torch.cat([labels, torch.tensor([[-1.0]])], dim=1)
-        # an adapter's click decoder, the backbone's decoder for a box alone (box_prompts: base), ...
+        # an adapter's click decoder, the backbone's decoder for a box alone (box_prompts: base), ...: the route
+        # depends only on which kinds of prompt are given, the same for every set
         pe, md = (decoder.answering(points=points, boxes=boxes, mask_input=mask_input) if hasattr(decoder, "answering")
                   else (decoder.prompt_encoder, decoder.mask_decoder))
         # the decoder computes in bf16 where the encoder does (precision auto on a CPU with native bf16)
         precision = "bf16" if self.model.precision in ("bf16", "int8") else "fp32"
         run = compiled_decoder(pe, md, self.model.backbone.input_size, self.runtime,
                                log=lambda m: print(m, file=sys.stderr), precision=precision)
-        masks, iou = run(embedding, coords, labels, mask_input)
-        sl = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, sl], iou[:, sl]
+        k = boxes.shape[0] if boxes is not None else points[0].shape[0]
+        out = [_decode_set(run, embedding, None if points is None else (points[0][i:i + 1], points[1][i:i + 1]),
+                           None if boxes is None else boxes[i:i + 1],
+                           None if mask_input is None else mask_input[i:i + 1], multimask_output)
+               for i in range(k)]
+        return torch.cat([m for m, _ in out]), torch.cat([s for _, s in out])
+
+
+def _decode_set(run, embedding, points, boxes, mask_input, multimask_output: bool):
+    """One prompt set (clicks ``(1, N, 2)`` / ``(1, N)`` and / or one box ``(1, 4)``) on the compiled decoder ``run``."""
+    coords, labels = (points[0], points[1].float()) if points is not None else (torch.zeros(1, 0, 2), torch.zeros(1, 0))
+    if boxes is not None:  # box corners are points labelled 2 / 3, after the clicks (PromptEncoder's order)
+        coords = torch.cat([coords, boxes.reshape(1, 2, 2)], dim=1)
+        labels = torch.cat([labels, torch.tensor([[2.0, 3.0]])], dim=1)
+    else:  # segment-anything pads a click-only prompt with one "not a point" (0, 0)
+        coords = torch.cat([coords, torch.zeros(1, 1, 2)], dim=1)
+        labels = torch.cat([labels, torch.tensor([[-1.0]])], dim=1)
+    masks, iou = run(embedding, coords, labels, mask_input)
+    sl = slice(1, None) if multimask_output else slice(0, 1)
+    return masks[:, sl], iou[:, sl]
