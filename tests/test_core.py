@@ -133,6 +133,33 @@ def test_masks_to_original_puts_a_low_res_mask_where_it_belongs(size):
     np.testing.assert_allclose(_extent(low_in), low, atol=1.0)
 
 
+@pytest.mark.parametrize("hw", [ODD_HW, (40, 30), (749, 709)])
+def test_masks_to_original_cpu_resize_is_torch_bilinear(hw):
+    """The OpenCV resize the prompt path uses gives ``F.interpolate``'s bilinear values (up and down, B x C planes);
+    a tensor that needs its gradient stays on torch's."""
+    geo = Geometry.for_image(*hw, 256)
+    x = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    crop = x[..., : geo.resized_hw[0], : geo.resized_hw[1]]
+    want = torch.nn.functional.interpolate(crop, hw, mode="bilinear", align_corners=False)
+    with torch.inference_mode():
+        got = geo.masks_to_original(x)
+    assert got.shape == want.shape and got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-3)
+    assert geo.masks_to_original(x[:1, :1].clone().requires_grad_()).grad_fn is not None
+
+
+def test_mask_box_is_the_extent_of_the_nonzero_pixels():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        m = rng.random(tuple(rng.integers(1, 40, 2))) < rng.random() * 0.05
+        m = m.astype(rng.choice([bool, np.uint8, np.float32]))
+        box = mask_box(m)
+        if not m.any():
+            assert box is None
+        else:
+            np.testing.assert_array_equal(box, _extent(m))
+
+
 # ---------------------------------------------------------------------------------------------- embedding cache (real)
 @pytest.mark.real
 def test_second_prompt_and_same_pixels_do_not_rerun_the_encoder(litemedsam_model, real_case):

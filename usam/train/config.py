@@ -10,6 +10,7 @@ Example (``configs/breast.yaml``)::
       limit: null                      # at most this many rows per task and split (tiny runs)
     mode: cache                        # cache: frozen encoder, embeddings cached on disk; lora: LoRA in the encoder;
                                        # tail: LoRA in the last lora.stages encoder stages, their inputs cached for train.views views
+                                       # (cache mode caches train.views embeddings per image too: default 1)
     lora: {rank: 8, alpha: 16, dropout: 0.0, stages: null}   # stages: LoRA in the last K encoder stages only (null: all; tail: 1)
     decoder: {tune: true, lora: {rank: 16, alpha: 16}}
     train: {epochs: 10, batch_size: 8, lr: 3.0e-4, seed: 0}
@@ -100,10 +101,12 @@ class TrainSettings(SectionView):
     val_clicks: int = field(default=1, metadata=check(positive_int))
     #: weight of the automatic-segmentation loss
     auto_weight: float = field(default=1.0, metadata=check(number(0.0)))
-    #: lora mode: image augmentation; tail mode: views after the first are augmented
+    #: lora mode: image augmentation; tail / cache mode: views after the first are augmented
     augment: bool = field(default=True, metadata=check(boolean))
-    #: tail mode: views cached per training image (the first un-augmented, the others augmented)
-    views: int = field(default=4, metadata=check(positive_int))
+    #: tail / cache mode: views cached per training image (the first un-augmented, the others augmented once each;
+    #: a cached view costs one stage-input pass (tail) or one encoder pass (cache) per image, once). Unset: 4 in tail
+    #: mode, 1 in cache mode (the embeddings of the images as read)
+    views: int | None = field(default=None, metadata=check(optional(positive_int)))
     #: auto: bf16 on CUDA, none on CPU
     mixed_precision: str = field(default="auto", metadata=check(one_of("auto", "no", "bf16", "fp16")))
     #: at most this many validation rows per task

@@ -1,7 +1,8 @@
 """Training examples: dataset rows turned into (target, encoder input) pairs for the three training modes.
 
 - ``cache``: the bare encoder's embedding of each image, from :class:`~usam.train.cache.EmbeddingStore`, memoised;
-  no encoder input (the embedding is on the example).
+  no encoder input (the embedding is on the example). With ``views > 1`` training draws one of ``views`` views per
+  row (view 0 as read and memoised, the others augmented once, deterministically, read from the store each time).
 - ``lora``: the image, read (and augmented in training) every time; input ``(B, 3, S, S)``.
 - ``tail``: what enters encoder stage ``start`` for one of ``views`` views of the image (view 0 as read, the
   others augmented once, deterministically), from :class:`~usam.train.cache.ActivationStore`; input ``(B, N, C)``.
@@ -10,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -47,10 +48,10 @@ class ExampleSource:
       model: the :class:`~usam.model.UsamModel` being trained (its backbone preprocesses and encodes).
       mode: ``cache``, ``lora`` or ``tail``.
       store: an :class:`EmbeddingStore` (cache) or :class:`ActivationStore` (tail); ``None`` for lora.
-      augment: augment images (lora) / views after the first (tail).
+      augment: augment images (lora) / views after the first (tail, cache).
       seed: seed of the augmentation and view draws.
-      views: tail mode: views per training image (view 0 un-augmented).
-      no_flip: tail mode: image paths whose views must not be mirrored (an ordered-keypoint row uses them).
+      views: tail / cache mode: views per training image (view 0 un-augmented).
+      no_flip: tail / cache mode: image paths whose views must not be mirrored (an ordered-keypoint row uses them).
     """
 
     def __init__(self, model, mode: str, store: EmbeddingStore | ActivationStore | None, augment: bool, seed: int,
@@ -68,20 +69,36 @@ class ExampleSource:
         """Examples of ``rows`` and their stacked encoder input (``None`` in cache mode); ``train``: augmented /
         random views, else the images as read."""
         if self.mode == "cache":
-            return [self.cached(r) for r in rows], None
+            return [self.cached(r, self._draw_view() if train else 0) for r in rows], None
         if self.mode == "tail":
-            pairs = [self.view(r, int(self.rng.integers(self.views)) if train else 0) for r in rows]
+            pairs = [self.view(r, self._draw_view() if train else 0) for r in rows]
         else:
             pairs = [self.fresh(r, augment=train and self.augment) for r in rows]
         inputs = torch.cat([p[0] for p in pairs]).to(self.model.device)
         return [p[1] for p in pairs], inputs
 
-    def cached(self, sample: Sample) -> Example:
-        key = (id(sample), 0)
+    def _draw_view(self) -> int:
+        return int(self.rng.integers(self.views)) if self.views > 1 else 0
+
+    def cached(self, sample: Sample, k: int = 0) -> Example:
+        """Cache mode: the example of view ``k`` of the row's image with its embedding ``(C, h, w)`` fp16 (view 0
+        memoised with it; an augmented view's labels are memoised and its embedding read from the store)."""
+        key = (id(sample), k)
+        if k == 0:
+            if key not in self._memo:
+                emb = self.store.get(sample.image_path)
+                self._memo[key] = Example(sample, KINDS[sample.kind].target(sample, emb.geometry), emb.embedding[0].to(torch.float16), emb.geometry)
+            return self._memo[key]
+        digest, hw = self._meta(sample.image_path)
+        emb = self.store.get(sample.image_path, self.view_params(sample.image_path, digest, hw, k))
         if key not in self._memo:
-            emb = self.store.get(sample.image_path)
-            self._memo[key] = Example(sample, KINDS[sample.kind].target(sample, emb.geometry), emb.embedding[0].to(torch.float16), emb.geometry)
-        return self._memo[key]
+            self._memo[key] = self._moved(sample, digest, hw, k, emb.geometry)
+        return replace(self._memo[key], embedding=emb.embedding[0].to(torch.float16))
+
+    def _moved(self, sample: Sample, digest: str, hw: tuple[int, int], k: int, geo: Geometry) -> Example:
+        """The example of view ``k`` without an embedding: the row's labels moved as the view moves the image."""
+        mask, box, points = augment_labels(self.view_params(sample.image_path, digest, hw, k), hw, *_labels(sample))
+        return Example(sample, KINDS[sample.kind].target(sample, geo, mask=mask, box=box, points=points), None, geo)
 
     def fresh(self, sample: Sample, augment: bool) -> tuple[torch.Tensor, Example]:
         """Read (and augment) the image; returns the model input ``(1, 3, S, S)`` and the example."""
@@ -101,16 +118,19 @@ class ExampleSource:
         h, geo = self.store.get(sample.image_path, digest, params)
         key = (id(sample), k)
         if key not in self._memo:
-            mask, box, points = augment_labels(params, hw, *_labels(sample))
-            self._memo[key] = Example(sample, KINDS[sample.kind].target(sample, geo, mask=mask, box=box, points=points), None, geo)
+            self._memo[key] = self._moved(sample, digest, hw, k, geo)
         return h[None], self._memo[key]
 
     def view_params(self, path, digest: str, hw: tuple[int, int], k: int) -> AugmentParams:
-        """View ``k`` of an image: identity for ``k = 0``, else one draw seeded by (seed, k, image content)."""
+        """View ``k`` of an image: identity for ``k = 0``, else the first draw that changes something, seeded by
+        (seed, k, image content)."""
         if k == 0:
             return AugmentParams.identity()
-        rng = np.random.default_rng([self.seed, k, int(digest[:15], 16)])
-        return Augment(p=0.5, flip=str(path) not in self.no_flip, rng=rng).sample(*hw)
+        aug = Augment(p=0.5, flip=str(path) not in self.no_flip, rng=np.random.default_rng([self.seed, k, int(digest[:15], 16)]))
+        params = aug.sample(*hw)
+        while params == AugmentParams.identity():  # each transform group is drawn with p = 0.5: 1 in 32 draws nothing
+            params = aug.sample(*hw)
+        return params
 
     def _meta(self, path) -> tuple[str, tuple[int, int]]:
         """Content hash and ``(H, W)`` of an image file (read once)."""
@@ -121,10 +141,11 @@ class ExampleSource:
         return self._meta_memo[p]
 
     def build_views(self, items: list[tuple[str, int]], desc: str) -> None:
-        """Compute every missing stage input of views ``0..n-1`` of each ``(path, n)`` (progress bar)."""
+        """Compute every missing stage input (tail) / embedding (cache) of views ``0..n-1`` of each ``(path, n)``
+        (progress bar)."""
         for p, views in tqdm(items, desc=desc, unit="img", disable=not items):
             digest, hw = self._meta(p)
             for k in range(views):
                 params = self.view_params(p, digest, hw, k)
                 if not self.store.has(digest, params):
-                    self.store.get(p, digest, params)
+                    self.store.get(p, digest, params) if self.mode == "tail" else self.store.get(p, params)

@@ -243,18 +243,22 @@ def build_source(cfg: TrainConfig, model: UsamModel, accelerator: Accelerator, r
         return ExampleSource(model, "lora", None, augment=bool(t["augment"]), seed=int(t["seed"]) + rank)
     paths = sorted({str(s.image_path) for r in (*train_rows.values(), *val_rows.values()) for s in r})
     model.set_adapter(None)  # the caches hold the bare encoder's outputs
+    no_flip = {str(s.image_path) for r in train_rows.values() for s in r if s.kind == "regression"}
+    train_paths = {str(s.image_path) for r in train_rows.values() for s in r}
+    views = int(t["views"] or (1 if cfg.mode == "cache" else 4))
     if cfg.mode == "cache":
-        source = ExampleSource(model, "cache", EmbeddingStore(model), augment=False, seed=int(t["seed"]) + rank)
-        build_across_ranks(accelerator, paths, lambda ps, desc: source.store.build(ps, desc=desc), "embedding cache")
+        store, what = EmbeddingStore(model), "embedding cache"
     else:
-        no_flip = {str(s.image_path) for r in train_rows.values() for s in r if s.kind == "regression"}
-        # views are drawn from the config's seed on every rank, so that ranks share one cache; steps draw from seed + rank
-        source = ExampleSource(model, "tail", ActivationStore(model, tail_start(cfg, model.backbone)),
-                               augment=bool(t["augment"]), seed=int(t["seed"]), views=int(t["views"]), no_flip=no_flip)
-        source.rng = np.random.default_rng(int(t["seed"]) + rank)
-        train_paths = {str(s.image_path) for r in train_rows.values() for s in r}
+        store, what = ActivationStore(model, tail_start(cfg, model.backbone)), "stage-input cache"
+    # views are drawn from the config's seed on every rank, so that ranks share one cache; steps draw from seed + rank
+    source = ExampleSource(model, cfg.mode, store, augment=bool(t["augment"]), seed=int(t["seed"]), views=views,
+                           no_flip=no_flip)
+    source.rng = np.random.default_rng(int(t["seed"]) + rank)
+    if cfg.mode == "cache" and source.views == 1:
+        build_across_ranks(accelerator, paths, lambda ps, desc: source.store.build(ps, desc=desc), what)
+    else:
         items = [(p, source.views if p in train_paths else 1) for p in paths]  # validation images: view 0 only
-        build_across_ranks(accelerator, items, source.build_views, "stage-input cache")
+        build_across_ranks(accelerator, items, source.build_views, what)
     model.set_adapter(cfg.name)
     return source
 
