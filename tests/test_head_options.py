@@ -160,6 +160,11 @@ def test_card_lists_the_inference_options():
     assert "go to the tuned decoder (`box_prompts: tuned`)" in card
     cfg.head_options, cfg.decoder = {}, None
     assert "## Inference options" not in adapter_card(cfg, {})
+    breast = AdapterConfig.from_dict(json.loads((ROOT / "adapters" / "breast" / "config.json").read_text()))
+    record = breast.training["locate"]["breast_lesion"]
+    line = next(t for t in adapter_card(breast, {}).splitlines() if "localisation head" in t)
+    assert f"{record['epochs']} epochs on {record['train']} images" in line
+    assert f"val peak-box IoU {record['val_peak_iou']} (n={record['val']})" in line
 
 
 def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
