@@ -13,7 +13,10 @@ Options (``usam/heads/refine.py``), tried task by task, segmentation first (the 
   automatic mask of a segmentation task of the same adapter;
 - 4-point regression next to a segmentation task: the regressed points, or the axis ends of the ellipse fitted
   to the automatic mask (fetal biometry's OFD / BPD landmarks are defined that way);
-- the decoder that answers a user's box prompt (``decoder.box_prompts``): the backbone's own or the tuned one.
+- the decoder that answers a user's box prompt (``decoder.box_prompts``): the backbone's own or the tuned one;
+- with ``--clicks N``, how many clicks a corrective prompt shows the click decoder (``decoder.click_window``: all,
+  or the first and the latest W - 1, the rest carried by the previous mask fed back), by the mean Dice over the
+  1..N curve of the standard click protocol (``--clicks-only`` chooses it alone).
 The variant with the best validation score (ties: the simpler one, listed first) is written into the
 adapter's ``config.json`` (``head_options``), with every score under ``training.head_options_validation``.
 """
@@ -37,22 +40,85 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "fmc_uia_dev"))
     ap.add_argument("--split", default="val")
     ap.add_argument("--limit", type=int, default=None, help="at most N rows per task (quick check)")
+    ap.add_argument("--clicks", type=int, default=0, metavar="N",
+                    help="also choose decoder.click_window on the Dice-vs-clicks curve of N simulated clicks (e.g. 20)")
+    ap.add_argument("--clicks-only", action="store_true",
+                    help="choose the click window alone (needs --clicks): head options and box routing stay as they are")
     args = ap.parse_args(argv)
+    if args.clicks_only and args.clicks < 2:
+        ap.error("--clicks-only needs --clicks N (N >= 2)")
 
     import usam
-    from usam.ops.masks import dice
-    from usam.ops.metrics import box_iou
     from usam.data.fmc import read_split
-    from usam.heads.refine import postprocess_classes
-    from usam.io import read_image, read_mask
 
     model = usam.load(adapters=[args.adapter], cache_size=512)
     adapter = model.adapter
     tasks = adapter.tasks
     seg = [t for t, s in tasks.items() if s.kind == "segmentation"]
     split = {t: rows[: args.limit] for t, rows in read_split(Path(args.data) / args.split, tasks=list(tasks)).items()}
-    choices, report = {}, {}
-    images = {}
+    cfg_path = Path(args.adapter) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    before = dict(cfg.get("training", {}).get("head_options_validation") or {})
+    report = before if args.clicks_only else {}
+    if not args.clicks and "click_window" in before:  # a window chosen earlier stays, with its record
+        report["click_window"] = before["click_window"]
+    if not args.clicks_only:
+        cfg["head_options"] = tune_heads(model, split, seg, report)
+        box_route = tune_box_route(model, split, seg, report)
+        if box_route:
+            cfg["decoder"]["box_prompts"] = box_route
+    if args.clicks and adapter.decoder is not None and seg:
+        window = tune_click_window(model, split, seg, args.clicks, report)
+        cfg["decoder"].pop("click_window", None)
+        if window is not None:
+            cfg["decoder"]["click_window"] = window
+    cfg.setdefault("training", {})["head_options_validation"] = report
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+#: click windows tried by ``--clicks`` (``None``: every click), simplest first (ties keep it)
+CLICK_WINDOWS = (None, 4, 5, 6, 8, 10)
+
+
+def tune_click_window(model, split, seg, n_clicks: int, report: dict) -> int | None:
+    """``decoder.click_window`` with the best mean Dice over the 1..``n_clicks`` curve of the standard click
+    protocol (``usam.challenge.interactive``) on every segmentation object of ``split``; scores into ``report``."""
+    from usam.challenge.interactive import evaluate_clicks
+
+    decoder, scores, detail = model.adapter.decoder, {}, {}
+    for window in CLICK_WINDOWS:
+        decoder.click_window = window
+        curves, noc85 = [], []
+        for tid in seg:
+            res = evaluate_clicks(model, model.adapter.name, split[tid], n_clicks=n_clicks, progress=False)
+            curves += [c["dice"] for c in res["cases"]]
+            noc85 += [c["noc85"] for c in res["cases"]]
+        curve = np.mean(curves, axis=0)
+        key = "all" if window is None else str(window)
+        scores[key] = float(curve.mean())
+        detail[key] = {"dice_1_5_10_20": [round(float(curve[k - 1]), 4) for k in (1, 5, 10, 20) if k <= n_clicks],
+                       "noc85": round(float(np.mean(noc85)), 2), "drops": int((np.diff(curve) < 0).sum())}
+        print(f"click_window {key}: mean Dice over {n_clicks} clicks {scores[key]:.4f} {detail[key]}", file=sys.stderr)
+    best = max(scores, key=scores.get)  # ties: the first listed (every click)
+    decoder.click_window = None if best == "all" else int(best)
+    report["click_window"] = {"metric": f"mean Dice over 1..{n_clicks} clicks",
+                              "images": sum(len(split[t]) for t in seg), "objects": len(curves),
+                              **{k: round(v, 4) for k, v in scores.items()}, "curves": detail, "chosen": best}
+    return decoder.click_window
+
+
+def tune_heads(model, split, seg, report: dict) -> dict:
+    """Head options task by task, segmentation first, each variant scored on ``split``; scores into ``report``."""
+    from usam.heads.refine import postprocess_classes
+    from usam.io import read_image, read_mask
+    from usam.ops.masks import dice
+    from usam.ops.metrics import box_iou
+
+    adapter = model.adapter
+    tasks = adapter.tasks
+    choices, images = {}, {}
     truth = functools.lru_cache(maxsize=None)(read_mask)  # each mask read once, whatever the variants
 
     def predictions(tid, opts):
@@ -120,37 +186,37 @@ def main(argv=None) -> int:
         if opts:
             choices[tid] = opts
         adapter.config.head_options = dict(choices)  # later tasks (box_from, ellipse_from) see the chosen masks
-    box_route = None
-    if adapter.decoder is not None and seg:
-        # user box prompts: the backbone's own box path or the tuned decoder's, by Dice from ground-truth boxes
-        from usam.predictor import Predictor
-        from usam.ops.masks import mask_box
+    return choices
 
-        predictor, route_scores = Predictor(model), {}
-        for route in ("base", "tuned"):
-            adapter.decoder.box_prompts = route
-            vals = []
-            for tid in seg:
-                for s in split[tid]:
-                    gt = truth(s.mask_path)
-                    predictor.set_image(images[s.image_path])
-                    for c in range(1, tasks[tid].num_classes):
-                        if (gt == c).any():
-                            m, _, _ = predictor.predict(box=mask_box(gt == c), multimask_output=False)
-                            vals.append(dice(m[0], gt == c))
-            route_scores[route] = float(np.mean(vals))
-        box_route = max(route_scores, key=route_scores.get)  # ties: base (listed first)
-        report["box_prompts"] = {"metric": "dice from ground-truth boxes", **{k: round(v, 4) for k, v in route_scores.items()},
-                                 "chosen": box_route}
-    cfg_path = Path(args.adapter) / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["head_options"] = choices
-    if box_route:
-        cfg["decoder"]["box_prompts"] = box_route
-    cfg.setdefault("training", {})["head_options_validation"] = report
-    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-    print(json.dumps(report, indent=1))
-    return 0
+
+def tune_box_route(model, split, seg, report: dict) -> str | None:
+    """The decoder that answers a user's box alone (backbone's ``base`` / ``tuned``) by Dice from ground-truth
+    boxes on every segmentation object of ``split``; ``None`` without a tuned decoder. Scores into ``report``."""
+    from usam.io import read_image, read_mask
+    from usam.ops.masks import dice, mask_box
+    from usam.predictor import Predictor
+
+    adapter = model.adapter
+    if adapter.decoder is None or not seg:
+        return None
+    predictor, route_scores = Predictor(model), {}
+    for route in ("base", "tuned"):
+        adapter.decoder.box_prompts = route
+        vals = []
+        for tid in seg:
+            for s in split[tid]:
+                gt = read_mask(s.mask_path)
+                predictor.set_image(read_image(s.image_path))  # embeddings cached by content
+                for c in range(1, adapter.tasks[tid].num_classes):
+                    if (gt == c).any():
+                        m, _, _ = predictor.predict(box=mask_box(gt == c), multimask_output=False)
+                        vals.append(dice(m[0], gt == c))
+        route_scores[route] = float(np.mean(vals))
+    box_route = max(route_scores, key=route_scores.get)  # ties: base (listed first)
+    adapter.decoder.box_prompts = box_route
+    report["box_prompts"] = {"metric": "dice from ground-truth boxes", **{k: round(v, 4) for k, v in route_scores.items()},
+                             "chosen": box_route}
+    return box_route
 
 
 def segmentation_variants(refine: list[dict], locator: bool) -> dict[str, dict]:

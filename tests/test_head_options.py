@@ -158,6 +158,9 @@ def test_card_lists_the_inference_options():
     assert "## Inference options" in card
     assert "- `fetal_head`: `refine_with_box: true`, `ellipse_fill: [1]`" in card
     assert "go to the tuned decoder (`box_prompts: tuned`)" in card
+    assert "click_window" not in card
+    cfg.decoder = {**cfg.decoder, "click_window": 6}
+    assert "the first click and the latest 5 (`click_window: 6`)" in adapter_card(cfg, {})
     cfg.head_options, cfg.decoder = {}, None
     assert "## Inference options" not in adapter_card(cfg, {})
     breast = AdapterConfig.from_dict(json.loads((ROOT / "adapters" / "breast" / "config.json").read_text()))
@@ -183,6 +186,8 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     assert tune.main([str(target), "--data", str(data_root), "--limit", "2"]) == 0
     cfg = json.loads((target / "config.json").read_text())
     report = cfg["training"]["head_options_validation"]
+    shipped = json.loads((ROOT / "adapters" / "fetal_head" / "config.json").read_text())
+    assert report.pop("click_window") == shipped["training"]["head_options_validation"]["click_window"]  # kept
     assert set(report) == {"fetal_head", "fetal_head_biometry", "box_prompts"}
     for tid, r in report.items():
         scores = {k: v for k, v in r.items() if k not in ("metric", "chosen")}
@@ -192,3 +197,15 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     assert cfg["decoder"]["box_prompts"] == report["box_prompts"]["chosen"]
     model = usam.load(adapters=[str(target)])  # the written options pass validation
     assert model.adapter.config.head_options == cfg["head_options"]
+
+    # --clicks-only: the click window alone, by the mean of the Dice-vs-clicks curve; the rest kept as it was
+    before = cfg
+    assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--clicks", "3", "--clicks-only"]) == 0
+    cfg = json.loads((target / "config.json").read_text())
+    windows = cfg["training"]["head_options_validation"].pop("click_window")
+    assert cfg["head_options"] == before["head_options"]
+    assert cfg["training"]["head_options_validation"] == report
+    scores = {k: windows[k] for k in ("all", "4", "5", "6", "8", "10")}
+    assert windows["chosen"] == max(scores, key=scores.get) and windows["objects"] == windows["images"] == 2
+    assert cfg["decoder"].get("click_window") == (None if windows["chosen"] == "all" else int(windows["chosen"]))
+    assert usam.load(adapters=[str(target)]).adapter.decoder.click_window == cfg["decoder"].get("click_window")

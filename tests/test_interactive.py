@@ -142,3 +142,66 @@ def test_shipped_breast_adapter_curve_never_falls_over_five_clicks_on_val(val_cu
     """The click decoder's curve rises with every click on these images (0.846, 0.881, 0.884, 0.897, 0.906);
     stage 5's, one shared decoder, fell after the second (0.840, 0.881, 0.875, 0.869, 0.867)."""
     assert all(b >= a for a, b in pairwise(val_curve)), val_curve
+
+
+def test_click_window_keeps_the_first_click_and_the_latest():
+    assert sim.click_window(5, None).tolist() == [0, 1, 2, 3, 4]
+    assert sim.click_window(4, 4).tolist() == [0, 1, 2, 3]
+    assert sim.click_window(9, 4).tolist() == [0, 6, 7, 8]
+    assert sim.click_window(3, 2).tolist() == [0, 2]
+
+
+def test_click_window_setting_is_checked_and_saved():
+    from usam.adapters.config import DecoderSettings
+    from usam.errors import ConfigError
+
+    assert "click_window" not in DecoderSettings.from_adapter({}).to_adapter()
+    assert DecoderSettings.from_adapter({"click_window": 6}).to_adapter()["click_window"] == 6
+    for bad in (1, 0, 2.5, "6", True):
+        with pytest.raises(ConfigError, match="click_window"):
+            DecoderSettings.from_adapter({"click_window": bad})
+
+
+@pytest.mark.real
+def test_predictor_shows_a_corrective_prompt_through_the_adapters_click_window(data_root):
+    """With ``click_window`` 3 and a previous mask fed back, 5 clicks answer exactly as clicks 1, 4 and 5 do;
+    without a previous mask (nothing carries the older clicks) every click is used."""
+    from pathlib import Path
+
+    import usam
+    from usam.data.fmc import read_split
+    from usam.io import read_image, read_mask
+    from usam.predictor import Predictor
+
+    root = Path(__file__).resolve().parents[1]
+    model = usam.load(adapters=[str(root / "adapters" / "breast")], precision="fp32", runtime="torch")
+    row = read_split(data_root / "val", tasks=["breast_lesion"])["breast_lesion"][0]
+    truth = read_mask(row.mask_path) == 1
+    predictor = Predictor(model)
+    predictor.set_image(read_image(row.image_path))
+    pts, labels = [sim.innermost_point(truth)], [1]
+    _, scores, low = predictor.predict(point_coords=np.array(pts), point_labels=np.array(labels))
+    prev, mask = low[np.argmax(scores)][None], None
+    for _ in range(4):  # four corrective clicks of the standard protocol
+        mask, _, low = predictor.predict(point_coords=np.array(pts), point_labels=np.array(labels), mask_input=prev,
+                                         multimask_output=False)
+        xy, lab = sim.next_click(mask[0], truth)
+        pts.append(xy)
+        labels.append(lab)
+    decoder = model.adapter.decoder
+    kept = [0, 3, 4]
+
+    def answer(window, idx=slice(None), fed_back=True):
+        decoder.click_window = window
+        return predictor.predict(point_coords=np.array(pts)[idx], point_labels=np.array(labels)[idx],
+                                 mask_input=prev if fed_back else None, multimask_output=False, return_logits=True)
+
+    saved = decoder.click_window
+    try:
+        everything, windowed, got = answer(None), answer(None, kept), answer(3)
+        fresh_all, fresh = answer(None, fed_back=False), answer(3, fed_back=False)
+    finally:
+        decoder.click_window = saved
+    assert not np.allclose(everything[2], windowed[2])  # the window changes what the decoder sees ...
+    np.testing.assert_array_equal(got[2], windowed[2])  # ... and is exactly the first + latest clicks
+    np.testing.assert_array_equal(fresh[2], fresh_all[2])  # no mask fed back: all clicks

@@ -7,7 +7,9 @@
 ...                                           mask_input=logits[np.argmax(scores)][None])
 
 Coordinates are (x, y) in original-image pixels; labels 1 = positive, 0 = negative. One prompt holds at most
-:data:`MAX_POINTS` (64) clicks; more raise :class:`~usam.errors.PromptError`.
+:data:`MAX_POINTS` (64) clicks; more raise :class:`~usam.errors.PromptError`. An adapter with a ``click_window``
+(:class:`~usam.adapters.config.DecoderSettings`) shows its decoder, when a previous mask is fed back, the first click
+and the latest ``click_window - 1`` only.
 
 Prompts with clicks, or one box, run on a compiled prompt decoder (:mod:`usam.runtime.decoder`) when the model's
 encoder runtime is compiled (``openvino`` / ``onnx``; ``runtime=`` overrides it): the weights that answer them
@@ -29,6 +31,7 @@ from .errors import PromptError, short_repr
 from .io import read_image, to_rgb_uint8
 from .model import UsamModel
 from .runtime import resolve_runtime
+from .ops.clicks import click_window
 from .runtime.decoder import compiled_decoder
 
 #: Most clicks (positive + negative) in one prompt. SAM was trained with a handful; each click costs decoder
@@ -183,6 +186,10 @@ class Predictor:
             boxes_t = torch.as_tensor(geo.boxes_to_input(boxes), dtype=torch.float32, device=dev)
         if point_coords is not None or point_labels is not None:
             coords, labels = check_points(point_coords, point_labels, geo.original_hw)
+            window = getattr(self.model.prompt_decoder(), "click_window", None)
+            if mask_input is not None and window is not None:  # the adapter's click window (DecoderSettings)
+                keep = click_window(len(coords), window)
+                coords, labels = coords[keep], labels[keep]
             c = torch.as_tensor(geo.points_to_input(coords), dtype=torch.float32, device=dev)[None].expand(k, -1, -1)
             lab = torch.as_tensor(labels, device=dev)[None].expand(k, -1)
             points = (c, lab)

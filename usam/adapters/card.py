@@ -184,7 +184,8 @@ def _inference_options(config) -> list[str]:
     """Card lines for the post-processing / decoder routing the adapter uses (``head_options``, ``box_prompts``)."""
     box = (config.decoder or {}).get("box_prompts")
     separate = (config.decoder or {}).get("clicks") == "separate"
-    if not config.head_options and not box and not separate:
+    window = (config.decoder or {}).get("click_window")
+    if not config.head_options and not box and not separate and not window:
         return []
     lines = ["", "## Inference options", "",
              "Chosen on the validation split (`scripts/tune_head_options.py`); applied by `model.predict` and `usam predict`:", ""]
@@ -193,6 +194,9 @@ def _inference_options(config) -> list[str]:
     if separate:
         lines.append("- clicks go to the adapter's click decoder, trained on simulated interactions only (`clicks: separate`); "
                      "the heads' automatic masks use the tuned decoder")
+    if window:
+        lines.append(f"- a corrective prompt shows the click decoder the first click and the latest {window - 1} "
+                     f"(`click_window: {window}`); the earlier ones live on in the previous mask fed back")
     for tid, opts in config.head_options.items():
         text = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in opts.items())
         lines.append(f"- `{tid}`: {text}")

@@ -23,7 +23,7 @@ from ..tasks.registry import KINDS
 from ..tasks.spec import TaskSpec
 from ..version import __version__
 from .lora import DECODER_TARGETS, LoraSettings
-from .settings import Invalid, boolean, build_section, check, one_of, optional
+from .settings import Invalid, boolean, build_section, check, is_int, one_of, optional
 
 #: Decoder parameters trained in full when a decoder is tuned (small: about 0.7M of the decoder's 4M).
 DEFAULT_DECODER_TRAIN = (
@@ -60,6 +60,12 @@ def _decoder_lora(v):
     return None if v is None else LoraSettings.from_dict(v, DECODER_TARGETS, "decoder.lora")
 
 
+def _click_window(v):
+    if not is_int(v) or v < 2:
+        raise Invalid("must be an integer >= 2 (the first click and the latest ones)")
+    return v
+
+
 def _prefixes(v):
     if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
         raise Invalid("must be a list of parameter-name prefixes")
@@ -71,7 +77,10 @@ class DecoderSettings:
     """The tuned prompt decoder: ``tune`` it at all (training only), its transformer's ``lora`` (``None``: none),
     the parameter-name prefixes it ``train``s in full, which decoder answers a box alone (``box_prompts``), and
     whether clicks get a decoder of their own (``clicks: separate``: a whole copy of the backbone's prompt encoder +
-    mask decoder trained on simulated interactions only, while the tuned decoder keeps serving the heads)."""
+    mask decoder trained on simulated interactions only, while the tuned decoder keeps serving the heads), and how
+    many clicks a corrective prompt shows it (``click_window``: with a previous mask fed back, the first click and
+    the latest ``click_window - 1``; the earlier ones live on in that mask. ``None``: every click; chosen on val by
+    ``scripts/tune_head_options.py --clicks``)."""
 
     tune: bool = field(default=True, metadata=check(boolean))
     lora: LoraSettings | None = field(default_factory=lambda: LoraSettings(16, 16.0, 0.0, DECODER_TARGETS),
@@ -79,6 +88,7 @@ class DecoderSettings:
     train: tuple[str, ...] = field(default=DEFAULT_DECODER_TRAIN, metadata=check(optional(_prefixes)))
     box_prompts: str = field(default="base", metadata=check(one_of("base", "tuned")))
     clicks: str = field(default="shared", metadata=check(one_of("shared", "separate")))
+    click_window: int | None = field(default=None, metadata=check(optional(_click_window)))
 
     @classmethod
     def from_adapter(cls, block: dict) -> "DecoderSettings":
@@ -91,6 +101,8 @@ class DecoderSettings:
                  "box_prompts": self.box_prompts}
         if self.clicks == "separate":  # "shared" is not written: adapters without a click decoder keep their config.json
             block["clicks"] = self.clicks
+        if self.click_window is not None:
+            block["click_window"] = self.click_window
         return block
 
 

@@ -57,6 +57,15 @@ def next_click(pred: np.ndarray, truth: np.ndarray) -> tuple[tuple[float, float]
     return best[1], best[2]
 
 
+def click_window(n: int, window: int | None) -> np.ndarray:
+    """Indices of the clicks a corrective prompt of ``n`` clicks shows the decoder: the first and the latest
+    ``window - 1`` (all ``n`` when ``window`` is ``None`` or ``n <= window``). A decoder trained on a handful of
+    clicks degrades when shown twenty; with the previous mask fed back, the older corrections live on in it."""
+    if window is None or n <= window:
+        return np.arange(n)
+    return np.concatenate([[0], np.arange(n - window + 1, n)])
+
+
 def jitter_box(box: np.ndarray, hw: tuple[int, int], rng: np.random.Generator, amount: float = 0.1) -> np.ndarray:
     """Shift each side of ``box`` by up to ``amount`` of the box size (uniform), clipped to the image."""
     w, h = box[2] - box[0], box[3] - box[1]
