@@ -81,7 +81,6 @@ def main(argv=None) -> int:
         tasks = {t for d in dirs for t in validate_adapter_dir(d).config.tasks}
         data = _limited_copy(split, out / "data", args.limit, tasks)
     summary = predict_split(data, out / "pred", model, restart=True, log=lambda m: print(m, file=sys.stderr))
-    t_pred = time.time() - t0
     results = evaluate(data, out / "pred")
     write_report(results, out / "report", data_root=data, pred_dir=out / "pred")
     figures = {tid: dict(r["metrics"]) for tid, r in results["tasks"].items()}

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_ROOT, tiny_sam_config
+from conftest import DATA_ROOT
 
 import usam.apps.cli
 import usam.apps.cli.segment

@@ -7,7 +7,6 @@ CSVs and PNGs in tmp_path. No model is loaded.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import cv2

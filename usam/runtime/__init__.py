@@ -189,8 +189,8 @@ def build_compiled_encoder(backbone, name: str, precision: str, log=None, fallba
             compiled.precision = "int8"
             return compiled
         if fallback is None:
-            raise UsamError(f"precision int8 needs runtime openvino and an int8 encoder for this model: run "
-                            f"`usam export int8 --data DATA_ROOT` (add --adapter NAME for an adapter with encoder LoRA)")
+            raise UsamError("precision int8 needs runtime openvino and an int8 encoder for this model: run "
+                            "`usam export int8 --data DATA_ROOT` (add --adapter NAME for an adapter with encoder LoRA)")
         if log:
             log(f"usam: no int8 encoder for this adapter's LoRA (usam export int8 --adapter ...): {fallback}")
         precision = fallback
