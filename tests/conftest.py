@@ -169,3 +169,13 @@ def random_adapter_model(backbone, split_dir: Path, tasks: list[str], name: str,
     model = UsamModel(backbone)
     model.load_adapter(str(d))
     return model, d
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """A private ``$USAM_CACHE`` for one test module (embeddings, compiled runtimes): yields its path."""
+    mp = pytest.MonkeyPatch()
+    d = tmp_path_factory.mktemp("usam_cache")
+    mp.setenv("USAM_CACHE", str(d))
+    yield d
+    mp.undo()

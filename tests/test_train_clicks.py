@@ -27,14 +27,6 @@ def _config(data_root, out, **train):
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("USAM_CACHE", str(tmp_path_factory.mktemp("usam_cache")))
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def model():
     from usam import UsamModel
 

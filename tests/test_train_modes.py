@@ -31,15 +31,6 @@ def _config(data_root, out, **train) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    d = tmp_path_factory.mktemp("usam_cache")
-    mp.setenv("USAM_CACHE", str(d))
-    yield d
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def trained(cache_dir, data_root, tmp_path_factory):
     """A private model trained in tail mode; the backbone's state before training; the adapter directory."""
     from usam import UsamModel

@@ -17,15 +17,6 @@ pytestmark = pytest.mark.real
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    d = tmp_path_factory.mktemp("usam_cache")
-    mp.setenv("USAM_CACHE", str(d))
-    yield d
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def model():
     from usam import UsamModel
 

@@ -30,8 +30,8 @@ from .embedding import Embedded
 from .errors import PromptError, short_repr
 from .io import read_image, to_rgb_uint8
 from .model import UsamModel
-from .runtime import resolve_runtime
 from .ops.clicks import click_window
+from .runtime import resolve_runtime
 from .runtime.decoder import compiled_decoder
 
 #: Most clicks (positive + negative) in one prompt. SAM was trained with a handful; each click costs decoder
