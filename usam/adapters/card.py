@@ -200,7 +200,7 @@ def _inference_options(config) -> list[str]:
     for tid, opts in config.head_options.items():
         text = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in opts.items())
         lines.append(f"- `{tid}`: {text}")
-    located = (config.training or {}).get("locate") if isinstance(config.training, dict) else None
+    located = config.training.get("locate") if isinstance(config.training, dict) else None
     for tid, rec in (located or {}).items():
         lines.append(f"- `{tid}` localisation head (object-centre heatmap whose peak box prompts the automatic mask): "
                      f"trained by `python -m usam.train.locate` on cached embeddings, {rec.get('epochs')} epochs on "

@@ -7,6 +7,8 @@ the active adapter on one embedded image and returns a :class:`Prediction` in or
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +38,8 @@ class Prediction:
       confidence: ``task_id -> (K - 1,)`` for automatic segmentation: per foreground class, the model's mean
         probability (sigmoid of the winning logit) over the pixels it gives that class, before post-processing;
         0 for a class it does not predict; with ``locate: heatmap`` no more than the learned tokens' own box-refined
-        answer gives (:func:`_presence_confidence`). :func:`usam.measure.check_confident` reads it.
+        answer gives (:func:`_presence_confidence`: two decoder passes, made when ``confidence`` is first read, not
+        by every prediction). :func:`usam.measure.check_confident` reads it.
     """
 
     adapter: str
@@ -45,7 +48,15 @@ class Prediction:
     class_names: dict[str, list[str]] = field(default_factory=dict)
     boxes: dict[str, np.ndarray] = field(default_factory=dict)
     keypoints: dict[str, np.ndarray] = field(default_factory=dict)
-    confidence: dict[str, np.ndarray] = field(default_factory=dict)
+    _confidence: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: task_id -> callable giving a ``(K - 1,)`` cap on its confidence, applied on the first read
+    _caps: dict[str, Callable[[], np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def confidence(self) -> dict[str, np.ndarray]:
+        for tid in list(self._caps):
+            self._confidence[tid] = np.minimum(self._confidence[tid], self._caps.pop(tid)())
+        return self._confidence
 
     def predicted_class(self, task_id: str) -> int:
         return int(np.argmax(self.probabilities[task_id]))
@@ -88,9 +99,9 @@ def run_heads(model, embedded) -> Prediction:
                 logits = _automatic_logits(model, head, emb, opts, geo)
                 if opts.get("refine_with_box"):
                     logits = refine_with_box(model.prompt_decoder(), emb, logits, size, route, opts.get("refine_rounds", 1))
-                pred.confidence[tid] = _class_confidence(logits.float(), geo, size)
+                pred._confidence[tid] = _class_confidence(logits.float(), geo, size)
                 if opts.get("locate") == "heatmap":
-                    pred.confidence[tid] = np.minimum(pred.confidence[tid], _presence_confidence(model, head, emb, geo))
+                    pred._caps[tid] = functools.partial(_presence_confidence, model.prompt_decoder(), head, emb, geo, size)
                 full = geo.masks_to_original(logits.float())
                 classes = logits_to_classes(full)[0].cpu().numpy().astype(np.uint8)
                 pred.masks[tid] = postprocess_classes(classes, opts)
@@ -110,14 +121,13 @@ def _automatic_logits(model, head, emb, opts: dict, geo):
                          opts.get("refine_decoder"))
 
 
-def _presence_confidence(model, head, emb, geo) -> np.ndarray:
+@torch.no_grad()
+def _presence_confidence(decoder, head, emb, geo, size: int) -> np.ndarray:
     """``(K - 1,)`` cap on a located mask's confidence: the learned tokens' own answer, re-prompted once with its
     box through the tuned decoder, scored as :func:`_class_confidence`. The localisation head finds a peak on any
     image, a blank one too, and a box prompt makes the decoder sure of what it outlines; the tokens' answer is what
     says an object is there (fetal_head, 40 test images: 0.954 at the lowest; black / white images 0.914; the
     measuring rule's floor, ``usam.measure.MIN_CONFIDENCE``, is 0.93)."""
-    size = model.backbone.input_size
-    decoder = model.prompt_decoder()
     answer = refine_with_box(decoder, emb, head(decoder, emb)[0], size, "tuned", 1)
     return _class_confidence(answer.float(), geo, size)
 
