@@ -157,3 +157,41 @@ def test_the_click_decoder_setting_is_checked(data_root, tmp_path):
     assert "clicks" not in load_config(good).decoder.to_adapter()  # adapters without one keep their config.json
     separate = load_config({**good, "decoder": {**good["decoder"], "clicks": "separate"}})
     assert separate.decoder.to_adapter()["clicks"] == "separate"
+
+
+@pytest.mark.real
+def test_training_from_an_adapter_with_a_localisation_head_keeps_it(start, model, data_root, tmp_path):
+    """``init`` from an adapter with a localisation head (``head_options.<task>.locate``, tensors
+    ``heads.<task>.locator.*``): the new adapter is built with it, keeps its tensors (no loss reaches them) and its
+    options, and reloads."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from usam.heads.locate import LocateHead
+    from usam.train.trainer import train
+
+    located = tmp_path / "located"
+    shutil.copytree(start, located)
+    heads = load_file(str(located / "heads.safetensors"))
+    locator = LocateHead(1, heads["heads.breast_lesion.tokens"].shape[-1])
+    heads.update({f"heads.breast_lesion.locator.{k}": v for k, v in locator.state_dict().items()})
+    save_file(heads, str(located / "heads.safetensors"))
+    cfg = json.loads((located / "config.json").read_text())
+    cfg["head_options"]["breast_lesion"]["locate"] = "heatmap"
+    (located / "config.json").write_text(json.dumps(cfg))
+
+    out = tmp_path / "more"
+    train({**_config(data_root, out, steps_per_epoch=2), "init": str(located)}, model=model)
+    after = load_file(str(out / "heads.safetensors"))
+    for k, v in locator.state_dict().items():
+        torch.testing.assert_close(after[f"heads.breast_lesion.locator.{k}"], v, rtol=0, atol=0)
+    assert any(not torch.equal(after[k], heads[k]) for k in heads if k.startswith("heads.breast_3cls")), "heads did not train"
+    options = json.loads((out / "config.json").read_text())["head_options"]
+    assert options["breast_lesion"] == {"refine_with_box": True, "refine_decoder": "tuned", "locate": "heatmap"}
+    name = model.load_adapter(out, name="located_check")
+    try:
+        assert model.adapters[name].heads["breast_lesion"].locator is not None
+    finally:
+        model.set_adapter(None)
+        del model.adapters[name]

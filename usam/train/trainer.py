@@ -38,6 +38,7 @@ from ..adapters.lora import LoraSettings, add_lora, lora_parameters, merged_copy
 from ..adapters.validate import validate_adapter_dir
 from ..data.fmc import Sample
 from ..errors import ConfigError
+from ..heads.locate import attach_locators
 from ..io import dumps_json
 from ..model import UsamModel, resolve_precision
 from ..tasks.spec import TaskSpec
@@ -185,6 +186,8 @@ def init_from(adapter: Adapter, directory: Path, backbone) -> None:
     config, heads = check.config, check.heads
     if set(config.tasks) != set(adapter.tasks):
         raise ConfigError(f"init adapter {str(directory)!r} has tasks {sorted(config.tasks)}, this config {sorted(adapter.tasks)}")
+    adapter.config.head_options = dict(config.head_options)
+    attach_locators(adapter.heads, adapter.config.head_options)  # the old adapter's localisation heads come along
     new_dec, old_dec = adapter.config.decoder or {}, config.decoder or {}
     if adapter.decoder is not None and old_dec.get("lora") and not new_dec.get("lora"):
         old = Adapter(config, backbone)
@@ -199,7 +202,6 @@ def init_from(adapter: Adapter, directory: Path, backbone) -> None:
             heads = {**{f"decoder.{k}": v for k, v in adapter.decoder.trainable_state().items()
                         if k.startswith(CLICKS_PREFIX)}, **heads}
         adapter.load_head_state(heads, str(Path(directory) / HEADS_NAME))
-    adapter.config.head_options = dict(config.head_options)
 
 
 def setup_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec], log) -> tuple[Adapter, list]:
@@ -406,11 +408,16 @@ def save_adapter(run: Run, val: dict, epoch: int) -> None:
     """Write the adapter (best so far): heads, tuned decoder, encoder LoRA; detection boxes refined by the decoder
     where that scored better on validation (with ``train.freeze_heads`` the heads and their options stay init's)."""
     adapter = run.adapter
-    if not run.cfg.train["freeze_heads"]:
-        adapter.config.head_options = {
-            tid: {"refine_with_decoder": True, "refine_decoder": "tuned"} for tid, m in val.items()
-            if "iou_refined" in m and m["iou_refined"] > m["iou"]
-        }
+    if not run.cfg.train["freeze_heads"]:  # init's other options (a localisation head, ...) are kept
+        options = {tid: dict(o) for tid, o in adapter.config.head_options.items()}
+        for tid, m in val.items():
+            if "iou_refined" in m:
+                opts = options.setdefault(tid, {})
+                if m["iou_refined"] > m["iou"]:
+                    opts.update(refine_with_decoder=True, refine_decoder="tuned")
+                else:
+                    opts.pop("refine_with_decoder", None), opts.pop("refine_decoder", None)
+        adapter.config.head_options = {tid: o for tid, o in options.items() if o}
     metrics = {"best_epoch": epoch + 1, "val": val, "history": run.history}
     encoder = run.model.backbone.image_encoder if adapter.config.lora is not None else None
     adapter.save_pretrained(run.out, encoder, metrics=metrics, card=adapter_card(adapter.config, metrics))
