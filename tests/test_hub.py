@@ -646,3 +646,23 @@ def test_card_for_litemedsam_backbone():
                          tasks={"t": TaskSpec("t", "classification", 2)})
     meta2, _ = parse_card(adapter_card(cfg2))
     assert meta2["base_model"] == "facebook/sam-vit-huge" and meta2["pipeline_tag"] == "image-classification"
+
+
+def test_card_shows_the_encoder_lora_ablation():
+    """``training.encoder_lora_ablation`` (scripts/ablate_encoder_lora.py) becomes a table of every arm, a dash
+    where an arm lacks a figure."""
+    arms = {"shipped": {"lora": False, "figures": {"fetal_head": {"no-prompt Dice": 0.95, "Dice 1 click": 0.96}}},
+            "tail": {"lora": True, "figures": {"fetal_head": {"no-prompt Dice": 0.9612}}}}
+    config = AdapterConfig(
+        name="fh", backbone="litemedsam", backbone_checksum="f" * 64,
+        tasks={"fetal_head": TaskSpec("fetal_head", "segmentation", 2)},
+        training={"encoder_lora_ablation": {"split": "val", "clicks": 10, "arms": arms, "conclusion": "Tail chosen."}},
+    )
+    _, body = parse_card(adapter_card(config))
+    assert "## Encoder LoRA: ablation on the val split" in body
+    assert "encoder LoRA: shipped: no, tail: yes" in body
+    assert "| fetal_head | no-prompt Dice | 0.9500 | 0.9612 |" in body
+    assert "| fetal_head | Dice 1 click | 0.9600 | - |" in body and "Tail chosen." in body
+    _, plain = parse_card(adapter_card(AdapterConfig(name="fh", backbone="litemedsam", backbone_checksum="f" * 64,
+                                                     tasks=config.tasks)))
+    assert "ablation" not in plain

@@ -229,6 +229,29 @@ def _click_section(metrics: dict | None) -> list[str]:
     return lines
 
 
+def _encoder_lora_ablation(config) -> list[str]:
+    """The side-by-side validation scores of ``training.encoder_lora_ablation`` (``scripts/ablate_encoder_lora.py``):
+    why this adapter has, or has not, encoder LoRA."""
+    record = config.training.get("encoder_lora_ablation") if isinstance(config.training, dict) else None
+    if not record or not record.get("arms"):
+        return []
+    arms = record["arms"]
+    names = list(arms)
+    lines = ["", f"## Encoder LoRA: ablation on the {record.get('split', 'val')} split", "",
+             f"Each arm scored by `usam predict` + `usam evaluate --clicks {record.get('clicks')}` in "
+             f"{record.get('precision', 'fp32')} (`{record.get('command', 'scripts/ablate_encoder_lora.py')}`); "
+             "encoder LoRA: " + ", ".join(f"{n}: {'yes' if a.get('lora') else 'no'}" for n, a in arms.items()) + ".", "",
+             "| task | metric | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    first = arms[names[0]].get("figures", {})
+    for tid, row in first.items():
+        for label in row:
+            values = [arms[n].get("figures", {}).get(tid, {}).get(label) for n in names]
+            lines.append(f"| {tid} | {label} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in values) + " |")
+    if record.get("conclusion"):
+        lines += ["", record["conclusion"]]
+    return lines
+
+
 def adapter_card(config, metrics: dict | None = None, extra_body: str = "", *, repo_id: str | None = None,
                  base_model: str | None = None, license: str = "apache-2.0", evaluation: dict | None = None) -> str:
     """A model card for an :class:`~usam.adapters.config.AdapterConfig` with its metrics.
@@ -247,6 +270,7 @@ def adapter_card(config, metrics: dict | None = None, extra_body: str = "", *, r
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip(), "---", ""]
     lines += _intro(config) + _tasks_table(config) + _inference_options(config)
     lines += _evaluation(metric_rows(metrics, evaluation, tasks=config.tasks), evaluation) + _click_section(metrics)
+    lines += _encoder_lora_ablation(config)
     lines += _training_data(config, meta["datasets"]) + _limits() + _usage(config, ref) + _files(config, license)
     if extra_body:
         lines += [extra_body, ""]
