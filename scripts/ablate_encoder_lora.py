@@ -22,12 +22,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: (metric key in usam evaluate's JSON, label, higher is better) per task kind, in table order
+#: (metric key in usam evaluate's JSON, label) per task kind, in table order
 METRICS = {
-    "segmentation": [("dice", "no-prompt Dice", True), ("hc_abs_err_mm", "HC abs error (mm)", False)],
-    "classification": [("auc", "AUC", True)],
-    "detection": [("iou", "box IoU", True)],
-    "regression": [("mre_px", "MRE (px)", False)],
+    "segmentation": [("dice", "no-prompt Dice"), ("hc_abs_err_mm", "HC abs error (mm)")],
+    "classification": [("auc", "AUC"), ("macro_f1", "macro F1")],
+    "detection": [("iou", "box IoU")],
+    "regression": [("mre_px", "MRE (px)"), ("hc_abs_err_mm", "HC abs error (mm)")],
 }
 CLICK_POINTS = (1, 3, 5, 10)
 
@@ -41,7 +41,7 @@ def run(cmd: list[str]) -> str:
 
 
 def fingerprint(adapter: Path, data: Path, clicks: int, limit: int | None) -> str:
-    """SHA-256 of the adapter's files and the settings: a stored score is reused only for the same of both."""
+    """SHA-256 of the adapter's files and the settings: a stored report is reused only for the same of both."""
     h = hashlib.sha256(f"{data.resolve()} {clicks} {limit}".encode())
     for f in sorted(p for p in adapter.iterdir() if p.is_file() and p.name != "README.md"):
         h.update(f.name.encode() + f.read_bytes())
@@ -49,30 +49,47 @@ def fingerprint(adapter: Path, data: Path, clicks: int, limit: int | None) -> st
 
 
 def score(adapter: Path, data: Path, out: Path, clicks: int, limit: int | None) -> dict:
-    """``{task: {label: value}}`` for one adapter on ``data`` (a split folder); kept in ``out/figures.json`` and
-    reused while the adapter and the settings are the same."""
-    key, stored = fingerprint(adapter, data, clicks, limit), out / "figures.json"
+    """``{task: {label: value}}`` for one adapter on ``data`` (a split folder). ``usam evaluate``'s report is kept
+    in ``out/evaluate.json`` and reused while the adapter and the settings are the same."""
+    key, stored = fingerprint(adapter, data, clicks, limit), out / "evaluate.json"
+    tasks = sorted(json.loads((adapter / "config.json").read_text())["tasks"])
     if stored.is_file() and json.loads(stored.read_text()).get("fingerprint") == key:
-        return json.loads(stored.read_text())["figures"]
-    usam = [sys.executable, "-m", "usam"]
-    common = ["--adapters", str(adapter), "--precision", "fp32", "--runtime", "torch"]
-    run(usam + ["predict", str(data), str(out), "--restart", "--quiet", *common])
-    extra = ["--limit", str(limit)] if limit else []
-    report = json.loads(run(usam + ["evaluate", str(data), str(out), "--json", "--quiet", "--clicks", str(clicks),
-                                    *extra, *common]))
-    config = json.loads((adapter / "config.json").read_text())
+        report = json.loads(stored.read_text())["report"]
+    else:
+        usam = [sys.executable, "-m", "usam"]
+        common = ["--tasks", *tasks, "--adapters", str(adapter), "--precision", "fp32", "--runtime", "torch"]
+        run(usam + ["predict", str(data), str(out), "--restart", "--quiet", *common])
+        extra = ["--limit", str(limit)] if limit else []
+        report = json.loads(run(usam + ["evaluate", str(data), str(out), "--json", "--quiet", "--clicks", str(clicks),
+                                        *extra, *common]))
+        report["box_dice"] = box_dice(adapter, data, [t for t in tasks if report["tasks"][t]["kind"] == "segmentation"],
+                                      limit)
+        stored.write_text(json.dumps({"fingerprint": key, "adapter": str(adapter), "report": report}, indent=1))
     rows = {}
-    for tid, spec in config["tasks"].items():
-        m = report["tasks"][tid] if "tasks" in report else report[tid]
-        row = {label: m[key] for key, label, _ in METRICS[spec["kind"]] if key in m}
-        inter = m.get("interactive") or {}
-        if inter.get("dice_curve"):
-            curve = inter["dice_curve"]
+    for tid in tasks:
+        t = report["tasks"][tid]
+        m = t["metrics"]
+        row = {label: m[k] for k, label in METRICS[t["kind"]] if k in m}
+        if tid in report.get("box_dice", {}):
+            row["GT-box Dice"] = report["box_dice"][tid]
+        curve = (t.get("clicks") or {}).get("dice_curve")
+        if curve:
             row.update({f"Dice {k} click{'s' if k > 1 else ''}": curve[k - 1] for k in CLICK_POINTS if k <= len(curve)})
-            row["NoC@90"] = inter["noc90"]
+            row["NoC@90"] = t["clicks"]["noc90"]
         rows[tid] = {k: round(float(v), 4) for k, v in row.items()}
-    stored.write_text(json.dumps({"fingerprint": key, "adapter": str(adapter), "figures": rows}, indent=1))
     return rows
+
+
+def box_dice(adapter: Path, data: Path, tasks: list[str], limit: int | None) -> dict[str, float]:
+    """Mean Dice from each object's ground-truth box (the box path a user's box takes), per segmentation task."""
+    import usam
+    from usam.challenge.interactive import evaluate_prompts
+    from usam.data.fmc import read_split
+
+    model = usam.load(adapters=[str(adapter)], precision="fp32", runtime="torch")
+    split = read_split(data, tasks=tasks)
+    return {tid: evaluate_prompts(model, model.adapter.name, split[tid][:limit], n_clicks=1, progress=False)["mean"]["box"]
+            for tid in tasks}
 
 
 def table(names: list[str], results: list[dict]) -> list[str]:
