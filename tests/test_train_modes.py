@@ -130,3 +130,29 @@ def test_tail_needs_a_staged_backbone_and_valid_stages(data_root, tmp_path, tiny
         encoder_lora(bad, LiteMedSAM(pretrained=False))
     with pytest.raises(ConfigError, match="lora.stages"):
         load_config(_config(data_root, tmp_path / "x") | {"lora": {"stages": 0}})
+
+
+def test_frozen_decoder_trains_the_encoder_lora_and_heads_only(trained, data_root, tmp_path):
+    """``train.freeze_decoder`` from an adapter: the tuned decoder stays bit-identical, the heads and the encoder
+    LoRA (reached through the frozen decoder) train; with ``freeze_heads`` too it is refused before any work."""
+    from safetensors.torch import load_file
+
+    from usam import UsamModel
+    from usam.errors import ConfigError
+    from usam.train.trainer import train
+
+    _, _, start = trained
+    out = tmp_path / "frozen_decoder"
+    model = UsamModel.from_pretrained(precision="fp32", runtime="torch")
+    train(_config(data_root, out, freeze_decoder=True) | {"init": str(start)}, model=model, log=lambda *_: None)
+    before, after = load_file(str(start / "heads.safetensors")), load_file(str(out / "heads.safetensors"))
+    decoder = [k for k in before if k.startswith("decoder.")]
+    assert decoder and before.keys() == after.keys()
+    for k in decoder:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith("heads.")), "heads did not train"
+    lora = load_file(str(out / "adapter_model.safetensors"))
+    assert any(v.abs().max() > 0 for k, v in lora.items() if "lora_B" in k), "the encoder LoRA did not train"  # B starts at 0
+    with pytest.raises(ConfigError, match="freeze_decoder"):
+        train(_config(data_root, tmp_path / "both", freeze_decoder=True, freeze_heads=True) | {"init": str(start)},
+              model=model, log=lambda *_: None)

@@ -97,6 +97,10 @@ class TrainSettings(SectionView):
     #: sampled (their prompted interaction + the automatic masks through the frozen head tokens); with a click decoder
     #: (``decoder.clicks: separate``) the tuned decoder, which serves the heads, stays too: only the click decoder trains
     freeze_heads: bool = field(default=False, metadata=check(boolean))
+    #: keep the tuned decoder and the click decoder as they are (from ``init``): the heads and the encoder LoRA
+    #: (``lora`` / ``tail`` mode) train, the prompted and automatic losses reaching the encoder through the frozen
+    #: decoders (an encoder LoRA that adapts the embeddings to decoders already tuned for the organ)
+    freeze_decoder: bool = field(default=False, metadata=check(boolean))
     #: validation: Dice after 1..val_clicks simulated clicks (the score uses their mean)
     val_clicks: int = field(default=1, metadata=check(positive_int))
     #: weight of the automatic-segmentation loss
