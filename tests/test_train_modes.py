@@ -156,3 +156,21 @@ def test_frozen_decoder_trains_the_encoder_lora_and_heads_only(trained, data_roo
     with pytest.raises(ConfigError, match="freeze_decoder"):
         train(_config(data_root, tmp_path / "both", freeze_decoder=True, freeze_heads=True) | {"init": str(start)},
               model=model, log=lambda *_: None)
+
+
+def test_init_with_encoder_lora_goes_on_from_it(trained, data_root, tmp_path):
+    """``init:`` an adapter with encoder LoRA of the same settings: training continues from its LoRA (one step at
+    a negligible learning rate keeps it), not from a fresh one (B = 0)."""
+    from safetensors.torch import load_file
+
+    from usam import UsamModel
+    from usam.train.trainer import train
+
+    _, _, start = trained
+    out = tmp_path / "continued"
+    model = UsamModel.from_pretrained(precision="fp32", runtime="torch")
+    train(_config(data_root, out, lr=1e-12, steps_per_epoch=1) | {"init": str(start)}, model=model, log=lambda *_: None)
+    before, after = load_file(str(start / "adapter_model.safetensors")), load_file(str(out / "adapter_model.safetensors"))
+    assert before.keys() == after.keys() and any(v.abs().max() > 0 for k, v in before.items() if "lora_B" in k)
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=1e-6, msg=k)

@@ -34,7 +34,7 @@ from ..adapters.adapter import CLICKS_PREFIX, Adapter, attach_adapter
 from ..adapters.card import adapter_card
 from ..adapters.config import AdapterConfig
 from ..adapters.layout import HEADS_NAME, output_problem
-from ..adapters.lora import LoraSettings, add_lora, lora_parameters, merged_copy
+from ..adapters.lora import LoraSettings, add_lora, load_lora_state, lora_parameters, merged_copy
 from ..adapters.validate import validate_adapter_dir
 from ..data.fmc import Sample
 from ..errors import ConfigError
@@ -174,9 +174,10 @@ def build_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
     return Adapter(config, model.backbone)
 
 
-def init_from(adapter: Adapter, directory: Path, backbone) -> None:
+def init_from(adapter: Adapter, directory: Path, backbone) -> tuple[LoraSettings | None, dict | None]:
     """Copy heads / tuned-decoder weights of an existing adapter directory (its tasks must match). A click decoder
     (``decoder.clicks: separate``) the old adapter lacks starts from the backbone's prompt encoder + mask decoder.
+    Returns the old adapter's encoder LoRA settings and peft tensors (``None, None`` without one).
 
     When the new adapter tunes its decoder without LoRA but the old one carried decoder LoRA, the old decoder is
     rebuilt, its LoRA merged into the weights, and the merged weights copied (continue training a LoRA-tuned
@@ -202,18 +203,25 @@ def init_from(adapter: Adapter, directory: Path, backbone) -> None:
             heads = {**{f"decoder.{k}": v for k, v in adapter.decoder.trainable_state().items()
                         if k.startswith(CLICKS_PREFIX)}, **heads}
         adapter.load_head_state(heads, str(Path(directory) / HEADS_NAME))
+    return config.lora, check.lora
 
 
 def setup_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec], log) -> tuple[Adapter, list]:
     """Build the adapter (from ``init`` if given), attach it, inject the encoder LoRA; returns it and the trained
     parameters (adapter + encoder LoRA; the backbone frozen)."""
     adapter = build_adapter(cfg, model, specs)
+    old_lora = old_state = None
     if cfg.init is not None:
-        init_from(adapter, cfg.init, model.backbone)
+        old_lora, old_state = init_from(adapter, cfg.init, model.backbone)
         log(f"usam train: starting from the weights of {cfg.init}")
     attach_adapter(model, adapter, cfg.name)
     if adapter.config.lora is not None:
         add_lora(model.backbone.image_encoder, cfg.name, adapter.config.lora)
+        if old_state is not None and old_lora == adapter.config.lora:  # the init's encoder LoRA goes on training
+            load_lora_state(model.backbone.image_encoder, cfg.name, old_state)
+        elif old_state is not None:
+            log(f"usam train: {cfg.init}'s encoder LoRA (rank {old_lora.rank}, targets {old_lora.targets!r}) is not "
+                "this config's: the encoder LoRA starts afresh")
     model.set_adapter(cfg.name)
     if cfg.train["freeze_heads"]:
         if adapter.decoder is None:
