@@ -163,7 +163,7 @@ def test_the_click_decoder_setting_is_checked(data_root, tmp_path):
 def test_training_from_an_adapter_with_a_localisation_head_keeps_it(start, model, data_root, tmp_path):
     """``init`` from an adapter with a localisation head (``head_options.<task>.locate``, tensors
     ``heads.<task>.locator.*``): the new adapter is built with it, keeps its tensors (no loss reaches them) and its
-    options, and reloads."""
+    options, and reloads; the decoder choices made on val (box routing, click window) stay unless the config names them."""
     import shutil
 
     from safetensors.torch import save_file
@@ -179,6 +179,7 @@ def test_training_from_an_adapter_with_a_localisation_head_keeps_it(start, model
     save_file(heads, str(located / "heads.safetensors"))
     cfg = json.loads((located / "config.json").read_text())
     cfg["head_options"]["breast_lesion"]["locate"] = "heatmap"
+    cfg["decoder"].update(box_prompts="tuned", click_window=4)  # choices made on val, as tune_head_options writes them
     (located / "config.json").write_text(json.dumps(cfg))
 
     out = tmp_path / "more"
@@ -189,6 +190,14 @@ def test_training_from_an_adapter_with_a_localisation_head_keeps_it(start, model
     assert any(not torch.equal(after[k], heads[k]) for k in heads if k.startswith("heads.breast_3cls")), "heads did not train"
     options = json.loads((out / "config.json").read_text())["head_options"]
     assert options["breast_lesion"] == {"refine_with_box": True, "refine_decoder": "tuned", "locate": "heatmap"}
+    decoder = json.loads((out / "config.json").read_text())["decoder"]
+    assert decoder["box_prompts"] == "tuned" and decoder["click_window"] == 4  # the config names neither: kept
+    named = tmp_path / "named"
+    cfg = {**_config(data_root, named, steps_per_epoch=1), "init": str(located)}
+    cfg["decoder"] = {**cfg["decoder"], "box_prompts": "base"}
+    train(cfg, model=model)
+    decoder = json.loads((named / "config.json").read_text())["decoder"]
+    assert decoder["box_prompts"] == "base" and decoder["click_window"] == 4  # what the config names wins
     name = model.load_adapter(out, name="located_check")
     try:
         assert model.adapters[name].heads["breast_lesion"].locator is not None

@@ -174,10 +174,17 @@ def build_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
     return Adapter(config, model.backbone)
 
 
-def init_from(adapter: Adapter, directory: Path, backbone) -> tuple[LoraSettings | None, dict | None]:
+#: decoder settings chosen on val for an adapter (``scripts/tune_head_options.py``) that training from it keeps unless
+#: the config names them
+INFERENCE_CHOICES = ("box_prompts", "click_window")
+
+
+def init_from(adapter: Adapter, directory: Path, backbone, given: set = frozenset()) -> tuple[LoraSettings | None, dict | None]:
     """Copy heads / tuned-decoder weights of an existing adapter directory (its tasks must match). A click decoder
     (``decoder.clicks: separate``) the old adapter lacks starts from the backbone's prompt encoder + mask decoder.
-    Returns the old adapter's encoder LoRA settings and peft tensors (``None, None`` without one).
+    The old adapter's head options and its :data:`INFERENCE_CHOICES` come along, except the decoder keys in
+    ``given`` (those the training config sets). Returns the old adapter's encoder LoRA settings and peft tensors
+    (``None, None`` without one).
 
     When the new adapter tunes its decoder without LoRA but the old one carried decoder LoRA, the old decoder is
     rebuilt, its LoRA merged into the weights, and the merged weights copied (continue training a LoRA-tuned
@@ -190,6 +197,11 @@ def init_from(adapter: Adapter, directory: Path, backbone) -> tuple[LoraSettings
     adapter.config.head_options = dict(config.head_options)
     attach_locators(adapter.heads, adapter.config.head_options)  # the old adapter's localisation heads come along
     new_dec, old_dec = adapter.config.decoder or {}, config.decoder or {}
+    if adapter.decoder is not None:
+        for key in INFERENCE_CHOICES:
+            if key not in given and key in old_dec:
+                new_dec[key] = old_dec[key]
+                setattr(adapter.decoder, key, old_dec[key])
     if adapter.decoder is not None and old_dec.get("lora") and not new_dec.get("lora"):
         old = Adapter(config, backbone)
         old.load_head_state(heads, str(Path(directory) / HEADS_NAME))
@@ -212,7 +224,8 @@ def setup_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
     adapter = build_adapter(cfg, model, specs)
     old_lora = old_state = None
     if cfg.init is not None:
-        old_lora, old_state = init_from(adapter, cfg.init, model.backbone)
+        given = cfg.raw.get("decoder") if isinstance(cfg.raw.get("decoder"), dict) else {}
+        old_lora, old_state = init_from(adapter, cfg.init, model.backbone, set(given))
         log(f"usam train: starting from the weights of {cfg.init}")
     attach_adapter(model, adapter, cfg.name)
     if adapter.config.lora is not None:
