@@ -80,6 +80,12 @@ def score(adapter: Path, data: Path, out: Path, clicks: int, limit: int | None) 
     return rows
 
 
+def arm_dir(out: Path, adapter: Path) -> Path:
+    """Where an arm's predictions and report go: named by its path in the repository (``runs/x`` -> ``runs_x``)."""
+    a = adapter.resolve()
+    return out / (a.relative_to(ROOT).as_posix().replace("/", "_") if a.is_relative_to(ROOT) else a.name)
+
+
 def box_dice(adapter: Path, data: Path, tasks: list[str], limit: int | None) -> dict[str, float]:
     """Mean Dice from each object's ground-truth box (the box path a user's box takes), per segmentation task."""
     import usam
@@ -88,17 +94,8 @@ def box_dice(adapter: Path, data: Path, tasks: list[str], limit: int | None) -> 
 
     model = usam.load(adapters=[str(adapter)], precision="fp32", runtime="torch")
     split = read_split(data, tasks=tasks)
-    return {tid: evaluate_prompts(model, model.adapter.name, split[tid][:limit], n_clicks=1, progress=False)["mean"]["box"]
+    return {tid: evaluate_prompts(model, model.adapter.name, split[tid][:limit], n_clicks=0, progress=False)["mean"]["box"]
             for tid in tasks}
-
-
-def table(names: list[str], results: list[dict]) -> list[str]:
-    lines = ["| task | metric | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-    for tid, row in results[0].items():
-        for label in row:
-            lines.append(f"| {tid} | {label} | " + " | ".join(f"{r.get(tid, {}).get(label, float('nan')):.4f}"
-                                                             for r in results) + " |")
-    return lines
 
 
 def main(argv=None) -> int:
@@ -118,14 +115,12 @@ def main(argv=None) -> int:
     names = args.names or [a.name for a in args.adapters]
     if len(names) != len(args.adapters):
         ap.error("--names needs one name per adapter")
-    results = [score(a, args.data / args.split, args.out / a.resolve().relative_to(ROOT).as_posix().replace("/", "_")
-                     if a.resolve().is_relative_to(ROOT) else args.out / a.name, args.clicks, args.limit)
-               for a in args.adapters]
-    lines = table(names, results)
-    print("\n".join(lines))
+    from usam.adapters.card import ablation_table, adapter_card
+
+    results = [score(a, args.data / args.split, arm_dir(args.out, a), args.clicks, args.limit) for a in args.adapters]
+    print("\n".join(ablation_table(dict(zip(names, results)))))
     if args.record:
         from usam.adapters import validate_adapter_dir
-        from usam.adapters.card import adapter_card
 
         path = args.record / "config.json"
         cfg = json.loads(path.read_text())

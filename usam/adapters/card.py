@@ -229,6 +229,18 @@ def _click_section(metrics: dict | None) -> list[str]:
     return lines
 
 
+def ablation_table(figures: dict[str, dict]) -> list[str]:
+    """``{arm name: {task: {metric label: value}}}`` -> a Markdown table, a row per task and metric of the first
+    arm, a column per arm (``-`` where an arm lacks the figure)."""
+    names = list(figures)
+    lines = ["| task | metric | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for tid, row in (figures[names[0]] if names else {}).items():
+        for label in row:
+            values = [figures[n].get(tid, {}).get(label) for n in names]
+            lines.append(f"| {tid} | {label} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in values) + " |")
+    return lines
+
+
 def _encoder_lora_ablation(config) -> list[str]:
     """The side-by-side validation scores of ``training.encoder_lora_ablation`` (``scripts/ablate_encoder_lora.py``):
     why this adapter has, or has not, encoder LoRA."""
@@ -236,17 +248,11 @@ def _encoder_lora_ablation(config) -> list[str]:
     if not record or not record.get("arms"):
         return []
     arms = record["arms"]
-    names = list(arms)
     lines = ["", f"## Encoder LoRA: ablation on the {record.get('split', 'val')} split", "",
              f"Each arm scored by `usam predict` + `usam evaluate --clicks {record.get('clicks')}` in "
              f"{record.get('precision', 'fp32')} (`{record.get('command', 'scripts/ablate_encoder_lora.py')}`); "
              "encoder LoRA: " + ", ".join(f"{n}: {'yes' if a.get('lora') else 'no'}" for n, a in arms.items()) + ".", "",
-             "| task | metric | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-    first = arms[names[0]].get("figures", {})
-    for tid, row in first.items():
-        for label in row:
-            values = [arms[n].get("figures", {}).get(tid, {}).get(label) for n in names]
-            lines.append(f"| {tid} | {label} | " + " | ".join("-" if v is None else f"{v:.4f}" for v in values) + " |")
+             *ablation_table({n: a.get("figures", {}) for n, a in arms.items()})]
     if record.get("conclusion"):
         lines += ["", record["conclusion"]]
     return lines

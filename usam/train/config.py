@@ -120,6 +120,8 @@ class TrainSettings(SectionView):
     def __post_init__(self):
         if self.click_iters_min is not None and self.click_iters_min > self.click_iters:
             raise ConfigError(f"train.click_iters_min ({self.click_iters_min}) is above train.click_iters ({self.click_iters})")
+        if self.freeze_heads and self.freeze_decoder:
+            raise ConfigError("train.freeze_heads and train.freeze_decoder together leave only the encoder LoRA: give one of them")
 
 
 @dataclass

@@ -244,12 +244,8 @@ def setup_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
         if adapter.decoder.clicks is not None:  # the tuned decoder serves the frozen heads: it stays too
             adapter.decoder.requires_grad_(False)
             adapter.decoder.clicks.requires_grad_(True)
-    if cfg.train["freeze_decoder"]:
-        if cfg.train["freeze_heads"]:
-            raise ConfigError(f"{cfg.source}: train.freeze_heads and train.freeze_decoder together leave only the "
-                              "encoder LoRA: give one of them")
-        if adapter.decoder is not None:
-            adapter.decoder.requires_grad_(False)
+    if cfg.train["freeze_decoder"] and adapter.decoder is not None:  # (with freeze_heads: refused by the config)
+        adapter.decoder.requires_grad_(False)
     trainable = list(adapter.parameters())
     for p in model.backbone.parameters():
         p.requires_grad_(False)
