@@ -135,6 +135,18 @@ class Predictor:
         self._embedded = self.model.embed(to_rgb_uint8(image))
         return self._embedded
 
+    def set_embedding(self, embedded: Embedded) -> Embedded:
+        """Use an embedding computed elsewhere (e.g. :class:`usam.train.cache.EmbeddingStore`'s, or another
+        :class:`Predictor`'s) instead of encoding an image; it must come from this model's encoder."""
+        if not isinstance(embedded, Embedded):
+            raise PromptError(f"set_embedding takes an Embedded (model.embed's result), got {type(embedded).__name__}")
+        shape, want = tuple(embedded.embedding.shape), (1, *self.model.backbone.embedding_shape)
+        if shape != want:
+            raise PromptError(f"the embedding must have this model's encoder's shape {want}, got {shape}")
+        self._embedded = Embedded(embedded.embedding.to(self.model.device, torch.float32), embedded.geometry,
+                                  embedded.key)
+        return self._embedded
+
     def get_image_embedding(self) -> torch.Tensor:
         """``(1, C, h, w)`` embedding of the current image."""
         self._require_image()

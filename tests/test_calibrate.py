@@ -1,0 +1,121 @@
+"""Calibrating the quality score (issue #14): ``usam/train/calibrate.py`` refits the click decoder's IoU head on
+simulated click sessions; the saved adapter's scores are what ``usam evaluate --clicks`` then measures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from usam.errors import PromptError, UsamError
+from usam.train.calibrate import Passes, first_click_scores, fit_iou_head
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT = 6
+
+
+def _passes(n: int, seed: int) -> Passes:
+    """First-click passes whose three candidates' IoUs are one fixed function of the features (``seed``: which)."""
+    w = torch.randn(16, 3, generator=torch.Generator().manual_seed(123)) * 0.5
+    feats = torch.randn(n, 16, generator=torch.Generator().manual_seed(seed))
+    ious = torch.sigmoid(feats @ w)
+    targets = torch.cat([torch.full((n, 1), float("nan")), ious], dim=1)
+    return Passes(feats, targets, torch.ones(n, dtype=torch.bool))
+
+
+def _mlp() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+
+
+def test_the_fit_learns_the_measured_ious_and_chooses_better_masks():
+    train, val = _passes(400, 0), _passes(100, 1)
+    head = _mlp()
+    before = first_click_scores(head, val)
+    new, history = fit_iou_head(head, train, val, epochs=300, lr=1e-2, log=lambda *_: None)
+    after = first_click_scores(new, val)
+    assert after["iou_error"] < 0.5 * before["iou_error"] and after["iou_spearman"] > 0.8
+    assert after["dice"] >= before["dice"] and history[-1]["kept_epoch"] > 0
+    assert not any(torch.equal(a, b) for a, b in zip(head.state_dict().values(), new.state_dict().values()))
+
+
+def test_a_fit_that_would_choose_worse_masks_keeps_the_original_head():
+    """Train targets that rank the candidates the other way round from val: every epoch chooses worse val masks."""
+    train, val = _passes(400, 0), _passes(100, 1)
+    train.targets[:, 1:] = 1 - train.targets[:, 1:]
+    head = _mlp()
+    new, history = fit_iou_head(head, train, val, epochs=60, lr=1e-2, log=lambda *_: None)
+    if history[-1]["kept_epoch"] == 0:
+        assert all(torch.equal(a, b) for a, b in zip(head.state_dict().values(), new.state_dict().values()))
+    assert first_click_scores(new, val)["dice"] >= first_click_scores(head, val)["dice"]
+
+
+@pytest.fixture(scope="module")
+def calibrated(data_root, tmp_path_factory):
+    from usam.train.calibrate import calibrate_adapter
+
+    out = tmp_path_factory.mktemp("calibrate") / "breast"
+    shutil.copytree(ROOT / "adapters" / "breast", out)
+    report = calibrate_adapter(str(out), str(data_root), n_clicks=3, starts=2, epochs=60, limit=LIMIT,
+                               log=lambda *_: None)
+    return out, report
+
+
+def test_calibration_saves_the_head_into_the_adapter_and_nothing_else(calibrated):
+    out, report = calibrated
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["training"]["calibration"]["val_first_click_after"] == report["val_first_click_after"]
+    assert report["train_passes"] > report["val_passes"] > 0 and report["val_images"] == LIMIT
+    old, new = load_file(str(ROOT / "adapters" / "breast" / "heads.safetensors")), load_file(str(out / "heads.safetensors"))
+    assert old.keys() == new.keys()
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    head = "decoder.clicks.mask_decoder.iou_prediction_head."
+    assert all(k.startswith(head) for k in changed)
+    assert bool(changed) == (report["history"][-1]["kept_epoch"] > 0)
+    shipped = json.loads((ROOT / "adapters" / "breast" / "config.json").read_text())
+    assert {k: v for k, v in cfg.items() if k != "training"} == {k: v for k, v in shipped.items() if k != "training"}
+
+
+def test_the_reported_val_figures_are_what_usam_evaluate_measures(calibrated, data_root):
+    """The report's first-click figures (offline, from recorded passes) match the product's click benchmark run on
+    the saved adapter: so the saved head is the one that was scored."""
+    import usam
+    from usam.challenge.interactive import evaluate_clicks
+    from usam.data.fmc import read_split
+
+    out, report = calibrated
+    rows = read_split(data_root / "val", tasks=["breast_lesion"])["breast_lesion"][:LIMIT]
+    for where, key in ((ROOT / "adapters" / "breast", "val_first_click_before"), (out, "val_first_click_after")):
+        model = usam.load(adapters=[str(where)], precision="fp32", runtime="torch")
+        res = evaluate_clicks(model, "breast", rows, n_clicks=1, progress=False)
+        assert res["n_objects"] == report[key]["objects"]
+        assert res["iou_error"] == pytest.approx(report[key]["iou_error"], abs=2e-3)  # fp16 storage of the head
+        assert np.mean([2 * c["iou"][0] / (1 + c["iou"][0]) for c in res["cases"]]) == pytest.approx(report[key]["dice"], abs=2e-3)
+
+
+def test_an_adapter_without_a_click_decoder_is_refused(litemedsam_model):
+    from usam.train.calibrate import click_decoder
+
+    with pytest.raises(UsamError, match="click decoder"):
+        click_decoder(litemedsam_model)
+
+
+def test_a_predictor_takes_an_embedding_computed_elsewhere(litemedsam_model, real_case):
+    from usam import Predictor
+
+    _, image, gt, box = real_case
+    a, b = Predictor(litemedsam_model, runtime="torch"), Predictor(litemedsam_model, runtime="torch")
+    b.set_embedding(a.set_image(image))
+    ma, sa, _ = a.predict(box=box)
+    mb, sb, _ = b.predict(box=box)
+    assert np.array_equal(ma, mb) and np.array_equal(sa, sb)
+    bad = a.set_image(image)
+    with pytest.raises(PromptError, match="shape"):
+        b.set_embedding(type(bad)(bad.embedding[:, :8], bad.geometry, bad.key))
+    with pytest.raises(PromptError, match="Embedded"):
+        b.set_embedding(bad.embedding)
