@@ -71,6 +71,8 @@ def test_calibration_saves_the_head_into_the_adapter_and_nothing_else(calibrated
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["training"]["calibration"]["val_first_click_after"] == report["val_first_click_after"]
     assert report["train_passes"] > report["val_passes"] > 0 and report["val_images"] == LIMIT
+    card = (out / "README.md").read_text()
+    assert "python -m usam.train.calibrate" in card and f"n={report['val_first_click_after']['objects']}" in card
     old, new = load_file(str(ROOT / "adapters" / "breast" / "heads.safetensors")), load_file(str(out / "heads.safetensors"))
     assert old.keys() == new.keys()
     changed = {k for k in old if not torch.equal(old[k], new[k])}

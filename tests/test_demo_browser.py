@@ -145,7 +145,7 @@ def test_upload_box_and_mask_overlay(page):
     assert before.shape == (540, 800, 3)
     assert np.abs(blueness(before)).max() <= 2  # a grey ultrasound image: no colour yet
     box_into_head(page)
-    page.wait_for_function("() => document.querySelectorAll('#usam-candidates img').length >= 3", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => document.querySelectorAll('#usam-candidates img').length === 1", timeout=TIMEOUT_MS)
     after = overlay_pixels(page)
     x0, y0, x1, y1 = HEAD_BOX
     centre = after[238 - 40:238 + 40, 360 - 40:360 + 40]

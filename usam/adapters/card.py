@@ -185,7 +185,7 @@ def _inference_options(config) -> list[str]:
     box = (config.decoder or {}).get("box_prompts")
     separate = (config.decoder or {}).get("clicks") == "separate"
     window = (config.decoder or {}).get("click_window")
-    if not config.head_options and not box and not separate and not window:
+    if not config.head_options and not box and not separate and not window and not config.training.get("calibration"):
         return []
     lines = ["", "## Inference options", "",
              "Chosen on the validation split (`scripts/tune_head_options.py`); applied by `model.predict` and `usam predict`:", ""]
@@ -206,6 +206,14 @@ def _inference_options(config) -> list[str]:
                      f"trained by `python -m usam.train.locate` on cached embeddings, {rec.get('epochs')} epochs on "
                      f"{rec.get('train')} images, {rec.get('seconds')} s; val peak-box IoU {rec.get('val_peak_iou')} "
                      f"(n={rec.get('val')})")
+    calibrated = config.training.get("calibration") if isinstance(config.training, dict) else None
+    if calibrated:
+        b, a = calibrated.get("val_first_click_before", {}), calibrated.get("val_first_click_after", {})
+        lines.append(f"- quality score (predicted IoU) of the click decoder refit by `python -m usam.train.calibrate` on "
+                     f"{calibrated.get('train_passes')} simulated click passes ({calibrated.get('train_images')} train "
+                     f"images); chosen first-click mask on val (n={a.get('objects')}): |predicted - measured| IoU "
+                     f"{b.get('iou_error')} -> {a.get('iou_error')}, Spearman {b.get('iou_spearman')} -> "
+                     f"{a.get('iou_spearman')}, Dice {b.get('dice')} -> {a.get('dice')}")
     return lines
 
 

@@ -20,13 +20,15 @@ binary mask the predictor returns.
    that choose first-click masks at least as good as before (the argmax of the scores picks the candidate), else
    the original head.
 3. The head is saved into the adapter (``heads.safetensors``, the click decoder's tensors); ``config.json`` gets
-   ``training.calibration`` with the val figures before and after. The adapter's other files are kept.
+   ``training.calibration`` with the val figures before and after, and the card (``README.md``) says so. The
+   adapter's other files are kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..adapters.card import adapter_card
+from ..adapters.layout import METRICS_NAME
 from ..challenge.interactive import spearman
 from ..data.fmc import Sample, read_split
 from ..errors import UsamError
@@ -194,7 +198,9 @@ def calibrate_adapter(adapter_dir: str, data: str, n_clicks: int = 10, starts: i
               "epochs": epochs, "val_first_click_before": before, "val_first_click_after": after,
               "seconds": round(time.time() - t0), "history": history}
     model.adapter.config.training["calibration"] = report
-    model.adapter.save_pretrained(adapter_dir)
+    metrics_path = Path(adapter_dir) / METRICS_NAME
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    model.adapter.save_pretrained(adapter_dir, card=adapter_card(model.adapter.config, metrics))
     return report
 
 

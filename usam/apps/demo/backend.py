@@ -432,7 +432,7 @@ class DemoBackend:
 
     @_locked
     def set_multimask(self, session: Session, multimask: bool) -> View:
-        """Three candidates for an ambiguous prompt (one click, or a box alone) or always one mask."""
+        """Three candidates for the ambiguous prompt (one click alone) or always one mask."""
         self._drain(session)
         session.multimask = bool(multimask)
         if session.image is not None and session.has_prompts:
@@ -440,7 +440,7 @@ class DemoBackend:
                 self._predict(session, session.mask_input)
             except Exception as exc:
                 return self.render(session, f"**Could not segment**: {readable(exc)}", error=True)
-        return self.render(session, "Three candidates for one click or a box alone (refining clicks give one mask)."
+        return self.render(session, "Three candidates for one click alone (a box and refining clicks give one mask)."
                            if session.multimask else "One mask per prompt.")
 
     @_locked

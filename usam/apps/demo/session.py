@@ -97,12 +97,13 @@ class Session:
 
     @property
     def multimask_now(self) -> bool:
-        """Three candidates for the current prompts: the *Three candidates* option for an ambiguous prompt
-        (one click, or a box alone). Refining clicks (a second point, points on a box) use the single-mask
-        output, SAM's convention and the one the adapters were trained and benchmarked with: picking among the
-        multimask candidates after several clicks undid the corrections (Dice fell with each negative click)."""
-        return bool(self.multimask) and (len(self.points) == 1 and self.box is None
-                                          or not self.points and self.box is not None)
+        """Three candidates for the current prompts: the *Three candidates* option for the ambiguous prompt, one
+        click alone. A box and refining clicks (a second point, points on a box) use the single-mask output, SAM's
+        convention and the one the adapters were trained and benchmarked with: picking among the multimask
+        candidates after several clicks undid the corrections (Dice fell with each negative click), and LiteMedSAM's
+        box path was trained single-mask (40 breast val boxes: its three candidates' best-scored IoU 0.864 against
+        0.894, predicted IoU off by 0.60 against 0.03)."""
+        return bool(self.multimask) and len(self.points) == 1 and self.box is None
 
     def prompts_json(self) -> str:
         """The prompts of the current mask as JSON (the ``prompts_json`` of ``/segment``)."""

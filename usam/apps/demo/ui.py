@@ -104,7 +104,7 @@ def _result_panel(ui: SimpleNamespace) -> None:
                                interactive=False)
     with gr.Row():
         ui.multimask = gr.Checkbox(value=True, elem_id="usam-multimask",
-                                   label="Three candidates for one click or a box (refining clicks give one mask)")
+                                   label="Three candidates for one click alone (a box and refining clicks give one mask)")
         ui.mask_file = gr.File(label="Chosen mask (PNG, 0 / 255)", interactive=False, elem_id="usam-mask-file")
 
 
