@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from usam.errors import PromptError, UsamError
-from usam.train.calibrate import Passes, first_click_scores, fit_iou_head
+from usam.train.calibrate import Passes, click_curve, first_click_scores, fit_iou_head
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 6
@@ -78,7 +78,9 @@ def test_calibration_saves_the_head_into_the_adapter_and_nothing_else(calibrated
     changed = {k for k in old if not torch.equal(old[k], new[k])}
     head = "decoder.clicks.mask_decoder.iou_prediction_head."
     assert all(k.startswith(head) for k in changed)
-    assert bool(changed) == (report["history"][-1]["kept_epoch"] > 0)
+    assert bool(changed) == (report["kept"] and report["history"][-1]["kept_epoch"] > 0)
+    assert len(report["val_curve_before"]) == len(report["val_curve_after"]) == 3
+    assert report["kept"] == (np.mean(report["val_curve_after"]) >= np.mean(report["val_curve_before"]))
     shipped = json.loads((ROOT / "adapters" / "breast" / "config.json").read_text())
     assert {k: v for k, v in cfg.items() if k != "training"} == {k: v for k, v in shipped.items() if k != "training"}
 
@@ -92,12 +94,34 @@ def test_the_reported_val_figures_are_what_usam_evaluate_measures(calibrated, da
 
     out, report = calibrated
     rows = read_split(data_root / "val", tasks=["breast_lesion"])["breast_lesion"][:LIMIT]
-    for where, key in ((ROOT / "adapters" / "breast", "val_first_click_before"), (out, "val_first_click_after")):
+    saved = "val_first_click_after" if report["kept"] else "val_first_click_before"
+    for where, key in ((ROOT / "adapters" / "breast", "val_first_click_before"), (out, saved)):
         model = usam.load(adapters=[str(where)], precision="fp32", runtime="torch")
         res = evaluate_clicks(model, "breast", rows, n_clicks=1, progress=False)
         assert res["n_objects"] == report[key]["objects"]
         assert res["iou_error"] == pytest.approx(report[key]["iou_error"], abs=2e-3)  # fp16 storage of the head
         assert np.mean([2 * c["iou"][0] / (1 + c["iou"][0]) for c in res["cases"]]) == pytest.approx(report[key]["dice"], abs=2e-3)
+    model = usam.load(adapters=[str(out)], precision="fp32", runtime="torch")
+    curve = evaluate_clicks(model, "breast", rows, n_clicks=3, progress=False)["dice_curve"]
+    expected = report["val_curve_after"] if report["kept"] else report["val_curve_before"]
+    np.testing.assert_allclose(curve, expected, atol=2e-3)  # the curve the keep-or-not decision was made on
+
+
+def test_the_click_curve_follows_each_session_to_its_end():
+    """Two sessions: 3 passes, and 1 pass that reached a perfect mask (kept for the rest, as the benchmark counts)."""
+    nan = float("nan")
+    targets = torch.tensor([[nan, 0.5, 0.8, 0.2], [0.9, nan, nan, nan], [1.0, nan, nan, nan],
+                            [nan, 1.0, 0.0, 0.0]])
+    feats = torch.eye(4)
+    head = torch.nn.Linear(4, 4, bias=False)
+    with torch.no_grad():
+        # scores = features @ weight.T: the first pass of session 1 (feature e0) scores token 2 highest, of session 2
+        # (e3) token 1
+        head.weight.copy_(torch.tensor([[0, 0, 1.0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 1.0, 0, 0]]).T)
+    curve = click_curve(head, Passes(feats, targets, torch.tensor([True, False, False, True])), 3)
+    dice = lambda v: 2 * v / (1 + v)  # noqa: E731
+    # session 1 chose token 2 (IoU 0.8) then 0.9, 1.0; session 2 chose token 1 (IoU 1.0) and stayed there
+    np.testing.assert_allclose(curve, [(dice(0.8) + 1) / 2, (dice(0.9) + 1) / 2, 1.0], atol=1e-4)
 
 
 def test_an_adapter_without_a_click_decoder_is_refused(litemedsam_model):

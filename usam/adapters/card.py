@@ -213,8 +213,18 @@ def _inference_options(config) -> list[str]:
                      f"{calibrated.get('train_passes')} simulated click passes ({calibrated.get('train_images')} train "
                      f"images); chosen first-click mask on val (n={a.get('objects')}): |predicted - measured| IoU "
                      f"{b.get('iou_error')} -> {a.get('iou_error')}, Spearman {b.get('iou_spearman')} -> "
-                     f"{a.get('iou_spearman')}, Dice {b.get('dice')} -> {a.get('dice')}")
+                     f"{a.get('iou_spearman')}, Dice {b.get('dice')} -> {a.get('dice')}"
+                     + _curve_verdict(calibrated))
     return lines
+
+
+def _curve_verdict(calibrated: dict) -> str:
+    """Whether the refit IoU head was kept, from the mean of the val click curves before and after."""
+    before, after = calibrated.get("val_curve_before"), calibrated.get("val_curve_after")
+    if not before or not after:
+        return ""
+    means = f"mean val Dice over 1..{len(before)} clicks {sum(before) / len(before):.4f} -> {sum(after) / len(after):.4f}"
+    return f"; {means}: " + ("kept" if calibrated.get("kept") else "**not kept** (the adapter keeps its IoU head)")
 
 
 def _click_section(metrics: dict | None) -> list[str]:
