@@ -18,14 +18,16 @@ from ..ops.masks import dice, iou, mask_box
 from ..predictor import Predictor
 
 
-def click_session(predictor: Predictor, truth: np.ndarray, n_clicks: int) -> dict:
+def click_session(predictor: Predictor, truth: np.ndarray, n_clicks: int, first_point=None, on_pass=None) -> dict:
     """Run the standard click protocol for ``n_clicks`` clicks on the binary ``(H, W)`` ``truth``.
 
     Returns ``{"dice": [n_clicks], "iou": [n_clicks], "predicted_iou": [n_clicks]}``: after click ``k`` the Dice and
     IoU of the chosen mask against ``truth`` and the model's own IoU estimate of that mask (its score). When the
-    mask becomes perfect no further click is possible and the last values are repeated.
+    mask becomes perfect no further click is possible and the last values are repeated. ``first_point``: ``(x, y)``
+    of the first click instead of the innermost point; ``on_pass(k, masks, scores)``: called after every decoder pass
+    with all the masks it returned (three on the first click, one after).
     """
-    pts, labels = [innermost_point(truth)], [1]
+    pts, labels = [innermost_point(truth) if first_point is None else first_point], [1]
     out = {"dice": [], "iou": [], "predicted_iou": []}
     logits = None
     for k in range(n_clicks):
@@ -33,6 +35,8 @@ def click_session(predictor: Predictor, truth: np.ndarray, n_clicks: int) -> dic
             point_coords=np.array(pts), point_labels=np.array(labels),
             mask_input=None if logits is None else logits[None], multimask_output=(k == 0),
         )
+        if on_pass is not None:
+            on_pass(k, masks, scores)
         best = int(np.argmax(scores))
         pred, logits = masks[best], low[best]
         out["dice"].append(dice(pred, truth))

@@ -44,11 +44,11 @@ from tqdm.auto import tqdm
 
 from ..adapters.card import adapter_card
 from ..adapters.layout import METRICS_NAME
-from ..challenge.interactive import spearman
+from ..challenge.interactive import click_session, spearman
 from ..data.fmc import Sample, read_split
 from ..errors import UsamError
 from ..io import read_image, read_mask
-from ..ops.clicks import innermost_point, next_click
+from ..ops.clicks import innermost_point
 from ..ops.masks import iou
 from ..predictor import Predictor
 from .cache import EmbeddingStore
@@ -94,42 +94,40 @@ def collect_passes(model, samples: list[Sample], n_clicks: int = 10, starts: int
                 truth = gt == c
                 if not truth.any():
                     continue
+
+                def record(k, masks, scores, truth=truth):
+                    # SAM's decoder returns mask tokens 1..3 with multimask output (the first click), else token 0
+                    t = np.full(4, np.nan, dtype=np.float32)
+                    measured = [iou(m, truth) for m in masks]
+                    if k == 0:
+                        t[1:] = measured
+                    else:
+                        t[0] = measured[0]
+                    feats.append(seen.pop()[0])
+                    targets.append(torch.from_numpy(t))
+                    first.append(k == 0)
+
                 for start in range(starts):
                     p0 = innermost_point(truth) if start == 0 else innermost_point(truth, rng, top_fraction=0.5)
-                    pts, labels, logits = [p0], [1], None
-                    for k in range(n_clicks):
-                        seen.clear()
-                        masks, scores, low = predictor.predict(
-                            point_coords=np.array(pts), point_labels=np.array(labels),
-                            mask_input=None if logits is None else logits[None], multimask_output=k == 0)
-                        t = np.full(4, np.nan, dtype=np.float32)
-                        measured = [iou(m, truth) for m in masks]
-                        if k == 0:  # SAM's decoder returns mask tokens 1..3 with multimask output, else token 0
-                            t[1:] = measured
-                        else:
-                            t[0] = measured[0]
-                        feats.append(seen[-1][0])
-                        targets.append(torch.from_numpy(t))
-                        first.append(k == 0)
-                        best = int(np.argmax(scores))
-                        logits = low[best]
-                        nxt = next_click(masks[best], truth) if k + 1 < n_clicks else None
-                        if nxt is None:
-                            break
-                        pts.append(nxt[0])
-                        labels.append(nxt[1])
+                    click_session(predictor, truth, n_clicks, first_point=p0, on_pass=record)
     finally:
         hook.remove()
     return Passes(torch.stack(feats), torch.stack(targets), torch.tensor(first))
 
 
+def first_click_choice(head: torch.nn.Module, passes: Passes) -> tuple[torch.Tensor, torch.Tensor]:
+    """``head``'s scores ``(S, 3)`` of the three first-click candidates of the ``S`` sessions in ``passes`` and the
+    candidate it chooses ``(S,)`` (0..2: mask tokens 1..3)."""
+    with torch.no_grad():
+        pred = head(passes.features[passes.first])[:, 1:].float()
+    return pred, pred.argmax(dim=1)
+
+
 def first_click_scores(head: torch.nn.Module, passes: Passes) -> dict:
     """How ``head`` scores the chosen first-click masks of ``passes``, as ``usam evaluate --clicks`` does: mean
     |predicted - measured| IoU, Spearman, and the mean measured IoU / Dice of the masks it chooses."""
-    with torch.no_grad():
-        pred = head(passes.features[passes.first])[:, 1:].float()
+    pred, pick = first_click_choice(head, passes)
     true = passes.targets[passes.first][:, 1:]
-    pick = pred.argmax(dim=1)
     rows = torch.arange(len(pick))
     p, t = pred[rows, pick].numpy(), true[rows, pick].numpy()
     return {"objects": int(len(t)), "iou_error": round(float(np.abs(p - t).mean()), 4),
@@ -141,8 +139,7 @@ def click_curve(head: torch.nn.Module, passes: Passes, n_clicks: int) -> list[fl
     """Mean Dice of the chosen mask after clicks 1..``n_clicks`` of the sessions in ``passes`` (recorded with
     ``head`` as the click decoder's IoU head: it chose the first click's candidate); a session that reached a
     perfect mask early keeps its last value, as ``usam evaluate --clicks`` counts it."""
-    with torch.no_grad():
-        first_pick = head(passes.features[passes.first])[:, 1:].float().argmax(dim=1)
+    _, first_pick = first_click_choice(head, passes)
     starts = torch.nonzero(passes.first).flatten().tolist() + [len(passes)]
     curves = []
     for i, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
