@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from usam.errors import PromptError, UsamError
-from usam.train.calibrate import Passes, click_curve, first_click_scores, fit_iou_head
+from usam.train.calibrate import Passes, click_curve, first_click_scores, fit_affine, fit_iou_head
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 6
@@ -61,9 +61,65 @@ def calibrated(data_root, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("calibrate") / "breast"
     shutil.copytree(ROOT / "adapters" / "breast", out)
-    report = calibrate_adapter(str(out), str(data_root), n_clicks=3, starts=2, epochs=60, limit=LIMIT,
+    report = calibrate_adapter(str(out), str(data_root), n_clicks=3, starts=2, epochs=60, limit=LIMIT, fit="head",
                                log=lambda *_: None)
     return out, report
+
+
+def test_the_affine_fit_removes_bias_and_scale_and_keeps_every_choice():
+    """Scores that are 2 x IoU - 0.3 of the truth: the fit finds a = 0.5, b = 0.15, the error vanishes, and the
+    ranking (hence every candidate chosen, and Spearman) stays."""
+    train, val = _passes(200, 1), _passes(100, 2)
+    w = torch.randn(16, 3, generator=torch.Generator().manual_seed(123)) * 0.5  # _passes' truth
+    exact = _AffineOfTruth(w, scale=2.0, shift=-0.3)
+    new, ab = fit_affine(exact, train)
+    assert ab["a"] == pytest.approx(0.5, abs=1e-4) and ab["b"] == pytest.approx(0.15, abs=1e-4)
+    before, after = first_click_scores(exact, val), first_click_scores(new, val)
+    assert before["iou_error"] > 0.1 and after["iou_error"] < 1e-4
+    assert after["iou_spearman"] == pytest.approx(before["iou_spearman"]) and after["dice"] == before["dice"]
+    with pytest.raises(UsamError, match="do not rise"):
+        fit_affine(_AffineOfTruth(w, scale=-1.0, shift=1.0), train)
+
+
+class _AffineOfTruth(torch.nn.Module):
+    """``scale * IoU + shift`` of :func:`_passes`' truth for the three candidates (token 0: 0), ending in a Linear as
+    SAM's IoU head does."""
+
+    def __init__(self, w: torch.Tensor, scale: float, shift: float):
+        super().__init__()
+        self.w, self.out = w, torch.nn.Linear(4, 4)
+        with torch.no_grad():
+            self.out.weight.copy_(torch.eye(4) * scale)
+            self.out.bias.copy_(torch.tensor([0.0, shift, shift, shift]))
+
+    def forward(self, x):
+        return self.out(torch.cat([torch.zeros(len(x), 1), torch.sigmoid(x @ self.w)], dim=1))
+
+
+def test_an_affine_calibration_changes_scores_not_masks(data_root, tmp_path):
+    """A real affine calibration (the default) on a few breast images: only the IoU head's last layer changes, the
+    click curve is the original adapter's exactly, and the saved scores are what ``usam evaluate --clicks`` finds."""
+    import usam
+    from usam.challenge.interactive import evaluate_clicks
+    from usam.data.fmc import read_split
+    from usam.train.calibrate import calibrate_adapter
+
+    out = tmp_path / "breast"
+    shutil.copytree(ROOT / "adapters" / "breast", out)
+    report = calibrate_adapter(str(out), str(data_root), n_clicks=3, starts=1, limit=LIMIT, log=lambda *_: None)
+    assert report["fit"] == "affine" and report["val_curve_after"] == report["val_curve_before"]
+    assert report["val_first_click_after"]["iou_spearman"] == pytest.approx(report["val_first_click_before"]["iou_spearman"], abs=1e-3)
+    old, new = load_file(str(ROOT / "adapters" / "breast" / "heads.safetensors")), load_file(str(out / "heads.safetensors"))
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    last = "decoder.clicks.mask_decoder.iou_prediction_head.layers.2."
+    assert changed == ({last + "weight", last + "bias"} if report["kept"] else set())
+    assert "affine map" in (out / "README.md").read_text()
+    rows = read_split(data_root / "val", tasks=["breast_lesion"])["breast_lesion"][:LIMIT]
+    runs = [evaluate_clicks(usam.load(adapters=[str(w)], precision="fp32", runtime="torch"), "breast", rows,
+                            n_clicks=3, progress=False) for w in (ROOT / "adapters" / "breast", out)]
+    np.testing.assert_allclose(runs[1]["dice_curve"], runs[0]["dice_curve"], atol=1e-6)  # the same masks
+    saved = report["val_first_click_after" if report["kept"] else "val_first_click_before"]
+    assert runs[1]["iou_error"] == pytest.approx(saved["iou_error"], abs=2e-3)
 
 
 def test_calibration_saves_the_head_into_the_adapter_and_nothing_else(calibrated):

@@ -209,12 +209,17 @@ def _inference_options(config) -> list[str]:
     calibrated = config.training.get("calibration") if isinstance(config.training, dict) else None
     if calibrated:
         b, a = calibrated.get("val_first_click_before", {}), calibrated.get("val_first_click_after", {})
-        lines.append(f"- quality score (predicted IoU) of the click decoder refit by `python -m usam.train.calibrate` on "
+        affine = calibrated.get("fit") == "affine"
+        how = (f"mapped by `python -m usam.train.calibrate` (one increasing affine map a = {calibrated['history'].get('a')},"
+               f" b = {calibrated['history'].get('b')}, which keeps every mask choice)" if affine
+               else "refit by `python -m usam.train.calibrate`")
+        lines.append(f"- quality score (predicted IoU) of the click decoder {how} on "
                      f"{calibrated.get('train_passes')} simulated click passes ({calibrated.get('train_images')} train "
                      f"images); chosen first-click mask on val (n={a.get('objects')}): |predicted - measured| IoU "
                      f"{b.get('iou_error')} -> {a.get('iou_error')}, Spearman {b.get('iou_spearman')} -> "
                      f"{a.get('iou_spearman')}, Dice {b.get('dice')} -> {a.get('dice')}"
-                     + _curve_verdict(calibrated))
+                     + (("; kept" if calibrated.get("kept") else "; **not kept** (the adapter keeps its IoU head)")
+                        if affine else _curve_verdict(calibrated)))
     return lines
 
 

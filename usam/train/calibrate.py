@@ -1,6 +1,6 @@
 """Calibrate an adapter's quality score: refit its click decoder's IoU head on simulated click sessions.
 
-    OMP_NUM_THREADS=1 python -m usam.train.calibrate adapters/breast [--data DIR] [--clicks 10] [--limit N]
+    OMP_NUM_THREADS=1 python -m usam.train.calibrate adapters/breast [--fit affine|head] [--clicks 10] [--limit N]
 
 The score :meth:`usam.Predictor.predict` returns with each mask (and the demo shows as "predicted IoU") is SAM's
 IoU head, ``mask_decoder.iou_prediction_head``: an MLP from the IoU token's output ``(256,)`` to one IoU per mask
@@ -15,13 +15,21 @@ binary mask the predictor returns.
    point and ``--starts - 1`` times at a random point among the most interior ones, on the cached embedding
    (:class:`~usam.train.cache.EmbeddingStore`), in fp32 on PyTorch. Each decoder pass gives the IoU token's
    output and the measured IoU of every mask it returned (three candidates on the first click, one after).
-2. Fit: the MLP, from its current weights, by MSE on those IoUs (AdamW, full batch). Kept: the epoch with the
-   lowest val error of the chosen first-click mask, scored as ``usam evaluate --clicks`` scores it, among those
-   that choose first-click masks at least as good as before (the argmax of the scores picks the candidate), else
-   the original head.
-3. The first click's choice feeds every later click, so the val sessions are run again with the new head: it is
-   kept only if the mean of the val Dice-vs-clicks curve is not lower (``kept``; breast: the first-click figures
-   improved on val, yet on test the curve fell 0.005-0.011 after 3-10 clicks with a head chosen on them alone).
+2. Fit, two kinds (``--fit``):
+
+   - ``affine`` (default): one increasing map ``a * score + b`` (``a > 0``) for every mask token, least squares
+     on those IoUs, folded into the MLP's last layer (``W <- a W``, ``c <- a c + b``). It cannot change which
+     candidate the scores choose, so the masks and the whole click curve stay exactly as they were; it removes the
+     score's bias and scale, not its ranking (Spearman is unchanged). Kept if the val error of the chosen
+     first-click mask falls.
+   - ``head``: the whole MLP, from its current weights, by MSE on those IoUs (AdamW, full batch). Kept: the epoch
+     with the lowest val error of the chosen first-click mask, scored as ``usam evaluate --clicks`` scores it,
+     among those that choose first-click masks at least as good as before (the argmax of the scores picks the
+     candidate), else the original head.
+3. The first click's choice feeds every later click, so with ``--fit head`` the val sessions are run again with
+   the new head: it is kept only if the mean of the val Dice-vs-clicks curve is not lower (``kept``; breast: the
+   first-click figures improved on val, yet on test the curve fell 0.005-0.011 after 3-10 clicks with a head
+   chosen on them alone).
 4. The head is saved into the adapter (``heads.safetensors``, the click decoder's tensors); ``config.json`` gets
    ``training.calibration`` with the val figures before and after, and the card (``README.md``) says so. The
    adapter's other files are kept.
@@ -181,10 +189,38 @@ def fit_iou_head(head: torch.nn.Module, train: Passes, val: Passes, epochs: int 
     return head.eval(), history + [{"kept_epoch": best[2]}]
 
 
+def fit_affine(head: torch.nn.Module, train: Passes) -> tuple[torch.nn.Module, dict]:
+    """A copy of ``head`` whose scores are ``a * score + b``: least squares of every measured IoU of ``train`` on
+    ``head``'s score of that mask, ``a`` and ``b`` shared by the mask tokens and folded into the last linear layer.
+    Increasing (``a > 0``), so every choice among candidates stays; ``a <= 0`` (scores that do not rise with the
+    IoU) raises :class:`~usam.errors.UsamError`. Returns the head and ``{"a", "b"}``."""
+    if getattr(head, "sigmoid_output", False):
+        raise UsamError("--fit affine folds a linear map into the IoU head's last layer: this head ends in a sigmoid")
+    with torch.no_grad():
+        scores = head(train.features).float()
+    known = ~torch.isnan(train.targets)
+    x, t = scores[known].double().numpy(), train.targets[known].double().numpy()
+    if len(x) < 2 or np.ptp(x) == 0:
+        raise UsamError(f"{len(x)} measured masks with constant scores: nothing to calibrate against")
+    a, b = np.polyfit(x, t, 1)
+    if a <= 0:
+        raise UsamError(f"the scores do not rise with the measured IoU (slope {a:.3f}): an affine map cannot "
+                        "calibrate them; try --fit head")
+    new = copy.deepcopy(head)
+    last = [m for m in new.modules() if isinstance(m, torch.nn.Linear)][-1]  # SAM's MLP: the layer that ends it
+    with torch.no_grad():
+        last.weight.mul_(float(a))
+        last.bias.mul_(float(a)).add_(float(b))
+    return new.eval(), {"a": round(float(a), 5), "b": round(float(b), 5)}
+
+
 def calibrate_adapter(adapter_dir: str, data: str, n_clicks: int = 10, starts: int = 2, epochs: int = 300,
-                      limit: int | None = None, log=print) -> dict:
-    """Refit the IoU head of the click decoder of the adapter at ``adapter_dir`` on its segmentation tasks' train
-    split, keep the epoch best on val, save it there. Returns the report written to ``training.calibration``."""
+                      limit: int | None = None, fit: str = "affine", log=print) -> dict:
+    """Calibrate the IoU head of the click decoder of the adapter at ``adapter_dir`` on its segmentation tasks'
+    train split (``fit``: ``affine`` or ``head``, see the module's docstring), checked on val, and save it there.
+    Returns the report written to ``training.calibration``."""
+    if fit not in ("affine", "head"):
+        raise UsamError(f"fit must be 'affine' or 'head', got {fit!r}")
     import usam  # the facade's load (backbone + adapter), imported here: usam imports this package
 
     model = usam.load(adapters=[adapter_dir], precision="fp32", runtime="torch")
@@ -204,24 +240,32 @@ def calibrate_adapter(adapter_dir: str, data: str, n_clicks: int = 10, starts: i
     log(f"{len(train)} train / {len(val)} val decoder passes ({time.time() - t0:.0f} s)")
     old = decoder.mask_decoder.iou_prediction_head
     before = first_click_scores(old, val)
-    new, history = fit_iou_head(old, train, val, epochs=epochs, log=log)
-    after = first_click_scores(new, val)
-    # the first click's choice feeds every later click: the val sessions again with the new head, whole curves
     original = copy.deepcopy(old.state_dict())
     curve_before = click_curve(old, val, n_clicks)
-    old.load_state_dict({k: v.to(original[k].dtype) for k, v in new.state_dict().items()})
-    curve_after = click_curve(new, collect_passes(model, splits["val"], n_clicks, 1, desc="val sessions, new head"),
-                              n_clicks)
-    kept = float(np.mean(curve_after)) >= float(np.mean(curve_before))
-    if not kept:  # a better score that makes the click curve worse is not worth it: the original head stays
-        old.load_state_dict(original)
-        log(f"the refit head lowers the val click curve's mean ({np.mean(curve_before):.4f} -> "
-            f"{np.mean(curve_after):.4f}): the adapter keeps its IoU head")
-    report = {"tasks": seg, "train_images": len(splits["train"]), "val_images": len(splits["val"]),
+    if fit == "affine":
+        new, history = fit_affine(old, train)
+        after = first_click_scores(new, val)
+        curve_after = click_curve(new, val, n_clicks)  # the same choices, hence the same sessions and curve
+        kept = after["iou_error"] < before["iou_error"]
+        why = f"the affine map does not lower the val IoU error ({before['iou_error']} -> {after['iou_error']})"
+    else:
+        new, history = fit_iou_head(old, train, val, epochs=epochs, log=log)
+        after = first_click_scores(new, val)
+        # the first click's choice feeds every later click: the val sessions again with the new head, whole curves
+        old.load_state_dict({k: v.to(original[k].dtype) for k, v in new.state_dict().items()})
+        curve_after = click_curve(new, collect_passes(model, splits["val"], n_clicks, 1,
+                                                      desc="val sessions, new head"), n_clicks)
+        kept = float(np.mean(curve_after)) >= float(np.mean(curve_before))
+        why = (f"the refit head lowers the val click curve's mean ({np.mean(curve_before):.4f} -> "
+               f"{np.mean(curve_after):.4f})")
+    old.load_state_dict({k: v.to(original[k].dtype) for k, v in (new.state_dict() if kept else original).items()})
+    if not kept:  # a score no better on val, or one that makes the click curve worse, is not worth it
+        log(f"{why}: the adapter keeps its IoU head")
+    report = {"fit": fit, "tasks": seg, "train_images": len(splits["train"]), "val_images": len(splits["val"]),
               "clicks": n_clicks, "starts": starts, "train_passes": len(train), "val_passes": len(val),
-              "epochs": epochs, "val_first_click_before": before, "val_first_click_after": after,
-              "val_curve_before": curve_before, "val_curve_after": curve_after, "kept": kept,
-              "seconds": round(time.time() - t0), "history": history}
+              **({"epochs": epochs} if fit == "head" else {}), "val_first_click_before": before,
+              "val_first_click_after": after, "val_curve_before": curve_before, "val_curve_after": curve_after,
+              "kept": kept, "seconds": round(time.time() - t0), "history": history}
     model.adapter.config.training["calibration"] = report
     metrics_path = Path(adapter_dir) / METRICS_NAME
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
@@ -236,11 +280,15 @@ def main(argv=None) -> int:
     ap.add_argument("--clicks", type=int, default=10, help="clicks per simulated session (default 10)")
     ap.add_argument("--starts", type=int, default=2, help="sessions per train object: the innermost first click, "
                                                          "then random interior ones (default 2)")
-    ap.add_argument("--epochs", type=int, default=300)
+    ap.add_argument("--fit", choices=("affine", "head"), default="affine",
+                    help="affine: one increasing map of the scores (keeps every mask choice; default); "
+                         "head: refit the whole IoU head (may change the first click's choice)")
+    ap.add_argument("--epochs", type=int, default=300, help="--fit head: full-batch epochs")
     ap.add_argument("--limit", type=int, default=None, help="at most N images per task and split")
     args = ap.parse_args(argv)
     try:
-        report = calibrate_adapter(args.adapter, args.data, args.clicks, args.starts, args.epochs, args.limit)
+        report = calibrate_adapter(args.adapter, args.data, args.clicks, args.starts, args.epochs, args.limit,
+                                   args.fit)
     except UsamError as exc:
         print(f"usam calibrate: {exc}", file=sys.stderr)
         return 2
