@@ -1,4 +1,5 @@
-"""Calibrate an adapter's quality score: refit its click decoder's IoU head on simulated click sessions.
+"""Calibrate an adapter's quality score on simulated click sessions: an increasing map of its click decoder's
+scores, or a refit of that decoder's IoU head.
 
     OMP_NUM_THREADS=1 python -m usam.train.calibrate adapters/breast [--fit affine|head] [--clicks 10] [--limit N]
 
