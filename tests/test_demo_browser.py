@@ -455,7 +455,7 @@ def test_fast_clicks_are_never_lost(page, app):
 
 #: Issue #14's case: BUSI test image ``benign (141)`` with the ``breast`` adapter. Under the standard click protocol
 #: its Dice rises at every one of five clicks (stage 5: 0.706, 0.774, 0.802, 0.846, 0.870; the second-round click
-#: decoder: 0.574, 0.830, 0.927, 0.940, 0.946, in fp32 and under precision auto, when each click lands on its exact
+#: decoder: 0.574, 0.830, 0.927, 0.940, 0.946 in fp32, on an AVX2-only CPU, when each click lands on its exact
 #: pixel; screened among the first 45 test images, 3 of which rise at every click by > 0.15 in all, again 3 with the
 #: second-round click decoder). Many BUSI / HC18 cases are not monotone over five clicks (a corrective click can leave the mask
 #: unchanged or lose elsewhere), so the test names its case rather than claiming it for all.
