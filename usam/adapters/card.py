@@ -218,18 +218,20 @@ def _inference_options(config) -> list[str]:
                      f"images); chosen first-click mask on val (n={a.get('objects')}): |predicted - measured| IoU "
                      f"{b.get('iou_error')} -> {a.get('iou_error')}, Spearman {b.get('iou_spearman')} -> "
                      f"{a.get('iou_spearman')}, Dice {b.get('dice')} -> {a.get('dice')}"
-                     + (("; kept" if calibrated.get("kept") else "; **not kept** (the adapter keeps its IoU head)")
-                        if affine else _curve_verdict(calibrated)))
+                     + _calibration_verdict(calibrated, affine))
     return lines
 
 
-def _curve_verdict(calibrated: dict) -> str:
-    """Whether the refit IoU head was kept, from the mean of the val click curves before and after."""
+def _calibration_verdict(calibrated: dict, affine: bool) -> str:
+    """Whether the calibration was kept; a whole-head refit also shows the mean val click curves it was judged by."""
+    verdict = "kept" if calibrated.get("kept") else "**not kept** (the adapter keeps its IoU head)"
+    if affine:
+        return f"; {verdict}"
     before, after = calibrated.get("val_curve_before"), calibrated.get("val_curve_after")
     if not before or not after:
         return ""
     means = f"mean val Dice over 1..{len(before)} clicks {sum(before) / len(before):.4f} -> {sum(after) / len(after):.4f}"
-    return f"; {means}: " + ("kept" if calibrated.get("kept") else "**not kept** (the adapter keeps its IoU head)")
+    return f"; {means}: {verdict}"
 
 
 def _click_section(metrics: dict | None) -> list[str]:
