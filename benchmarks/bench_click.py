@@ -15,7 +15,8 @@ Variants, timed round-robin in one process (a busy machine slows them alike, so 
 
 Each click set: one positive click at the lesion's centroid (multimask, as the first click in the demo), then a
 corrective click pair with the previous best low-res logits as ``mask_input`` (single mask); each timed click
-follows a short idle pause (:data:`PAUSE_S`), as clicks do. Reported per variant:
+follows a short idle pause (:data:`PAUSE_S`), as clicks do. An adapter's ``first_click: box_refine`` is set to
+``direct`` for these (they compare decoder paths) and timed on its own on the last variant. Reported per variant:
 p50 / p95 ms, and against ``before`` the smallest mask IoU and the largest score difference. ``stages`` splits the
 ``before`` path: prompt encoder, dense PE, mask decoder, upsampling to the original size, threshold + copy out.
 """
@@ -131,6 +132,10 @@ def run(data: Path, images: int, clicks: int, adapter: str | None, precision: st
     variants = [v for v in variants or default_variants() if v in ("before", "torch") or installed(v.split("-")[0])]
     predictors = {v: Predictor(model, runtime=v.split("-")[0]) for v in variants if v != "before"}
     sets = click_sets(data, images)
+    decoder = model.prompt_decoder()
+    refine = getattr(decoder, "first_click", "direct") == "box_refine"
+    if refine:  # the decoder paths are compared as they were; the box refinement is timed on its own below
+        decoder.first_click = "direct"
     res = {v: {"times": [], "min_iou": 1.0, "max_score_diff": 0.0} for v in variants}
     stages: dict[str, list[float]] = {}
     for i in range(clicks + 1):  # the first round is a warm-up (compiles the decoders)
@@ -151,8 +156,22 @@ def run(data: Path, images: int, clicks: int, adapter: str | None, precision: st
                     r["times"].append(dt)
                 r["min_iou"] = min(r["min_iou"], min(_iou(a, b) for a, b in zip(out[0], ref[0])))
                 r["max_score_diff"] = max(r["max_score_diff"], float(np.abs(out[1] - ref[1]).max()))
+    first = {}
+    if refine:  # the adapter's first_click: box_refine on the last variant: first clicks, direct and refined in turn
+        fast = predictors[variants[-1]] if variants[-1] != "before" else predictors["torch"]
+        first = {"variant": variants[-1], "direct": [], "box_refine": []}
+        for i in range(clicks + 1):
+            image, click, _ = sets[i % len(sets)]
+            fast.set_image(image)
+            for setting in ("direct", "box_refine"):
+                decoder.first_click = setting
+                time.sleep(PAUSE_S)
+                t0 = time.perf_counter()
+                _call(variants[-1], predictors, click, np.array([1]), None, True, {})
+                if i:
+                    first[setting].append(time.perf_counter() - t0)
     return {"unit": "click", "variants": res, "stages": stages, "images": len(sets), "threads": torch.get_num_threads(),
-            "adapter": adapter or "none (bare backbone)"}
+            "adapter": adapter or "none (bare backbone)", "first_click": first}
 
 
 def pct(times: list[float], q: float) -> float:
@@ -170,6 +189,11 @@ def report(r: dict) -> str:
         lines.append(f"| {v:<13} | {pct(x['times'], 0.5):8.1f} | {pct(x['times'], 0.95):8.1f} | "
                      f"{base / statistics.median(x['times']):8.2f}x | {x['min_iou']:8.4f} | {x['max_score_diff']:12.2e} |")
     lines.append("before, by stage: " + ", ".join(f"{k} {pct(v, 0.5):.1f}" for k, v in r["stages"].items()) + " (p50 ms)")
+    f = r.get("first_click")
+    if f:
+        lines.append(f"first click (multimask) on {f['variant']}: direct p50 {pct(f['direct'], 0.5):.1f} ms, "
+                     f"first_click box_refine (the adapter's setting; 3 more box decodes) p50 "
+                     f"{pct(f['box_refine'], 0.5):.1f} / p95 {pct(f['box_refine'], 0.95):.1f} ms")
     return "\n".join(lines)
 
 

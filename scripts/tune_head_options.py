@@ -16,7 +16,9 @@ Options (``usam/heads/refine.py``), tried task by task, segmentation first (the 
 - the decoder that answers a user's box prompt (``decoder.box_prompts``): the backbone's own or the tuned one;
 - with ``--clicks N``, how many clicks a corrective prompt shows the click decoder (``decoder.click_window``: all,
   or the first and the latest W - 1, the rest carried by the previous mask fed back), by the mean Dice over the
-  1..N curve of the standard click protocol (``--clicks-only`` chooses it alone).
+  1..N curve of the standard click protocol, then on the same curve how a first click is answered
+  (``decoder.first_click``: the click decoder's candidates ``direct``, or each re-answered from its own box,
+  ``box_refine``); ``--clicks-only`` chooses these two alone, ``--first-click-only`` the second alone.
 The variant with the best validation score (ties: the simpler one, listed first) is written into the
 adapter's ``config.json`` (``head_options``), with every score under ``training.head_options_validation``.
 """
@@ -44,9 +46,11 @@ def main(argv=None) -> int:
                     help="also choose decoder.click_window on the Dice-vs-clicks curve of N simulated clicks (e.g. 20)")
     ap.add_argument("--clicks-only", action="store_true",
                     help="choose the click window alone (needs --clicks): head options and box routing stay as they are")
+    ap.add_argument("--first-click-only", action="store_true",
+                    help="choose decoder.first_click alone (needs --clicks): everything else stays as it is")
     args = ap.parse_args(argv)
-    if args.clicks_only and args.clicks < 2:
-        ap.error("--clicks-only needs --clicks N (N >= 2)")
+    if (args.clicks_only or args.first_click_only) and args.clicks < 2:
+        ap.error("--clicks-only / --first-click-only need --clicks N (N >= 2)")
 
     import usam
     from usam.data.fmc import read_split
@@ -59,54 +63,79 @@ def main(argv=None) -> int:
     cfg_path = Path(args.adapter) / "config.json"
     cfg = json.loads(cfg_path.read_text())
     before = dict(cfg.get("training", {}).get("head_options_validation") or {})
-    report = before if args.clicks_only else {}
-    if not args.clicks and "click_window" in before:  # a window chosen earlier stays, with its record
-        report["click_window"] = before["click_window"]
-    if not args.clicks_only:
+    only = args.clicks_only or args.first_click_only
+    report = before if only else {}
+    for key in ("click_window", "first_click"):  # a click choice made earlier stays, with its record
+        if not args.clicks and key in before:
+            report[key] = before[key]
+    if not only:
         cfg["head_options"] = tune_heads(model, split, seg, report)
         box_route = tune_box_route(model, split, seg, report)
         if box_route:
             cfg["decoder"]["box_prompts"] = box_route
     if args.clicks and adapter.decoder is not None and seg:
-        window = tune_click_window(model, split, seg, args.clicks, report)
-        cfg["decoder"].pop("click_window", None)
-        if window is not None:
-            cfg["decoder"]["click_window"] = window
+        if not args.first_click_only:
+            window = tune_click_window(model, split, seg, args.clicks, report)
+            cfg["decoder"].pop("click_window", None)
+            if window is not None:
+                cfg["decoder"]["click_window"] = window
+        first = tune_first_click(model, split, seg, args.clicks, report)
+        cfg["decoder"].pop("first_click", None)
+        if first != "direct":
+            cfg["decoder"]["first_click"] = first
     cfg.setdefault("training", {})["head_options_validation"] = report
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     print(json.dumps(report, indent=1))
     return 0
 
 
+def click_curve(model, split, seg, n_clicks: int) -> tuple[float, dict, int]:
+    """Mean Dice over the 1..``n_clicks`` curve of the standard click protocol (``usam.challenge.interactive``) on
+    every segmentation object of ``split`` with the adapter's current decoder settings; its detail; the objects."""
+    from usam.challenge.interactive import evaluate_clicks
+
+    curves, noc85 = [], []
+    for tid in seg:
+        res = evaluate_clicks(model, model.adapter.name, split[tid], n_clicks=n_clicks, progress=False)
+        curves += [c["dice"] for c in res["cases"]]
+        noc85 += [c["noc85"] for c in res["cases"]]
+    curve = np.mean(curves, axis=0)
+    detail = {"dice_1_5_10_20": [round(float(curve[k - 1]), 4) for k in (1, 5, 10, 20) if k <= n_clicks],
+              "noc85": round(float(np.mean(noc85)), 2), "drops": int((np.diff(curve) < 0).sum())}
+    return float(curve.mean()), detail, len(curves)
+
+
+def _choose(decoder, key: str, options: tuple, model, split, seg, n_clicks: int, report: dict):
+    """Set ``decoder.<key>`` to each of ``options`` in turn (simplest first: ties keep it), keep the best by
+    :func:`click_curve`, record every score in ``report[key]``; returns the chosen option."""
+    scores, detail = {}, {}
+    for option in options:
+        setattr(decoder, key, option)
+        name = "all" if option is None else str(option)
+        scores[name], detail[name], objects = click_curve(model, split, seg, n_clicks)
+        print(f"{key} {name}: mean Dice over {n_clicks} clicks {scores[name]:.4f} {detail[name]}", file=sys.stderr)
+    best = max(scores, key=scores.get)
+    chosen = options[list(scores).index(best)]
+    setattr(decoder, key, chosen)
+    report[key] = {"metric": f"mean Dice over 1..{n_clicks} clicks", "images": sum(len(split[t]) for t in seg),
+                   "objects": objects, **{k: round(v, 4) for k, v in scores.items()}, "curves": detail, "chosen": best}
+    return chosen
+
+
 #: click windows tried by ``--clicks`` (``None``: every click), simplest first (ties keep it)
 CLICK_WINDOWS = (None, 4, 5, 6, 8, 10)
+#: first-click answers tried by ``--clicks`` (``decoder.first_click``), simplest first
+FIRST_CLICKS = ("direct", "box_refine")
 
 
 def tune_click_window(model, split, seg, n_clicks: int, report: dict) -> int | None:
-    """``decoder.click_window`` with the best mean Dice over the 1..``n_clicks`` curve of the standard click
-    protocol (``usam.challenge.interactive``) on every segmentation object of ``split``; scores into ``report``."""
-    from usam.challenge.interactive import evaluate_clicks
+    """``decoder.click_window`` with the best mean Dice over the 1..``n_clicks`` click curve; scores into ``report``."""
+    return _choose(model.adapter.decoder, "click_window", CLICK_WINDOWS, model, split, seg, n_clicks, report)
 
-    decoder, scores, detail = model.adapter.decoder, {}, {}
-    for window in CLICK_WINDOWS:
-        decoder.click_window = window
-        curves, noc85 = [], []
-        for tid in seg:
-            res = evaluate_clicks(model, model.adapter.name, split[tid], n_clicks=n_clicks, progress=False)
-            curves += [c["dice"] for c in res["cases"]]
-            noc85 += [c["noc85"] for c in res["cases"]]
-        curve = np.mean(curves, axis=0)
-        key = "all" if window is None else str(window)
-        scores[key] = float(curve.mean())
-        detail[key] = {"dice_1_5_10_20": [round(float(curve[k - 1]), 4) for k in (1, 5, 10, 20) if k <= n_clicks],
-                       "noc85": round(float(np.mean(noc85)), 2), "drops": int((np.diff(curve) < 0).sum())}
-        print(f"click_window {key}: mean Dice over {n_clicks} clicks {scores[key]:.4f} {detail[key]}", file=sys.stderr)
-    best = max(scores, key=scores.get)  # ties: the first listed (every click)
-    decoder.click_window = None if best == "all" else int(best)
-    report["click_window"] = {"metric": f"mean Dice over 1..{n_clicks} clicks",
-                              "images": sum(len(split[t]) for t in seg), "objects": len(curves),
-                              **{k: round(v, 4) for k, v in scores.items()}, "curves": detail, "chosen": best}
-    return decoder.click_window
+
+def tune_first_click(model, split, seg, n_clicks: int, report: dict) -> str:
+    """``decoder.first_click`` with the best mean Dice over the 1..``n_clicks`` click curve; scores into ``report``."""
+    return _choose(model.adapter.decoder, "first_click", FIRST_CLICKS, model, split, seg, n_clicks, report)
 
 
 def tune_heads(model, split, seg, report: dict) -> dict:

@@ -200,10 +200,16 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     model = usam.load(adapters=[str(target)])  # the written options pass validation
     assert model.adapter.config.head_options == cfg["head_options"]
 
-    # --clicks-only: the click window alone, by the mean of the Dice-vs-clicks curve; the rest kept as it was
+    # --clicks-only: the click window and the first click's answer alone, by the mean of the Dice-vs-clicks curve;
+    # the rest kept as it was
     before = cfg
     assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--clicks", "3", "--clicks-only"]) == 0
     cfg = json.loads((target / "config.json").read_text())
+    first = cfg["training"]["head_options_validation"].pop("first_click")
+    scores = {k: first[k] for k in ("direct", "box_refine")}
+    assert first["chosen"] == max(scores, key=scores.get) and first["objects"] == 2
+    assert cfg["decoder"].get("first_click", "direct") == first["chosen"]
+    assert usam.load(adapters=[str(target)]).adapter.decoder.first_click == first["chosen"]
     windows = cfg["training"]["head_options_validation"].pop("click_window")
     assert cfg["head_options"] == before["head_options"]
     assert cfg["training"]["head_options_validation"] == report

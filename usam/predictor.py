@@ -31,6 +31,7 @@ from .errors import PromptError, short_repr
 from .io import read_image, to_rgb_uint8
 from .model import UsamModel
 from .ops.clicks import click_window
+from .ops.masks import mask_box
 from .runtime import resolve_runtime
 from .runtime.decoder import compiled_decoder
 
@@ -215,12 +216,46 @@ class Predictor:
             mask_t = torch.tensor(m, dtype=torch.float32, device=dev)  # a copy: m may be a read-only broadcast view
         low_res, iou = self._decode(emb.embedding, points, boxes_t, mask_t, multimask_output)
         masks = geo.masks_to_original(low_res.float())
+        if (points is not None and boxes_t is None and mask_t is None and multimask_output
+                and getattr(self.model.prompt_decoder(), "first_click", "direct") == "box_refine"):
+            masks, iou, low_res = self._box_refine(masks, iou, low_res)
         if not return_logits:
             masks = masks > self.mask_threshold
         masks, iou, low_res = masks.cpu().numpy(), iou.float().cpu().numpy(), low_res.float().cpu().numpy()
         if not batched:
             return masks[0], iou[0], low_res[0]
         return masks, iou, low_res
+
+    def _box_refine(self, masks: torch.Tensor, scores: torch.Tensor, low_res: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A first click's candidates, each re-answered from its own tight box (``first_click: box_refine``).
+
+        The click decoder proposes ``M`` candidates: logits ``masks (1, M, H, W)`` at the original size, predicted
+        IoUs ``scores (1, M)``, ``low_res (1, M, 256, 256)``. The decoder that answers a box alone (the backbone's,
+        ``box_prompts: base``: LiteMedSAM was trained on boxes) answers each candidate's tight box, all in one call.
+        Each answer replaces its candidate, scored ``sqrt(clip(score, 0, 1) * agreement)``, ``agreement`` = IoU of
+        the candidate with its box's answer: a candidate that does not outline what its box holds scores low.
+        Measured on val (first click at the innermost point), Dice of the chosen mask: breast 0.815 -> 0.858
+        (63 lesions), intrapartum 0.933 -> 0.939 (120 objects). An empty candidate stays, scored 0. Returns the
+        three tensors, same shapes."""
+        geo = self._embedded.geometry
+        candidates = (masks[0] > self.mask_threshold).cpu().numpy()
+        boxes = [mask_box(m) for m in candidates]
+        full = [i for i, b in enumerate(boxes) if b is not None]
+        masks, low_res, out = masks.clone(), low_res.clone(), torch.zeros_like(scores)
+        if not full:
+            return masks, out, low_res
+        b = torch.as_tensor(geo.boxes_to_input(np.stack([boxes[i] for i in full])), dtype=torch.float32,
+                            device=self.model.device)
+        answer, _ = self._decode(self._embedded.embedding, None, b, None, False)  # (F, 1, 256, 256)
+        answer = answer.float()
+        answered = geo.masks_to_original(answer[:, 0][None])[0]  # (F, H, W)
+        for j, i in enumerate(full):
+            a, c = (answered[j] > self.mask_threshold).cpu().numpy(), candidates[i]
+            agreement = float((a & c).sum()) / max(1, int((a | c).sum()))
+            masks[0, i], low_res[0, i] = answered[j].to(masks.dtype), answer[j, 0].to(low_res.dtype)
+            out[0, i] = float(np.sqrt(min(1.0, max(0.0, float(scores[0, i]))) * agreement))
+        return masks, out, low_res
 
     def _decode(self, embedding, points, boxes, mask_input, multimask_output: bool):
         """Low-res logits ``(K, M, 256, 256)`` and scores ``(K, M)`` (``M`` = 3 or 1) from model-input prompts

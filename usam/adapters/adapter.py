@@ -60,7 +60,8 @@ class TunedDecoder(nn.Module):
     """
 
     def __init__(self, backbone, train: tuple[str, ...] = DEFAULT_DECODER_TRAIN, lora: LoraSettings | None = None,
-                 box_prompts: str = "base", clicks: str = "shared", click_window: int | None = None):
+                 box_prompts: str = "base", clicks: str = "shared", click_window: int | None = None,
+                 first_click: str = "direct"):
         super().__init__()
         if not hasattr(backbone, "prompt_encoder") or not hasattr(backbone, "mask_decoder") or hasattr(backbone, "model"):
             raise ConfigError(f"decoder tuning needs a segment-anything style backbone (litemedsam, sam_vit_*), not {backbone.name}")
@@ -68,6 +69,7 @@ class TunedDecoder(nn.Module):
         object.__setattr__(self, "_base", (backbone.prompt_encoder, backbone.mask_decoder))
         self.box_prompts = box_prompts
         self.click_window = click_window  # read by Predictor.predict (see DecoderSettings)
+        self.first_click = first_click  # read by Predictor.predict (see DecoderSettings)
         self.prompt_encoder = copy.deepcopy(backbone.prompt_encoder)
         self.mask_decoder = copy.deepcopy(backbone.mask_decoder)
         self.train_prefixes = tuple(train)
@@ -134,7 +136,8 @@ class Adapter(nn.Module):
         if config.decoder:
             dec = DecoderSettings.from_adapter(config.decoder)
             self.decoder = TunedDecoder(backbone, tuple(dec.train or DEFAULT_DECODER_TRAIN), dec.lora,
-                                        box_prompts=dec.box_prompts, clicks=dec.clicks, click_window=dec.click_window)
+                                        box_prompts=dec.box_prompts, clicks=dec.clicks, click_window=dec.click_window,
+                                        first_click=dec.first_click)
         self.lora_name = config.name if config.lora else None
         self.encoder_lora: dict[str, torch.Tensor] | None = None
 

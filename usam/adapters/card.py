@@ -185,7 +185,9 @@ def _inference_options(config) -> list[str]:
     box = (config.decoder or {}).get("box_prompts")
     separate = (config.decoder or {}).get("clicks") == "separate"
     window = (config.decoder or {}).get("click_window")
-    if not config.head_options and not box and not separate and not window and not config.training.get("calibration"):
+    first = (config.decoder or {}).get("first_click")
+    if (not config.head_options and not box and not separate and not window and not first
+            and not config.training.get("calibration")):
         return []
     lines = ["", "## Inference options", "",
              "Chosen on the validation split (`scripts/tune_head_options.py`); applied by `model.predict` and `usam predict`:", ""]
@@ -197,6 +199,10 @@ def _inference_options(config) -> list[str]:
     if window:
         lines.append(f"- a corrective prompt shows the click decoder the first click and the latest {window - 1} "
                      f"(`click_window: {window}`); the earlier ones live on in the previous mask fed back")
+    if first == "box_refine":
+        lines.append("- a first click's three candidates are each re-answered by the box decoder from their own tight "
+                     "box and scored by the geometric mean of its predicted IoU and its agreement with that answer "
+                     "(`first_click: box_refine`)")
     for tid, opts in config.head_options.items():
         text = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in opts.items())
         lines.append(f"- `{tid}`: {text}")

@@ -80,7 +80,10 @@ class DecoderSettings:
     mask decoder trained on simulated interactions only, while the tuned decoder keeps serving the heads), and how
     many clicks a corrective prompt shows it (``click_window``: with a previous mask fed back, the first click and
     the latest ``click_window - 1``; the earlier ones live on in that mask. ``None``: every click; chosen on val by
-    ``scripts/tune_head_options.py --clicks``)."""
+    ``scripts/tune_head_options.py --clicks``), and how a first click is answered (``first_click``: ``direct``, the
+    click decoder's three candidates as they are; ``box_refine``, each candidate re-answered by the decoder of a box
+    alone from its own tight box and scored by its predicted IoU and that answer's agreement, see
+    :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script)."""
 
     tune: bool = field(default=True, metadata=check(boolean))
     lora: LoraSettings | None = field(default_factory=lambda: LoraSettings(16, 16.0, 0.0, DECODER_TARGETS),
@@ -89,6 +92,7 @@ class DecoderSettings:
     box_prompts: str = field(default="base", metadata=check(one_of("base", "tuned")))
     clicks: str = field(default="shared", metadata=check(one_of("shared", "separate")))
     click_window: int | None = field(default=None, metadata=check(optional(_click_window)))
+    first_click: str = field(default="direct", metadata=check(one_of("direct", "box_refine")))
 
     @classmethod
     def from_adapter(cls, block: dict) -> "DecoderSettings":
@@ -103,6 +107,8 @@ class DecoderSettings:
             block["clicks"] = self.clicks
         if self.click_window is not None:
             block["click_window"] = self.click_window
+        if self.first_click != "direct":  # the default is not written: earlier adapters keep their config.json
+            block["first_click"] = self.first_click
         return block
 
 
