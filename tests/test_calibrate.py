@@ -19,6 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 6
 
 
+def _direct(adapter_dir):
+    """The adapter in fp32 on PyTorch with its first click answered ``direct``, as calibration's sessions run it
+    (``collect_passes``: the click decoder's own candidates and scores, not ``first_click: box_refine``'s)."""
+    import usam
+
+    model = usam.load(adapters=[str(adapter_dir)], precision="fp32", runtime="torch")
+    model.adapter.decoder.first_click = "direct"
+    return model
+
+
 def _passes(n: int, seed: int) -> Passes:
     """First-click passes whose three candidates' IoUs are one fixed function of the features (``seed``: which)."""
     w = torch.randn(16, 3, generator=torch.Generator().manual_seed(123)) * 0.5
@@ -99,7 +109,6 @@ class _AffineOfTruth(torch.nn.Module):
 def test_an_affine_calibration_changes_scores_not_masks(data_root, tmp_path):
     """A real affine calibration (the default) on a few breast images: only the IoU head's last layer changes, the
     click curve is the original adapter's exactly, and the saved scores are what ``usam evaluate --clicks`` finds."""
-    import usam
     from usam.challenge.interactive import evaluate_clicks
     from usam.data.fmc import read_split
     from usam.train.calibrate import calibrate_adapter
@@ -115,8 +124,8 @@ def test_an_affine_calibration_changes_scores_not_masks(data_root, tmp_path):
     assert changed == ({last + "weight", last + "bias"} if report["kept"] else set())
     assert "affine map" in (out / "README.md").read_text()
     rows = read_split(data_root / "val", tasks=["breast_lesion"])["breast_lesion"][:LIMIT]
-    runs = [evaluate_clicks(usam.load(adapters=[str(w)], precision="fp32", runtime="torch"), "breast", rows,
-                            n_clicks=3, progress=False) for w in (ROOT / "adapters" / "breast", out)]
+    runs = [evaluate_clicks(_direct(w), "breast", rows, n_clicks=3, progress=False)
+            for w in (ROOT / "adapters" / "breast", out)]
     np.testing.assert_allclose(runs[1]["dice_curve"], runs[0]["dice_curve"], atol=1e-6)  # the same masks
     saved = report["val_first_click_after" if report["kept"] else "val_first_click_before"]
     assert runs[1]["iou_error"] == pytest.approx(saved["iou_error"], abs=2e-3)
@@ -144,7 +153,6 @@ def test_calibration_saves_the_head_into_the_adapter_and_nothing_else(calibrated
 def test_the_reported_val_figures_are_what_usam_evaluate_measures(calibrated, data_root):
     """The report's first-click figures (offline, from recorded passes) match the product's click benchmark run on
     the saved adapter: so the saved head is the one that was scored."""
-    import usam
     from usam.challenge.interactive import evaluate_clicks
     from usam.data.fmc import read_split
 
@@ -152,13 +160,12 @@ def test_the_reported_val_figures_are_what_usam_evaluate_measures(calibrated, da
     rows = read_split(data_root / "val", tasks=["breast_lesion"])["breast_lesion"][:LIMIT]
     saved = "val_first_click_after" if report["kept"] else "val_first_click_before"
     for where, key in ((ROOT / "adapters" / "breast", "val_first_click_before"), (out, saved)):
-        model = usam.load(adapters=[str(where)], precision="fp32", runtime="torch")
+        model = _direct(where)
         res = evaluate_clicks(model, "breast", rows, n_clicks=1, progress=False)
         assert res["n_objects"] == report[key]["objects"]
         assert res["iou_error"] == pytest.approx(report[key]["iou_error"], abs=2e-3)  # fp16 storage of the head
         assert np.mean([2 * c["iou"][0] / (1 + c["iou"][0]) for c in res["cases"]]) == pytest.approx(report[key]["dice"], abs=2e-3)
-    model = usam.load(adapters=[str(out)], precision="fp32", runtime="torch")
-    curve = evaluate_clicks(model, "breast", rows, n_clicks=3, progress=False)["dice_curve"]
+    curve = evaluate_clicks(_direct(out), "breast", rows, n_clicks=3, progress=False)["dice_curve"]
     expected = report["val_curve_after"] if report["kept"] else report["val_curve_before"]
     np.testing.assert_allclose(curve, expected, atol=2e-3)  # the curve the keep-or-not decision was made on
 

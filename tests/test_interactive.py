@@ -92,10 +92,11 @@ def test_a_perfect_mask_stops_the_clicks_and_repeats_the_last_figures():
 
 
 @pytest.mark.real
-def test_shipped_breast_adapter_first_clicks_help_on_real_images(data_root):
-    """On the first test images (5 clicks): each of the first three clicks raises mean Dice, and the model's own
-    IoU estimate of the first-click mask is close to the measured one. (Beyond ~5 clicks the shipped adapter's
-    test curve still falls: adapters/RESULTS.md; that is the open part of issue #14.)"""
+def test_shipped_breast_adapter_first_click_is_good_and_corrections_keep_it_on_real_images(data_root):
+    """On the first 6 test images (5 clicks): the box-refined first click (``first_click: box_refine``) is already
+    good (Dice 0.935 in fp32; the click decoder's own first answer: 0.759, two lesions at 0.50), corrections keep it
+    within 0.02 (0.935 -> 0.923: later clicks settle at the click decoder's level, the open part of issue #14), and
+    the model's own IoU estimate of the first-click mask is close to the measured one."""
     from pathlib import Path
 
     import usam
@@ -103,14 +104,18 @@ def test_shipped_breast_adapter_first_clicks_help_on_real_images(data_root):
 
     root = Path(__file__).resolve().parents[1]
     model = usam.load(adapters=[str(root / "adapters" / "breast")], precision="fp32", runtime="torch")
+    assert model.adapter.decoder.first_click == "box_refine"
     rows = read_split(data_root / "test", tasks=["breast_lesion"])["breast_lesion"][:6]
     res = evaluate_clicks(model, "breast", rows, n_clicks=5, progress=False)
     curve = res["dice_curve"]
     assert res["n_objects"] == 6 and len(curve) == 5
-    assert curve[0] < curve[1] < curve[2], curve
-    assert max(curve) - curve[0] > 0.03, curve
+    assert curve[0] > 0.9, curve
+    assert min(curve) > curve[0] - 0.02, curve
     assert res["iou_error"] < 0.2, res["iou_error"]
-    assert 1 <= res["noc85"] <= 5
+    assert 1 <= res["noc85"] <= 2
+    model.adapter.decoder.first_click = "direct"  # the click decoder's own first answer: much worse here
+    direct = evaluate_clicks(model, "breast", rows, n_clicks=1, progress=False)["dice_curve"]
+    assert direct[0] < curve[0] - 0.1, (direct, curve)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ binary mask the predictor returns.
 1. Sessions: for every object (each foreground class present) of the train and val splits, ``--clicks`` clicks by
    the standard protocol (:func:`usam.challenge.interactive.click_session`'s), starting once at the innermost
    point and ``--starts - 1`` times at a random point among the most interior ones, on the cached embedding
-   (:class:`~usam.train.cache.EmbeddingStore`), in fp32 on PyTorch. Each decoder pass gives the IoU token's
+   (:class:`~usam.train.cache.EmbeddingStore`), in fp32 on PyTorch, the first click answered ``direct``
+   (``decoder.first_click``). Each decoder pass gives the IoU token's
    output and the measured IoU of every mask it returned (three candidates on the first click, one after).
 2. Fit, two kinds (``--fit``):
 
@@ -88,8 +89,13 @@ def click_decoder(model):
 
 def collect_passes(model, samples: list[Sample], n_clicks: int = 10, starts: int = 2, seed: int = 0,
                    desc: str = "sessions") -> Passes:
-    """Run click sessions on segmentation ``samples`` with the active adapter and record every decoder pass."""
+    """Run click sessions on segmentation ``samples`` with the active adapter and record every decoder pass.
+
+    The first click is answered ``direct`` (the adapter's ``first_click`` is set aside for the sessions): the IoU
+    head is fitted to the click decoder's own candidates, not to ``box_refine``'s box answers of them."""
     head = click_decoder(model).mask_decoder.iou_prediction_head
+    first_click = model.adapter.decoder.first_click
+    model.adapter.decoder.first_click = "direct"
     seen: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().float().clone()))
     store = None if model.adapter.lora_name else EmbeddingStore(model)
@@ -121,6 +127,7 @@ def collect_passes(model, samples: list[Sample], n_clicks: int = 10, starts: int
                     click_session(predictor, truth, n_clicks, first_point=p0, on_pass=record)
     finally:
         hook.remove()
+        model.adapter.decoder.first_click = first_click
     return Passes(torch.stack(feats), torch.stack(targets), torch.tensor(first))
 
 
