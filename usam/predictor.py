@@ -234,7 +234,8 @@ class Predictor:
         IoUs ``scores (1, M)``, ``low_res (1, M, 256, 256)``. The decoder that answers a box alone (the backbone's,
         ``box_prompts: base``: LiteMedSAM was trained on boxes) answers each candidate's tight box (one batch on
         PyTorch, one box at a time on a compiled decoder: there a first click costs ~3.7x a direct one, 446 vs
-        119 ms p50 on 1 busy AVX2 thread, ``benchmarks/bench_click.py``). Each answer replaces its candidate, scored ``sqrt(clip(score, 0, 1) * agreement)``, ``agreement`` = IoU of
+        119 ms p50 on 1 busy AVX2 thread, ``benchmarks/bench_click.py``). Each answer replaces its candidate,
+        scored ``sqrt(clip(score, 0, 1) * agreement)``, ``agreement`` = IoU of
         the candidate with its box's answer: a candidate that does not outline what its box holds scores low.
         Measured on val (first click at the innermost point), Dice of the chosen mask: breast 0.815 -> 0.858
         (63 lesions), intrapartum 0.933 -> 0.939 (120 objects). An empty candidate stays, scored 0. Returns the
