@@ -24,6 +24,7 @@ p50 / p95 ms, and against ``before`` the smallest mask IoU and the largest score
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import statistics
 import sys
@@ -134,11 +135,33 @@ def run(data: Path, images: int, clicks: int, adapter: str | None, precision: st
     sets = click_sets(data, images)
     decoder = model.prompt_decoder()
     refine = getattr(decoder, "first_click", "direct") == "box_refine"
-    if refine:  # the decoder paths are compared as they were; the box refinement is timed on its own below
-        decoder.first_click = "direct"
+    # the decoder paths are compared as they were (first click direct); the box refinement is timed on its own below
+    with decoder.using(first_click="direct") if refine else contextlib.nullcontext():
+        res, stages = _compare(predictors, variants, sets, clicks)
+    first = {}
+    if refine:  # the adapter's first_click: box_refine on the last compiled / torch variant, direct and refined in turn
+        fast = [v for v in variants if v != "before"][-1]
+        first = {"variant": fast, "direct": [], "box_refine": []}
+        for i in range(clicks + 1):
+            image, click, _ = sets[i % len(sets)]
+            predictors[fast].set_image(image)
+            for setting in ("direct", "box_refine"):
+                with decoder.using(first_click=setting):
+                    time.sleep(PAUSE_S)
+                    t0 = time.perf_counter()
+                    _call(fast, predictors, click, np.array([1]), None, True, {})
+                    if i:
+                        first[setting].append(time.perf_counter() - t0)
+    return {"unit": "click", "variants": res, "stages": stages, "images": len(sets), "threads": torch.get_num_threads(),
+            "adapter": adapter or "none (bare backbone)", "first_click": first}
+
+
+def _compare(predictors: dict, variants: list[str], sets: list, clicks: int) -> tuple[dict, dict]:
+    """Each variant's click latencies and its agreement with ``before``, one click pair per round; the first round
+    is a warm-up (compiles the decoders)."""
     res = {v: {"times": [], "min_iou": 1.0, "max_score_diff": 0.0} for v in variants}
     stages: dict[str, list[float]] = {}
-    for i in range(clicks + 1):  # the first round is a warm-up (compiles the decoders)
+    for i in range(clicks + 1):
         image, first, pair = sets[i % len(sets)]
         for p in predictors.values():
             p.set_image(image)  # cached after the first round
@@ -156,22 +179,7 @@ def run(data: Path, images: int, clicks: int, adapter: str | None, precision: st
                     r["times"].append(dt)
                 r["min_iou"] = min(r["min_iou"], min(_iou(a, b) for a, b in zip(out[0], ref[0])))
                 r["max_score_diff"] = max(r["max_score_diff"], float(np.abs(out[1] - ref[1]).max()))
-    first = {}
-    if refine:  # the adapter's first_click: box_refine on the last variant: first clicks, direct and refined in turn
-        fast = predictors[variants[-1]] if variants[-1] != "before" else predictors["torch"]
-        first = {"variant": variants[-1], "direct": [], "box_refine": []}
-        for i in range(clicks + 1):
-            image, click, _ = sets[i % len(sets)]
-            fast.set_image(image)
-            for setting in ("direct", "box_refine"):
-                decoder.first_click = setting
-                time.sleep(PAUSE_S)
-                t0 = time.perf_counter()
-                _call(variants[-1], predictors, click, np.array([1]), None, True, {})
-                if i:
-                    first[setting].append(time.perf_counter() - t0)
-    return {"unit": "click", "variants": res, "stages": stages, "images": len(sets), "threads": torch.get_num_threads(),
-            "adapter": adapter or "none (bare backbone)", "first_click": first}
+    return res, stages
 
 
 def pct(times: list[float], q: float) -> float:

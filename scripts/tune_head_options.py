@@ -110,9 +110,9 @@ def _choose(decoder, key: str, options: tuple, model, split, seg, n_clicks: int,
     :func:`click_curve`, record every score in ``report[key]``; returns the chosen option."""
     scores, detail = {}, {}
     for option in options:
-        setattr(decoder, key, option)
         name = "all" if option is None else str(option)
-        scores[name], detail[name], objects = click_curve(model, split, seg, n_clicks)
+        with decoder.using(**{key: option}):
+            scores[name], detail[name], objects = click_curve(model, split, seg, n_clicks)
         print(f"{key} {name}: mean Dice over {n_clicks} clicks {scores[name]:.4f} {detail[name]}", file=sys.stderr)
     best = max(scores, key=scores.get)
     chosen = options[list(scores).index(best)]

@@ -47,12 +47,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app():
-    """The real app (``usam.apps.demo.launch``) with the shipped adapters on 127.0.0.1 in a background thread."""
+    """The real app (``usam.apps.demo.launch``) with the shipped adapters on 127.0.0.1 in a background thread, in
+    fp32 so that the figures the cases were screened with hold on every CPU (``auto`` is bf16 where it is native)."""
     from usam import UsamModel
     from usam.apps.demo import launch
 
     adapters = [str(a) for a in ADAPTERS if (a / "config.json").is_file()]
-    model = UsamModel.from_pretrained(backbone="litemedsam", adapters=adapters)
+    model = UsamModel.from_pretrained(backbone="litemedsam", adapters=adapters, precision="fp32")
     app = launch(model, host="127.0.0.1", port=free_port(), examples=EXAMPLES, prevent_thread_lock=True, quiet=True)
     try:
         yield app

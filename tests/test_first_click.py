@@ -27,6 +27,24 @@ def test_first_click_setting_is_checked_and_saved():
             DecoderSettings.from_adapter({"first_click": bad})
 
 
+def test_decoder_settings_are_restored_after_a_block(tiny_vit):
+    """``TunedDecoder.using`` sets inference settings for a ``with`` block only, also when the block raises."""
+    from usam.adapters.adapter import TunedDecoder
+    from usam.errors import ConfigError
+
+    decoder = TunedDecoder(tiny_vit, clicks="separate", first_click="box_refine", click_window=4)
+    with decoder.using(first_click="direct", click_window=None) as same:
+        assert same is decoder and (decoder.first_click, decoder.click_window) == ("direct", None)
+    assert (decoder.first_click, decoder.click_window) == ("box_refine", 4)
+    with pytest.raises(RuntimeError), decoder.using(box_prompts="tuned"):
+        assert decoder.box_prompts == "tuned"
+        raise RuntimeError("inside")
+    assert decoder.box_prompts == "base"
+    with pytest.raises(ConfigError, match="click_windw"), decoder.using(click_windw=3):
+        pass
+    assert not hasattr(decoder, "click_windw")
+
+
 @pytest.fixture(scope="module")
 def breast(data_root):
     """The shipped breast adapter in fp32 on PyTorch, a predictor, and the first 8 breast_lesion val rows."""
@@ -40,13 +58,8 @@ def breast(data_root):
 
 
 def _answer(model, predictor, setting: str, **prompt):
-    decoder = model.adapter.decoder
-    saved = decoder.first_click
-    decoder.first_click = setting
-    try:
+    with model.adapter.decoder.using(first_click=setting):
         return predictor.predict(**prompt)
-    finally:
-        decoder.first_click = saved
 
 
 @pytest.mark.real

@@ -199,16 +199,14 @@ def test_predictor_shows_a_corrective_prompt_through_the_adapters_click_window(d
     kept = [0, 3, 4]
 
     def answer(window, idx=slice(None), fed_back=True):
-        decoder.click_window = window
-        return predictor.predict(point_coords=np.array(pts)[idx], point_labels=np.array(labels)[idx],
-                                 mask_input=prev if fed_back else None, multimask_output=False, return_logits=True)
+        with decoder.using(click_window=window):
+            return predictor.predict(point_coords=np.array(pts)[idx], point_labels=np.array(labels)[idx],
+                                     mask_input=prev if fed_back else None, multimask_output=False, return_logits=True)
 
     saved = decoder.click_window
-    try:
-        everything, windowed, got = answer(None), answer(None, kept), answer(3)
-        fresh_all, fresh = answer(None, fed_back=False), answer(3, fed_back=False)
-    finally:
-        decoder.click_window = saved
+    everything, windowed, got = answer(None), answer(None, kept), answer(3)
+    fresh_all, fresh = answer(None, fed_back=False), answer(3, fed_back=False)
+    assert decoder.click_window == saved  # each setting is restored
     assert not np.allclose(everything[2], windowed[2])  # the window changes what the decoder sees ...
     np.testing.assert_array_equal(got[2], windowed[2])  # ... and is exactly the first + latest clicks
     np.testing.assert_array_equal(fresh[2], fresh_all[2])  # no mask fed back: all clicks

@@ -15,6 +15,7 @@ As in ``peft``: :meth:`Adapter.save_pretrained` writes its directory (:mod:`usam
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -104,6 +105,22 @@ class TunedDecoder(nn.Module):
         (``"base"`` or ``"tuned"``)."""
         pe, md = self.answering(points, boxes, mask_input, sparse_extra, box_prompts)
         return sam_decode(pe, md, embeddings, points, boxes, mask_input, multimask_output, sparse_extra)
+
+    @contextlib.contextmanager
+    def using(self, **settings):
+        """Inference settings (``box_prompts``, ``click_window``, ``first_click``) changed for a ``with`` block and
+        restored after it, whatever happens inside: ``with decoder.using(first_click="direct"): ...``."""
+        unknown = set(settings) - {"box_prompts", "click_window", "first_click"}
+        if unknown:
+            raise ConfigError(f"not a decoder inference setting: {', '.join(sorted(unknown))}")
+        saved = {k: getattr(self, k) for k in settings}
+        try:
+            for k, v in settings.items():
+                setattr(self, k, v)
+            yield self
+        finally:
+            for k, v in saved.items():
+                setattr(self, k, v)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The tensors that differ from the backbone: trained parts + decoder LoRA + the whole click decoder.

@@ -94,40 +94,38 @@ def collect_passes(model, samples: list[Sample], n_clicks: int = 10, starts: int
     The first click is answered ``direct`` (the adapter's ``first_click`` is set aside for the sessions): the IoU
     head is fitted to the click decoder's own candidates, not to ``box_refine``'s box answers of them."""
     head = click_decoder(model).mask_decoder.iou_prediction_head
-    first_click = model.adapter.decoder.first_click
-    model.adapter.decoder.first_click = "direct"
     seen: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().float().clone()))
     store = None if model.adapter.lora_name else EmbeddingStore(model)
     predictor, rng = Predictor(model, runtime="torch"), np.random.default_rng(seed)
     feats, targets, first = [], [], []
     try:
-        for s in tqdm(samples, desc=desc, unit="img"):
-            predictor.set_embedding(store.get(s.image_path) if store else model.embed(read_image(s.image_path)))
-            gt = read_mask(s.mask_path)
-            for c in range(1, s.num_classes):
-                truth = gt == c
-                if not truth.any():
-                    continue
+        with model.adapter.decoder.using(first_click="direct"):
+            for s in tqdm(samples, desc=desc, unit="img"):
+                predictor.set_embedding(store.get(s.image_path) if store else model.embed(read_image(s.image_path)))
+                gt = read_mask(s.mask_path)
+                for c in range(1, s.num_classes):
+                    truth = gt == c
+                    if not truth.any():
+                        continue
 
-                def record(k, masks, scores, truth=truth):
-                    # SAM's decoder returns mask tokens 1..3 with multimask output (the first click), else token 0
-                    t = np.full(4, np.nan, dtype=np.float32)
-                    measured = [iou(m, truth) for m in masks]
-                    if k == 0:
-                        t[1:] = measured
-                    else:
-                        t[0] = measured[0]
-                    feats.append(seen.pop()[0])
-                    targets.append(torch.from_numpy(t))
-                    first.append(k == 0)
+                    def record(k, masks, scores, truth=truth):
+                        # SAM's decoder returns mask tokens 1..3 with multimask output (the first click), else token 0
+                        t = np.full(4, np.nan, dtype=np.float32)
+                        measured = [iou(m, truth) for m in masks]
+                        if k == 0:
+                            t[1:] = measured
+                        else:
+                            t[0] = measured[0]
+                        feats.append(seen.pop()[0])
+                        targets.append(torch.from_numpy(t))
+                        first.append(k == 0)
 
-                for start in range(starts):
-                    p0 = innermost_point(truth) if start == 0 else innermost_point(truth, rng, top_fraction=0.5)
-                    click_session(predictor, truth, n_clicks, first_point=p0, on_pass=record)
+                    for start in range(starts):
+                        p0 = innermost_point(truth) if start == 0 else innermost_point(truth, rng, top_fraction=0.5)
+                        click_session(predictor, truth, n_clicks, first_point=p0, on_pass=record)
     finally:
         hook.remove()
-        model.adapter.decoder.first_click = first_click
     return Passes(torch.stack(feats), torch.stack(targets), torch.tensor(first))
 
 
