@@ -117,8 +117,9 @@ def main(argv=None) -> int:
         met = "" if op is None else ("yes" if (v >= target if op == ">=" else v <= target) else f"no ({v - target:+.3f})")
         lines.append(f"| {label} | {n.get(tid)} | {v:.4f} | {'' if op is None else f'{op} {target}'} | {met} |")
     lines += ["", f"Interactive benchmark (standard click protocol, {args.clicks}-click budget; NoC = clicks to reach IoU "
-              f"0.85 / 0.90, unreached counted as {args.clicks}; IoU error = |predicted - measured| IoU of the chosen "
-              "first-click mask):", "", click_table(figures)]
+              f"0.85 / 0.90, unreached counted as {args.clicks}; IoU error = |estimated - measured| IoU of the chosen "
+              "first-click mask, the estimate being the quality shown with it (the adapter's `decoder.quality`); "
+              "Spearman = their rank correlation over objects):", "", click_table(figures)]
     lines += ["", "All official metrics per task (from `usam evaluate`):", "", "```", json.dumps(
         {t: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()} for t, m in figures.items()}, indent=1), "```", ""]
     md = "\n".join(lines)

@@ -18,7 +18,11 @@ Options (``usam/heads/refine.py``), tried task by task, segmentation first (the 
   or the first and the latest W - 1, the rest carried by the previous mask fed back), by the mean Dice over the
   1..N curve of the standard click protocol, then on the same curve how a first click is answered
   (``decoder.first_click``: the click decoder's candidates ``direct``, or each re-answered from its own box,
-  ``box_refine``); ``--clicks-only`` chooses these two alone, ``--first-click-only`` the second alone.
+  ``box_refine``); ``--clicks-only`` chooses these two alone, ``--first-click-only`` the second alone;
+- last, in every run, the quality estimate shown with a mask (``decoder.quality``: the decoder's predicted IoU,
+  SAM's stability score of the logits, or their mean), by the Spearman correlation with the measured IoU of the
+  chosen first-click mask, its mean error at most 0.01 above the predicted IoU's
+  (:func:`usam.train.calibrate.choose_quality`); ``--quality-only`` chooses it alone.
 The variant with the best validation score (ties: the simpler one, listed first) is written into the
 adapter's ``config.json`` (``head_options``), with every score under ``training.head_options_validation``.
 """
@@ -48,6 +52,8 @@ def main(argv=None) -> int:
                     help="choose the click window alone (needs --clicks): head options and box routing stay as they are")
     ap.add_argument("--first-click-only", action="store_true",
                     help="choose decoder.first_click alone (needs --clicks): everything else stays as it is")
+    ap.add_argument("--quality-only", action="store_true",
+                    help="choose decoder.quality alone (the quality estimate shown): everything else stays as it is")
     args = ap.parse_args(argv)
     if (args.clicks_only or args.first_click_only) and args.clicks < 2:
         ap.error("--clicks-only / --first-click-only need --clicks N (N >= 2)")
@@ -63,11 +69,13 @@ def main(argv=None) -> int:
     cfg_path = Path(args.adapter) / "config.json"
     cfg = json.loads(cfg_path.read_text())
     before = dict(cfg.get("training", {}).get("head_options_validation") or {})
-    only = args.clicks_only or args.first_click_only
+    only = args.clicks_only or args.first_click_only or args.quality_only
     report = before if only else {}
     for key in ("click_window", "first_click"):  # a click choice made earlier stays, with its record
         if not args.clicks and key in before:
             report[key] = before[key]
+    if args.quality_only:
+        args.clicks = 0
     if not only:
         cfg["head_options"] = tune_heads(model, split, seg, report)
         box_route = tune_box_route(model, split, seg, report)
@@ -83,6 +91,11 @@ def main(argv=None) -> int:
         cfg["decoder"].pop("first_click", None)
         if first != "direct":
             cfg["decoder"]["first_click"] = first
+    if adapter.decoder is not None and seg:  # after first_click: it estimates the first click's chosen mask
+        quality = tune_quality(model, split, seg, report)
+        cfg["decoder"].pop("quality", None)
+        if quality != "predicted":
+            cfg["decoder"]["quality"] = quality
     cfg.setdefault("training", {})["head_options_validation"] = report
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     print(json.dumps(report, indent=1))
@@ -136,6 +149,25 @@ def tune_click_window(model, split, seg, n_clicks: int, report: dict) -> int | N
 def tune_first_click(model, split, seg, n_clicks: int, report: dict) -> str:
     """``decoder.first_click`` with the best mean Dice over the 1..``n_clicks`` click curve; scores into ``report``."""
     return _choose(model.adapter.decoder, "first_click", FIRST_CLICKS, model, split, seg, n_clicks, report)
+
+
+def tune_quality(model, split, seg, report: dict) -> str:
+    """``decoder.quality`` by :func:`usam.train.calibrate.choose_quality` on the first clicks of every segmentation
+    object of ``split``; figures into ``report["quality"]``."""
+    from usam.train.calibrate import QUALITY_SLACK, choose_quality, first_click_quality
+
+    figures: dict[str, list[float]] = {}
+    for tid in seg:
+        for k, v in first_click_quality(model, split[tid], desc=f"quality {tid}").items():
+            figures.setdefault(k, []).extend(v)
+    chosen, table = choose_quality(figures)
+    for k, row in table.items():
+        print(f"quality {k}: first-click IoU error {row['iou_error']} Spearman {row['iou_spearman']}", file=sys.stderr)
+    report["quality"] = {"metric": f"Spearman with the measured IoU of the chosen first-click mask (error at most "
+                                   f"{QUALITY_SLACK} above the predicted IoU's)", "objects": len(figures["measured"]),
+                         **table, "chosen": chosen}
+    model.adapter.decoder.quality = chosen
+    return chosen
 
 
 def tune_heads(model, split, seg, report: dict) -> dict:

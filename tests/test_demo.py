@@ -560,7 +560,10 @@ def test_choose_candidate_and_single_mask_mode(real_backend):
     assert len(view.candidates) == 3 and view.selected == int(np.argmax(session.scores))
     other = (view.selected + 1) % 3
     view = backend.choose(session, other)
-    assert view.selected == other and view.candidates[other][1].startswith(f"#{other + 1} · predicted IoU ")
+    assert view.selected == other and view.candidates[other][1].startswith(f"#{other + 1} · estimated IoU ")
+    # the label is the quality estimate the adapter names (Predictor.quality), not necessarily the choosing score
+    assert view.candidates[other][1].endswith(f"{float(session.quality[other]):.2f}")
+    assert np.allclose(session.quality, backend.predictor.quality(session.scores, session.lowres))
     assert ((read_png(view.mask_file) > 0) == session.masks[other]).all()
     assert np.array_equal(session.logits[0], session.lowres[other])  # the chosen mask is refined next
     assert backend.choose(session, 7).error
@@ -579,7 +582,7 @@ def test_refining_clicks_and_boxes_use_the_single_mask_output(real_backend):
     assert len(view.candidates) == 3
     view = backend.click(session, 300, 238, POS)
     assert len(view.candidates) == 1 and view.selected == 0
-    assert "predicted IoU" in view.candidates[0][1] and "model's own quality estimate" in view.status
+    assert "estimated IoU" in view.candidates[0][1] and "model's own quality estimate" in view.status
     backend.undo(session)
     assert len(session.masks) == 3  # back to the first click's candidates
     backend.undo(session)

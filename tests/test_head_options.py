@@ -190,6 +190,8 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     report = cfg["training"]["head_options_validation"]
     shipped = json.loads((ROOT / "adapters" / "fetal_head" / "config.json").read_text())
     assert report.pop("click_window") == shipped["training"]["head_options_validation"]["click_window"]  # kept
+    quality = report.pop("quality")  # the quality estimate shown: chosen in every run
+    _check_quality_choice(quality, cfg, target)
     assert set(report) == {"fetal_head", "fetal_head_biometry", "box_prompts"}
     for tid, r in report.items():
         scores = {k: v for k, v in r.items() if k not in ("metric", "chosen")}
@@ -211,9 +213,45 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     assert cfg["decoder"].get("first_click", "direct") == first["chosen"]
     assert usam.load(adapters=[str(target)]).adapter.decoder.first_click == first["chosen"]
     windows = cfg["training"]["head_options_validation"].pop("click_window")
+    # re-chosen after the first click's answer (its figures follow that answer)
+    _check_quality_choice(cfg["training"]["head_options_validation"].pop("quality"), cfg, target)
     assert cfg["head_options"] == before["head_options"]
     assert cfg["training"]["head_options_validation"] == report
     scores = {k: windows[k] for k in ("all", "4", "5", "6", "8", "10")}
     assert windows["chosen"] == max(scores, key=scores.get) and windows["objects"] == windows["images"] == 2
     assert cfg["decoder"].get("click_window") == (None if windows["chosen"] == "all" else int(windows["chosen"]))
     assert usam.load(adapters=[str(target)]).adapter.decoder.click_window == cfg["decoder"].get("click_window")
+
+
+def _check_quality_choice(quality: dict, cfg: dict, target: Path) -> None:
+    """``decoder.quality``: every estimate scored; the chosen one has the best Spearman among those whose error is
+    within ``QUALITY_SLACK`` of the predicted IoU's; written (unless the default) and loaded."""
+    import usam
+    from usam.train.calibrate import QUALITY_SLACK
+
+    assert quality["objects"] == 2 and set(quality) >= {"predicted", "stability", "mean", "chosen"}
+    allowed = {k: quality[k]["iou_spearman"] for k in ("predicted", "stability", "mean")
+               if quality[k]["iou_error"] <= quality["predicted"]["iou_error"] + QUALITY_SLACK
+               and quality[k]["iou_spearman"] is not None}
+    assert quality["chosen"] == (max(allowed, key=allowed.get) if allowed else "predicted")
+    assert cfg["decoder"].get("quality", "predicted") == quality["chosen"]
+    assert usam.load(adapters=[str(target)]).adapter.decoder.quality == quality["chosen"]
+
+
+def test_tune_head_options_quality_only_changes_the_quality_alone(tmp_path, data_root):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tune_head_options", ROOT / "scripts" / "tune_head_options.py")
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    target = tmp_path / "breast"
+    shutil.copytree(ROOT / "adapters" / "breast", target)
+    before = json.loads((target / "config.json").read_text())
+    assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--quality-only"]) == 0
+    cfg = json.loads((target / "config.json").read_text())
+    quality = cfg["training"]["head_options_validation"].pop("quality")
+    _check_quality_choice(quality, cfg, target)
+    before["training"]["head_options_validation"].pop("quality", None)
+    before["decoder"].pop("quality", None)
+    cfg["decoder"].pop("quality", None)
+    assert cfg == before  # nothing else is touched

@@ -68,6 +68,9 @@ class DiskPredictor:
         n = 3 if multimask_output else 1
         return np.stack([m] * n), np.full(n, self.predicted), np.zeros((n, 256, 256), np.float32)
 
+    def quality(self, scores, low_res):
+        return np.clip(scores, 0, 1) / 2  # a known estimate, other than the score
+
 
 def test_click_session_on_a_constructed_case():
     # truth: a 12 x 40 bar; each positive click paints a disk of radius 5 inside it, so the bar fills click by click
@@ -75,7 +78,7 @@ def test_click_session_on_a_constructed_case():
     truth[10:22, 10:50] = True
     run = click_session(DiskPredictor(truth.shape, 5, predicted=0.3), truth, n_clicks=8)
     assert len(run["dice"]) == len(run["iou"]) == len(run["predicted_iou"]) == 8
-    assert run["predicted_iou"] == [0.3] * 8
+    assert run["predicted_iou"] == [0.3] * 8 and run["quality"] == [0.15] * 8  # each from its own source
     assert all(b > a for a, b in zip(run["dice"][:4], run["dice"][1:4])), run["dice"]
     assert run["dice"][-1] > 0.8 > run["dice"][0]
     # the first click is the innermost point: a disk fully inside the bar, so IoU = disk area / bar area

@@ -62,7 +62,7 @@ class TunedDecoder(nn.Module):
 
     def __init__(self, backbone, train: tuple[str, ...] = DEFAULT_DECODER_TRAIN, lora: LoraSettings | None = None,
                  box_prompts: str = "base", clicks: str = "shared", click_window: int | None = None,
-                 first_click: str = "direct"):
+                 first_click: str = "direct", quality: str = "predicted"):
         super().__init__()
         if not hasattr(backbone, "prompt_encoder") or not hasattr(backbone, "mask_decoder") or hasattr(backbone, "model"):
             raise ConfigError(f"decoder tuning needs a segment-anything style backbone (litemedsam, sam_vit_*), not {backbone.name}")
@@ -71,6 +71,7 @@ class TunedDecoder(nn.Module):
         self.box_prompts = box_prompts
         self.click_window = click_window  # read by Predictor.predict (see DecoderSettings)
         self.first_click = first_click  # read by Predictor.predict (see DecoderSettings)
+        self.quality = quality  # read by Predictor.quality (see DecoderSettings)
         self.prompt_encoder = copy.deepcopy(backbone.prompt_encoder)
         self.mask_decoder = copy.deepcopy(backbone.mask_decoder)
         self.train_prefixes = tuple(train)
@@ -108,9 +109,9 @@ class TunedDecoder(nn.Module):
 
     @contextlib.contextmanager
     def using(self, **settings):
-        """Inference settings (``box_prompts``, ``click_window``, ``first_click``) changed for a ``with`` block and
+        """Inference settings (``box_prompts``, ``click_window``, ``first_click``, ``quality``) changed for a ``with`` block and
         restored after it, whatever happens inside: ``with decoder.using(first_click="direct"): ...``."""
-        unknown = set(settings) - {"box_prompts", "click_window", "first_click"}
+        unknown = set(settings) - {"box_prompts", "click_window", "first_click", "quality"}
         if unknown:
             raise ConfigError(f"not a decoder inference setting: {', '.join(sorted(unknown))}")
         saved = {k: getattr(self, k) for k in settings}
@@ -154,7 +155,7 @@ class Adapter(nn.Module):
             dec = DecoderSettings.from_adapter(config.decoder)
             self.decoder = TunedDecoder(backbone, tuple(dec.train or DEFAULT_DECODER_TRAIN), dec.lora,
                                         box_prompts=dec.box_prompts, clicks=dec.clicks, click_window=dec.click_window,
-                                        first_click=dec.first_click)
+                                        first_click=dec.first_click, quality=dec.quality)
         self.lora_name = config.name if config.lora else None
         self.encoder_lora: dict[str, torch.Tensor] | None = None
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..tasks import KINDS, fmc_uia_suite, kind_of
+from .config import QUALITY_KINDS
 from .resolve import looks_like_repo_id
 
 DATASET_CITATIONS = {
@@ -186,7 +187,8 @@ def _inference_options(config) -> list[str]:
     separate = (config.decoder or {}).get("clicks") == "separate"
     window = (config.decoder or {}).get("click_window")
     first = (config.decoder or {}).get("first_click")
-    if (not config.head_options and not box and not separate and not window and not first
+    quality = (config.decoder or {}).get("quality")
+    if (not config.head_options and not box and not separate and not window and not first and not quality
             and not config.training.get("calibration")):
         return []
     lines = ["", "## Inference options", "",
@@ -203,6 +205,14 @@ def _inference_options(config) -> list[str]:
         lines.append("- a first click's three candidates are each re-answered by the box decoder from their own tight "
                      "box and scored by the geometric mean of its predicted IoU and its agreement with that answer "
                      "(`first_click: box_refine`)")
+    if quality:
+        rec = ((config.training.get("head_options_validation") or {}).get("quality") or {}) if isinstance(
+            config.training, dict) else {}
+        figures = "; ".join(f"{k} {rec[k]['iou_error']} / {rec[k]['iou_spearman']}" for k in QUALITY_KINDS if k in rec)
+        lines.append(f"- the quality shown with a mask (`Predictor.quality`, the demo's estimated IoU) is the "
+                     f"{QUALITY_KINDS[quality]} (`quality: {quality}`); the candidates are still chosen by the predicted "
+                     f"IoU" + (f". Val first clicks ({rec.get('objects')} objects), IoU error / Spearman: {figures}"
+                               if figures else ""))
     for tid, opts in config.head_options.items():
         text = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in opts.items())
         lines.append(f"- `{tid}`: {text}")
@@ -248,8 +258,8 @@ def _click_section(metrics: dict | None) -> list[str]:
     lines = ["", "## Interactive segmentation (test split)", "",
              "Standard click protocol: first click at the innermost point of the object, each next click at the "
              "innermost point of the larger error region, the previous logits fed back. NoC = clicks to reach IoU "
-             "0.85 / 0.90 (unreached counted as the budget); IoU error = |predicted - measured| IoU of the chosen "
-             "first-click mask.", "",
+             "0.85 / 0.90 (unreached counted as the budget); IoU error = |estimated - measured| IoU of the chosen "
+             "first-click mask (the quality shown with it, `decoder.quality`).", "",
              "| task | objects | Dice after 1 / 2 / 3 / 5 / 10 / 20 clicks | NoC@85 | NoC@90 | IoU error | Spearman |",
              "|---|---|---|---|---|---|---|"]
     for tid, c in clicks.items():

@@ -72,6 +72,12 @@ def _prefixes(v):
     return tuple(v)
 
 
+#: quality estimates a mask can be shown with (``DecoderSettings.quality``), the default first, and what each is
+QUALITY_KINDS = {"predicted": "the decoder's predicted IoU", "stability": "the stability score of its logits",
+                 "mean": "mean of the decoder's predicted IoU and its logits' stability score"}
+QUALITIES = tuple(QUALITY_KINDS)
+
+
 @dataclass(frozen=True)
 class DecoderSettings:
     """The tuned prompt decoder: ``tune`` it at all (training only), its transformer's ``lora`` (``None``: none),
@@ -83,7 +89,10 @@ class DecoderSettings:
     ``scripts/tune_head_options.py --clicks``), and how a first click is answered (``first_click``: ``direct``, the
     click decoder's three candidates as they are; ``box_refine``, each candidate re-answered by the decoder of a box
     alone from its own tight box and scored by its predicted IoU and that answer's agreement, see
-    :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script)."""
+    :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), and the quality estimate shown
+    with a mask (``quality``: ``predicted``, the decoder's predicted IoU; ``stability``, SAM's stability score of
+    its logits; ``mean``, the mean of the two; see :meth:`usam.predictor.Predictor.quality`; chosen on val by
+    ``scripts/tune_head_options.py --quality-only``). ``quality`` never changes which candidate is chosen.)"""
 
     tune: bool = field(default=True, metadata=check(boolean))
     lora: LoraSettings | None = field(default_factory=lambda: LoraSettings(16, 16.0, 0.0, DECODER_TARGETS),
@@ -93,6 +102,7 @@ class DecoderSettings:
     clicks: str = field(default="shared", metadata=check(one_of("shared", "separate")))
     click_window: int | None = field(default=None, metadata=check(optional(_click_window)))
     first_click: str = field(default="direct", metadata=check(one_of("direct", "box_refine")))
+    quality: str = field(default="predicted", metadata=check(one_of(*QUALITIES)))
 
     @classmethod
     def from_adapter(cls, block: dict) -> "DecoderSettings":
@@ -109,6 +119,8 @@ class DecoderSettings:
             block["click_window"] = self.click_window
         if self.first_click != "direct":  # the default is not written: earlier adapters keep their config.json
             block["first_click"] = self.first_click
+        if self.quality != "predicted":  # likewise
+            block["quality"] = self.quality
         return block
 
 

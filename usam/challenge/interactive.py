@@ -21,14 +21,16 @@ from ..predictor import Predictor
 def click_session(predictor: Predictor, truth: np.ndarray, n_clicks: int, first_point=None, on_pass=None) -> dict:
     """Run the standard click protocol for ``n_clicks`` clicks on the binary ``(H, W)`` ``truth``.
 
-    Returns ``{"dice": [n_clicks], "iou": [n_clicks], "predicted_iou": [n_clicks]}``: after click ``k`` the Dice and
-    IoU of the chosen mask against ``truth`` and the model's own IoU estimate of that mask (its score). When the
+    Returns ``{"dice": [n_clicks], "iou": [n_clicks], "predicted_iou": [n_clicks], "quality": [n_clicks]}``: after
+    click ``k`` the Dice and IoU of the chosen mask against ``truth``, the decoder's predicted IoU of that mask (its
+    score: it chose the first click's candidate) and the quality estimate shown with it
+    (:meth:`usam.predictor.Predictor.quality`, the adapter's ``decoder.quality``). When the
     mask becomes perfect no further click is possible and the last values are repeated. ``first_point``: ``(x, y)``
     of the first click instead of the innermost point; ``on_pass(k, masks, scores)``: called after every decoder pass
     with all the masks it returned (three on the first click, one after).
     """
     pts, labels = [innermost_point(truth) if first_point is None else first_point], [1]
-    out = {"dice": [], "iou": [], "predicted_iou": []}
+    out = {"dice": [], "iou": [], "predicted_iou": [], "quality": []}
     logits = None
     for k in range(n_clicks):
         masks, scores, low = predictor.predict(
@@ -42,6 +44,7 @@ def click_session(predictor: Predictor, truth: np.ndarray, n_clicks: int, first_
         out["dice"].append(dice(pred, truth))
         out["iou"].append(iou(pred, truth))
         out["predicted_iou"].append(float(scores[best]))
+        out["quality"].append(float(predictor.quality(scores, low)[best]))
         if k + 1 < n_clicks:
             nxt = next_click(pred, truth)
             if nxt is None:
@@ -79,8 +82,10 @@ def evaluate_clicks(model, adapter: str | None, samples: list[Sample], n_clicks:
     """The interactive benchmark of ``adapter`` on segmentation ``samples`` (every foreground class present).
 
     Returns ``{"n_objects", "n_clicks", "dice_curve": [n_clicks] (mean Dice after 1..n clicks), "noc85", "noc90"
-    (mean clicks to IoU 0.85 / 0.90, unreached counted as ``n_clicks``), "iou_error" (mean |predicted - measured|
-    IoU of the chosen first-click mask), "iou_spearman", "cases": [...]}``.
+    (mean clicks to IoU 0.85 / 0.90, unreached counted as ``n_clicks``), "iou_error" (mean |estimated - measured|
+    IoU of the chosen first-click mask, the estimate being the quality shown with it: the adapter's
+    ``decoder.quality``), "iou_spearman" (rank correlation of the two over objects), "predicted_iou_error" /
+    "predicted_iou_spearman" (the same for the decoder's raw predicted IoU), "cases": [...]}``.
     """
     model.set_adapter(adapter)
     predictor = Predictor(model)
@@ -96,14 +101,17 @@ def evaluate_clicks(model, adapter: str | None, samples: list[Sample], n_clicks:
                               "noc85": noc(run["iou"], 0.85, n_clicks), "noc90": noc(run["iou"], 0.90, n_clicks)})
     if not cases:
         return {"n_objects": 0, "n_clicks": n_clicks, "cases": []}
+    first_shown = [c["quality"][0] for c in cases]
     first_pred = [c["predicted_iou"][0] for c in cases]
     first_true = [c["iou"][0] for c in cases]
     return {
         "n_objects": len(cases), "n_clicks": n_clicks,
         "dice_curve": np.mean([c["dice"] for c in cases], axis=0).tolist(),
         "noc85": float(np.mean([c["noc85"] for c in cases])), "noc90": float(np.mean([c["noc90"] for c in cases])),
-        "iou_error": float(np.mean(np.abs(np.subtract(first_pred, first_true)))),
-        "iou_spearman": spearman(first_pred, first_true), "cases": cases,
+        "iou_error": float(np.mean(np.abs(np.subtract(first_shown, first_true)))),
+        "iou_spearman": spearman(first_shown, first_true),
+        "predicted_iou_error": float(np.mean(np.abs(np.subtract(first_pred, first_true)))),
+        "predicted_iou_spearman": spearman(first_pred, first_true), "cases": cases,
     }
 
 

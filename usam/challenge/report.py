@@ -10,7 +10,7 @@
 - ``worst_<task>.png``: the segmentation cases with the lowest Dice, image / truth / prediction side by side;
 - with click results (``usam evaluate --clicks N``: ``results["tasks"][task]["clicks"]``, from
   :func:`usam.challenge.interactive.evaluate_clicks`): a table of the Dice-vs-clicks curve, NoC@85 / NoC@90 and
-  the predicted-IoU error / Spearman per task in ``report.md``, and ``dice_vs_clicks.png`` (one line per task).
+  the quality-estimate error / Spearman per task in ``report.md``, and ``dice_vs_clicks.png`` (one line per task).
 """
 
 from __future__ import annotations
@@ -253,8 +253,9 @@ def _click_lines(bench: dict, clicks: dict) -> list[str]:
              f"Standard click protocol, {n}-click budget{limit}: first click at the innermost point of the object, "
              "each next click at the innermost point of the larger error region, the previous logits fed back; "
              "every foreground class present is one object. Dice@k = mean Dice after k clicks; NoC@85 / NoC@90 = "
-             f"mean clicks to reach IoU 0.85 / 0.90 (unreached counted as {n}); IoU error = mean |predicted - "
-             "measured| IoU of the first-click mask, Spearman = their rank correlation.", ""]
+             f"mean clicks to reach IoU 0.85 / 0.90 (unreached counted as {n}); IoU error = mean |estimated - "
+             "measured| IoU of the first-click mask (the estimate: the quality shown with it, the adapter's "
+             "`decoder.quality`), Spearman = their rank correlation.", ""]
     if clicks:
         lines += _clicks_table(clicks)
     unserved = bench.get("unserved_tasks") or []

@@ -32,6 +32,17 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------- components, box
+def stability_score(logits: np.ndarray, threshold: float = 0.0, offset: float = 1.0) -> np.ndarray:
+    """SAM's stability score of mask logits ``(..., H, W)`` -> ``(...)`` in [0, 1]: the IoU of the masks thresholded
+    at ``threshold + offset`` and ``threshold - offset`` (``segment_anything.utils.amg.calculate_stability_score``,
+    as its automatic mask generator filters with); a mask empty at the lower threshold scores 0."""
+    import torch
+    from segment_anything.utils.amg import calculate_stability_score
+
+    score = calculate_stability_score(torch.as_tensor(np.asarray(logits, dtype=np.float32)), threshold, offset)
+    return torch.nan_to_num(score, nan=0.0).numpy().astype(np.float32)
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 8-connected component of a boolean ``(H, W)`` mask (all False if empty)."""
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)

@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from ..adapters.card import adapter_card
 from ..adapters.layout import METRICS_NAME
+from ..adapters.config import QUALITIES
 from ..challenge.interactive import click_session, spearman
 from ..data.fmc import Sample, read_split
 from ..errors import UsamError
@@ -127,6 +128,54 @@ def collect_passes(model, samples: list[Sample], n_clicks: int = 10, starts: int
     finally:
         hook.remove()
     return Passes(torch.stack(feats), torch.stack(targets), torch.tensor(first))
+
+
+#: how much larger a quality estimate's mean |estimate - measured| IoU error may be than the predicted IoU's and
+#: the estimate still be chosen for its ranking (:func:`choose_quality`)
+QUALITY_SLACK = 0.01
+
+
+def first_click_quality(model, samples: list[Sample], desc: str = "first clicks") -> dict[str, list[float]]:
+    """One first click at the innermost point of every object (each foreground class present) of segmentation
+    ``samples``, answered as the active adapter answers it (its ``first_click``), on the cached embedding.
+    Returns ``{"measured": [...], kind: [...] for kind in QUALITIES}``: the chosen mask's IoU against the truth
+    and each quality estimate of it (:meth:`usam.predictor.Predictor.quality`), one value per object."""
+    store = None if model.adapter.lora_name else EmbeddingStore(model)
+    predictor, decoder = Predictor(model, runtime="torch"), model.adapter.decoder
+    out: dict[str, list[float]] = {"measured": [], **{k: [] for k in QUALITIES}}
+    for s in tqdm(samples, desc=desc, unit="img"):
+        predictor.set_embedding(store.get(s.image_path) if store else model.embed(read_image(s.image_path)))
+        gt = read_mask(s.mask_path)
+        for c in range(1, s.num_classes):
+            truth = gt == c
+            if not truth.any():
+                continue
+            masks, scores, low_res = predictor.predict(point_coords=np.array([innermost_point(truth)]),
+                                                       point_labels=np.array([1]))
+            best = int(np.argmax(scores))
+            out["measured"].append(iou(masks[best], truth))
+            for kind in QUALITIES:
+                with decoder.using(quality=kind):
+                    out[kind].append(float(predictor.quality(scores, low_res)[best]))
+    return out
+
+
+def choose_quality(figures: dict[str, list[float]], slack: float = QUALITY_SLACK) -> tuple[str, dict]:
+    """The quality estimate to show (``decoder.quality``) from :func:`first_click_quality`'s ``figures``: the
+    highest Spearman with the measured IoU among the estimates whose mean absolute error is at most the
+    predicted IoU's + ``slack`` (a better ranking must not come with a worse level); ties keep the earlier of
+    :data:`QUALITIES` (the predicted IoU first). Returns it and ``{kind: {"iou_error", "iou_spearman"}}``."""
+    measured = np.asarray(figures["measured"], dtype=np.float64)
+    table = {}
+    for kind in QUALITIES:
+        est = np.asarray(figures[kind], dtype=np.float64)
+        rank = spearman(est.tolist(), measured.tolist())
+        table[kind] = {"iou_error": round(float(np.abs(est - measured).mean()), 4),
+                       "iou_spearman": None if np.isnan(rank) else round(rank, 4)}
+    limit = table["predicted"]["iou_error"] + slack
+    allowed = [k for k in QUALITIES if table[k]["iou_error"] <= limit and table[k]["iou_spearman"] is not None]
+    chosen = max(allowed, key=lambda k: table[k]["iou_spearman"], default="predicted")  # max keeps the first tie
+    return chosen, table
 
 
 def first_click_choice(head: torch.nn.Module, passes: Passes) -> tuple[torch.Tensor, torch.Tensor]:

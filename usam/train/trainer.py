@@ -176,7 +176,7 @@ def build_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
 
 #: decoder settings chosen on val for an adapter (``scripts/tune_head_options.py``) that training from it keeps unless
 #: the config names them
-INFERENCE_CHOICES = ("box_prompts", "click_window", "first_click")
+INFERENCE_CHOICES = ("box_prompts", "click_window", "first_click", "quality")
 
 
 def init_from(adapter: Adapter, directory: Path, backbone, given: set = frozenset()) -> tuple[LoraSettings | None, dict | None]:

@@ -495,7 +495,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--clicks", type=positive_int, default=None, metavar="N",
                    help="also run the interactive benchmark (standard click protocol, N clicks: Dice after 1..N "
-                        "clicks, NoC@85/90, predicted-IoU error and Spearman) on every segmentation task an adapter "
+                        "clicks, NoC@85/90, quality-estimate error and Spearman) on every segmentation task an adapter "
                         "of --adapters serves (needs --adapters)")
     p.add_argument("--limit", type=positive_int, default=None, metavar="K",
                    help="with --clicks: only the first K images of each task in the click benchmark (a quick look; "

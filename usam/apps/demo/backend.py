@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ...adapters.config import QUALITY_KINDS
 from ...errors import InputImageError, PromptError, UsamError
 from ...io import to_rgb_uint8
 from ...predictor import Predictor
@@ -178,6 +179,8 @@ class DemoBackend:
             self._activate(session.adapter)
             self.predictor.set_image(session.image)  # cached by content: no encoder run
             masks, scores, lowres = self.predictor.predict(**kwargs)
+            session.quality = self.predictor.quality(scores, lowres)
+            session.quality_kind = getattr(self.model.prompt_decoder(), "quality", "predicted")
         session.mask_input = None if mask_input is None else mask_input.astype(np.float32)
         session.masks, session.scores, session.lowres = masks.astype(bool), scores.astype(np.float32), lowres.astype(np.float32)
         session.selected = int(np.argmax(session.scores))
@@ -427,8 +430,9 @@ class DemoBackend:
         if index is None or not 0 <= int(index) < len(session.masks):
             return self.render(session, f"No candidate {index}.", error=True)
         session.selected = int(index)
-        return self.render(session, f"Candidate {session.selected + 1} chosen (predicted IoU "
-                                    f"{session.scores[session.selected]:.2f}: the model's own estimate, not a measurement).")
+        return self.render(session, f"Candidate {session.selected + 1} chosen (estimated IoU "
+                                    f"{session.quality[session.selected]:.2f}: {QUALITY_KINDS[session.quality_kind]}, "
+                                    "the model's own estimate, not a measurement).")
 
     @_locked
     def set_multimask(self, session: Session, multimask: bool) -> View:
@@ -529,8 +533,8 @@ class DemoBackend:
         overlay = draw_prompts(image, session, mask)
         candidates = []
         if session.masks is not None:
-            for i, (m, s) in enumerate(zip(session.masks, session.scores)):
-                candidates.append((thumbnail(mask_overlay(image, m)), f"#{i + 1} · predicted IoU {float(s):.2f}"))
+            for i, (m, q) in enumerate(zip(session.masks, session.quality)):
+                candidates.append((thumbnail(mask_overlay(image, m)), f"#{i + 1} · estimated IoU {float(q):.2f}"))
         mask_file = mask_png(mask, self.workdir, Path(session.name).stem) if mask is not None else None
         lines = []
         if session.pixel_size and mask is not None:
@@ -562,9 +566,10 @@ class DemoBackend:
             prompt_info += f" (+{len(waiting)} click(s) being segmented)"
             status = f"**Working…** segmenting {len(waiting)} more click(s). {status}"
         if n_candidates:
-            best = float(session.scores[session.selected])
-            status += (f"\n\nMask shown: candidate {session.selected + 1} of {n_candidates}, predicted IoU {best:.2f} "
-                       "(the model's own quality estimate, not a measured score)." if status else "")
+            best = float(session.quality[session.selected])
+            status += (f"\n\nMask shown: candidate {session.selected + 1} of {n_candidates}, estimated IoU {best:.2f} "
+                       f"({QUALITY_KINDS[session.quality_kind]}: the model's own quality estimate, not a measured "
+                       "score)." if status else "")
         status = f"{status}\n\n_{session.name}: {prompt_info}; adapter: {session.adapter or NONE_CHOICE}._" if status else status
         return overlay, status
 

@@ -42,7 +42,9 @@ class Session:
     # result of the current prompts
     mask_input: np.ndarray | None = None  # (1, 256, 256) logits fed to get the current result
     masks: np.ndarray | None = None  # (M, H, W) bool
-    scores: np.ndarray | None = None  # (M,)
+    scores: np.ndarray | None = None  # (M,) the decoder's predicted IoUs: they choose the candidate
+    quality: np.ndarray | None = None  # (M,) the quality estimate shown (Predictor.quality: the adapter's setting)
+    quality_kind: str = "predicted"  # which estimate ``quality`` is (decoder.quality)
     lowres: np.ndarray | None = None  # (M, 256, 256) logits
     selected: int = 0
     # adapter heads on the current image: (adapter, Prediction or None, error message)
@@ -92,7 +94,7 @@ class Session:
         self.clear_result()
 
     def clear_result(self) -> None:
-        self.mask_input = self.masks = self.scores = self.lowres = None
+        self.mask_input = self.masks = self.scores = self.quality = self.lowres = None
         self.selected = 0
 
     @property

@@ -98,8 +98,8 @@ def _result_panel(ui: SimpleNamespace) -> None:
     ui.prompts = gr.Textbox(label="Prompts of the mask shown (JSON; /segment takes the same keys)", value="",
                             interactive=False, lines=1, max_lines=4, elem_id="usam-prompts")
     ui.choice = gr.Radio([], type="index", elem_id="usam-choice",
-                         label="Chosen candidate — predicted IoU: the model's own quality estimate, not a measured score")
-    ui.candidates = gr.Gallery(label="Candidates with their predicted IoU (the model's estimate) — click one to choose it",
+                         label="Chosen candidate — estimated IoU: the model's own quality estimate, not a measured score")
+    ui.candidates = gr.Gallery(label="Candidates with their estimated IoU (the model's own) — click one to choose it",
                                columns=3, height=200, allow_preview=False, format="png", elem_id="usam-candidates",
                                interactive=False)
     with gr.Row():
