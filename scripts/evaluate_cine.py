@@ -1,7 +1,7 @@
 """Propagation on the real cine loops of ``../shared/data/cine_carotid`` (issue #17): one click, then tracking.
 
     OMP_NUM_THREADS=2 .venv/bin/python scripts/evaluate_cine.py --out runs/cine_bare
-    OMP_NUM_THREADS=2 .venv/bin/python scripts/evaluate_cine.py --adapter adapters/carotid --out runs/cine_carotid
+    OMP_NUM_THREADS=2 .venv/bin/python scripts/evaluate_cine.py --adapter runs/carotid --out runs/cine_carotid
     .venv/bin/python scripts/evaluate_cine.py --limit-frames 10 --sequences 202201121819140033VAS   # a quick look
     .venv/bin/python scripts/evaluate_cine.py --prepare-train /tmp/usam_cine/carotid_lumen          # training folder
 

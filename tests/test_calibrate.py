@@ -128,7 +128,7 @@ def test_an_affine_calibration_changes_scores_not_masks(data_root, tmp_path):
             for w in (ROOT / "adapters" / "breast", out)]
     np.testing.assert_allclose(runs[1]["dice_curve"], runs[0]["dice_curve"], atol=1e-6)  # the same masks
     saved = report["val_first_click_after" if report["kept"] else "val_first_click_before"]
-    assert runs[1]["iou_error"] == pytest.approx(saved["iou_error"], abs=2e-3)
+    assert runs[1]["predicted_iou_error"] == pytest.approx(saved["iou_error"], abs=2e-3)
 
 
 def test_calibration_saves_the_head_into_the_adapter_and_nothing_else(calibrated):
@@ -163,7 +163,7 @@ def test_the_reported_val_figures_are_what_usam_evaluate_measures(calibrated, da
         model = _direct(where)
         res = evaluate_clicks(model, "breast", rows, n_clicks=1, progress=False)
         assert res["n_objects"] == report[key]["objects"]
-        assert res["iou_error"] == pytest.approx(report[key]["iou_error"], abs=2e-3)  # fp16 storage of the head
+        assert res["predicted_iou_error"] == pytest.approx(report[key]["iou_error"], abs=2e-3)  # the head calibrated (fp16 storage)
         assert np.mean([2 * c["iou"][0] / (1 + c["iou"][0]) for c in res["cases"]]) == pytest.approx(report[key]["dice"], abs=2e-3)
     curve = evaluate_clicks(_direct(out), "breast", rows, n_clicks=3, progress=False)["dice_curve"]
     expected = report["val_curve_after"] if report["kept"] else report["val_curve_before"]
