@@ -170,14 +170,20 @@ def test_card_lists_the_inference_options():
     assert f"val peak-box IoU {record['val_peak_iou']} (n={record['val']})" in line
 
 
-def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
+def _tune_script():
+    """``scripts/tune_head_options.py`` as a module."""
     import importlib.util
-
-    import usam
 
     spec = importlib.util.spec_from_file_location("tune_head_options", ROOT / "scripts" / "tune_head_options.py")
     tune = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tune)
+    return tune
+
+
+def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
+    import usam
+
+    tune = _tune_script()
     target = tmp_path / "fetal_head"
     shutil.copytree(ROOT / "adapters" / "fetal_head", target)
     cfg = json.loads((target / "config.json").read_text())
@@ -239,11 +245,7 @@ def _check_quality_choice(quality: dict, cfg: dict, target: Path) -> None:
 
 
 def test_tune_head_options_quality_only_changes_the_quality_alone(tmp_path, data_root):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tune_head_options", ROOT / "scripts" / "tune_head_options.py")
-    tune = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tune)
+    tune = _tune_script()
     target = tmp_path / "breast"
     shutil.copytree(ROOT / "adapters" / "breast", target)
     before = json.loads((target / "config.json").read_text())

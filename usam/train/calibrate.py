@@ -96,35 +96,28 @@ def collect_passes(model, samples: list[Sample], n_clicks: int = 10, starts: int
     head is fitted to the click decoder's own candidates, not to ``box_refine``'s box answers of them."""
     head = click_decoder(model).mask_decoder.iou_prediction_head
     seen: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().float().clone()))
-    store = None if model.adapter.lora_name else EmbeddingStore(model)
     predictor, rng = Predictor(model, runtime="torch"), np.random.default_rng(seed)
     feats, targets, first = [], [], []
+    hook = head.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().float().clone()))
     try:
         with model.adapter.decoder.using(first_click="direct"):
-            for s in tqdm(samples, desc=desc, unit="img"):
-                predictor.set_embedding(store.get(s.image_path) if store else model.embed(read_image(s.image_path)))
-                gt = read_mask(s.mask_path)
-                for c in range(1, s.num_classes):
-                    truth = gt == c
-                    if not truth.any():
-                        continue
+            for truth in _objects(model, predictor, samples, desc):
 
-                    def record(k, masks, scores, truth=truth):
-                        # SAM's decoder returns mask tokens 1..3 with multimask output (the first click), else token 0
-                        t = np.full(4, np.nan, dtype=np.float32)
-                        measured = [iou(m, truth) for m in masks]
-                        if k == 0:
-                            t[1:] = measured
-                        else:
-                            t[0] = measured[0]
-                        feats.append(seen.pop()[0])
-                        targets.append(torch.from_numpy(t))
-                        first.append(k == 0)
+                def record(k, masks, scores, truth=truth):
+                    # SAM's decoder returns mask tokens 1..3 with multimask output (the first click), else token 0
+                    t = np.full(4, np.nan, dtype=np.float32)
+                    measured = [iou(m, truth) for m in masks]
+                    if k == 0:
+                        t[1:] = measured
+                    else:
+                        t[0] = measured[0]
+                    feats.append(seen.pop()[0])
+                    targets.append(torch.from_numpy(t))
+                    first.append(k == 0)
 
-                    for start in range(starts):
-                        p0 = innermost_point(truth) if start == 0 else innermost_point(truth, rng, top_fraction=0.5)
-                        click_session(predictor, truth, n_clicks, first_point=p0, on_pass=record)
+                for start in range(starts):
+                    p0 = innermost_point(truth) if start == 0 else innermost_point(truth, rng, top_fraction=0.5)
+                    click_session(predictor, truth, n_clicks, first_point=p0, on_pass=record)
     finally:
         hook.remove()
     return Passes(torch.stack(feats), torch.stack(targets), torch.tensor(first))
@@ -140,24 +133,30 @@ def first_click_quality(model, samples: list[Sample], desc: str = "first clicks"
     ``samples``, answered as the active adapter answers it (its ``first_click``), on the cached embedding.
     Returns ``{"measured": [...], kind: [...] for kind in QUALITIES}``: the chosen mask's IoU against the truth
     and each quality estimate of it (:meth:`usam.predictor.Predictor.quality`), one value per object."""
-    store = None if model.adapter.lora_name else EmbeddingStore(model)
     predictor, decoder = Predictor(model, runtime="torch"), model.adapter.decoder
     out: dict[str, list[float]] = {"measured": [], **{k: [] for k in QUALITIES}}
+    for truth in _objects(model, predictor, samples, desc):
+        masks, scores, low_res = predictor.predict(point_coords=np.array([innermost_point(truth)]),
+                                                   point_labels=np.array([1]))
+        best = int(np.argmax(scores))
+        out["measured"].append(iou(masks[best], truth))
+        for kind in QUALITIES:
+            with decoder.using(quality=kind):
+                out[kind].append(float(predictor.quality(scores, low_res)[best]))
+    return out
+
+
+def _objects(model, predictor: Predictor, samples: list[Sample], desc: str):
+    """Each object (foreground class present) of segmentation ``samples``: sets ``predictor`` to its image's
+    embedding (cached when the adapter has no encoder LoRA) and yields its binary truth ``(H, W)``."""
+    store = None if model.adapter.lora_name else EmbeddingStore(model)
     for s in tqdm(samples, desc=desc, unit="img"):
         predictor.set_embedding(store.get(s.image_path) if store else model.embed(read_image(s.image_path)))
         gt = read_mask(s.mask_path)
         for c in range(1, s.num_classes):
             truth = gt == c
-            if not truth.any():
-                continue
-            masks, scores, low_res = predictor.predict(point_coords=np.array([innermost_point(truth)]),
-                                                       point_labels=np.array([1]))
-            best = int(np.argmax(scores))
-            out["measured"].append(iou(masks[best], truth))
-            for kind in QUALITIES:
-                with decoder.using(quality=kind):
-                    out[kind].append(float(predictor.quality(scores, low_res)[best]))
-    return out
+            if truth.any():
+                yield truth
 
 
 def choose_quality(figures: dict[str, list[float]], slack: float = QUALITY_SLACK) -> tuple[str, dict]:
