@@ -240,12 +240,12 @@ class Predictor:
         the measured IoU): breast 0.70 predicted -> 0.78 mean, fetal head 0.63 -> 0.78 stability, intrapartum
         0.72 -> 0.75 mean (``scripts/tune_head_options.py --quality-only``)."""
         scores = np.clip(np.asarray(scores, dtype=np.float32), 0.0, 1.0)
-        how = getattr(self.model.prompt_decoder(), "quality", "predicted")
-        if how == "predicted":
-            return scores
         low_res = np.asarray(low_res, dtype=np.float32)
         if low_res.shape[:-2] != scores.shape:
             raise PromptError(f"low_res {low_res.shape} does not match scores {scores.shape}: pass what predict returned")
+        how = getattr(self.model.prompt_decoder(), "quality", "predicted")
+        if how == "predicted":
+            return scores
         stable = stability_score(low_res, self.mask_threshold)
         return stable if how == "stability" else (scores + stable) / 2
 

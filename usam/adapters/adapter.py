@@ -109,8 +109,8 @@ class TunedDecoder(nn.Module):
 
     @contextlib.contextmanager
     def using(self, **settings):
-        """Inference settings (``box_prompts``, ``click_window``, ``first_click``, ``quality``) changed for a ``with`` block and
-        restored after it, whatever happens inside: ``with decoder.using(first_click="direct"): ...``."""
+        """Inference settings (``box_prompts``, ``click_window``, ``first_click``, ``quality``) changed for a
+        ``with`` block and restored after it, whatever happens inside: ``with decoder.using(first_click="direct"):``."""
         unknown = set(settings) - {"box_prompts", "click_window", "first_click", "quality"}
         if unknown:
             raise ConfigError(f"not a decoder inference setting: {', '.join(sorted(unknown))}")
