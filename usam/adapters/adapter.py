@@ -33,7 +33,7 @@ from ..heads.locate import attach_locators
 from ..io import dumps_json
 from ..tasks import TaskSpec, kind_of
 from ..version import __version__
-from .config import DEFAULT_DECODER_TRAIN, AdapterConfig, DecoderSettings, check_adapter_name
+from .config import DEFAULT_DECODER_TRAIN, INFERENCE_CHOICES, AdapterConfig, DecoderSettings, check_adapter_name
 from .layout import CARD_NAME, CONFIG_NAME, HEADS_NAME, LORA_CONFIG_NAME, LORA_NAME, METRICS_NAME, output_problem
 from .lora import LoraSettings, add_lora, load_lora_state, lora_state_dict, remove_lora
 from .resolve import resolve_adapter
@@ -111,7 +111,7 @@ class TunedDecoder(nn.Module):
     def using(self, **settings):
         """Inference settings (``box_prompts``, ``click_window``, ``first_click``, ``quality``) changed for a
         ``with`` block and restored after it, whatever happens inside: ``with decoder.using(first_click="direct"):``."""
-        unknown = set(settings) - {"box_prompts", "click_window", "first_click", "quality"}
+        unknown = set(settings) - set(INFERENCE_CHOICES)
         if unknown:
             raise ConfigError(f"not a decoder inference setting: {', '.join(sorted(unknown))}")
         saved = {k: getattr(self, k) for k in settings}

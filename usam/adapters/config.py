@@ -77,6 +77,10 @@ QUALITY_KINDS = {"predicted": "the decoder's predicted IoU", "stability": "the s
                  "mean": "mean of the decoder's predicted IoU and its logits' stability score"}
 QUALITIES = tuple(QUALITY_KINDS)
 
+#: the decoder settings that act at inference only (read by :class:`usam.predictor.Predictor`, set for a block by
+#: ``TunedDecoder.using``, chosen on val by ``scripts/tune_head_options.py``)
+INFERENCE_CHOICES = ("box_prompts", "click_window", "first_click", "quality")
+
 
 @dataclass(frozen=True)
 class DecoderSettings:

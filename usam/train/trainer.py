@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..adapters.adapter import CLICKS_PREFIX, Adapter, attach_adapter
 from ..adapters.card import adapter_card
-from ..adapters.config import AdapterConfig
+from ..adapters.config import INFERENCE_CHOICES, AdapterConfig
 from ..adapters.layout import HEADS_NAME, output_problem
 from ..adapters.lora import LoraSettings, add_lora, load_lora_state, lora_parameters, merged_copy
 from ..adapters.validate import validate_adapter_dir
@@ -174,17 +174,12 @@ def build_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
     return Adapter(config, model.backbone)
 
 
-#: decoder settings chosen on val for an adapter (``scripts/tune_head_options.py``) that training from it keeps unless
-#: the config names them
-INFERENCE_CHOICES = ("box_prompts", "click_window", "first_click", "quality")
-
-
 def init_from(adapter: Adapter, directory: Path, backbone, given: set = frozenset()) -> tuple[LoraSettings | None, dict | None]:
     """Copy heads / tuned-decoder weights of an existing adapter directory (its tasks must match). A click decoder
     (``decoder.clicks: separate``) the old adapter lacks starts from the backbone's prompt encoder + mask decoder.
-    The old adapter's head options and its :data:`INFERENCE_CHOICES` come along, except the decoder keys in
-    ``given`` (those the training config sets). Returns the old adapter's encoder LoRA settings and peft tensors
-    (``None, None`` without one).
+    The old adapter's head options and its :data:`~usam.adapters.config.INFERENCE_CHOICES` (chosen on val) come
+    along, except the decoder keys in ``given`` (those the training config sets). Returns the old adapter's encoder
+    LoRA settings and peft tensors (``None, None`` without one).
 
     When the new adapter tunes its decoder without LoRA but the old one carried decoder LoRA, the old decoder is
     rebuilt, its LoRA merged into the weights, and the merged weights copied (continue training a LoRA-tuned
