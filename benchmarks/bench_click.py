@@ -116,10 +116,10 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def default_variants() -> list[str]:
     """``before``, ``torch`` and one compiled runtime (OpenVINO, else ONNX Runtime): the two in one process contend
     (their spinning thread pools on 2 cores: OpenVINO 165 -> 2080 ms); ask for ``onnx`` alone to time it."""
-    from usam.model import resolve_precision
+    from usam.model import float_precision
 
     compiled = "openvino" if installed("openvino") else "onnx"
-    if installed("openvino") and resolve_precision("auto", torch.device("cpu")) == "bf16":
+    if installed("openvino") and float_precision(torch.device("cpu"), "openvino", build_backbone("litemedsam")) == "bf16":
         compiled = "openvino-bf16"  # what precision auto runs here (with openvino fp32 too, their pools contend)
     return ["before", "torch", compiled]
 

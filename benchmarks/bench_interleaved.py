@@ -35,12 +35,10 @@ from common import cpu_model
 
 
 def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (what ``precision auto`` checks)."""
-    import torch
+    """Whether this CPU computes bf16 natively (elsewhere bf16 is emulated: not a variant ``precision auto`` runs)."""
+    from usam.model import native_bf16_cpu
 
-    from usam.model import resolve_precision
-
-    return resolve_precision("auto", torch.device("cpu")) == "bf16"
+    return native_bf16_cpu()
 
 
 def encoder_variants() -> dict:

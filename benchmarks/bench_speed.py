@@ -383,12 +383,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("bench_speed: --device cuda but torch sees no CUDA device", file=sys.stderr)
         return 1
+    from usam import build_backbone
     from usam.model import resolve_precision
+    from usam.runtime import installed
 
     dev = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else cpu_model()
     print(f"torch {torch.__version__}, device {args.device} ({dev}), {os.cpu_count()} logical CPUs, "
           f"threads {args.threads or torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
-          f"precision auto -> {resolve_precision('auto', torch.device(args.device))}")
+          f"precision auto -> {resolve_precision('auto', torch.device(args.device))} (eager), "
+          f"{resolve_precision('auto', torch.device(args.device), 'openvino', build_backbone('litemedsam')) if args.device == 'cpu' and installed('openvino') else '-'} (openvino)")
     print(f"images: first {args.images} (+1 warm-up) rows of {args.data / 'test/csv_files/breast_lesion.csv'}; "
           f"sam_vit_b {args.vit_images} (+1); {args.clicks} clicks (+1)")
     results = {}

@@ -60,15 +60,16 @@ def test_int8_keeps_the_box_dice_of_eager_fp32_on_20_busi_test_images(int8_cache
 
 def test_auto_picks_int8_only_on_openvino_with_vnni_and_a_checked_model(int8_cache, data_root, monkeypatch, tmp_path):
     from usam import UsamModel, build_backbone
-    from usam.model import resolve_precision
+    from usam.model import float_precision, resolve_precision
     from usam.runtime.quantize import int8_capable
 
     cache, _ = int8_cache
     backbone = build_backbone("litemedsam")
     float_auto = resolve_precision("auto", backbone.device)
+    ov_float = float_precision(backbone.device, "openvino", backbone)  # auto short of int8 on openvino: timed once
     monkeypatch.setenv("USAM_CACHE", str(cache))
     model = UsamModel(backbone, precision="auto", runtime="openvino")
-    assert model.precision == ("int8" if int8_capable() else float_auto)
+    assert model.precision == ("int8" if int8_capable() else ov_float)
     assert UsamModel(backbone, precision="auto", runtime="torch").precision == float_auto
     if int8_capable():
         emb = model.embed(np.full((64, 80, 3), 90, np.uint8))
@@ -80,13 +81,13 @@ def test_auto_picks_int8_only_on_openvino_with_vnni_and_a_checked_model(int8_cac
     saved = record_file.read_text()
     try:
         record_file.write_text(json.dumps({**json.loads(saved), "passed": False}))
-        assert UsamModel(backbone, precision="auto", runtime="openvino").precision == float_auto
+        assert UsamModel(backbone, precision="auto", runtime="openvino").precision == ov_float
         assert UsamModel(backbone, precision="int8", runtime="openvino").encoder_precision() == "int8"
     finally:
         record_file.write_text(saved)
     # an empty cache: no int8 for auto; an explicit int8 is a clear error naming the command
     monkeypatch.setenv("USAM_CACHE", str(tmp_path))
-    assert UsamModel(backbone, precision="auto", runtime="openvino").precision == float_auto
+    assert UsamModel(backbone, precision="auto", runtime="openvino").precision == ov_float
     from usam.errors import UsamError
 
     with pytest.raises(UsamError, match="usam export int8"):

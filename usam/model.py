@@ -8,6 +8,7 @@ all read that embedding.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import sys
 import time
@@ -30,8 +31,8 @@ PRECISIONS = ("fp32", "bf16", "int8", "auto")
 
 def resolve_precision(precision: str, device: torch.device, runtime: str | None = None, backbone=None) -> str:
     """``auto`` -> ``int8`` on the OpenVINO runtime where the CPU has int8 dot-product instructions and ``usam export
-    int8`` left a checked int8 encoder of ``backbone`` (:mod:`usam.runtime.quantize`), else ``bf16`` on CPUs with
-    native bf16 (AVX512-BF16 / AMX) and on CUDA, else ``fp32``. ``int8`` is the OpenVINO runtime's only."""
+    int8`` left a checked int8 encoder of ``backbone`` (:mod:`usam.runtime.quantize`), else :func:`float_precision`.
+    ``int8`` is the OpenVINO runtime's only."""
     if precision not in PRECISIONS:
         raise UsamError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision == "int8" and runtime is not None and runtime != "openvino":
@@ -44,13 +45,33 @@ def resolve_precision(precision: str, device: torch.device, runtime: str | None 
 
         if int8_capable() and checked_int8(backbone):
             return "int8"
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return float_precision(device, runtime, backbone)
+
+
+@functools.lru_cache(maxsize=1)
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 bf16 / AMX in its flags)."""
     try:
         flags = open("/proc/cpuinfo").read()
     except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def float_precision(device: torch.device, runtime: str | None = None, backbone=None) -> str:
+    """What ``precision auto`` runs short of int8: ``bf16`` on CUDA with bf16 and on CPUs with native bf16, ``fp32``
+    elsewhere; on the OpenVINO runtime (given ``backbone``) whichever of the two runs its encoder faster on this CPU,
+    timed once (:func:`usam.runtime.choose.openvino_float_precision`: native bf16 was slower than fp32 on an Intel
+    Xeon without AMX)."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if not native_bf16_cpu():
         return "fp32"
-    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+    if runtime == "openvino" and backbone is not None:
+        from .runtime.choose import openvino_float_precision
+
+        return openvino_float_precision(backbone)
+    return "bf16"
 
 
 class UsamModel(nn.Module):
@@ -149,6 +170,13 @@ class UsamModel(nn.Module):
             return self._compiled_encoder().precision
         return self.precision
 
+    def decoder_precision(self) -> str:
+        """What a compiled prompt decoder computes in: ``bf16`` where the encoder runs bf16, or int8 with bf16 as
+        this CPU's faster float precision (:func:`float_precision`), else ``fp32``."""
+        if self.precision == "int8":
+            return float_precision(self.device, self.runtime, self.backbone)
+        return "bf16" if self.precision == "bf16" else "fp32"
+
     def autocast(self):
         if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -175,7 +203,7 @@ class UsamModel(nn.Module):
         if key not in self._compiled:
             fallback = None
             if self.precision == "int8" and self.requested_precision == "auto":
-                fallback = resolve_precision("auto", self.device)  # bf16 / fp32: auto without int8
+                fallback = float_precision(self.device, self.runtime, self.backbone)  # auto without int8
             self._compiled[key] = build_compiled_encoder(self.backbone, self.runtime, self.precision,
                                                          log=lambda m: print(m, file=sys.stderr), fallback=fallback)
         return self._compiled[key]

@@ -296,8 +296,7 @@ class Predictor:
         # depends only on which kinds of prompt are given, the same for every set
         pe, md = (decoder.answering(points=points, boxes=boxes, mask_input=mask_input) if hasattr(decoder, "answering")
                   else (decoder.prompt_encoder, decoder.mask_decoder))
-        # the decoder computes in bf16 where the encoder does (precision auto on a CPU with native bf16)
-        precision = "bf16" if self.model.precision in ("bf16", "int8") else "fp32"
+        precision = self.model.decoder_precision()  # bf16 where the encoder runs it (or int8, bf16 being faster)
         run = compiled_decoder(pe, md, self.model.backbone.input_size, self.runtime,
                                log=lambda m: print(m, file=sys.stderr), precision=precision)
         k = boxes.shape[0] if boxes is not None else points[0].shape[0]

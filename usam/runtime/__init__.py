@@ -8,7 +8,8 @@ usam / torch versions, so a changed adapter builds a new one and the old one is 
 
 - ``torch``: eager PyTorch; ``precision`` bf16 = autocast.
 - ``openvino``: OpenVINO on the CPU; ``precision`` bf16 = its bf16 inference hint where the CPU has native bf16
-  (AMX / AVX-512 bf16), fp32 elsewhere (emulated bf16 was 20x slower than fp32).
+  (AMX / AVX-512 bf16), fp32 elsewhere (emulated bf16 was 20x slower than fp32); ``precision auto`` takes bf16 only
+  where it timed faster than fp32 on this CPU (:mod:`usam.runtime.choose`).
 - ``onnx``: ONNX Runtime CPU execution provider, fp32 (it has no bf16 kernels on the CPU).
 - ``auto``: ``openvino`` where it is installed, the model is on the CPU and the backbone is segment-anything style
   (litemedsam, sam_vit_*); ``torch`` otherwise. Each runtime's accuracy against eager fp32 is checked on real images

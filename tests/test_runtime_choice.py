@@ -1,0 +1,97 @@
+"""``precision auto`` on OpenVINO takes bf16 only where it measured faster (:mod:`usam.runtime.choose`): timed once,
+remembered on disk and in the process; a near tie keeps fp32; CPUs without native bf16 never time it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from usam.runtime import choose
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """An empty runtime cache and no choice remembered in the process; yields the cache folder."""
+    monkeypatch.setenv("USAM_CACHE", str(tmp_path))
+    monkeypatch.setattr(choose, "_CHOSEN", {})
+    return tmp_path
+
+
+@pytest.mark.parametrize("seconds, expected", [
+    ({"fp32": 0.50, "bf16": 0.20}, "bf16"),  # AMX-like: bf16 much faster
+    ({"fp32": 0.48, "bf16": 0.64}, "fp32"),  # the Intel Xeon without AMX this was found on
+    ({"fp32": 0.50, "bf16": 0.47}, "fp32"),  # faster, but by less than BF16_MARGIN: the exact one stays
+])
+def test_the_faster_precision_is_chosen_once_and_remembered(fresh, tiny_vit, monkeypatch, seconds, expected):
+    calls = []
+
+    def fake_measure(backbone, log=None):
+        calls.append(backbone.name)
+        return dict(seconds)
+
+    monkeypatch.setattr(choose, "measure", fake_measure)
+    assert choose.openvino_float_precision(tiny_vit, log=lambda m: None) == expected
+    assert choose.openvino_float_precision(tiny_vit, log=lambda m: None) == expected  # the process remembers
+    assert len(calls) == 1
+    record, = fresh.glob("runtime/precision/*.json")
+    saved = json.loads(record.read_text())
+    assert saved["precision"] == expected and saved["backbone"] == tiny_vit.name
+    assert saved["ms"] == {p: round(v * 1e3, 1) for p, v in seconds.items()}
+
+    def no_measure(backbone, log=None):
+        raise AssertionError("measured again although the choice is on disk")
+
+    monkeypatch.setattr(choose, "measure", no_measure)
+    monkeypatch.setattr(choose, "_CHOSEN", {})  # a new process: read from disk
+    assert choose.openvino_float_precision(tiny_vit, log=lambda m: None) == expected
+    record.write_text("{not json")  # a damaged record is measured again, not trusted
+    monkeypatch.setattr(choose, "_CHOSEN", {})
+    monkeypatch.setattr(choose, "measure", fake_measure)
+    assert choose.openvino_float_precision(tiny_vit, log=lambda m: None) == expected
+    assert len(calls) == 2 and json.loads(record.read_text())["precision"] == expected
+
+
+def test_the_choice_is_kept_apart_per_thread_count(fresh, tiny_vit, monkeypatch):
+    answers = iter([{"fp32": 0.5, "bf16": 0.2}, {"fp32": 0.5, "bf16": 0.9}])
+    monkeypatch.setattr(choose, "measure", lambda backbone, log=None: next(answers))
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert choose.openvino_float_precision(tiny_vit, log=lambda m: None) == "bf16"
+        torch.set_num_threads(2)
+        assert choose.openvino_float_precision(tiny_vit, log=lambda m: None) == "fp32"
+    finally:
+        torch.set_num_threads(saved)
+    assert len(list(fresh.glob("runtime/precision/*.json"))) == 2
+
+
+def test_auto_times_openvino_only_where_bf16_is_native(fresh, tiny_vit, monkeypatch):
+    from usam import model as model_module
+    from usam.model import UsamModel, float_precision, resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(choose, "measure", lambda backbone, log=None: {"fp32": 0.5, "bf16": 0.9})
+    monkeypatch.setattr(model_module, "native_bf16_cpu", lambda: True)
+    assert float_precision(cpu, "openvino", tiny_vit) == "fp32"  # timed: bf16 slower here
+    assert resolve_precision("auto", cpu, "openvino", tiny_vit) == "fp32"
+    assert UsamModel(tiny_vit, precision="auto", runtime="openvino").decoder_precision() == "fp32"
+    assert float_precision(cpu, "torch", tiny_vit) == "bf16"  # eager autocast keeps the flag rule
+    assert resolve_precision("bf16", cpu, "openvino", tiny_vit) == "bf16"  # asked for: not second-guessed
+    monkeypatch.setattr(model_module, "native_bf16_cpu", lambda: False)
+    monkeypatch.setattr(choose, "_CHOSEN", {})
+    monkeypatch.setattr(choose, "measure", lambda backbone, log=None: pytest.fail("timed without native bf16"))
+    assert float_precision(cpu, "openvino", tiny_vit) == "fp32"
+
+
+def test_measure_times_the_real_compiled_encoder(fresh, tiny_vit):
+    """On the real runtime: both precisions time in positive seconds (bf16 ``inf`` where OpenVINO has no native
+    bf16: it would run fp32), and the encoder's ONNX file is the one the runtime cache keeps."""
+    seconds = choose.measure(tiny_vit, log=lambda m: None)
+    assert set(seconds) == {"fp32", "bf16"}
+    assert 0 < seconds["fp32"] < 60
+    assert seconds["bf16"] > 0
+    assert list(fresh.glob("runtime/*/encoder.onnx"))

@@ -1,0 +1,115 @@
+"""Which float precision the OpenVINO encoder runs fastest in on this CPU: measured once, remembered.
+
+Native bf16 (AVX-512 bf16 / AMX in the CPU flags) is not always the faster choice: on an AMD EPYC with AVX-512 bf16
+OpenVINO's bf16 hint ran the LiteMedSAM encoder in 422 ms against 804 ms in fp32, on an Intel Xeon with AVX-512
+bf16 and no AMX in 670 ms against 497 ms (``benchmarks/bench_interleaved.py --threads 2``, quiet machines), and its
+prompt decoder 51 against 46 ms. So ``precision auto`` on the OpenVINO runtime times the two on the backbone's own
+encoder the first time and keeps the answer in ``$USAM_CACHE/runtime/precision/`` (and in the process), keyed by
+the CPU, its bf16 flags, the OpenVINO version, the backbone and the thread count. bf16 is taken only when it is at
+least :data:`BF16_MARGIN` times as fast: fp32 is the exact one.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+
+import torch
+
+#: bf16 must be this many times faster than fp32 to be chosen (a near tie keeps the exact fp32).
+BF16_MARGIN = 1.1
+#: Timed runs per precision (after one warm-up each), alternating so a busy spell hits both; the fastest counts.
+ROUNDS = 3
+
+_CHOSEN: dict[str, str] = {}
+_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_signature() -> str:
+    """The CPU's model name and its bf16-related flags (what the choice depends on besides software versions)."""
+    name, flags = "", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and not name:
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    bf16 = sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
+    return f"{name}|{','.join(bf16)}"
+
+
+def _record_path(key: str):
+    from . import runtime_root
+
+    return runtime_root() / "precision" / f"{key}.json"
+
+
+def _time(compiled, x: torch.Tensor) -> float:
+    t0 = time.perf_counter()
+    compiled(x)
+    return time.perf_counter() - t0
+
+
+def measure(backbone, log=None) -> dict:
+    """Seconds per image of ``backbone``'s encoder (active LoRA merged) on OpenVINO in fp32 and with the bf16 hint:
+    ``{"fp32": s, "bf16": s}`` (the fastest of :data:`ROUNDS` runs each, alternating, after a warm-up)."""
+    from . import CompiledEncoder, encoder_onnx
+
+    onnx_path = encoder_onnx(backbone, "openvino", log)
+    threads = torch.get_num_threads()
+    compiled = {p: CompiledEncoder("openvino", onnx_path, p, threads) for p in ("fp32", "bf16")}
+    s = int(backbone.input_size)
+    x = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(0))
+    best = {}
+    for p, c in compiled.items():
+        _time(c, x)  # warm-up: the first inference allocates
+        best[p] = float("inf")
+    for _ in range(ROUNDS):
+        for p, c in compiled.items():
+            best[p] = min(best[p], _time(c, x))
+    if compiled["bf16"].precision != "bf16":  # OpenVINO does not see native bf16: it would run fp32
+        best["bf16"] = float("inf")
+    return best
+
+
+def openvino_float_precision(backbone, log=None) -> str:
+    """``bf16`` or ``fp32``: whichever runs ``backbone``'s encoder faster on OpenVINO on this CPU (bf16 only when
+    :data:`BF16_MARGIN` times faster), measured by :func:`measure` the first time and remembered on disk and in the
+    process. Call it only where the CPU has native bf16 (elsewhere bf16 is emulated, ~20x slower)."""
+    import openvino as ov  # this runtime's package: the caller resolved runtime openvino
+
+    threads = torch.get_num_threads()
+    key = hashlib.sha256(f"{cpu_signature()}|openvino {ov.__version__}|{backbone.name}|{backbone.input_size}|"
+                         f"threads {threads}".encode()).hexdigest()[:24]
+    with _LOCK:
+        if key in _CHOSEN:
+            return _CHOSEN[key]
+        path = _record_path(key)
+        try:
+            choice = json.loads(path.read_text())["precision"]
+        except (OSError, ValueError, KeyError, TypeError):
+            choice = None
+        if choice not in ("bf16", "fp32"):
+            log = log or (lambda m: print(m, file=sys.stderr))
+            log(f"usam: timing OpenVINO bf16 against fp32 on this CPU for {backbone.name} (once; kept in {path.parent})")
+            seconds = measure(backbone, log)
+            choice = "bf16" if seconds["bf16"] * BF16_MARGIN <= seconds["fp32"] else "fp32"
+            log(f"usam: OpenVINO {backbone.name} encoder fp32 {seconds['fp32'] * 1e3:.0f} ms, bf16 "
+                f"{seconds['bf16'] * 1e3:.0f} ms per image on {threads} thread(s): precision auto runs {choice}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"precision": choice, "cpu": cpu_signature(), "openvino": ov.__version__,
+                                       "backbone": backbone.name, "threads": threads,
+                                       "ms": {p: round(v * 1e3, 1) for p, v in seconds.items() if v != float("inf")}},
+                                      indent=1))
+            os.replace(tmp, path)
+        _CHOSEN[key] = choice
+        return choice
