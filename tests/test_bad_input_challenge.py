@@ -199,6 +199,34 @@ def test_predict_refuses_an_unusable_output_folder_before_the_model(pred_root, t
     assert _tree(tmp_path) == before
 
 
+@pytest.mark.parametrize("given", ["split folder", "its csv_files", "through a symlink"])
+def test_predict_refuses_to_write_into_the_data_folder(tmp_path, no_model, capsys, given):
+    """``usam predict DATA DATA`` would write the predicted masks over the split's ground truth (the output path of
+    a mask is its ``mask_path`` without the ``../``): refused before the model, every file as it was."""
+    root = _make_predict_split(tmp_path / "split")
+    link = tmp_path / "link"
+    link.symlink_to(root, target_is_directory=True)
+    data, out = {"split folder": (root, root), "its csv_files": (root / "csv_files", root),
+                 "through a symlink": (root, link)}[given]
+    before = _tree(tmp_path)
+    assert _predict(data, out) == DataError.exit_code
+    _one_error(capsys.readouterr().err, "predict", str(out), "is the data folder", "give a separate output folder")
+    assert _tree(tmp_path) == before
+
+
+def test_predict_refuses_outputs_that_land_on_ground_truth_masks(tmp_path, no_model, capsys):
+    """Mask paths that climb out of the split (``../../data/masks/...``) are written under the output folder
+    without their ``../``: with the split's parent as the output folder they would be the ground truth itself."""
+    root = _make_predict_split(tmp_path / "data")
+    seg = root / "csv_files" / "seg.csv"
+    seg.write_text(seg.read_text().replace("../masks/", "../../data/masks/"))
+    before = _tree(tmp_path)
+    assert _predict(root, tmp_path) == DataError.exit_code
+    _one_error(capsys.readouterr().err, "predict", "would overwrite 3 file(s) the data reads", "data/masks/m 0.png",
+               str(root / "masks" / "m 0.png"))
+    assert _tree(tmp_path) == before
+
+
 # ---------------------------------------------------------------------------------------------- evaluate
 def _edit_json(pred: Path, kind: str, fn) -> Path:
     f = pred / f"{kind}_predictions.json"

@@ -253,10 +253,12 @@ def test_resolve_revision_and_local_paths(original, no_network, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     shutil.copytree(original.dir, tmp_path / "usam-test" / "multi")
     assert resolve_adapter(REPO) == Path(REPO)
-    with pytest.raises(HubError, match="is a file"):
+    with pytest.raises(AdapterError, match="is a file"):  # a local path gone wrong: an adapter error (exit 8)
         resolve_adapter(str(original.dir / "config.json"))
-    with pytest.raises(HubError, match="neither a local directory nor a Hub id"):
+    with pytest.raises(AdapterError, match="adapter folder './no/such/dir' does not exist"):
         resolve_adapter("./no/such/dir")
+    with pytest.raises(HubError, match="not a local folder .check the path. and, as a Hub id, not in the local"):
+        resolve_adapter("adapters/nope")  # spelled like a Hub id too: both readings named
 
 
 def test_resolve_with_cached_tree_listing(original, no_network):

@@ -14,7 +14,7 @@ import huggingface_hub
 from huggingface_hub import constants
 from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
 
-from ..errors import HubError
+from ..errors import AdapterError, HubError
 from .layout import ADAPTER_FILES
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?/[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
@@ -60,9 +60,11 @@ def resolve_adapter(ref: str, revision: str | None = None) -> Path:
     if p.is_dir():
         return p
     if p.exists():
-        raise HubError(f"adapter {ref!r} is a file, not an adapter directory")
+        raise AdapterError(f"adapter {ref!r} is a file, not an adapter directory: give the folder that holds "
+                           "config.json (or a Hub id org/name)")
     if not looks_like_repo_id(ref):
-        raise HubError(f"adapter {ref!r} is neither a local directory nor a Hub id of the form org/name")
+        raise AdapterError(f"adapter folder {ref!r} does not exist (and it is not a Hub id of the form org/name): "
+                           "check the path")
     try:
         # allow_patterns = what `usam pull` fetches: a repo's other files (.gitattributes, ...) are not expected.
         return Path(huggingface_hub.snapshot_download(repo_id=ref, revision=revision, local_files_only=True,
@@ -75,7 +77,7 @@ def resolve_adapter(ref: str, revision: str | None = None) -> Path:
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
         rev = f" at revision {revision!r}" if revision else ""
         raise HubError(
-            f"adapter {ref!r}{rev} is not a local directory and is not in the local Hugging Face cache "
+            f"adapter {ref!r}{rev} is not a local folder (check the path) and, as a Hub id, not in the local Hugging Face cache "
             f"({hub_cache_dir()}): fetch it once with `{pull_command(ref, revision)}` (needs network), "
             "then it loads offline; or pass a local adapter directory"
         ) from exc

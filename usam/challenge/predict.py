@@ -42,8 +42,9 @@ is left waiting.
 
 Errors (all raised before any work, and before a model is needed: :func:`check_predict_inputs`): a bad data
 root or CSV, image files that do not exist (all listed), rows whose outputs would overwrite each other (two
-segmentation rows with one ``mask_path``: both rows named), and an output folder that is a file or cannot be
-written raise :class:`~usam.errors.DataError`; no adapter serving any task raises
+segmentation rows with one ``mask_path``: both rows named), an output folder that is a file or cannot be
+written, and one that is the data folder itself or would overwrite a file the split reads (an image, a
+ground-truth mask, a CSV) raise :class:`~usam.errors.DataError`; no adapter serving any task raises
 :class:`~usam.errors.AdapterError`. An image that exists but cannot be decoded does not stop the run: it is
 reported, its rows stay unpredicted (they score as worst case), and it is listed in the result and in
 ``failed_images.json`` (the CLI then exits with code 3). A rerun retries it.
@@ -233,7 +234,33 @@ def _prepare(data_root, out_dir, tasks) -> tuple[dict, dict]:
         raise DataError(f"{len(missing_files)} image file(s) of {str(data_root)!r} do not exist:" + _listed(list(missing_files.values())))
     seg_out = _segmentation_outputs(data_root, split)
     check_output_dir(out_dir, "output folder")
+    _spare_inputs(data_root, out_dir, split, seg_out)
     return split, seg_out
+
+
+def _spare_inputs(data_root, out_dir, split: dict, seg_out: dict) -> None:
+    """Refuse an output folder that is the split's own folder (the mask PNGs would land in its layout, over its
+    ground truth) or where any output file would be one the split reads (an image, a mask, a CSV)."""
+    root = Path(data_root)
+    split_dir = (root if root.name == "csv_files" and not (root / "csv_files").is_dir() else root / "csv_files").parent
+    out = Path(os.path.realpath(out_dir))
+    if out == Path(os.path.realpath(split_dir)):
+        raise DataError(f"output folder {str(out_dir)!r} is the data folder {str(data_root)!r}: the predicted masks "
+                        "would be written into its layout, over its ground-truth masks: give a separate output folder")
+    inputs: dict[Path, str] = {}
+    for rows in split.values():
+        for s in rows:
+            for path in (s.image_path, s.mask_path):
+                if path is not None:
+                    inputs[Path(os.path.realpath(path))] = str(path)
+    for csv_path in (split_dir / "csv_files").glob("*.csv"):
+        inputs[Path(os.path.realpath(csv_path))] = str(csv_path)
+    written = [*dict.fromkeys(seg_out.values()), *PRED_FILES.values(), MISSING_TASKS_NAME, FAILED_IMAGES_NAME]
+    hits = [f"{rel!r} is {inputs[p]!r}" for rel in written if (p := Path(os.path.realpath(out / rel))) in inputs]
+    if hits:
+        more = f" and {len(hits) - 3} more" if len(hits) > 3 else ""
+        raise DataError(f"output folder {str(out_dir)!r} would overwrite {len(hits)} file(s) the data reads (images, "
+                        f"ground-truth masks, CSVs): {'; '.join(hits[:3])}{more}: give a separate output folder")
 
 
 def check_predict_inputs(

@@ -46,7 +46,7 @@ def pull_adapter(repo_id: str, revision: str | None = None, local_dir: str | os.
 def _cached_note(repo_id: str, revision: str | None) -> str:
     try:
         return f"; a copy is already in the local cache at {resolve_adapter(repo_id, revision)} and loads offline"
-    except HubError:
+    except (HubError, AdapterError):
         return ""
 
 
