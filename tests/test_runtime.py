@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -26,9 +27,21 @@ COMPILED = [(name, precision) for name in ("openvino", "onnx") for precision in 
             if not (name == "onnx" and precision == "bf16")]
 
 
-def test_unknown_runtime_is_refused(tiny_vit):
-    with pytest.raises(UsamError, match="unknown runtime 'tensorrt'"):
+def test_unknown_runtime_is_refused(tiny_vit, monkeypatch, tmp_path, capsys):
+    from usam.apps.cli import main
+    from usam.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown runtime 'tensorrt'"):
         rt.resolve_runtime("tensorrt", tiny_vit)
+    # from the environment: a configuration error (exit 6) naming the variable, not a crash (exit 1)
+    monkeypatch.setenv("USAM_RUNTIME", "bogus")
+    with pytest.raises(ConfigError, match=r"unknown runtime 'bogus' \(\$USAM_RUNTIME\)"):
+        rt.resolve_runtime(None, tiny_vit)
+    image = tmp_path / "scan.png"
+    cv2.imwrite(str(image), np.full((40, 48), 90, np.uint8))
+    assert main(["segment", str(image), "--box", "5", "5", "30", "30", "--out", str(tmp_path / "mask.png")]) == 6
+    err = capsys.readouterr().err
+    assert "$USAM_RUNTIME" in err and "Traceback" not in err
 
 
 def test_a_missing_runtime_package_is_a_clear_error(tiny_vit, monkeypatch):

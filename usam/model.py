@@ -21,7 +21,7 @@ from .adapters.adapter import Adapter, install_adapter
 from .adapters.lora import activate_lora, is_lora_layer
 from .backbones import DEFAULT_BACKBONE, Backbone, build_backbone
 from .embedding import Embedded, EmbeddingCache, image_digest
-from .errors import AdapterError, UsamError
+from .errors import AdapterError, ConfigError, UsamError
 from .heads import Prediction, run_heads
 from .io import to_rgb_uint8
 from .runtime import build_compiled_encoder, resolve_runtime
@@ -34,7 +34,7 @@ def resolve_precision(precision: str, device: torch.device, runtime: str | None 
     int8`` left a checked int8 encoder of ``backbone`` (:mod:`usam.runtime.quantize`), else :func:`float_precision`.
     ``int8`` is the OpenVINO runtime's only."""
     if precision not in PRECISIONS:
-        raise UsamError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision == "int8" and runtime is not None and runtime != "openvino":
         raise UsamError(f"precision int8 runs on runtime openvino, not {runtime!r}")
     if precision != "auto":

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ..adapters.lora import is_lora_layer, merged_copy
-from ..errors import UsamError
+from ..errors import ConfigError, UsamError
 from ..version import __version__
 from .onnx import OPSET, export_onnx_file
 from .session import OnnxSession
@@ -57,7 +57,8 @@ def resolve_runtime(name: str | None, backbone) -> str:
     """The runtime that ``name`` means for ``backbone``; a clear error when it cannot run here."""
     name = name or os.environ.get("USAM_RUNTIME") or "auto"
     if name not in RUNTIMES:
-        raise UsamError(f"unknown runtime {name!r}: choose one of {', '.join(RUNTIMES)}")
+        where = " ($USAM_RUNTIME)" if name == os.environ.get("USAM_RUNTIME") else ""
+        raise ConfigError(f"unknown runtime {name!r}{where}: choose one of {', '.join(RUNTIMES)}")
     on_cpu = backbone.device.type == "cpu"
     if name == "auto":
         return "openvino" if installed("openvino") and on_cpu and supports(backbone) else "torch"
