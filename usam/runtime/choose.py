@@ -103,7 +103,8 @@ def openvino_float_precision(backbone, log=None) -> str:
             seconds = measure(backbone, log)
             choice = "bf16" if seconds["bf16"] * BF16_MARGIN <= seconds["fp32"] else "fp32"
             log(f"usam: OpenVINO {backbone.name} encoder fp32 {seconds['fp32'] * 1e3:.0f} ms, bf16 "
-                f"{seconds['bf16'] * 1e3:.0f} ms per image on {threads} thread(s): precision auto runs {choice}")
+                f"{seconds['bf16'] * 1e3:.0f} ms per image on {threads} thread(s): {choice} is this CPU's faster float "
+                f"precision (precision auto's choice short of int8, and the compiled prompt decoder's)")
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"precision": choice, "cpu": cpu_signature(), "openvino": ov.__version__,
