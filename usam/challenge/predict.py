@@ -62,7 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.fmc import MAX_LISTED, Sample, output_mask_relpath, read_split
+from ..data.fmc import MAX_LISTED, Sample, csv_folder, output_mask_relpath, read_split
 from ..errors import AdapterError, DataError, InputImageError, UsamError
 from ..io import read_image, write_png, write_text_atomic
 from ..tasks import KINDS
@@ -241,8 +241,7 @@ def _prepare(data_root, out_dir, tasks) -> tuple[dict, dict]:
 def _spare_inputs(data_root, out_dir, split: dict, seg_out: dict) -> None:
     """Refuse an output folder that is the split's own folder (the mask PNGs would land in its layout, over its
     ground truth) or where any output file would be one the split reads (an image, a mask, a CSV)."""
-    root = Path(data_root)
-    split_dir = (root if root.name == "csv_files" and not (root / "csv_files").is_dir() else root / "csv_files").parent
+    split_dir = csv_folder(Path(data_root)).parent
     out = Path(os.path.realpath(out_dir))
     if out == Path(os.path.realpath(split_dir)):
         raise DataError(f"output folder {str(out_dir)!r} is the data folder {str(data_root)!r}: the predicted masks "

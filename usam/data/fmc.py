@@ -327,7 +327,8 @@ def read_task_csv(csv_path: str | os.PathLike, check_files: bool = True, check_g
     return samples
 
 
-def _csv_dir(root: Path) -> Path:
+def csv_folder(root: Path) -> Path:
+    """The ``csv_files/`` folder of a split folder (or ``root`` itself when it is one); refuses anything else."""
     if not root.is_dir():
         raise DataError(f"split directory {str(root)!r} does not exist: expected a folder holding csv_files/<task_id>.csv")
     csv_dir = root / "csv_files"
@@ -373,7 +374,7 @@ def read_split(
         across CSVs, or any bad row in any CSV (all listed in one error).
     """
     root = Path(root)
-    csv_dir = _csv_dir(root)
+    csv_dir = csv_folder(root)
     csvs = sorted(p for p in csv_dir.glob("*.csv") if p.is_file())
     if not csvs:
         raise DataError(f"no task CSVs in {str(csv_dir)!r}: expected one <task_id>.csv per task")
