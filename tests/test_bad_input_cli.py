@@ -88,6 +88,20 @@ def image_file(tmp_path) -> Path:
 SEG = ["--box", "5", "5", "40", "40"]
 
 
+@pytest.mark.parametrize("prompt, says", [
+    (["--point", "95", "10"], "point [95.0, 10.0] is outside the 90x60 image"),
+    (["--point", "nan", "10"], "--point / --neg contains NaN or infinite values"),
+    (["--box", "40", "5", "5", "40"], "--box [40.0, 5.0, 5.0, 40.0] is inverted or empty"),
+    (["--box", "5", "5", "40", "70"], "--box [5.0, 5.0, 40.0, 70.0] goes outside the 90x60 image"),
+])
+def test_segment_checks_the_prompt_against_the_image_before_any_model(image_file, tmp_path, capsys, no_model, prompt, says):
+    before = snapshot(tmp_path)
+    rc, err = run(["segment", image_file, *prompt, "--out", tmp_path / "mask.png"], capsys)
+    assert rc == 4, err
+    assert says in err, err
+    assert snapshot(tmp_path) == before
+
+
 # ---------------------------------------------------------------------------------------------- 1. train --output
 def _train_config(tmp_path: Path, output) -> Path:
     data = tmp_path / "data"

@@ -54,7 +54,7 @@ def cmd_segment(args) -> int:
         write_files_atomic,
     )
     from ...ops.overlay import overlay_mask
-    from ...predictor import MAX_POINTS, Predictor
+    from ...predictor import MAX_POINTS, Predictor, check_boxes, check_points
 
     if args.box is None and not args.point:
         raise PromptError("give a prompt: --box X0 Y0 X1 Y1 or --point X Y (repeatable), optionally --neg X Y")
@@ -77,6 +77,15 @@ def cmd_segment(args) -> int:
     if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
         raise OutputError(f"--out and --overlay are the same file {args.out!r}: give two names")
     image = read_image(args.image)  # validate input before loading any model
+    points = [*(args.point or []), *(args.neg or [])]
+    labels = [1] * len(args.point or []) + [0] * len(args.neg or [])
+    try:  # the prompt against the image too (in range, finite, box not inverted), named as typed
+        if points:
+            check_points(np.array(points, dtype=float), np.array(labels), image.shape[:2])
+        if args.box:
+            check_boxes(np.array(args.box, dtype=float), image.shape[:2])
+    except PromptError as exc:
+        raise PromptError(str(exc).replace("point_coords", "--point / --neg").replace("box ", "--box ", 1)) from None
     check_adapters(getattr(args, "adapters", None))
     model = build_model(args)
     if args.adapter:
@@ -85,8 +94,6 @@ def cmd_segment(args) -> int:
     t0 = time.perf_counter()
     predictor.set_image(image)
     t_enc = time.perf_counter() - t0
-    points = [*(args.point or []), *(args.neg or [])]
-    labels = [1] * len(args.point or []) + [0] * len(args.neg or [])
     t0 = time.perf_counter()
     masks, scores, _ = predictor.predict(
         point_coords=np.array(points, dtype=float) if points else None,
