@@ -102,6 +102,28 @@ def test_segment_checks_the_prompt_against_the_image_before_any_model(image_file
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("device, says", [
+    ("bogus", "--device 'bogus' is not a torch device"),
+    ("cuda:7", "--device 'cuda:7': "),
+    ("tpu", "--device 'tpu' is not a torch device"),
+])
+def test_a_device_this_machine_lacks_is_refused_before_any_model(image_file, tmp_path, capsys, monkeypatch, device, says):
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+
+    def refuse(*a, **k):
+        pytest.fail("a backbone was built although --device was bad")
+
+    monkeypatch.setattr(usam.model, "build_backbone", refuse)
+    before = snapshot(tmp_path)
+    rc, err = run(["segment", image_file, *SEG, "--out", tmp_path / "mask.png", "--device", device], capsys)
+    assert rc == 6, err
+    assert says in err, err
+    assert snapshot(tmp_path) == before
+    with pytest.raises(usam.errors.ConfigError, match="not a torch device"):
+        UsamModel.from_pretrained(device="bogus")
+
+
 # ---------------------------------------------------------------------------------------------- 1. train --output
 def _train_config(tmp_path: Path, output) -> Path:
     data = tmp_path / "data"

@@ -29,6 +29,27 @@ from .runtime import build_compiled_encoder, resolve_runtime
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps``); a
+    :class:`~usam.errors.ConfigError` naming it otherwise (torch raises only once a tensor moves, with a traceback)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device {str(device)!r} is not a torch device: give cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(f"device {str(device)!r}: torch sees no CUDA GPU on this machine; give cpu (or auto)")
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"device {str(device)!r}: this machine has {n} CUDA GPU(s), cuda:0 .. cuda:{n - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device {str(device)!r}: MPS is not available on this machine; give cpu (or auto)")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device {str(device)!r}: usam runs on cpu, cuda or mps")
+    return dev
+
+
 def resolve_precision(precision: str, device: torch.device, runtime: str | None = None, backbone=None) -> str:
     """``auto`` -> ``int8`` on the OpenVINO runtime where the CPU has int8 dot-product instructions and ``usam export
     int8`` left a checked int8 encoder of ``backbone`` (:mod:`usam.runtime.quantize`), else :func:`float_precision`.
@@ -112,7 +133,9 @@ class UsamModel(nn.Module):
         cache_size: int = 16,
         runtime: str | None = "auto",
     ) -> "UsamModel":
-        """Build the backbone by name and load adapters (local paths or Hub ids resolved offline)."""
+        """Build the backbone by name and load adapters (local paths or Hub ids resolved offline).
+        ``device`` is checked first (:func:`check_device`)."""
+        device = check_device(device) if device else None
         model = cls(build_backbone(backbone, checkpoint=checkpoint), cache_size=cache_size, precision="fp32")
         if device:
             model.to(device)

@@ -62,11 +62,16 @@ def build_model(args, adapters=None):
     ``device`` (``auto``: CUDA when available) with ``adapters`` (default ``args.adapters``)."""
     import torch
 
-    from ...model import UsamModel
+    from ...errors import ConfigError
+    from ...model import UsamModel, check_device
 
     device = getattr(args, "device", "auto") or "auto"
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        check_device(device)
+    except ConfigError as exc:
+        raise ConfigError(f"--{exc}") from None
     adapters = list(getattr(args, "adapters", None) or [] if adapters is None else adapters)
     t0 = time.perf_counter()
     model = UsamModel.from_pretrained(backbone=args.backbone, checkpoint=args.checkpoint, adapters=adapters,

@@ -131,5 +131,5 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output mask, a .png file (masks are written lossless only)")
     p.add_argument("--overlay", default=None,
                    help="also write an overlay image, encoded as its suffix says (.png, .jpg/.jpeg, .bmp, .tif/.tiff)")
-    add_model_args(p)
+    add_model_args(p, device=True)
     p.set_defaults(func=cmd_segment)
