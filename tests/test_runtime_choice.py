@@ -55,6 +55,35 @@ def test_the_faster_precision_is_chosen_once_and_remembered(fresh, tiny_vit, mon
     assert len(calls) == 2 and json.loads(record.read_text())["precision"] == expected
 
 
+def test_unsteady_timings_decide_for_the_process_only(fresh, tiny_vit, monkeypatch):
+    """Timings from a busy spell (``steady`` false) are used now but not written: a new process times again."""
+    calls = []
+
+    def busy(backbone, log=None):
+        calls.append(1)
+        return {"fp32": 0.9, "bf16": 0.5, "steady": False}
+
+    monkeypatch.setattr(choose, "measure", busy)
+    said = []
+    assert choose.openvino_float_precision(tiny_vit, log=said.append) == "bf16"
+    assert choose.openvino_float_precision(tiny_vit, log=said.append) == "bf16" and len(calls) == 1
+    assert not list(fresh.glob("runtime/precision/*.json"))
+    assert any("timed again next time" in m for m in said)
+    monkeypatch.setattr(choose, "_CHOSEN", {})  # a new process, now quiet: measured again and kept
+    monkeypatch.setattr(choose, "measure", lambda backbone, log=None: {"fp32": 0.5, "bf16": 0.9, "steady": True})
+    assert choose.openvino_float_precision(tiny_vit, log=said.append) == "fp32"
+    record, = fresh.glob("runtime/precision/*.json")
+    assert json.loads(record.read_text())["ms"] == {"fp32": 500.0, "bf16": 900.0}
+
+
+def test_measure_calls_a_busy_spell_unsteady(fresh, tiny_vit, monkeypatch):
+    """One slow run among the rounds (the machine busy for a moment) makes the timing unsteady."""
+    times = iter([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1] + [0.1, 0.1, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1])
+    monkeypatch.setattr(choose, "_time", lambda compiled, x: next(times))
+    assert choose.measure(tiny_vit, log=lambda m: None)["steady"] is True
+    assert choose.measure(tiny_vit, log=lambda m: None)["steady"] is False
+
+
 def test_the_choice_is_kept_apart_per_thread_count(fresh, tiny_vit, monkeypatch):
     answers = iter([{"fp32": 0.5, "bf16": 0.2}, {"fp32": 0.5, "bf16": 0.9}])
     monkeypatch.setattr(choose, "measure", lambda backbone, log=None: next(answers))
@@ -91,7 +120,7 @@ def test_measure_times_the_real_compiled_encoder(fresh, tiny_vit):
     """On the real runtime: both precisions time in positive seconds (bf16 ``inf`` where OpenVINO has no native
     bf16: it would run fp32), and the encoder's ONNX file is the one the runtime cache keeps."""
     seconds = choose.measure(tiny_vit, log=lambda m: None)
-    assert set(seconds) == {"fp32", "bf16"}
+    assert set(seconds) == {"fp32", "bf16", "steady"} and isinstance(seconds["steady"], bool)
     assert 0 < seconds["fp32"] < 60
     assert seconds["bf16"] > 0
     assert list(fresh.glob("runtime/*/encoder.onnx"))

@@ -6,7 +6,8 @@ bf16 and no AMX in 670 ms against 497 ms (``benchmarks/bench_interleaved.py --th
 prompt decoder 51 against 46 ms. So ``precision auto`` on the OpenVINO runtime times the two on the backbone's own
 encoder the first time and keeps the answer in ``$USAM_CACHE/runtime/precision/`` (and in the process), keyed by
 the CPU, its bf16 flags, the OpenVINO version, the backbone and the thread count. bf16 is taken only when it is at
-least :data:`BF16_MARGIN` times as fast: fp32 is the exact one.
+least :data:`BF16_MARGIN` times as fast: fp32 is the exact one. Timings that vary by more than
+:data:`STEADY_SPREAD` between runs (a busy machine) decide for the process only: the next process times again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import torch
 BF16_MARGIN = 1.1
 #: Timed runs per precision (after one warm-up each), alternating so a busy spell hits both; the fastest counts.
 ROUNDS = 3
+#: A precision's slowest timed run may be at most this many times its fastest for the answer to be kept on disk.
+STEADY_SPREAD = 1.5
 
 _CHOSEN: dict[str, str] = {}
 _LOCK = threading.Lock()
@@ -60,7 +63,8 @@ def _time(compiled, x: torch.Tensor) -> float:
 
 def measure(backbone, log=None) -> dict:
     """Seconds per image of ``backbone``'s encoder (active LoRA merged) on OpenVINO in fp32 and with the bf16 hint:
-    ``{"fp32": s, "bf16": s}`` (the fastest of :data:`ROUNDS` runs each, alternating, after a warm-up)."""
+    ``{"fp32": s, "bf16": s, "steady": bool}`` (the fastest of :data:`ROUNDS` runs each, alternating, after a
+    warm-up; ``steady``: no precision's slowest run above :data:`STEADY_SPREAD` times its fastest)."""
     from . import CompiledEncoder, encoder_onnx
 
     onnx_path = encoder_onnx(backbone, "openvino", log)
@@ -68,16 +72,16 @@ def measure(backbone, log=None) -> dict:
     compiled = {p: CompiledEncoder("openvino", onnx_path, p, threads) for p in ("fp32", "bf16")}
     s = int(backbone.input_size)
     x = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(0))
-    best = {}
-    for p, c in compiled.items():
+    runs = {p: [] for p in compiled}
+    for c in compiled.values():
         _time(c, x)  # warm-up: the first inference allocates
-        best[p] = float("inf")
     for _ in range(ROUNDS):
         for p, c in compiled.items():
-            best[p] = min(best[p], _time(c, x))
+            runs[p].append(_time(c, x))
     if compiled["bf16"].precision != "bf16":  # OpenVINO does not see native bf16: it would run fp32
-        best["bf16"] = float("inf")
-    return best
+        runs["bf16"] = [float("inf")]
+    steady = all(max(t) <= STEADY_SPREAD * min(t) for t in runs.values() if min(t) != float("inf"))
+    return {**{p: min(t) for p, t in runs.items()}, "steady": steady}
 
 
 def openvino_float_precision(backbone, log=None) -> str:
@@ -105,12 +109,15 @@ def openvino_float_precision(backbone, log=None) -> str:
             log(f"usam: OpenVINO {backbone.name} encoder fp32 {seconds['fp32'] * 1e3:.0f} ms, bf16 "
                 f"{seconds['bf16'] * 1e3:.0f} ms per image on {threads} thread(s): {choice} is this CPU's faster float "
                 f"precision (precision auto's choice short of int8, and the compiled prompt decoder's)")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"precision": choice, "cpu": cpu_signature(), "openvino": ov.__version__,
-                                       "backbone": backbone.name, "threads": threads,
-                                       "ms": {p: round(v * 1e3, 1) for p, v in seconds.items() if v != float("inf")}},
-                                      indent=1))
-            os.replace(tmp, path)
+            if not seconds.get("steady", True):
+                log(f"usam: those timings varied by more than {STEADY_SPREAD}x between runs (a busy machine?): the "
+                    "choice holds for this process only and is timed again next time")
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                ms = {p: round(seconds[p] * 1e3, 1) for p in ("fp32", "bf16") if seconds[p] != float("inf")}
+                tmp.write_text(json.dumps({"precision": choice, "cpu": cpu_signature(), "openvino": ov.__version__,
+                                           "backbone": backbone.name, "threads": threads, "ms": ms}, indent=1))
+                os.replace(tmp, path)
         _CHOSEN[key] = choice
         return choice
