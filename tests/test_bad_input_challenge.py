@@ -190,7 +190,7 @@ def test_predict_refuses_an_unusable_output_folder_before_the_model(pred_root, t
         def refuse(*a, **k):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr("usam.challenge.checks.tempfile.mkstemp", refuse)
+        monkeypatch.setattr("usam.io.files.tempfile.mkstemp", refuse)
     before = _tree(tmp_path)
     assert _predict(pred_root, out) == DataError.exit_code
     err = _one_error(capsys.readouterr().err, "predict", str(out))
@@ -366,7 +366,7 @@ def test_evaluate_checks_the_report_folder_before_scoring(gt_pred, tmp_path, mon
         def refuse(*a, **k):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr("usam.challenge.checks.tempfile.mkstemp", refuse)
+        monkeypatch.setattr("usam.io.files.tempfile.mkstemp", refuse)
     monkeypatch.setattr("usam.challenge.evaluate", lambda *a, **k: pytest.fail("scored before checking the report folder"))
     before = _tree(tmp_path)
     assert main(["evaluate", str(split), str(pred), "--report", str(report)]) == DataError.exit_code

@@ -124,6 +124,32 @@ def test_a_device_this_machine_lacks_is_refused_before_any_model(image_file, tmp
         UsamModel.from_pretrained(device="bogus")
 
 
+@pytest.mark.parametrize("out, code, says", [
+    ("INPUT", 2, "is the input image"),
+    ("ann.txt", 2, "must end in .png"),
+    ("/proc/usam_measure.png", 2, "cannot be written: folder '/proc' is not writable"),
+    ("adapter", 8, "does not exist"),
+])
+def test_measure_checks_its_output_and_adapter_before_any_model(image_file, tmp_path, capsys, no_model, out, code, says):
+    """``usam measure --out`` had overwritten the input image (and any file, whatever its suffix)."""
+    before = snapshot(tmp_path)
+    target = {"INPUT": image_file, "adapter": tmp_path / "ann.png"}.get(out, tmp_path / out if "/" not in out else out)
+    adapter = tmp_path / "no_such_adapter" if out == "adapter" else REPO / "adapters" / "fetal_head"
+    rc, err = run(["measure", image_file, "--adapter", adapter, "--out", target], capsys)
+    assert rc == code, err
+    assert says in err, err
+    assert snapshot(tmp_path) == before
+
+
+def test_an_unwritable_place_is_refused_before_any_model(image_file, tmp_path, capsys, no_model, monkeypatch):
+    """``os.access`` says yes to root everywhere; a probe file says whether a file can really be created there."""
+    rc, err = run(["segment", image_file, *SEG, "--out", "/proc/usam_mask.png"], capsys)
+    assert rc == 2 and "cannot be written: folder '/proc' is not writable" in err, err
+    monkeypatch.chdir(tmp_path)
+    rc, err = run(["train", _train_config(tmp_path, tmp_path / "unused"), "--output", "/proc/usam_adapter"], capsys)
+    assert rc == 6 and "folder '/proc' is not writable" in err, err
+
+
 # ---------------------------------------------------------------------------------------------- 1. train --output
 def _train_config(tmp_path: Path, output) -> Path:
     data = tmp_path / "data"

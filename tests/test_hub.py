@@ -596,13 +596,14 @@ def test_pull_downloads_only_adapter_files_and_validates(original, tmp_path, mon
         return str(dst)
 
     go_online(monkeypatch)
+    monkeypatch.setattr(huggingface_hub, "repo_info", lambda repo_id, **kw: seen.update(asked=repo_id))
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     out = tmp_path / "pulled"
     assert cli_main(["pull", REPO, "--revision", "v1", "--local-dir", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert seen["repo_id"] == REPO and seen["revision"] == "v1" and seen["repo_type"] == "model"
     assert list(seen["allow_patterns"]) == list(ADAPTER_FILES)
-    assert seen["library_name"] == "usam"
+    assert seen["library_name"] == "usam" and seen["asked"] == REPO  # the Hub was asked before the local_dir was used
     model = UsamModel(tiny_backbone())
     model.load_adapter(str(out))
     assert_same_state(model, "demo", original)
@@ -631,6 +632,20 @@ def test_pull_offline_and_network_down(original, no_network, monkeypatch):
     with pytest.raises(HubError, match=r"cannot pull usam-test/missing: the Hub could not be reached"):
         pull_adapter("usam-test/missing")
     assert no_network.requests
+
+
+def test_pull_into_a_local_dir_needs_the_hub(original, no_network, monkeypatch, tmp_path):
+    """Offline, ``snapshot_download(local_dir=...)`` returns whatever the folder holds: an adapter already there
+    must not be passed off as ``repo_id``'s. The Hub is asked first; unreachable, it is a HubError, folder untouched."""
+    dest = tmp_path / "fh"
+    shutil.copytree(original.dir, dest)
+    before = {f.name: f.read_bytes() for f in dest.iterdir() if f.is_file()}
+    go_online(monkeypatch)
+    no_network.allow_requests = True
+    with pytest.raises(HubError, match=r"cannot pull someorg/other-model: the Hub could not be reached"):
+        pull_adapter("someorg/other-model", local_dir=dest)
+    assert no_network.requests
+    assert {f.name: f.read_bytes() for f in dest.iterdir() if f.is_file()} == before
 
 
 def test_card_for_litemedsam_backbone():

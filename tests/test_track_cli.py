@@ -112,7 +112,12 @@ def test_track_a_folder_backwards_from_the_last_frame(loop, tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("case, code, message", [
-    ("foreign folder", 2, "is a folder with other files in it"),
+    ("foreign folder", 2, "is a folder with files usam track did not write \\(notes.txt\\)"),
+    ("a track.json of anything", 2, "usam track did not write \\(notes.txt\\)"),
+    ("an earlier output plus a file", 2, "usam track did not write \\(notes.txt\\)"),
+    ("the loop inside out", 2, "holds the loop .*carotid.dcm"),
+    ("unwritable place", 2, "cannot be written: folder '/proc' is not writable"),
+    ("under a file", 2, "cannot be created: .*afile' is a file"),
     ("file as out", 2, "is a file: give a folder"),
     ("frame out of range", 3, "--frame 9 is out of range: .* has 4 frame\\(s\\), numbered 0-3"),
     ("no prompt", 4, "give a prompt for --frame"),
@@ -129,8 +134,17 @@ def test_track_refuses_bad_input_before_any_work(loop, tmp_path, monkeypatch, ca
     out = tmp_path / "out"
     out.mkdir()
     keep = out / "notes.txt"
-    if case == "foreign folder":
+    if case in ("foreign folder", "a track.json of anything", "an earlier output plus a file"):
         keep.write_text("mine")
+    if case == "a track.json of anything":  # any file of that name once made the folder deletable
+        (out / "track.json").write_text("{}")
+    if case == "an earlier output plus a file":
+        (out / "track.json").write_text('{"usam": "track"}')
+        (out / "masks").mkdir()
+        (out / "masks" / "0000.png").write_bytes(b"png")
+    if case == "the loop inside out":  # an earlier output that holds the loop itself
+        (out / "track.json").write_text('{"usam": "track"}')
+        dcm = dcm.rename(out / "carotid.dcm")
     if case == "file as out":
         out.rmdir()
         out.write_text("mine")
@@ -139,10 +153,16 @@ def test_track_refuses_bad_input_before_any_work(loop, tmp_path, monkeypatch, ca
     loop_arg = str(tmp_path / "nope.mp4") if case == "missing loop" else str(dcm)
     args = {"frame out of range": ["--frame", "9", "--point", "5", "5"], "no prompt": [],
             "auto with a click": ["--auto", "--point", "5", "5"]}.get(case, ["--point", "5", "5"])
-    assert main(["track", loop_arg, *args, "--out", str(out), "--quiet"]) == code
+    if case == "the loop inside out":
+        loop_arg = str(dcm)
+    target = {"unwritable place": "/proc/usam_track_out", "under a file": str(tmp_path / "afile" / "out")}.get(case, str(out))
+    (tmp_path / "afile").write_text("keep")
+    before = {str(f): f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
+    assert main(["track", loop_arg, *args, "--out", target, "--quiet"]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(message, err[0]), err
     if case == "foreign folder":
         assert keep.read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     if case == "file as out":
         assert out.read_text() == "mine"
+    assert {str(f): f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == before, "a file was changed"

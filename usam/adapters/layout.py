@@ -18,6 +18,8 @@ import json
 import os
 from pathlib import Path
 
+from ..io.files import existing_folder, write_problem
+
 CONFIG_NAME = "config.json"
 HEADS_NAME = "heads.safetensors"
 LORA_CONFIG_NAME = "adapter_config.json"
@@ -70,13 +72,9 @@ def output_problem(directory: str | os.PathLike) -> str | None:
             foreign = [n for n in entries if n not in ADAPTER_FILES][:3] or entries[:3]
             return (f"the folder already holds files that are not a usam adapter's ({', '.join(foreign)}"
                     f"{', ...' if len(entries) > 3 else ''}): give a new or empty folder")
-        parent = out.parent
+        parent = existing_folder(out.absolute().parent)
     else:
-        parent = out.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
+        parent = existing_folder(out.parent)
         if not parent.is_dir():
             return f"{str(parent)!r} is a file, not a folder"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"folder {str(parent)!r} is not writable"
-    return None
+    return write_problem(parent)  # the adapter is staged beside the folder, in its parent

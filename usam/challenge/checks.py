@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..data.fmc import first_task_id
 from ..errors import DataError
+from ..io.files import existing_folder, write_problem
 
 __all__ = ["check_output_dir", "csv_names", "csv_rows", "read_label_png"]
 
@@ -32,23 +32,14 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pa
     shown = str(p)
     if p.is_symlink() and not p.exists():
         raise DataError(f"{what} {shown!r} is a broken symbolic link: remove it or give another folder")
-    if p.exists():
-        if not p.is_dir():
-            raise DataError(f"{what} {shown!r} exists and is not a folder: give a folder path (or remove the file)")
-        probe_dir = p
-    else:
-        probe_dir = Path(os.path.abspath(p)).parent
-        while not probe_dir.exists() and not probe_dir.is_symlink() and probe_dir != probe_dir.parent:
-            probe_dir = probe_dir.parent
-        if not probe_dir.is_dir():
-            raise DataError(f"{what} {shown!r} cannot be created: {str(probe_dir)!r} is not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".usam_write_test_", dir=probe_dir)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise DataError(f"{what} {shown!r} is not writable ({reason} in {str(probe_dir)!r}): give a writable folder") from None
-    os.close(fd)
-    os.unlink(probe)
+    if p.exists() and not p.is_dir():
+        raise DataError(f"{what} {shown!r} exists and is not a folder: give a folder path (or remove the file)")
+    probe_dir = existing_folder(p)
+    if not probe_dir.is_dir():
+        raise DataError(f"{what} {shown!r} cannot be created: {str(probe_dir)!r} is not a folder")
+    problem = write_problem(probe_dir)
+    if problem:
+        raise DataError(f"{what} {shown!r} is not writable: {problem}; give a writable folder")
     return p
 
 

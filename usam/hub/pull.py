@@ -51,8 +51,12 @@ def _cached_note(repo_id: str, revision: str | None) -> str:
 
 
 def _download(repo_id: str, revision: str | None, local_dir, token: str | None) -> str:
-    """``huggingface_hub.snapshot_download`` of the adapter files, its failures as :class:`HubError`."""
+    """``huggingface_hub.snapshot_download`` of the adapter files, its failures as :class:`HubError`. Into a
+    ``local_dir`` the Hub is asked first: offline, ``snapshot_download`` returns whatever that folder holds (its
+    fallback), which would pass any adapter there for ``repo_id``."""
     try:
+        if local_dir is not None:
+            huggingface_hub.repo_info(repo_id, repo_type="model", revision=revision, token=token)
         return huggingface_hub.snapshot_download(
             repo_id=repo_id, repo_type="model", revision=revision,
             local_dir=str(local_dir) if local_dir is not None else None,

@@ -14,8 +14,10 @@ from .dicom import DICOM_SUFFIXES, is_dicom
 from .files import (
     check_output_path,
     dumps_json,
+    existing_folder,
     json_safe,
     write_files_atomic,
+    write_problem,
     write_text_atomic,
 )
 from .frames import read_folder, read_frames, read_image, read_spacing

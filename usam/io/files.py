@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,29 @@ def dumps_json(obj, **kwargs) -> str:
     return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
 
 
+def existing_folder(path: str | os.PathLike) -> Path:
+    """The folder ``path`` would be created in: its nearest existing ancestor (``path`` itself when it exists)."""
+    folder = Path(os.path.abspath(path))
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def write_problem(folder: str | os.PathLike) -> str | None:
+    """Why no file can be created in the existing ``folder`` (``None`` when one can): a probe file is created there
+    and removed at once. Unlike ``os.access`` this sees read-only mounts, ``/proc`` and the like, also as root."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"{str(folder)!r} is not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".usam_write_test_", dir=folder)
+    except OSError as exc:
+        return f"folder {str(folder)!r} is not writable ({exc.strerror or type(exc).__name__})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
 def check_output_path(path: str | os.PathLike, what: str = "output", suffixes: tuple[str, ...] | None = None) -> Path:
     """Check, before any work, that ``path`` can be written as a file: not a directory, a suffix in ``suffixes``
     (when given), and its folder exists as a writable folder or can be created. Raises :class:`OutputError`."""
@@ -44,13 +68,12 @@ def check_output_path(path: str | os.PathLike, what: str = "output", suffixes: t
         raise OutputError(f"{what} {str(p)!r} must end in {' / '.join(suffixes)} (got {p.suffix or 'no suffix'!r})")
     if p.exists() and not p.is_file():
         raise OutputError(f"{what} {str(p)!r} exists and is not a regular file")
-    folder = p.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = existing_folder(p.parent)
     if not folder.is_dir():
         raise OutputError(f"{what} {str(p)!r} cannot be written: {str(folder)!r} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"{what} {str(p)!r} cannot be written: folder {str(folder)!r} is not writable")
+    problem = write_problem(folder)
+    if problem:
+        raise OutputError(f"{what} {str(p)!r} cannot be written: {problem}")
     return p
 
 

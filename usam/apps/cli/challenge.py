@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 from .common import add_model_args, build_model, log, positive_float, positive_int
 
@@ -423,11 +424,17 @@ def _print_measurements(results: list[dict], units_note: str | None, pixel_size,
 
 
 def cmd_measure(args) -> int:
-    from ...errors import InputImageError
-    from ...io import json_safe, read_image, write_png
+    from ...errors import InputImageError, OutputError
+    from ...io import check_output_path, json_safe, read_image, write_png
+    from .segment import check_adapters
 
+    if args.out:  # the annotated picture: a new PNG, never the input (checked before any work)
+        check_output_path(args.out, "--out", (".png",))
+        if Path(args.out).resolve() == Path(args.image).resolve():
+            raise OutputError(f"--out {args.out!r} is the input image: write the annotated picture elsewhere")
     image = read_image(args.image, frame=args.frame)  # validate the input before loading any model
     pixel_size, pixel_size_source = measure_pixel_size(args)
+    check_adapters([args.adapter])
     model = build_model(args)
     name = model.load_adapter(args.adapter)
     adapter = model.adapters[name]

@@ -8,7 +8,8 @@ LOOP is a video file, a DICOM (multi-frame or single) or a folder of frame image
     DIR/track.json            what was run: loop, prompts, pixel spacing and where it came from, summary, timing
 
 The output folder is replaced as a whole (staged beside it, then renamed): it must be new, empty, or an earlier
-``usam track`` output (it holds ``track.json``); any other folder is refused before any work.
+``usam track`` output (:func:`is_track_output`: only the files above, ``track.json`` written by usam track); any
+other folder, one holding the loop, or one that cannot be written is refused before any work.
 """
 
 from __future__ import annotations
@@ -23,26 +24,53 @@ from .common import add_model_args, build_model, log, positive_float
 
 #: The file that marks a folder as a ``usam track`` output (and so safe to replace).
 MARKER = "track.json"
+#: Every entry a ``usam track`` output folder may hold.
+OUTPUT_FILES = ("masks", "overlay.mp4", "measurements.csv", MARKER)
 
 
-def check_out_dir(out: str | os.PathLike) -> Path:
-    """``out`` as a folder ``usam track`` may replace: new, empty, or an earlier track output. Raises OutputError."""
+def is_track_output(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but an earlier ``usam track`` output: :data:`OUTPUT_FILES` only, ``masks/``
+    only frame PNGs (``NNNN.png``), and a ``track.json`` that usam track wrote (``{"usam": "track", ...}``)."""
+    import json
+
+    try:
+        entries = {p.name: p for p in folder.iterdir()}
+        marker = json.loads((folder / MARKER).read_text()) if (folder / MARKER).is_file() else None
+        masks = entries.get("masks")
+        frames_only = masks is None or (masks.is_dir() and not masks.is_symlink() and all(
+            m.is_file() and not m.is_symlink() and m.suffix == ".png" and m.stem.isdigit() for m in masks.iterdir()))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(marker, dict) and marker.get("usam") == "track" and set(entries) <= set(OUTPUT_FILES)
+            and frames_only and all(not p.is_symlink() for p in entries.values()))
+
+
+def check_out_dir(out: str | os.PathLike, loop: str | os.PathLike | None = None) -> Path:
+    """``out`` as a folder ``usam track`` may replace: new, empty, or an earlier track output
+    (:func:`is_track_output`), not holding the ``loop`` being read, writable. Raises OutputError."""
     from ...errors import OutputError
+    from ...io import existing_folder, write_problem
 
     p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise OutputError(f"--out {str(p)!r} is a file: give a folder for the masks, video and CSV")
-    if p.is_dir() and any(p.iterdir()) and not (p / MARKER).is_file():
-        raise OutputError(f"--out {str(p)!r} is a folder with other files in it (no {MARKER}): give a new or empty "
-                          "folder; usam track replaces only its own earlier output")
     if p.is_symlink():
         raise OutputError(f"--out {str(p)!r} is a symbolic link: give a real folder")
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"--out {str(p)!r} is a file: give a folder for the masks, video and CSV")
+    if loop is not None and Path(loop).resolve().is_relative_to(p.resolve()):
+        raise OutputError(f"--out {str(p)!r} holds the loop {str(loop)!r} being tracked: give a new folder")
+    if p.is_dir() and any(p.iterdir()) and not is_track_output(p):
+        foreign = sorted(n.name for n in p.iterdir() if n.name not in OUTPUT_FILES)[:3]
+        raise OutputError(f"--out {str(p)!r} is a folder with files usam track did not write"
+                          f"{' (' + ', '.join(foreign) + ')' if foreign else ''}: give a new or empty folder; "
+                          "usam track replaces only its own earlier output")
     if p.exists() and Path.cwd().resolve().is_relative_to(p.resolve()):
         raise OutputError(f"--out {str(p)!r} contains the current folder: give a new folder")
-    parent = p.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"--out {str(p)!r} cannot be written: folder {str(parent)!r} is not writable")
+    parent = existing_folder(p.absolute().parent)
+    if not parent.is_dir():
+        raise OutputError(f"--out {str(p)!r} cannot be created: {str(parent)!r} is a file, not a folder")
+    problem = write_problem(parent)  # the output is staged beside the folder, in its parent
+    if problem:
+        raise OutputError(f"--out {str(p)!r} cannot be written: {problem}")
     return p
 
 
@@ -130,7 +158,7 @@ def cmd_track(args) -> int:
     from ...measure import loop_measurements
     from ...tracker import Tracker
 
-    out = check_out_dir(args.out)
+    out = check_out_dir(args.out, args.loop)
     loop = read_frames(args.loop)  # the input is read (and refused) before any model is built
     prompt = _prompt(args, len(loop), str(args.loop))
     pixel_size, spacing_from = _pixel_size(args, loop)
@@ -142,6 +170,7 @@ def cmd_track(args) -> int:
     seconds = time.perf_counter() - t0
     rows = loop_measurements(result, pixel_size)
     summary = _summary(args, loop, result, prompt, pixel_size, spacing_from, rows, seconds)
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.resolve().parent))
     umask = os.umask(0)
     os.umask(umask)
