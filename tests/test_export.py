@@ -7,6 +7,7 @@ decoder with its own LoRA and perturbed prompt embeddings. Both exports run on a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,6 +192,40 @@ def test_export_refuses_bad_requests(model, tmp_path):
         export_model(model, tmp_path / "x", adapter="nope")
     with pytest.raises(UsamError, match="opset"):
         export_model(model, tmp_path / "x", opset=13)
+
+
+@pytest.mark.parametrize("case, code, says", [
+    ("a folder of the user's", 2, "holds files usam export did not write (notes.txt)"),
+    ("an adapter folder", 2, "holds files usam export did not write (README.md, config.json"),
+    ("under a file", 2, "is a file, not a folder"),
+    ("unwritable place", 2, "cannot be written: folder '/proc' is not writable"),
+    ("old opset", 6, "opset must be >= 17"),
+])
+def test_export_checks_the_output_before_any_model(tmp_path, monkeypatch, capsys, case, code, says):
+    """``usam export onnx DIR`` had written into any folder (an adapter's own, overwriting a user's encoder.onnx) and
+    died with a traceback under a file or in /proc."""
+    import shutil
+
+    import usam.export
+    from usam.apps.cli import main
+
+    monkeypatch.setattr(usam.export, "_cpu_model", lambda *a, **k: pytest.fail("a model was built"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    (mine / "encoder.onnx").write_text("my own model")
+    adapter = tmp_path / "fetal_head"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "adapters" / "fetal_head", adapter)
+    (tmp_path / "afile").write_text("keep")
+    out = {"a folder of the user's": mine, "an adapter folder": adapter, "under a file": tmp_path / "afile" / "x",
+           "unwritable place": "/proc/usam_export", "old opset": tmp_path / "new"}[case]
+    before = {str(f): f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
+    extra = ["--opset", "13"] if case == "old opset" else []
+    assert main(["export", "onnx", "--adapter", "none", "--no-verify", *extra, str(out)]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+    assert {str(f): f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == before
+    assert not (tmp_path / "new").exists()
 
 
 def test_preprocessing_spec_records_the_normalisation_of_every_backbone_kind(tiny_vit, hf_backbone):

@@ -37,8 +37,8 @@ from .adapters.resolve import resolve_adapter
 from .adapters.validate import read_config
 from .backbones import DEFAULT_BACKBONE, LOW_RES
 from .backbones.base import sha256_file
-from .errors import AdapterError, UsamError
-from .io import dumps_json
+from .errors import AdapterError, ConfigError, OutputError, UsamError
+from .io import dumps_json, existing_folder, write_problem
 from .model import UsamModel
 from .runtime.decoder import PromptGraph
 from .runtime.onnx import OPSET, export_onnx_file
@@ -163,14 +163,38 @@ def _check_request(model, out_dir, adapter: str | None, opset: int) -> Path:
     backbone = model.backbone
     if not hasattr(backbone, "prompt_encoder") or not hasattr(backbone, "mask_decoder") or hasattr(backbone, "model"):
         raise UsamError(f"ONNX export supports segment-anything style backbones (litemedsam, sam_vit_*), not {backbone.name!r}")
-    if int(opset) < 17:
-        raise UsamError(f"opset must be >= 17, got {opset}")
+    check_opset(opset)
     if adapter is not None and adapter not in model.adapters:
         raise AdapterError(f"no adapter named {adapter!r} is loaded (loaded: {sorted(model.adapters) or 'none'})")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UsamError(f"output {str(out)!r} exists and is not a folder")
+    out = check_out_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def check_opset(opset: int) -> None:
+    if int(opset) < 17:
+        raise ConfigError(f"opset must be >= 17 (segment-anything's decoder needs it), got {opset}")
+
+
+def check_out_dir(out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` as a folder the export may write: new, empty, or an earlier export (only its own files, replaced);
+    never a file or another folder's content, and a file can be created there. Creates nothing. Raises OutputError."""
+    out = Path(out_dir)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise OutputError(f"output {str(out)!r} exists and is not a folder: give a new folder")
+    if out.is_dir():
+        own = (ENCODER_FILE, DECODER_FILE, META_FILE, f".{META_FILE}.tmp")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in own)
+        if foreign:
+            raise OutputError(f"output {str(out)!r} holds files usam export did not write ({', '.join(foreign[:3])}"
+                              f"{', ...' if len(foreign) > 3 else ''}): give a new or empty folder (an earlier "
+                              "export there is replaced)")
+    folder = existing_folder(out)
+    if not folder.is_dir():
+        raise OutputError(f"output {str(out)!r} cannot be created: {str(folder)!r} is a file, not a folder")
+    problem = write_problem(folder)
+    if problem:
+        raise OutputError(f"output {str(out)!r} cannot be written: {problem}")
     return out
 
 
@@ -293,7 +317,10 @@ def _cpu_model(adapter: str | None, backbone: str | None, checkpoint: str | None
 
 def export_onnx(out_dir: str | os.PathLike, adapter: str | None = None, backbone: str | None = None,
                 checkpoint: str | None = None, opset: int = OPSET, verify: bool = True, log=None) -> dict:
-    """Build the model (:func:`_cpu_model`) and export it with :func:`export_model`."""
+    """Build the model (:func:`_cpu_model`) and export it with :func:`export_model`; the output folder and opset
+    are checked first."""
+    check_opset(opset)
+    check_out_dir(out_dir)
     model, name = _cpu_model(adapter, backbone, checkpoint)
     return export_model(model, out_dir, adapter=name, opset=opset, verify=verify, source=adapter, log=log)
 
