@@ -102,6 +102,21 @@ def test_segment_checks_the_prompt_against_the_image_before_any_model(image_file
     assert snapshot(tmp_path) == before
 
 
+def test_segment_refuses_clicks_alone_on_the_bare_box_trained_backbone(image_file, tmp_path, capsys, no_model):
+    """As the demo and its API do: bare LiteMedSAM turns a lone click into a useless mask (Dice ~0.03)."""
+    before = snapshot(tmp_path)
+    rc, err = run(["segment", image_file, "--point", "20", "20", "--out", tmp_path / "mask.png"], capsys)
+    assert rc == 4 and "trained on boxes only" in err and "--box" in err and "--adapter" in err, err
+    assert snapshot(tmp_path) == before
+
+
+def test_segment_takes_clicks_with_a_box_or_an_adapter(image_file, tmp_path, capsys, tiny_model):
+    rc, err = run(["segment", image_file, *SEG, "--point", "20", "20", "--out", tmp_path / "a.png"], capsys)
+    assert rc == 0, err
+    rc, err = run(["segment", image_file, "--point", "20", "20", "--backbone", "sam_vit_b", "--out", tmp_path / "b.png"], capsys)
+    assert rc == 0, err  # SAM itself was trained on clicks
+
+
 @pytest.mark.parametrize("device, says", [
     ("bogus", "--device 'bogus' is not a torch device"),
     ("cuda:7", "--device 'cuda:7': "),

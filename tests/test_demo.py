@@ -30,7 +30,9 @@ POS, NEG, BOX = MODES
 def model():
     from usam import UsamModel
 
-    return UsamModel.from_pretrained(backbone="litemedsam")
+    # fp32 explicitly: auto follows the CPU and $USAM_CACHE (an int8 encoder from `usam export int8` there moved the
+    # masks the drawing checks look at)
+    return UsamModel.from_pretrained(backbone="litemedsam", precision="fp32")
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,9 @@ BACKBONES: dict[str, str] = {
     "sam_vit_h": "SAM ViT-H (637M encoder), checkpoint from the user (--checkpoint sam_vit_h_4b8939.pth)",
     "hf:<dir or hub id>": "transformers SamModel (e.g. a MedSAM export) from a local directory or the local HF cache",
 }
+#: Backbones trained on box prompts only: bare (no adapter), a point without a box gives no usable mask (LiteMedSAM:
+#: Dice ~0.03 from one click), so the demo, its API and ``usam segment`` refuse point-only prompts to them.
+BOX_ONLY_BACKBONES = ("litemedsam",)
 
 
 def build_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | None = None, pretrained: bool = True, tiny: bool = False) -> Backbone:
@@ -58,4 +61,4 @@ def build_backbone(name: str = DEFAULT_BACKBONE, checkpoint: str | None = None, 
     return backbone
 
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "LOW_RES", "Backbone", "build_backbone"]
+__all__ = ["BACKBONES", "BOX_ONLY_BACKBONES", "DEFAULT_BACKBONE", "LOW_RES", "Backbone", "build_backbone"]

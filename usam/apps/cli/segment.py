@@ -54,6 +54,7 @@ def cmd_segment(args) -> int:
         write_files_atomic,
     )
     from ...ops.overlay import overlay_mask
+    from ...backbones import BOX_ONLY_BACKBONES
     from ...predictor import MAX_POINTS, Predictor, check_boxes, check_points
 
     if args.box is None and not args.point:
@@ -86,6 +87,10 @@ def cmd_segment(args) -> int:
             check_boxes(np.array(args.box, dtype=float), image.shape[:2])
     except PromptError as exc:
         raise PromptError(str(exc).replace("point_coords", "--point / --neg").replace("box ", "--box ", 1)) from None
+    if points and not args.box and not args.adapter and args.backbone in BOX_ONLY_BACKBONES:
+        raise PromptError(f"the bare {args.backbone} backbone was trained on boxes only: clicks without a box give no "
+                          "usable mask (Dice ~0.03 from one click); give --box (clicks added to it refine it), or an "
+                          "organ adapter for clicks: --adapters DIR --adapter NAME")
     check_adapters(getattr(args, "adapters", None))
     model = build_model(args)
     if args.adapter:

@@ -25,12 +25,12 @@ from ...adapters.config import QUALITY_KINDS
 from ...errors import InputImageError, PromptError, UsamError
 from ...io import to_rgb_uint8
 from ...predictor import Predictor
+from ...backbones import BOX_ONLY_BACKBONES
 from .api import bare_points_error, parse_prompts, predict_kwargs, prompt_values, request_adapter
 from .auto import AutoView, auto_view
 from .draw import draw_measurement, draw_pending, draw_prompts, mask_overlay, mask_png, measure_mask, thumbnail
 from .session import (
     BARE_POINTS_MESSAGE,
-    BOX_ONLY_BACKBONES,
     MAX_HISTORY,
     MEASURE_KINDS,
     MODES,

@@ -13,8 +13,6 @@ MODES = ("positive point", "negative point", "box (two corners)")
 MEASURE_KINDS = ("fetal head (HC, BPD, OFD)", "lesion (long / short axis)")
 #: Undo steps kept per session.
 MAX_HISTORY = 50
-#: Backbones trained on box prompts only: bare (no adapter), they refuse point-only prompts.
-BOX_ONLY_BACKBONES = ("litemedsam",)
 #: Why the bare backbone refuses point-only prompts (shown in the page and raised by the API).
 BARE_POINTS_MESSAGE = (
     "the bare LiteMedSAM backbone was trained on boxes only: a point without a box gives no usable mask. "
