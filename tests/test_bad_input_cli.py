@@ -117,6 +117,13 @@ def test_segment_takes_clicks_with_a_box_or_an_adapter(image_file, tmp_path, cap
     assert rc == 0, err  # SAM itself was trained on clicks
 
 
+def test_push_of_a_file_says_it_is_a_file(image_file, tmp_path, capsys):
+    rc, err = run(["push", image_file, "someone/adapter", "--dry-run"], capsys)
+    assert rc == 8 and "is a file: give the adapter's folder" in err, err
+    rc, err = run(["push", tmp_path / "nothing", "someone/adapter", "--dry-run"], capsys)
+    assert rc == 8 and "does not exist" in err, err
+
+
 @pytest.mark.parametrize("device, says", [
     ("bogus", "--device 'bogus' is not a torch device"),
     ("cuda:7", "--device 'cuda:7': "),

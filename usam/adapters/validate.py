@@ -62,7 +62,8 @@ def validate_adapter_dir(directory: str | os.PathLike) -> AdapterCheck:
     """Read and check an adapter directory; raises :class:`~usam.errors.AdapterError` naming the file at fault."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise AdapterError(f"adapter directory {str(directory)!r} does not exist")
+        raise AdapterError(f"adapter directory {str(directory)!r} "
+                           + ("is a file: give the adapter's folder" if directory.exists() else "does not exist"))
     _refuse_pickles(directory)
     config = read_config(directory)
     heads = _read_tensors(directory / HEADS_NAME, f"adapter {str(directory)!r} has no {HEADS_NAME}")
