@@ -117,7 +117,7 @@ def test_track_a_folder_backwards_from_the_last_frame(loop, tmp_path, monkeypatc
     ("an earlier output plus a file", 2, "usam track did not write \\(notes.txt\\)"),
     ("the loop inside out", 2, "holds the loop .*carotid.dcm"),
     ("unwritable place", 2, "cannot be written: folder '/proc' is not writable"),
-    ("under a file", 2, "cannot be created: .*afile' is a file"),
+    ("under a file", 2, "cannot be written: .*afile' is a file, not a folder"),
     ("file as out", 2, "is a file: give a folder"),
     ("frame out of range", 3, "--frame 9 is out of range: .* has 4 frame\\(s\\), numbered 0-3"),
     ("no prompt", 4, "give a prompt for --frame"),

@@ -38,7 +38,7 @@ from .adapters.validate import read_config
 from .backbones import DEFAULT_BACKBONE, LOW_RES
 from .backbones.base import sha256_file
 from .errors import AdapterError, ConfigError, OutputError, UsamError
-from .io import dumps_json, existing_folder, write_problem
+from .io import dumps_json, write_problem
 from .model import UsamModel
 from .runtime.decoder import PromptGraph
 from .runtime.onnx import OPSET, export_onnx_file
@@ -189,10 +189,7 @@ def check_out_dir(out_dir: str | os.PathLike) -> Path:
             raise OutputError(f"output {str(out)!r} holds files usam export did not write ({', '.join(foreign[:3])}"
                               f"{', ...' if len(foreign) > 3 else ''}): give a new or empty folder (an earlier "
                               "export there is replaced)")
-    folder = existing_folder(out)
-    if not folder.is_dir():
-        raise OutputError(f"output {str(out)!r} cannot be created: {str(folder)!r} is a file, not a folder")
-    problem = write_problem(folder)
+    problem = write_problem(out)
     if problem:
         raise OutputError(f"output {str(out)!r} cannot be written: {problem}")
     return out

@@ -18,7 +18,7 @@ import json
 import os
 from pathlib import Path
 
-from ..io.files import existing_folder, write_problem
+from ..io.files import write_problem
 
 CONFIG_NAME = "config.json"
 HEADS_NAME = "heads.safetensors"
@@ -72,9 +72,4 @@ def output_problem(directory: str | os.PathLike) -> str | None:
             foreign = [n for n in entries if n not in ADAPTER_FILES][:3] or entries[:3]
             return (f"the folder already holds files that are not a usam adapter's ({', '.join(foreign)}"
                     f"{', ...' if len(entries) > 3 else ''}): give a new or empty folder")
-        parent = existing_folder(out.absolute().parent)
-    else:
-        parent = existing_folder(out.parent)
-        if not parent.is_dir():
-            return f"{str(parent)!r} is a file, not a folder"
-    return write_problem(parent)  # the adapter is staged beside the folder, in its parent
+    return write_problem(out.absolute().parent)  # the adapter is staged beside the folder, in its parent

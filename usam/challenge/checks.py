@@ -14,7 +14,7 @@ import numpy as np
 
 from ..data.fmc import first_task_id
 from ..errors import DataError
-from ..io.files import existing_folder, write_problem
+from ..io.files import write_problem
 
 __all__ = ["check_output_dir", "csv_names", "csv_rows", "read_label_png"]
 
@@ -34,12 +34,9 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pa
         raise DataError(f"{what} {shown!r} is a broken symbolic link: remove it or give another folder")
     if p.exists() and not p.is_dir():
         raise DataError(f"{what} {shown!r} exists and is not a folder: give a folder path (or remove the file)")
-    probe_dir = existing_folder(p)
-    if not probe_dir.is_dir():
-        raise DataError(f"{what} {shown!r} cannot be created: {str(probe_dir)!r} is not a folder")
-    problem = write_problem(probe_dir)
+    problem = write_problem(p)
     if problem:
-        raise DataError(f"{what} {shown!r} is not writable: {problem}; give a writable folder")
+        raise DataError(f"{what} {shown!r} cannot be created or written: {problem}; give a writable folder")
     return p
 
 

@@ -44,11 +44,12 @@ def existing_folder(path: str | os.PathLike) -> Path:
 
 
 def write_problem(folder: str | os.PathLike) -> str | None:
-    """Why no file can be created in the existing ``folder`` (``None`` when one can): a probe file is created there
-    and removed at once. Unlike ``os.access`` this sees read-only mounts, ``/proc`` and the like, also as root."""
-    folder = Path(folder)
+    """Why no file can be created in ``folder`` or, where it does not exist yet, in its nearest existing parent
+    (``None`` when one can): that must be a folder, and a probe file is created there and removed at once. Unlike
+    ``os.access`` this sees read-only mounts, ``/proc`` and the like, also as root."""
+    folder = existing_folder(folder)
     if not folder.is_dir():
-        return f"{str(folder)!r} is not a folder"
+        return f"{str(folder)!r} is a file, not a folder"
     try:
         fd, probe = tempfile.mkstemp(prefix=".usam_write_test_", dir=folder)
     except OSError as exc:
@@ -68,10 +69,7 @@ def check_output_path(path: str | os.PathLike, what: str = "output", suffixes: t
         raise OutputError(f"{what} {str(p)!r} must end in {' / '.join(suffixes)} (got {p.suffix or 'no suffix'!r})")
     if p.exists() and not p.is_file():
         raise OutputError(f"{what} {str(p)!r} exists and is not a regular file")
-    folder = existing_folder(p.parent)
-    if not folder.is_dir():
-        raise OutputError(f"{what} {str(p)!r} cannot be written: {str(folder)!r} is a file, not a folder")
-    problem = write_problem(folder)
+    problem = write_problem(p.parent)
     if problem:
         raise OutputError(f"{what} {str(p)!r} cannot be written: {problem}")
     return p

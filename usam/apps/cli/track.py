@@ -49,7 +49,7 @@ def check_out_dir(out: str | os.PathLike, loop: str | os.PathLike | None = None)
     """``out`` as a folder ``usam track`` may replace: new, empty, or an earlier track output
     (:func:`is_track_output`), not holding the ``loop`` being read, writable. Raises OutputError."""
     from ...errors import OutputError
-    from ...io import existing_folder, write_problem
+    from ...io import write_problem
 
     p = Path(out)
     if p.is_symlink():
@@ -65,10 +65,7 @@ def check_out_dir(out: str | os.PathLike, loop: str | os.PathLike | None = None)
                           "usam track replaces only its own earlier output")
     if p.exists() and Path.cwd().resolve().is_relative_to(p.resolve()):
         raise OutputError(f"--out {str(p)!r} contains the current folder: give a new folder")
-    parent = existing_folder(p.absolute().parent)
-    if not parent.is_dir():
-        raise OutputError(f"--out {str(p)!r} cannot be created: {str(parent)!r} is a file, not a folder")
-    problem = write_problem(parent)  # the output is staged beside the folder, in its parent
+    problem = write_problem(p.absolute().parent)  # the output is staged beside the folder, in its parent
     if problem:
         raise OutputError(f"--out {str(p)!r} cannot be written: {problem}")
     return p
