@@ -53,15 +53,16 @@ def _finite(arr: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
-def check_points(point_coords, point_labels, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``(N, 2)`` (x, y) points and ``(N,)`` labels in {0, 1} against an ``(H, W)`` image."""
+def check_points(point_coords, point_labels, hw: tuple[int, int], name: str = "point_coords") -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``(N, 2)`` (x, y) points and ``(N,)`` labels in {0, 1} against an ``(H, W)`` image; messages call
+    the points ``name`` (a command line passes its flags)."""
     if point_coords is None or point_labels is None:
         raise PromptError("point prompts need both point_coords (N, 2) and point_labels (N,)")
-    coords = _finite(point_coords, "point_coords")
+    coords = _finite(point_coords, name)
     if coords.ndim == 1 and coords.shape[0] == 2:
         coords = coords[None]
     if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] == 0:
-        raise PromptError(f"point_coords must have shape (N, 2) as (x, y) pixels, got {coords.shape}")
+        raise PromptError(f"{name} must have shape (N, 2) as (x, y) pixels, got {coords.shape}")
     if coords.shape[0] > MAX_POINTS:
         raise PromptError(f"{coords.shape[0]} points given: at most {MAX_POINTS} clicks per prompt")
     labels = np.asarray(point_labels).reshape(-1)
@@ -78,19 +79,20 @@ def check_points(point_coords, point_labels, hw: tuple[int, int]) -> tuple[np.nd
     return coords, labels.astype(np.int64)
 
 
-def check_boxes(box, hw: tuple[int, int]) -> np.ndarray:
-    """Validate ``(4,)`` or ``(K, 4)`` xyxy boxes against an ``(H, W)`` image; returns ``(K, 4)``."""
-    boxes = _finite(box, "box")
+def check_boxes(box, hw: tuple[int, int], name: str = "box") -> np.ndarray:
+    """Validate ``(4,)`` or ``(K, 4)`` xyxy boxes against an ``(H, W)`` image; returns ``(K, 4)``; messages call
+    the box ``name``."""
+    boxes = _finite(box, name)
     if boxes.ndim == 1:
         boxes = boxes[None]
     if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] == 0:
-        raise PromptError(f"box must have shape (4,) or (K, 4) as x0 y0 x1 y1 pixels, got {boxes.shape}")
+        raise PromptError(f"{name} must have shape (4,) or (K, 4) as x0 y0 x1 y1 pixels, got {boxes.shape}")
     h, w = hw
     for b in boxes:
         if b[2] <= b[0] or b[3] <= b[1]:
-            raise PromptError(f"box {b.tolist()} is inverted or empty: it must be x0 < x1 and y0 < y1 (x0 y0 x1 y1)")
+            raise PromptError(f"{name} {b.tolist()} is inverted or empty: it must be x0 < x1 and y0 < y1 (x0 y0 x1 y1)")
         if b[0] < 0 or b[1] < 0 or b[2] > w or b[3] > h:
-            raise PromptError(f"box {b.tolist()} goes outside the {w}x{h} image: keep 0 <= x <= {w}, 0 <= y <= {h}")
+            raise PromptError(f"{name} {b.tolist()} goes outside the {w}x{h} image: keep 0 <= x <= {w}, 0 <= y <= {h}")
     return boxes
 
 

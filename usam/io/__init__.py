@@ -14,7 +14,6 @@ from .dicom import DICOM_SUFFIXES, is_dicom
 from .files import (
     check_output_path,
     dumps_json,
-    existing_folder,
     json_safe,
     write_files_atomic,
     write_problem,

@@ -45,6 +45,7 @@ def check_adapters(refs) -> None:
 def cmd_segment(args) -> int:
     import numpy as np
 
+    from ...backbones import BOX_ONLY_BACKBONES
     from ...errors import OutputError, PromptError
     from ...io import (
         IMAGE_SUFFIXES,
@@ -54,7 +55,6 @@ def cmd_segment(args) -> int:
         write_files_atomic,
     )
     from ...ops.overlay import overlay_mask
-    from ...backbones import BOX_ONLY_BACKBONES
     from ...predictor import MAX_POINTS, Predictor, check_boxes, check_points
 
     if args.box is None and not args.point:
@@ -80,13 +80,10 @@ def cmd_segment(args) -> int:
     image = read_image(args.image)  # validate input before loading any model
     points = [*(args.point or []), *(args.neg or [])]
     labels = [1] * len(args.point or []) + [0] * len(args.neg or [])
-    try:  # the prompt against the image too (in range, finite, box not inverted), named as typed
-        if points:
-            check_points(np.array(points, dtype=float), np.array(labels), image.shape[:2])
-        if args.box:
-            check_boxes(np.array(args.box, dtype=float), image.shape[:2])
-    except PromptError as exc:
-        raise PromptError(str(exc).replace("point_coords", "--point / --neg").replace("box ", "--box ", 1)) from None
+    if points:  # the prompt against the image too (in range, finite, box not inverted), named by its flags
+        check_points(np.array(points, dtype=float), np.array(labels), image.shape[:2], name="--point / --neg")
+    if args.box:
+        check_boxes(np.array(args.box, dtype=float), image.shape[:2], name="--box")
     if points and not args.box and not args.adapter and args.backbone in BOX_ONLY_BACKBONES:
         raise PromptError(f"the bare {args.backbone} backbone was trained on boxes only: clicks without a box give no "
                           "usable mask (Dice ~0.03 from one click); give --box (clicks added to it refine it), or an "

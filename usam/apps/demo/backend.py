@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from ...adapters.config import QUALITY_KINDS
+from ...backbones import BOX_ONLY_BACKBONES
 from ...errors import InputImageError, PromptError, UsamError
 from ...io import to_rgb_uint8
 from ...predictor import Predictor
-from ...backbones import BOX_ONLY_BACKBONES
 from .api import bare_points_error, parse_prompts, predict_kwargs, prompt_values, request_adapter
 from .auto import AutoView, auto_view
 from .draw import draw_measurement, draw_pending, draw_prompts, mask_overlay, mask_png, measure_mask, thumbnail
