@@ -60,7 +60,7 @@ def _detection(module: TrainModule, outs, spec: TaskSpec) -> dict:
     adapter, head = module.adapter, module.adapter.heads[spec.task_id]
     ious, refined = [], []
     for ex, e in outs:
-        raw = head(e).float()
+        raw = head(e).float().cpu()
         truth = torch.tensor(ex.target.box[None], dtype=torch.float32)
         ious.append(float(box_iou(raw, truth)[0, 0]))
         if adapter.decoder is not None:
@@ -101,7 +101,7 @@ def _segmentation(module: TrainModule, outs, spec: TaskSpec) -> dict:
             t = truth == c
             if not t.any():
                 continue
-            b = torch.tensor(mask_box(t)[None] * scale, dtype=torch.float32)
+            b = torch.tensor(mask_box(t)[None] * scale, dtype=torch.float32, device=e.device)
             lg, _ = decoder.decode(e, boxes=b, multimask_output=False)
             box_d.append(dice(lg[0, 0].cpu().numpy() > 0, t))
             click_d.append(_click_curve(decoder, e, t, scale, n_clicks))
@@ -123,8 +123,9 @@ def _click_curve(decoder, emb: torch.Tensor, truth: np.ndarray, scale: float, n_
     in model space (``truth`` is the ``(256, 256)`` low-res mask, clicks are scaled to the input by ``scale``)."""
     pts, labels, prev, out = [clicks.innermost_point(truth)], [1], None, []
     for k in range(n_clicks):
-        coords = torch.tensor([pts], dtype=torch.float32) * scale
-        lg, iou = decoder.decode(emb, points=(coords, torch.tensor([labels])), mask_input=prev, multimask_output=k == 0)
+        coords = torch.tensor([pts], dtype=torch.float32, device=emb.device) * scale
+        lg, iou = decoder.decode(emb, points=(coords, torch.tensor([labels], device=emb.device)), mask_input=prev,
+                                 multimask_output=k == 0)
         best = lg[:, int(iou[0].argmax())][:, None]
         pred = best[0, 0].cpu().numpy() > 0
         out.append(dice(pred, truth))
