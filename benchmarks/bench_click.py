@@ -54,6 +54,9 @@ PAUSE_S = 0.1
 def click_sets(data: Path, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``n`` (image, first click (1, 2), corrective pair (2, 2)) from the first breast_lesion test rows."""
     csv_dir = Path(data) / "test" / "csv_files"
+    if not (csv_dir / "breast_lesion.csv").is_file():
+        raise SystemExit(f"benchmark data: {csv_dir / 'breast_lesion.csv'} not found; give the FMC_UIA root that holds "
+                         "test/csv_files/breast_lesion.csv with --data DIR (default ../shared/data/fmc_uia_dev)")
     out = []
     with open(csv_dir / "breast_lesion.csv", newline="") as fh:
         for row in list(csv.DictReader(fh))[:n]:

@@ -4,6 +4,7 @@
 # NVIDIA GPU (or a CUDA torch) the GPU rows are skipped with a message and the click rows run on the CPU.
 #   benchmarks/gpu.sh                                   # batches 1 8 32, 10 reps, 50 clicks
 #   benchmarks/gpu.sh --batches 1 8 --reps 3 --clicks 10 --no-compile
+# Needs the FMC_UIA dev data (default ../shared/data/fmc_uia_dev, else --data DIR): the encoder rows use its test images.
 # Extra arguments go to bench_gpu.py (PYTHON=... picks the interpreter; default .venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -683,3 +683,19 @@ def test_card_shows_the_encoder_lora_ablation():
     _, plain = parse_card(adapter_card(AdapterConfig(name="fh", backbone="litemedsam", backbone_checksum="f" * 64,
                                                      tasks=config.tasks)))
     assert "ablation" not in plain
+
+
+def test_card_states_how_the_run_went():
+    """``training.note`` (hardware, data copies: what the config alone does not say) is printed under the training
+    line of the card; without one the card says nothing more."""
+    tasks = {"breast_lesion": TaskSpec("breast_lesion", "segmentation", 2)}
+    training = {"mode": "lora", "config": "configs/breast_lora_gpu.yaml", "init": "adapters/breast",
+                "note": "Trained on one NVIDIA H200."}
+    _, body = parse_card(adapter_card(AdapterConfig(name="b", backbone="litemedsam", backbone_checksum="f" * 64,
+                                                    tasks=tasks, training=training)))
+    assert ("Trained with `usam train breast_lora_gpu.yaml` (mode `lora`), starting from the adapter in "
+            "`adapters/breast`.\n\nTrained on one NVIDIA H200.") in body
+    del training["note"]
+    _, plain = parse_card(adapter_card(AdapterConfig(name="b", backbone="litemedsam", backbone_checksum="f" * 64,
+                                                     tasks=tasks, training=training)))
+    assert "H200" not in plain

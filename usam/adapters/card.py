@@ -376,6 +376,8 @@ def _training_data(config, datasets: list[str]) -> list[str]:
         lines += ["", f"Trained with `usam train {Path(str(tr.get('config') or 'CONFIG.yaml')).name}` "
                       f"(mode `{tr.get('mode', 'cache')}`)" + (f", starting from the adapter in `{tr['init']}`" if tr.get("init") else "")
                   + "."]
+        if tr.get("note"):  # how the run really went, where the config alone does not say (hardware, data copies)
+            lines += ["", str(tr["note"])]
     cites = ([BACKBONE_CITATIONS["litemedsam"]] if config.backbone == "litemedsam" else []) + [BACKBONE_CITATIONS["sam"]]
     lines += ["", "Please cite " + ("the datasets above and " if datasets else "") + "the backbone:", ""]
     return lines + [f"- {c}" for c in cites] + [""]
