@@ -210,8 +210,9 @@ def test_new_organ_from_a_folder_with_the_default_config(model, data_root, tmp_p
 
 
 def test_peft_is_imported_only_for_a_lora():
-    """``import usam`` and a model with a decoder-only adapter leave peft (and transformers) unimported; the first
-    LoRA added imports it (usam.adapters.lora)."""
+    """``import usam`` and a model without LoRA leave peft (and transformers) unimported; the first LoRA added
+    imports it (usam.adapters.lora). (Every shipped adapter now carries LoRA: breast in the encoder, fetal_head and
+    intrapartum in the decoder; loading one imports peft.)"""
     import subprocess
     import sys
     from pathlib import Path
@@ -220,8 +221,8 @@ def test_peft_is_imported_only_for_a_lora():
     code = (
         "import sys, usam\n"
         "assert 'peft' not in sys.modules and 'transformers' not in sys.modules, 'imported with usam'\n"
-        f"m = usam.load(adapters=[{str(root / 'adapters' / 'breast')!r}], runtime='torch')\n"
-        "assert 'peft' not in sys.modules, 'imported by an adapter without LoRA'\n"
+        "m = usam.load(runtime='torch')\n"
+        "assert 'peft' not in sys.modules, 'imported by a model without LoRA'\n"
         "from usam.adapters.lora import LoraSettings, add_lora, lora_layers\n"
         "add_lora(m.backbone.image_encoder, 'x', LoraSettings(rank=2))\n"
         "assert 'peft' in sys.modules and lora_layers(m.backbone.image_encoder)\n"

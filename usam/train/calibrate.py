@@ -323,7 +323,8 @@ def calibrate_adapter(adapter_dir: str, data: str, n_clicks: int = 10, starts: i
     model.adapter.config.training["calibration"] = report
     metrics_path = Path(adapter_dir) / METRICS_NAME
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    model.adapter.save_pretrained(adapter_dir, card=adapter_card(model.adapter.config, metrics))
+    encoder = model.backbone.image_encoder if model.adapter.lora_name else None  # its LoRA is saved with it
+    model.adapter.save_pretrained(adapter_dir, encoder, card=adapter_card(model.adapter.config, metrics))
     return report
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..data.fmc import read_split
 from ..heads.locate import LocateHead, peak_boxes
-from ..io import read_mask
+from ..io import read_image, read_mask
 from ..ops.metrics import box_iou
 from .cache import EmbeddingStore
 
@@ -98,8 +98,20 @@ def locate_loss(locator: LocateHead, emb: torch.Tensor, heat_t, size_t, weight) 
     return focal_loss(heat, heat_t) + l1
 
 
+class AdapterEmbeddings:
+    """``get(path)`` as :class:`EmbeddingStore`'s, through the active adapter's encoder LoRA: the embeddings its
+    heads will see (not stored on disk: the store keeps the bare encoder's)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def get(self, path):
+        return self.model.embed(read_image(path))
+
+
 def load_examples(store, samples, num_foreground: int) -> list[LocateExample]:
-    """Embeddings (from ``store``) and object boxes of segmentation ``samples``."""
+    """Embeddings (from ``store``: an :class:`EmbeddingStore` or :class:`AdapterEmbeddings`) and object boxes of
+    segmentation ``samples``."""
     out = []
     for s in samples:
         e = store.get(s.image_path)
@@ -162,7 +174,8 @@ def train_adapter_locators(adapter_dir: str, data: str, epochs: int = 30, limit:
     model = usam.load(adapters=[adapter_dir])
     adapter, size = model.adapter, model.backbone.input_size
     seg = [t for t, s in adapter.tasks.items() if s.kind == "segmentation"]
-    store, report = EmbeddingStore(model), {}
+    # an adapter with encoder LoRA: its heads see the LoRA embeddings, so its locator learns on them
+    store, report = (AdapterEmbeddings(model) if adapter.lora_name else EmbeddingStore(model)), {}
     for tid in seg:
         k = adapter.tasks[tid].num_classes - 1
         splits = {name: read_split(Path(data) / name, tasks=[tid])[tid][:limit] for name in ("train", "val")}
@@ -177,7 +190,7 @@ def train_adapter_locators(adapter_dir: str, data: str, epochs: int = 30, limit:
         report[tid] = {"train": len(train), "val": len(val), "epochs": epochs, "seconds": round(time.time() - t0),
                        "val_peak_iou": max(h["val_peak_iou"] for h in history), "history": history}
     adapter.config.training["locate"] = report
-    adapter.save_pretrained(adapter_dir)
+    adapter.save_pretrained(adapter_dir, model.backbone.image_encoder if adapter.lora_name else None)
     return report
 
 
