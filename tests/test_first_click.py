@@ -91,12 +91,16 @@ def test_each_candidate_is_its_own_box_answered_and_scored_by_agreement(breast):
 
 
 @pytest.mark.real
-def test_box_refined_first_clicks_are_better_on_real_val_images(breast):
+def test_the_shipped_first_click_setting_holds_on_real_val_images(breast):
     """The chosen first-click mask (argmax of the scores, as the demo and ``usam evaluate --clicks`` take it) on the
-    first 8 breast val lesions: better on average with ``box_refine`` (on all 63: Dice 0.815 -> 0.858)."""
+    first 8 breast val lesions, answered both ways: the setting the adapter ships (chosen on all 63 val lesions by
+    ``scripts/tune_head_options.py --first-click-only``: ``direct``, Dice 0.885 vs 0.872 for ``box_refine`` with
+    this encoder-LoRA adapter; the previous adapter shipped ``box_refine``, 0.858 vs 0.815) is not worse here, and
+    good."""
     from usam.io import read_image, read_mask
 
     model, predictor, rows = breast
+    chosen = model.adapter.decoder.first_click
     got = {"direct": [], "box_refine": []}
     for row in rows:
         truth = read_mask(row.mask_path) == 1
@@ -105,7 +109,9 @@ def test_box_refined_first_clicks_are_better_on_real_val_images(breast):
         for setting, out in got.items():
             masks, scores, _ = _answer(model, predictor, setting, **click)
             out.append(dice(masks[int(np.argmax(scores))], truth))
-    assert np.mean(got["box_refine"]) > np.mean(got["direct"]) + 0.01, got
+    other = "box_refine" if chosen == "direct" else "direct"
+    assert np.mean(got[chosen]) >= np.mean(got[other]) - 0.005, (chosen, got)
+    assert np.mean(got[chosen]) > 0.85, (chosen, got)
 
 
 def test_an_empty_candidate_stays_and_scores_zero(litemedsam_model, real_case):
