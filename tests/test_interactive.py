@@ -96,10 +96,11 @@ def test_a_perfect_mask_stops_the_clicks_and_repeats_the_last_figures():
 
 @pytest.mark.real
 def test_shipped_breast_adapter_first_click_is_good_and_corrections_keep_it_on_real_images(data_root):
-    """On the first 6 test images (5 clicks): the box-refined first click (``first_click: box_refine``) is already
-    good (Dice 0.935 in fp32; the click decoder's own first answer: 0.759, two lesions at 0.50), corrections keep it
-    within 0.02 (0.935 -> 0.923: later clicks settle at the click decoder's level, the open part of issue #14), and
-    the model's own IoU estimate of the first-click mask is close to the measured one."""
+    """On the first 6 test images (5 clicks), the encoder-LoRA breast adapter with the first-click setting chosen on
+    val (``direct``): the first click is already good (Dice 0.916 in fp32), every correction raises the mean
+    (0.916, 0.925, 0.934, 0.939, 0.940), and the quality shown with the first-click mask is close to the measured
+    IoU (error 0.088). Re-answering the first click from its box (``box_refine``, the previous adapter's choice)
+    does not help this one (0.899)."""
     from pathlib import Path
 
     import usam
@@ -107,18 +108,18 @@ def test_shipped_breast_adapter_first_click_is_good_and_corrections_keep_it_on_r
 
     root = Path(__file__).resolve().parents[1]
     model = usam.load(adapters=[str(root / "adapters" / "breast")], precision="fp32", runtime="torch")
-    assert model.adapter.decoder.first_click == "box_refine"
+    assert model.adapter.decoder.first_click == "direct"
     rows = read_split(data_root / "test", tasks=["breast_lesion"])["breast_lesion"][:6]
     res = evaluate_clicks(model, "breast", rows, n_clicks=5, progress=False)
     curve = res["dice_curve"]
     assert res["n_objects"] == 6 and len(curve) == 5
     assert curve[0] > 0.9, curve
-    assert min(curve) > curve[0] - 0.02, curve
-    assert res["iou_error"] < 0.2, res["iou_error"]
-    assert 1 <= res["noc85"] <= 2
-    model.adapter.decoder.first_click = "direct"  # the click decoder's own first answer: much worse here
-    direct = evaluate_clicks(model, "breast", rows, n_clicks=1, progress=False)["dice_curve"]
-    assert direct[0] < curve[0] - 0.1, (direct, curve)
+    assert all(b >= a for a, b in pairwise(curve)), curve
+    assert res["iou_error"] < 0.15, res["iou_error"]
+    assert 1 <= res["noc85"] <= 3
+    model.adapter.decoder.first_click = "box_refine"
+    refined = evaluate_clicks(model, "breast", rows, n_clicks=1, progress=False)["dice_curve"]
+    assert refined[0] <= curve[0] + 0.005, (refined, curve)
 
 
 @pytest.fixture(scope="module")
