@@ -20,7 +20,8 @@ Options (``usam/heads/refine.py``), tried task by task, segmentation first (the 
   (``decoder.first_click``: the click decoder's candidates ``direct``, or each re-answered from its own box,
   ``box_refine``); ``--clicks-only`` chooses these two alone, ``--first-click-only`` the second alone;
 - last, in every run, the quality estimate shown with a mask (``decoder.quality``: the decoder's predicted IoU,
-  SAM's stability score of the logits, or their mean), by the Spearman correlation with the measured IoU of the
+  SAM's stability score of the logits, their mean, or a map of the two fitted on the first ``--quality-train`` train
+  rows, ``decoder.quality_fit``), by the Spearman correlation with the measured IoU of the
   chosen first-click mask, its mean error at most 0.01 above the predicted IoU's
   (:func:`usam.train.calibrate.choose_quality`); ``--quality-only`` chooses it alone.
 The variant with the best validation score (ties: the simpler one, listed first) is written into the
@@ -52,6 +53,9 @@ def main(argv=None) -> int:
                     help="choose the click window alone (needs --clicks): head options and box routing stay as they are")
     ap.add_argument("--first-click-only", action="store_true",
                     help="choose decoder.first_click alone (needs --clicks): everything else stays as it is")
+    ap.add_argument("--quality-train", type=int, default=250, metavar="N",
+                    help="fit the 'fitted' quality estimate on the first N rows per segmentation task of the train "
+                         "split (0: not a candidate)")
     ap.add_argument("--quality-only", action="store_true",
                     help="choose decoder.quality alone (the quality estimate shown): everything else stays as it is")
     args = ap.parse_args(argv)
@@ -92,10 +96,17 @@ def main(argv=None) -> int:
         if first != "direct":
             cfg["decoder"]["first_click"] = first
     if adapter.decoder is not None and seg:  # after first_click: it estimates the first click's chosen mask
-        quality = tune_quality(model, split, seg, report)
+        fit_rows = None
+        if args.quality_train:
+            fit_rows = {t: rows[: args.quality_train]
+                        for t, rows in read_split(Path(args.data) / "train", tasks=seg).items()}
+        quality = tune_quality(model, split, seg, report, fit_rows)
         cfg["decoder"].pop("quality", None)
+        cfg["decoder"].pop("quality_fit", None)
         if quality != "predicted":
             cfg["decoder"]["quality"] = quality
+        if quality == "fitted":
+            cfg["decoder"]["quality_fit"] = list(model.adapter.decoder.quality_fit)
     cfg.setdefault("training", {})["head_options_validation"] = report
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     print(json.dumps(report, indent=1))
@@ -151,22 +162,33 @@ def tune_first_click(model, split, seg, n_clicks: int, report: dict) -> str:
     return _choose(model.adapter.decoder, "first_click", FIRST_CLICKS, model, split, seg, n_clicks, report)
 
 
-def tune_quality(model, split, seg, report: dict) -> str:
+def tune_quality(model, split, seg, report: dict, train_split=None) -> str:
     """``decoder.quality`` by :func:`usam.train.calibrate.choose_quality` on the first clicks of every segmentation
-    object of ``split``; figures into ``report["quality"]``."""
-    from usam.train.calibrate import QUALITY_SLACK, choose_quality, first_click_quality
+    object of ``split``, ``fitted`` among the candidates when ``train_split`` is given (its map fitted there by
+    :func:`usam.train.calibrate.fit_quality`, never on ``split``); figures into ``report["quality"]``."""
+    from usam.train.calibrate import QUALITY_SLACK, choose_quality, first_click_quality, fit_quality
 
-    figures: dict[str, list[float]] = {}
-    for tid in seg:
-        for k, v in first_click_quality(model, split[tid], desc=f"quality {tid}").items():
-            figures.setdefault(k, []).extend(v)
-    chosen, table = choose_quality(figures)
+    def figures_of(rows_by_task, what):
+        figures: dict[str, list[float]] = {}
+        for tid in seg:
+            for k, v in first_click_quality(model, rows_by_task[tid], desc=f"quality {what} {tid}").items():
+                figures.setdefault(k, []).extend(v)
+        return figures
+
+    train = figures_of(train_split, "fit") if train_split else None
+    fit = fit_quality(train) if train else None
+    figures = figures_of(split, "choose")
+    chosen, table = choose_quality(figures, fit=fit)
     for k, row in table.items():
         print(f"quality {k}: first-click IoU error {row['iou_error']} Spearman {row['iou_spearman']}", file=sys.stderr)
     report["quality"] = {"metric": f"Spearman with the measured IoU of the chosen first-click mask (error at most "
                                    f"{QUALITY_SLACK} above the predicted IoU's)", "objects": len(figures["measured"]),
                          **table, "chosen": chosen}
+    if fit is not None:
+        report["quality"]["fit"] = {"quality_fit": list(fit), "train_objects": len(train["measured"]),
+                                    "how": "least mean absolute error on the train split's first clicks"}
     model.adapter.decoder.quality = chosen
+    model.adapter.decoder.quality_fit = fit if chosen == "fitted" else None
     return chosen
 
 

@@ -1,6 +1,6 @@
 """The quality estimate shown with a mask (``decoder.quality``, :meth:`usam.predictor.Predictor.quality`, issue #14):
-the decoder's predicted IoU, SAM's stability score of the logits, or their mean; chosen on val by its rank
-correlation with the measured IoU (:func:`usam.train.calibrate.choose_quality`)."""
+the decoder's predicted IoU, SAM's stability score of the logits, their mean, or a map of the two fitted on train;
+chosen on val by its rank correlation with the measured IoU (:func:`usam.train.calibrate.choose_quality`)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,47 @@ def test_quality_setting_is_checked_and_saved():
     for bad in ("stable", 1, None):
         with pytest.raises(ConfigError, match="quality"):
             DecoderSettings.from_adapter({"quality": bad})
+    fitted = DecoderSettings.from_adapter({"quality": "fitted", "quality_fit": [0.5, 0.8, -0.3]})
+    assert fitted.quality_fit == (0.5, 0.8, -0.3)
+    assert fitted.to_adapter()["quality_fit"] == [0.5, 0.8, -0.3]
+    assert DecoderSettings.from_adapter(fitted.to_adapter()) == fitted  # round trip through config.json
+    with pytest.raises(ConfigError, match="quality_fit"):  # a fitted estimate without its fit
+        DecoderSettings.from_adapter({"quality": "fitted"})
+    for bad in ([1, 2], [1, "a", 2], [1, float("nan"), 0], [True, 1, 0], "0.5 0.8 -0.3"):
+        with pytest.raises(ConfigError, match="quality_fit"):
+            DecoderSettings.from_adapter({"quality": "fitted", "quality_fit": bad})
+
+
+def test_quality_estimate_formulas():
+    from usam.errors import PromptError
+    from usam.predictor import quality_estimate
+
+    p, s = np.array([0.9, 1.2, 0.3]), np.array([0.8, 0.95, 0.1])
+    np.testing.assert_allclose(quality_estimate("predicted", p, None), [0.9, 1.0, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(quality_estimate("stability", p, s), s, rtol=1e-6)
+    np.testing.assert_allclose(quality_estimate("mean", p, s), [0.85, 0.975, 0.2], rtol=1e-6)
+    np.testing.assert_allclose(quality_estimate("fitted", p, s, (0.5, 1.0, -0.3)), [0.95, 1.0, 0.0], atol=1e-6)
+    with pytest.raises(PromptError, match="quality_fit"):
+        quality_estimate("fitted", p, s)
+
+
+def test_fit_quality_recovers_a_known_map_and_minimises_the_absolute_error():
+    from usam.train.calibrate import choose_quality, fit_quality
+
+    rng = np.random.default_rng(0)
+    p, s = rng.uniform(0.5, 1.0, 200), rng.uniform(0.6, 1.0, 200)
+    measured = np.clip(0.4 * p + 0.7 * s - 0.2, 0, 1)
+    measured[::10] = 0.05  # outliers: a least-squares fit would be pulled towards them, least |error| is not
+    fit = fit_quality({"measured": measured, "predicted": p, "stability": s})
+    np.testing.assert_allclose(fit, (0.4, 0.7, -0.2), atol=0.02)
+    # chosen on other objects: fitted ranks like the best mix and sits at the measured level
+    p2, s2 = rng.uniform(0.5, 1.0, 100), rng.uniform(0.6, 1.0, 100)
+    figures = {"measured": np.clip(0.4 * p2 + 0.7 * s2 - 0.2, 0, 1), "predicted": p2, "stability": s2}
+    chosen, table = choose_quality(figures, fit=fit)
+    assert chosen == "fitted" and table["fitted"]["iou_error"] < 0.01 < table["mean"]["iou_error"], table
+    assert "fitted" not in choose_quality(figures)[1]  # no fit: not a candidate
+    with pytest.raises(Exception, match="at least 3"):
+        fit_quality({"measured": [0.5], "predicted": [0.5], "stability": [0.5]})
 
 
 def test_choose_quality_prefers_the_better_ranking_at_no_worse_level():
@@ -44,16 +85,19 @@ def test_choose_quality_prefers_the_better_ranking_at_no_worse_level():
     measured = [0.2, 0.4, 0.6, 0.8, 0.9]
     figures = {"measured": measured,
                "predicted": [0.5, 0.45, 0.7, 0.6, 0.8],  # ranks poorly
-               "stability": [0.25, 0.42, 0.58, 0.79, 0.91],  # ranks perfectly, close to the measured level
-               "mean": [0.4, 0.45, 0.65, 0.7, 0.85]}
+               "stability": [0.25, 0.42, 0.58, 0.79, 0.91]}  # ranks perfectly, close to the measured level
     chosen, table = choose_quality(figures)
     assert chosen == "stability" and table["stability"]["iou_spearman"] == 1.0
+    assert set(table) == {"predicted", "stability", "mean"}  # every estimate is made of the two signals
     assert table["predicted"]["iou_error"] == pytest.approx(np.abs(np.subtract(figures["predicted"], measured)).mean(),
                                                             abs=1e-4)
+    mean = (np.array(figures["predicted"]) + figures["stability"]) / 2
+    assert table["mean"]["iou_error"] == pytest.approx(np.abs(mean - measured).mean(), abs=1e-4)
     # a perfect ranking on a far worse level is refused: the mean error must stay within the slack
     figures["stability"] = [v / 3 for v in figures["stability"]]
-    assert choose_quality(figures)[0] == "mean"
-    figures["mean"] = figures["predicted"]  # a tie keeps the predicted IoU (listed first)
+    chosen, table = choose_quality(figures)
+    assert table["stability"]["iou_spearman"] == 1.0 and chosen == "predicted", table
+    figures["stability"] = figures["predicted"]  # a tie keeps the predicted IoU (listed first)
     assert choose_quality(figures)[0] == "predicted"
 
 
@@ -80,8 +124,8 @@ def test_predictor_quality_follows_the_setting_and_keeps_the_choice(breast):
     masks, scores, low_res = predictor.predict(point_coords=np.array([innermost_point(truth)]), point_labels=np.array([1]))
     decoder = model.adapter.decoder
     got = {}
-    for kind in ("predicted", "stability", "mean"):
-        with decoder.using(quality=kind):
+    for kind, fit in (("predicted", None), ("stability", None), ("mean", None), ("fitted", (0.5, 0.8, -0.3))):
+        with decoder.using(quality=kind, quality_fit=fit):
             got[kind] = predictor.quality(scores, low_res)
             again = predictor.predict(point_coords=np.array([innermost_point(truth)]), point_labels=np.array([1]))
         np.testing.assert_array_equal(again[1], scores)  # the setting never changes the masks or their choice
@@ -89,6 +133,7 @@ def test_predictor_quality_follows_the_setting_and_keeps_the_choice(breast):
     np.testing.assert_allclose(got["predicted"], np.clip(scores, 0, 1))
     np.testing.assert_allclose(got["stability"], [(m > 1).sum() / (m > -1).sum() for m in low_res], rtol=1e-6)
     np.testing.assert_allclose(got["mean"], (got["predicted"] + got["stability"]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(got["fitted"], np.clip(0.5 * scores + 0.8 * got["stability"] - 0.3, 0, 1), atol=1e-6)
     with pytest.raises(Exception, match="does not match"):
         predictor.quality(scores, low_res[:2])
 

@@ -232,24 +232,24 @@ class Predictor:
 
     def quality(self, scores: np.ndarray, low_res: np.ndarray) -> np.ndarray:
         """The quality estimate of masks :meth:`predict` returned, in [0, 1], as the adapter's ``decoder.quality``
-        names it: ``predicted`` (the default, and without an adapter): the decoder's predicted IoU ``scores``
-        clipped to [0, 1]; ``stability``: SAM's stability score of the low-res logits ``low_res`` (IoU of the mask
-        at logit > +1 and at logit > -1, :func:`usam.ops.masks.stability_score`); ``mean``: the mean of the two.
+        names it (:func:`quality_estimate`): ``predicted`` (the default, and without an adapter) the decoder's
+        predicted IoU ``scores``; ``stability`` SAM's stability score of the low-res logits ``low_res`` (IoU of the
+        mask at logit > +1 and at logit > -1, :func:`usam.ops.masks.stability_score`); ``mean`` the mean of the two;
+        ``fitted`` the map of the two in ``decoder.quality_fit``.
 
         ``scores`` ``(M,)`` / ``(K, M)`` and ``low_res`` ``(M, 256, 256)`` / ``(K, M, 256, 256)`` as :meth:`predict`
         returns them; returns an array shaped like ``scores``. The scores still choose among candidates (argmax);
-        this is what to show a user beside the chosen mask. Measured on val (chosen first-click mask, Spearman with
-        the measured IoU): breast 0.70 predicted -> 0.78 mean, fetal head 0.63 -> 0.78 stability, intrapartum
-        0.72 -> 0.75 mean (``scripts/tune_head_options.py --quality-only``)."""
-        scores = np.clip(np.asarray(scores, dtype=np.float32), 0.0, 1.0)
+        this is what to show a user beside the chosen mask. Chosen on val by the Spearman correlation with the
+        measured IoU of the chosen first-click mask (``scripts/tune_head_options.py --quality-only``; the figures
+        are on each adapter's card)."""
+        scores = np.asarray(scores, dtype=np.float32)
         low_res = np.asarray(low_res, dtype=np.float32)
         if low_res.shape[:-2] != scores.shape:
             raise PromptError(f"low_res {low_res.shape} does not match scores {scores.shape}: pass what predict returned")
-        how = getattr(self.model.prompt_decoder(), "quality", "predicted")
-        if how == "predicted":
-            return scores
-        stable = stability_score(low_res, self.mask_threshold)
-        return stable if how == "stability" else (scores + stable) / 2
+        decoder = self.model.prompt_decoder()
+        how = getattr(decoder, "quality", "predicted")
+        stable = None if how == "predicted" else stability_score(low_res, self.mask_threshold)
+        return quality_estimate(how, scores, stable, getattr(decoder, "quality_fit", None))
 
     def _box_refine(self, masks: torch.Tensor, scores: torch.Tensor, low_res: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -307,6 +307,28 @@ class Predictor:
                            None if mask_input is None else mask_input[i:i + 1], multimask_output)
                for i in range(k)]
         return torch.cat([m for m, _ in out]), torch.cat([s for _, s in out])
+
+
+def quality_estimate(how: str, predicted: np.ndarray, stability: np.ndarray | None,
+                     fit: tuple[float, float, float] | None = None) -> np.ndarray:
+    """A mask's quality estimate in [0, 1] from the decoder's predicted IoU and its logits' stability score (arrays
+    of one shape; ``stability`` may be ``None`` for ``predicted``), as ``how`` (``decoder.quality``) names it:
+    ``predicted``, ``stability``, ``mean`` of the two, or ``fitted``: ``a * predicted + b * stability + c`` with
+    ``fit = (a, b, c)`` (``decoder.quality_fit``, :func:`usam.train.calibrate.fit_quality`). Clipped to [0, 1]."""
+    predicted = np.asarray(predicted, dtype=np.float32)
+    if how == "predicted":
+        return np.clip(predicted, 0.0, 1.0)
+    stability = np.asarray(stability, dtype=np.float32)
+    if how == "stability":
+        return np.clip(stability, 0.0, 1.0)
+    if how == "mean":
+        return np.clip((np.clip(predicted, 0.0, 1.0) + stability) / 2, 0.0, 1.0)
+    if how == "fitted":
+        if fit is None:
+            raise PromptError("quality 'fitted' needs its fit (a, b, c): decoder.quality_fit")
+        a, b, c = fit
+        return np.clip(a * predicted + b * stability + c, 0.0, 1.0).astype(np.float32)
+    raise PromptError(f"unknown quality estimate {how!r}")
 
 
 def _decode_set(run, embedding, points, boxes, mask_input, multimask_output: bool):

@@ -62,7 +62,8 @@ class TunedDecoder(nn.Module):
 
     def __init__(self, backbone, train: tuple[str, ...] = DEFAULT_DECODER_TRAIN, lora: LoraSettings | None = None,
                  box_prompts: str = "base", clicks: str = "shared", click_window: int | None = None,
-                 first_click: str = "direct", quality: str = "predicted"):
+                 first_click: str = "direct", quality: str = "predicted",
+                 quality_fit: tuple[float, float, float] | None = None):
         super().__init__()
         if not hasattr(backbone, "prompt_encoder") or not hasattr(backbone, "mask_decoder") or hasattr(backbone, "model"):
             raise ConfigError(f"decoder tuning needs a segment-anything style backbone (litemedsam, sam_vit_*), not {backbone.name}")
@@ -72,6 +73,7 @@ class TunedDecoder(nn.Module):
         self.click_window = click_window  # read by Predictor.predict (see DecoderSettings)
         self.first_click = first_click  # read by Predictor.predict (see DecoderSettings)
         self.quality = quality  # read by Predictor.quality (see DecoderSettings)
+        self.quality_fit = quality_fit  # (a, b, c) of quality "fitted"
         self.prompt_encoder = copy.deepcopy(backbone.prompt_encoder)
         self.mask_decoder = copy.deepcopy(backbone.mask_decoder)
         self.train_prefixes = tuple(train)
@@ -109,7 +111,7 @@ class TunedDecoder(nn.Module):
 
     @contextlib.contextmanager
     def using(self, **settings):
-        """Inference settings (``box_prompts``, ``click_window``, ``first_click``, ``quality``) changed for a
+        """Inference settings (``box_prompts``, ``click_window``, ``first_click``, ``quality``, ``quality_fit``) changed for a
         ``with`` block and restored after it, whatever happens inside: ``with decoder.using(first_click="direct"):``."""
         unknown = set(settings) - set(INFERENCE_CHOICES)
         if unknown:
@@ -155,7 +157,8 @@ class Adapter(nn.Module):
             dec = DecoderSettings.from_adapter(config.decoder)
             self.decoder = TunedDecoder(backbone, tuple(dec.train or DEFAULT_DECODER_TRAIN), dec.lora,
                                         box_prompts=dec.box_prompts, clicks=dec.clicks, click_window=dec.click_window,
-                                        first_click=dec.first_click, quality=dec.quality)
+                                        first_click=dec.first_click, quality=dec.quality,
+                                        quality_fit=dec.quality_fit)
         self.lora_name = config.name if config.lora else None
         self.encoder_lora: dict[str, torch.Tensor] | None = None
 
@@ -229,7 +232,8 @@ class Adapter(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike, encoder: nn.Module | None = None,
                         metrics: dict | None = None, card: str | None = None) -> Path:
         """Write the adapter directory atomically (a temp dir renamed into place); ``metrics`` / ``card``: ``None``
-        keeps those of an adapter already there. ``encoder``: the backbone's encoder, needed with encoder LoRA."""
+        keeps those of an adapter already there. ``encoder``: the backbone's encoder (its LoRA is saved with the
+        adapter), needed with encoder LoRA, ignored without: a caller may always pass it."""
         out = Path(directory)
         problem = output_problem(out)
         if problem:

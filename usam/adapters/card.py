@@ -213,6 +213,12 @@ def _inference_options(config) -> list[str]:
                      f"{QUALITY_KINDS[quality]} (`quality: {quality}`); the candidates are still chosen by the predicted "
                      f"IoU" + (f". Val first clicks ({rec.get('objects')} objects), IoU error / Spearman: {figures}"
                                if figures else ""))
+        fit = (config.decoder or {}).get("quality_fit")
+        if quality == "fitted" and fit:
+            n = (rec.get("fit") or {}).get("train_objects")
+            lines.append(f"- fitted quality = clip({fit[0]} x predicted IoU + {fit[1]} x stability + {fit[2]}, 0, 1), "
+                         f"least mean absolute error on the first clicks of "
+                         f"{f'{n} train objects' if n else 'the train split'} (`decoder.quality_fit`)")
     for tid, opts in config.head_options.items():
         text = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in opts.items())
         lines.append(f"- `{tid}`: {text}")

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -66,6 +67,13 @@ def _click_window(v):
     return v
 
 
+def _quality_fit(v):
+    if (not isinstance(v, (list, tuple)) or len(v) != 3
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+        raise Invalid("must be three finite numbers [a, b, c]: quality = a * predicted IoU + b * stability + c")
+    return tuple(float(x) for x in v)
+
+
 def _prefixes(v):
     if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
         raise Invalid("must be a list of parameter-name prefixes")
@@ -74,12 +82,13 @@ def _prefixes(v):
 
 #: quality estimates a mask can be shown with (``DecoderSettings.quality``), the default first, and what each is
 QUALITY_KINDS = {"predicted": "the decoder's predicted IoU", "stability": "the stability score of its logits",
-                 "mean": "mean of the decoder's predicted IoU and its logits' stability score"}
+                 "mean": "mean of the decoder's predicted IoU and its logits' stability score",
+                 "fitted": "a map of the decoder's predicted IoU and its logits' stability score fitted to measured IoUs"}
 QUALITIES = tuple(QUALITY_KINDS)
 
 #: the decoder settings that act at inference only (read by :class:`usam.predictor.Predictor`, set for a block by
 #: ``TunedDecoder.using``, chosen on val by ``scripts/tune_head_options.py``)
-INFERENCE_CHOICES = ("box_prompts", "click_window", "first_click", "quality")
+INFERENCE_CHOICES = ("box_prompts", "click_window", "first_click", "quality", "quality_fit")
 
 
 @dataclass(frozen=True)
@@ -95,8 +104,10 @@ class DecoderSettings:
     alone from its own tight box and scored by its predicted IoU and that answer's agreement, see
     :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), and the quality estimate shown
     with a mask (``quality``: ``predicted``, the decoder's predicted IoU; ``stability``, SAM's stability score of
-    its logits; ``mean``, the mean of the two; see :meth:`usam.predictor.Predictor.quality`; chosen on val by
-    ``scripts/tune_head_options.py --quality-only``). ``quality`` never changes which candidate is chosen.)"""
+    its logits; ``mean``, the mean of the two; ``fitted``, ``a * predicted + b * stability + c`` clipped to
+    [0, 1] with ``quality_fit = (a, b, c)`` fitted to measured IoUs on the train split; see
+    :meth:`usam.predictor.Predictor.quality`; chosen on val by ``scripts/tune_head_options.py --quality-only``).
+    ``quality`` never changes which candidate is chosen.)"""
 
     tune: bool = field(default=True, metadata=check(boolean))
     lora: LoraSettings | None = field(default_factory=lambda: LoraSettings(16, 16.0, 0.0, DECODER_TARGETS),
@@ -107,6 +118,12 @@ class DecoderSettings:
     click_window: int | None = field(default=None, metadata=check(optional(_click_window)))
     first_click: str = field(default="direct", metadata=check(one_of("direct", "box_refine")))
     quality: str = field(default="predicted", metadata=check(one_of(*QUALITIES)))
+    quality_fit: tuple[float, float, float] | None = field(default=None, metadata=check(optional(_quality_fit)))
+
+    def __post_init__(self):
+        if self.quality == "fitted" and self.quality_fit is None:
+            raise ConfigError("decoder.quality 'fitted' needs decoder.quality_fit [a, b, c] "
+                              "(scripts/tune_head_options.py --quality-only fits it on the train split)")
 
     @classmethod
     def from_adapter(cls, block: dict) -> "DecoderSettings":
@@ -125,6 +142,8 @@ class DecoderSettings:
             block["first_click"] = self.first_click
         if self.quality != "predicted":  # likewise
             block["quality"] = self.quality
+        if self.quality_fit is not None:
+            block["quality_fit"] = list(self.quality_fit)
         return block
 
 

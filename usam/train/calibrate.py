@@ -60,8 +60,8 @@ from ..data.fmc import Sample, read_split
 from ..errors import UsamError
 from ..io import read_image, read_mask
 from ..ops.clicks import innermost_point
-from ..ops.masks import iou
-from ..predictor import Predictor
+from ..ops.masks import iou, stability_score
+from ..predictor import Predictor, quality_estimate
 from .cache import EmbeddingStore
 
 
@@ -131,18 +131,18 @@ QUALITY_SLACK = 0.01
 def first_click_quality(model, samples: list[Sample], desc: str = "first clicks") -> dict[str, list[float]]:
     """One first click at the innermost point of every object (each foreground class present) of segmentation
     ``samples``, answered as the active adapter answers it (its ``first_click``), on the cached embedding.
-    Returns ``{"measured": [...], kind: [...] for kind in QUALITIES}``: the chosen mask's IoU against the truth
-    and each quality estimate of it (:meth:`usam.predictor.Predictor.quality`), one value per object."""
-    predictor, decoder = Predictor(model, runtime="torch"), model.adapter.decoder
-    out: dict[str, list[float]] = {"measured": [], **{k: [] for k in QUALITIES}}
+    Returns ``{"measured": [...], "predicted": [...], "stability": [...]}``: the chosen mask's IoU against the
+    truth, its predicted IoU (the decoder's score) and its logits' stability score, one value per object; every
+    quality estimate is made of the last two (:func:`usam.predictor.quality_estimate`)."""
+    predictor = Predictor(model, runtime="torch")
+    out: dict[str, list[float]] = {"measured": [], "predicted": [], "stability": []}
     for truth in _objects(model, predictor, samples, desc):
         masks, scores, low_res = predictor.predict(point_coords=np.array([innermost_point(truth)]),
                                                    point_labels=np.array([1]))
         best = int(np.argmax(scores))
         out["measured"].append(iou(masks[best], truth))
-        for kind in QUALITIES:
-            with decoder.using(quality=kind):
-                out[kind].append(float(predictor.quality(scores, low_res)[best]))
+        out["predicted"].append(float(scores[best]))
+        out["stability"].append(float(stability_score(low_res[best], predictor.mask_threshold)))
     return out
 
 
@@ -159,20 +159,43 @@ def _objects(model, predictor: Predictor, samples: list[Sample], desc: str):
                 yield truth
 
 
-def choose_quality(figures: dict[str, list[float]], slack: float = QUALITY_SLACK) -> tuple[str, dict]:
+def fit_quality(figures: dict[str, list[float]]) -> tuple[float, float, float]:
+    """``(a, b, c)`` of the ``fitted`` quality estimate ``clip(a * predicted + b * stability + c, 0, 1)`` with the
+    least mean absolute error against the measured IoU of :func:`first_click_quality`'s ``figures`` (the train
+    split's; the mean absolute error is what ``usam evaluate --clicks`` reports): least squares, then refined on
+    that error (``scipy.optimize.minimize``, Powell)."""
+    from scipy.optimize import minimize
+
+    measured = np.asarray(figures["measured"], dtype=np.float64)
+    x = np.stack([np.asarray(figures["predicted"], dtype=np.float64), np.asarray(figures["stability"], dtype=np.float64),
+                  np.ones_like(measured)], axis=1)
+    if len(measured) < 3:
+        raise UsamError(f"fitting the quality estimate needs at least 3 objects, got {len(measured)}")
+    start = np.linalg.lstsq(x, measured, rcond=None)[0]
+    err = lambda w: float(np.abs(np.clip(x @ w, 0.0, 1.0) - measured).mean())  # noqa: E731
+    best = minimize(err, start, method="Powell", options={"xtol": 1e-4, "ftol": 1e-7})
+    w = best.x if best.fun <= err(start) else start
+    return tuple(round(float(v), 4) for v in w)
+
+
+def choose_quality(figures: dict[str, list[float]], slack: float = QUALITY_SLACK,
+                   fit: tuple[float, float, float] | None = None) -> tuple[str, dict]:
     """The quality estimate to show (``decoder.quality``) from :func:`first_click_quality`'s ``figures``: the
     highest Spearman with the measured IoU among the estimates whose mean absolute error is at most the
     predicted IoU's + ``slack`` (a better ranking must not come with a worse level); ties keep the earlier of
-    :data:`QUALITIES` (the predicted IoU first). Returns it and ``{kind: {"iou_error", "iou_spearman"}}``."""
+    :data:`QUALITIES` (the predicted IoU first). ``fitted`` is a candidate with ``fit`` (fitted on other images:
+    :func:`fit_quality` on the train split). Returns it and ``{kind: {"iou_error", "iou_spearman"}}``."""
     measured = np.asarray(figures["measured"], dtype=np.float64)
     table = {}
     for kind in QUALITIES:
-        est = np.asarray(figures[kind], dtype=np.float64)
+        if kind == "fitted" and fit is None:
+            continue
+        est = quality_estimate(kind, figures["predicted"], figures["stability"], fit).astype(np.float64)
         rank = spearman(est.tolist(), measured.tolist())
         table[kind] = {"iou_error": round(float(np.abs(est - measured).mean()), 4),
                        "iou_spearman": None if np.isnan(rank) else round(rank, 4)}
     limit = table["predicted"]["iou_error"] + slack
-    allowed = [k for k in QUALITIES if table[k]["iou_error"] <= limit and table[k]["iou_spearman"] is not None]
+    allowed = [k for k in table if table[k]["iou_error"] <= limit and table[k]["iou_spearman"] is not None]
     chosen = max(allowed, key=lambda k: table[k]["iou_spearman"], default="predicted")  # max keeps the first tie
     return chosen, table
 
@@ -323,8 +346,7 @@ def calibrate_adapter(adapter_dir: str, data: str, n_clicks: int = 10, starts: i
     model.adapter.config.training["calibration"] = report
     metrics_path = Path(adapter_dir) / METRICS_NAME
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    encoder = model.backbone.image_encoder if model.adapter.lora_name else None  # its LoRA is saved with it
-    model.adapter.save_pretrained(adapter_dir, encoder, card=adapter_card(model.adapter.config, metrics))
+    model.adapter.save_pretrained(adapter_dir, model.backbone.image_encoder, card=adapter_card(model.adapter.config, metrics))
     return report
 
 

@@ -190,7 +190,7 @@ def train_adapter_locators(adapter_dir: str, data: str, epochs: int = 30, limit:
         report[tid] = {"train": len(train), "val": len(val), "epochs": epochs, "seconds": round(time.time() - t0),
                        "val_peak_iou": max(h["val_peak_iou"] for h in history), "history": history}
     adapter.config.training["locate"] = report
-    adapter.save_pretrained(adapter_dir, model.backbone.image_encoder if adapter.lora_name else None)
+    adapter.save_pretrained(adapter_dir, model.backbone.image_encoder)
     return report
 
 

@@ -437,5 +437,4 @@ def save_adapter(run: Run, val: dict, epoch: int) -> None:
                     opts.pop("refine_with_decoder", None), opts.pop("refine_decoder", None)
         adapter.config.head_options = {tid: o for tid, o in options.items() if o}
     metrics = {"best_epoch": epoch + 1, "val": val, "history": run.history}
-    encoder = run.model.backbone.image_encoder if adapter.config.lora is not None else None
-    adapter.save_pretrained(run.out, encoder, metrics=metrics, card=adapter_card(adapter.config, metrics))
+    adapter.save_pretrained(run.out, run.model.backbone.image_encoder, metrics=metrics, card=adapter_card(adapter.config, metrics))

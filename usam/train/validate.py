@@ -64,7 +64,7 @@ def _detection(module: TrainModule, outs, spec: TaskSpec) -> dict:
         truth = torch.tensor(ex.target.box[None], dtype=torch.float32)
         ious.append(float(box_iou(raw, truth)[0, 0]))
         if adapter.decoder is not None:
-            box = refine_box(adapter.decoder, e, raw[0].cpu().numpy(), module.model.backbone.input_size, route="tuned")
+            box = refine_box(adapter.decoder, e, raw[0].numpy(), module.model.backbone.input_size, route="tuned")
             refined.append(float(box_iou(torch.tensor(box[None], dtype=torch.float32), truth)[0, 0]))
     metrics = {"iou": float(np.mean(ious))}
     if refined:
