@@ -176,7 +176,11 @@ def tune_quality(model, split, seg, report: dict, train_split=None) -> str:
         return figures
 
     train = figures_of(train_split, "fit") if train_split else None
-    fit = fit_quality(train) if train else None
+    fit = None
+    if train and len(train["measured"]) >= 3:
+        fit = fit_quality(train)
+    elif train:
+        print(f"quality fitted: not a candidate, {len(train['measured'])} train objects (3 needed)", file=sys.stderr)
     figures = figures_of(split, "choose")
     chosen, table = choose_quality(figures, fit=fit)
     for k, row in table.items():

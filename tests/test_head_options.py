@@ -191,7 +191,7 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     cfg["head_options"] = {t: {"locate": "off"} for t, o in cfg["head_options"].items() if "locate" in o}
     assert cfg["head_options"] == {"fetal_head": {"locate": "off"}}
     (target / "config.json").write_text(json.dumps(cfg))
-    assert tune.main([str(target), "--data", str(data_root), "--limit", "2"]) == 0
+    assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--quality-train", "0"]) == 0
     cfg = json.loads((target / "config.json").read_text())
     report = cfg["training"]["head_options_validation"]
     shipped = json.loads((ROOT / "adapters" / "fetal_head" / "config.json").read_text())
@@ -211,7 +211,8 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     # --clicks-only: the click window and the first click's answer alone, by the mean of the Dice-vs-clicks curve;
     # the rest kept as it was
     before = cfg
-    assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--clicks", "3", "--clicks-only"]) == 0
+    assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--clicks", "3", "--clicks-only",
+                      "--quality-train", "0"]) == 0
     cfg = json.loads((target / "config.json").read_text())
     first = cfg["training"]["head_options_validation"].pop("first_click")
     scores = {k: first[k] for k in ("direct", "box_refine")}
@@ -236,12 +237,18 @@ def _check_quality_choice(quality: dict, cfg: dict, target: Path) -> None:
     from usam.train.calibrate import QUALITY_SLACK
 
     assert quality["objects"] == 2 and set(quality) >= {"predicted", "stability", "mean", "chosen"}
-    allowed = {k: quality[k]["iou_spearman"] for k in ("predicted", "stability", "mean")
+    kinds = [k for k in ("predicted", "stability", "mean", "fitted") if k in quality]
+    allowed = {k: quality[k]["iou_spearman"] for k in kinds
                if quality[k]["iou_error"] <= quality["predicted"]["iou_error"] + QUALITY_SLACK
                and quality[k]["iou_spearman"] is not None}
     assert quality["chosen"] == (max(allowed, key=allowed.get) if allowed else "predicted")
     assert cfg["decoder"].get("quality", "predicted") == quality["chosen"]
-    assert usam.load(adapters=[str(target)]).adapter.decoder.quality == quality["chosen"]
+    decoder = usam.load(adapters=[str(target)]).adapter.decoder
+    assert decoder.quality == quality["chosen"]
+    if "fitted" in quality:  # fitted on train objects, written only when chosen
+        assert quality["fit"]["train_objects"] >= 3 and len(quality["fit"]["quality_fit"]) == 3
+        fit = tuple(quality["fit"]["quality_fit"]) if quality["chosen"] == "fitted" else None
+        assert decoder.quality_fit == fit and cfg["decoder"].get("quality_fit") == (list(fit) if fit else None)
 
 
 def test_tune_head_options_quality_only_changes_the_quality_alone(tmp_path, data_root):
@@ -249,11 +256,13 @@ def test_tune_head_options_quality_only_changes_the_quality_alone(tmp_path, data
     target = tmp_path / "breast"
     shutil.copytree(ROOT / "adapters" / "breast", target)
     before = json.loads((target / "config.json").read_text())
-    assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--quality-only"]) == 0
+    assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--quality-only",
+                      "--quality-train", "3"]) == 0
     cfg = json.loads((target / "config.json").read_text())
     quality = cfg["training"]["head_options_validation"].pop("quality")
+    assert "fitted" in quality  # fitted on 3 train objects: a candidate
     _check_quality_choice(quality, cfg, target)
     before["training"]["head_options_validation"].pop("quality", None)
-    before["decoder"].pop("quality", None)
-    cfg["decoder"].pop("quality", None)
+    for c in (before, cfg):
+        c["decoder"].pop("quality", None), c["decoder"].pop("quality_fit", None)
     assert cfg == before  # nothing else is touched
