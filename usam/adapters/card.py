@@ -209,14 +209,14 @@ def _inference_options(config) -> list[str]:
         rec = ((config.training.get("head_options_validation") or {}).get("quality") or {}) if isinstance(
             config.training, dict) else {}
         figures = "; ".join(f"{k} {rec[k]['iou_error']} / {rec[k]['iou_spearman']}" for k in QUALITY_KINDS if k in rec)
-        lines.append(f"- the quality shown with a mask (`Predictor.quality`, the demo's estimated IoU) is the "
+        lines.append(f"- the quality shown with a mask (`Predictor.quality`, the demo's estimated IoU) is "
                      f"{QUALITY_KINDS[quality]} (`quality: {quality}`); the candidates are still chosen by the predicted "
                      f"IoU" + (f". Val first clicks ({rec.get('objects')} objects), IoU error / Spearman: {figures}"
                                if figures else ""))
         fit = (config.decoder or {}).get("quality_fit")
         if quality == "fitted" and fit:
             n = (rec.get("fit") or {}).get("train_objects")
-            lines.append(f"- fitted quality = clip({fit[0]} x predicted IoU + {fit[1]} x stability + {fit[2]}, 0, 1), "
+            lines.append(f"- fitted quality = clip({fit[0]:g} x predicted IoU {fit[1]:+g} x stability {fit[2]:+g}, 0, 1), "
                          f"least mean absolute error on the first clicks of "
                          f"{f'{n} train objects' if n else 'the train split'} (`decoder.quality_fit`)")
     for tid, opts in config.head_options.items():
