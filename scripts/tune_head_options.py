@@ -53,9 +53,9 @@ def main(argv=None) -> int:
                     help="choose the click window alone (needs --clicks): head options and box routing stay as they are")
     ap.add_argument("--first-click-only", action="store_true",
                     help="choose decoder.first_click alone (needs --clicks): everything else stays as it is")
-    ap.add_argument("--quality-train", type=int, default=250, metavar="N",
+    ap.add_argument("--quality-train", type=_non_negative, default=250, metavar="N",
                     help="fit the 'fitted' quality estimate on the first N rows per segmentation task of the train "
-                         "split (0: not a candidate)")
+                         "split, at most --limit (0: not a candidate)")
     ap.add_argument("--quality-only", action="store_true",
                     help="choose decoder.quality alone (the quality estimate shown): everything else stays as it is")
     args = ap.parse_args(argv)
@@ -97,8 +97,9 @@ def main(argv=None) -> int:
             cfg["decoder"]["first_click"] = first
     if adapter.decoder is not None and seg:  # after first_click: it estimates the first click's chosen mask
         fit_rows = None
-        if args.quality_train:
-            fit_rows = {t: rows[: args.quality_train]
+        n_fit = min(args.quality_train, args.limit) if args.limit else args.quality_train
+        if n_fit:
+            fit_rows = {t: rows[:n_fit]
                         for t, rows in read_split(Path(args.data) / "train", tasks=seg).items()}
         quality = tune_quality(model, split, seg, report, fit_rows)
         cfg["decoder"].pop("quality", None)
@@ -109,8 +110,29 @@ def main(argv=None) -> int:
             cfg["decoder"]["quality_fit"] = list(model.adapter.decoder.quality_fit)
     cfg.setdefault("training", {})["head_options_validation"] = report
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    write_card(Path(args.adapter))
     print(json.dumps(report, indent=1))
     return 0
+
+
+def _non_negative(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return n
+
+
+def write_card(adapter_dir: Path) -> None:
+    """The adapter's card (``README.md``) rewritten from the ``config.json`` just written and its ``metrics.json``."""
+    from usam.adapters import validate_adapter_dir
+    from usam.adapters.card import adapter_card
+
+    mpath = adapter_dir / "metrics.json"
+    metrics = json.loads(mpath.read_text()) if mpath.is_file() else None
+    (adapter_dir / "README.md").write_text(adapter_card(validate_adapter_dir(adapter_dir).config, metrics))
 
 
 def click_curve(model, split, seg, n_clicks: int) -> tuple[float, dict, int]:
@@ -166,7 +188,8 @@ def tune_quality(model, split, seg, report: dict, train_split=None) -> str:
     """``decoder.quality`` by :func:`usam.train.calibrate.choose_quality` on the first clicks of every segmentation
     object of ``split``, ``fitted`` among the candidates when ``train_split`` is given (its map fitted there by
     :func:`usam.train.calibrate.fit_quality`, never on ``split``); figures into ``report["quality"]``."""
-    from usam.train.calibrate import QUALITY_SLACK, choose_quality, first_click_quality, fit_quality
+    from usam.train.calibrate import (QUALITY_FIT_MIN_OBJECTS, QUALITY_SLACK, choose_quality, first_click_quality,
+                                      fit_quality)
 
     def figures_of(rows_by_task, what):
         figures: dict[str, list[float]] = {}
@@ -177,10 +200,11 @@ def tune_quality(model, split, seg, report: dict, train_split=None) -> str:
 
     train = figures_of(train_split, "fit") if train_split else None
     fit = None
-    if train and len(train["measured"]) >= 3:
+    if train and len(train["measured"]) >= QUALITY_FIT_MIN_OBJECTS:
         fit = fit_quality(train)
     elif train:
-        print(f"quality fitted: not a candidate, {len(train['measured'])} train objects (3 needed)", file=sys.stderr)
+        print(f"quality fitted: not a candidate, {len(train['measured'])} train objects "
+              f"({QUALITY_FIT_MIN_OBJECTS} needed)", file=sys.stderr)
     figures = figures_of(split, "choose")
     chosen, table = choose_quality(figures, fit=fit)
     for k, row in table.items():

@@ -230,13 +230,13 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     assert usam.load(adapters=[str(target)]).adapter.decoder.click_window == cfg["decoder"].get("click_window")
 
 
-def _check_quality_choice(quality: dict, cfg: dict, target: Path) -> None:
+def _check_quality_choice(quality: dict, cfg: dict, target: Path, objects: int = 2) -> None:
     """``decoder.quality``: every estimate scored; the chosen one has the best Spearman among those whose error is
     within ``QUALITY_SLACK`` of the predicted IoU's; written (unless the default) and loaded."""
     import usam
     from usam.train.calibrate import QUALITY_SLACK
 
-    assert quality["objects"] == 2 and set(quality) >= {"predicted", "stability", "mean", "chosen"}
+    assert quality["objects"] == objects and set(quality) >= {"predicted", "stability", "mean", "chosen"}
     kinds = [k for k in ("predicted", "stability", "mean", "fitted") if k in quality]
     allowed = {k: quality[k]["iou_spearman"] for k in kinds
                if quality[k]["iou_error"] <= quality["predicted"]["iou_error"] + QUALITY_SLACK
@@ -246,7 +246,7 @@ def _check_quality_choice(quality: dict, cfg: dict, target: Path) -> None:
     decoder = usam.load(adapters=[str(target)]).adapter.decoder
     assert decoder.quality == quality["chosen"]
     if "fitted" in quality:  # fitted on train objects, written only when chosen
-        assert quality["fit"]["train_objects"] >= 3 and len(quality["fit"]["quality_fit"]) == 3
+        assert quality["fit"]["train_objects"] >= 10 and len(quality["fit"]["quality_fit"]) == 3
         fit = tuple(quality["fit"]["quality_fit"]) if quality["chosen"] == "fitted" else None
         assert decoder.quality_fit == fit and cfg["decoder"].get("quality_fit") == (list(fit) if fit else None)
 
@@ -256,12 +256,20 @@ def test_tune_head_options_quality_only_changes_the_quality_alone(tmp_path, data
     target = tmp_path / "breast"
     shutil.copytree(ROOT / "adapters" / "breast", target)
     before = json.loads((target / "config.json").read_text())
-    assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--quality-only",
-                      "--quality-train", "3"]) == 0
+    with pytest.raises(SystemExit):  # argparse: a negative count
+        tune.main([str(target), "--data", str(data_root), "--quality-only", "--quality-train", "-1"])
+    # --limit caps the train rows the map is fitted to as well: 9 objects are too few for 3 coefficients
+    assert tune.main([str(target), "--data", str(data_root), "--limit", "9", "--quality-only"]) == 0
+    assert "fitted" not in json.loads((target / "config.json").read_text())["training"]["head_options_validation"]["quality"]
+    assert tune.main([str(target), "--data", str(data_root), "--limit", "10", "--quality-only",
+                      "--quality-train", "10"]) == 0
     cfg = json.loads((target / "config.json").read_text())
     quality = cfg["training"]["head_options_validation"].pop("quality")
-    assert "fitted" in quality  # fitted on 3 train objects: a candidate
-    _check_quality_choice(quality, cfg, target)
+    assert "fitted" in quality  # fitted on 10 train objects: a candidate
+    _check_quality_choice(quality, cfg, target, objects=10)
+    card = (target / "README.md").read_text()  # the card follows the choice
+    assert (f"(`quality: {quality['chosen']}`)" in card) == (quality["chosen"] != "predicted")
+    assert ("fitted quality = clip(" in card) == (quality["chosen"] == "fitted")
     before["training"]["head_options_validation"].pop("quality", None)
     for c in (before, cfg):
         c["decoder"].pop("quality", None), c["decoder"].pop("quality_fit", None)

@@ -42,7 +42,8 @@ def test_quality_setting_is_checked_and_saved():
     assert DecoderSettings.from_adapter(fitted.to_adapter()) == fitted  # round trip through config.json
     with pytest.raises(ConfigError, match="quality_fit"):  # a fitted estimate without its fit
         DecoderSettings.from_adapter({"quality": "fitted"})
-    for bad in ([1, 2], [1, "a", 2], [1, float("nan"), 0], [True, 1, 0], "0.5 0.8 -0.3"):
+    for bad in ([1, 2], [1, "a", 2], [1, float("nan"), 0], [True, 1, 0], "0.5 0.8 -0.3", [10 ** 400, 0, 0],
+                [1e308, 0, 0], [float("inf"), 0, 0]):  # huge ones would overflow (float32 quality: NaN)
         with pytest.raises(ConfigError, match="quality_fit"):
             DecoderSettings.from_adapter({"quality": "fitted", "quality_fit": bad})
 
@@ -58,7 +59,10 @@ def test_quality_estimate_formulas():
     np.testing.assert_allclose(quality_estimate("fitted", p, s, (0.5, 1.0, -0.3)), [0.95, 1.0, 0.0], atol=1e-6)
     with pytest.raises(PromptError, match="quality_fit"):
         quality_estimate("fitted", p, s)
-
+    with pytest.raises(PromptError, match="stability"):
+        quality_estimate("mean", p, None)
+    # a NaN score never becomes a NaN quality
+    assert quality_estimate("predicted", np.array([np.nan]), None)[0] == 0.0
 
 def test_fit_quality_recovers_a_known_map_and_minimises_the_absolute_error():
     from usam.train.calibrate import choose_quality, fit_quality
@@ -75,8 +79,8 @@ def test_fit_quality_recovers_a_known_map_and_minimises_the_absolute_error():
     chosen, table = choose_quality(figures, fit=fit)
     assert chosen == "fitted" and table["fitted"]["iou_error"] < 0.01 < table["mean"]["iou_error"], table
     assert "fitted" not in choose_quality(figures)[1]  # no fit: not a candidate
-    with pytest.raises(Exception, match="at least 3"):
-        fit_quality({"measured": [0.5], "predicted": [0.5], "stability": [0.5]})
+    with pytest.raises(Exception, match="at least 10"):  # 3 coefficients fit any 3 points exactly
+        fit_quality({"measured": [0.5] * 9, "predicted": [0.5] * 9, "stability": [0.5] * 9})
 
 
 def test_choose_quality_prefers_the_better_ranking_at_no_worse_level():
@@ -136,7 +140,14 @@ def test_predictor_quality_follows_the_setting_and_keeps_the_choice(breast):
     np.testing.assert_allclose(got["fitted"], np.clip(0.5 * scores + 0.8 * got["stability"] - 0.3, 0, 1), atol=1e-6)
     with pytest.raises(Exception, match="does not match"):
         predictor.quality(scores, low_res[:2])
-
+    with pytest.raises(Exception, match="does not match"):  # a crop, or the full-size masks passed by mistake
+        predictor.quality(scores, low_res[..., :64, :64])
+    from usam.errors import ConfigError
+    for bad in ((1, 2), ("a", "b", "c"), (float("nan"), 0, 0)):  # the checks config.json's values pass
+        with pytest.raises(ConfigError, match="quality_fit"):
+            with decoder.using(quality="fitted", quality_fit=bad):
+                pass
+    assert decoder.quality_fit == tuple(model.adapter.config.decoder["quality_fit"])  # restored
 
 @pytest.mark.real
 def test_the_shipped_quality_ranks_first_click_masks_better_than_the_predicted_iou(breast):

@@ -244,8 +244,9 @@ class Predictor:
         are on each adapter's card)."""
         scores = np.asarray(scores, dtype=np.float32)
         low_res = np.asarray(low_res, dtype=np.float32)
-        if low_res.shape[:-2] != scores.shape:
-            raise PromptError(f"low_res {low_res.shape} does not match scores {scores.shape}: pass what predict returned")
+        if low_res.shape[:-2] != scores.shape or low_res.shape[-2:] != (LOW_RES, LOW_RES):
+            raise PromptError(f"low_res {low_res.shape} does not match scores {scores.shape} (low-res logits are "
+                              f"{LOW_RES}x{LOW_RES}): pass what predict returned")
         decoder = self.model.prompt_decoder()
         how = getattr(decoder, "quality", "predicted")
         stable = None if how == "predicted" else stability_score(low_res, self.mask_threshold)
@@ -315,20 +316,25 @@ def quality_estimate(how: str, predicted: np.ndarray, stability: np.ndarray | No
     of one shape; ``stability`` may be ``None`` for ``predicted``), as ``how`` (``decoder.quality``) names it:
     ``predicted``, ``stability``, ``mean`` of the two, or ``fitted``: ``a * predicted + b * stability + c`` with
     ``fit = (a, b, c)`` (``decoder.quality_fit``, :func:`usam.train.calibrate.fit_quality`). Clipped to [0, 1]."""
-    predicted = np.asarray(predicted, dtype=np.float32)
+    predicted = np.nan_to_num(np.asarray(predicted, dtype=np.float64), nan=0.0)
     if how == "predicted":
-        return np.clip(predicted, 0.0, 1.0)
-    stability = np.asarray(stability, dtype=np.float32)
-    if how == "stability":
-        return np.clip(stability, 0.0, 1.0)
-    if how == "mean":
-        return np.clip((np.clip(predicted, 0.0, 1.0) + stability) / 2, 0.0, 1.0)
-    if how == "fitted":
-        if fit is None:
-            raise PromptError("quality 'fitted' needs its fit (a, b, c): decoder.quality_fit")
-        a, b, c = fit
-        return np.clip(a * predicted + b * stability + c, 0.0, 1.0).astype(np.float32)
-    raise PromptError(f"unknown quality estimate {how!r}")
+        out = predicted
+    elif stability is None:
+        raise PromptError(f"quality {how!r} needs the stability score of the logits")
+    else:
+        stability = np.asarray(stability, dtype=np.float64)
+        if how == "stability":
+            out = stability
+        elif how == "mean":
+            out = (np.clip(predicted, 0.0, 1.0) + stability) / 2
+        elif how == "fitted":
+            if fit is None:
+                raise PromptError("quality 'fitted' needs its fit (a, b, c): decoder.quality_fit")
+            a, b, c = fit
+            out = a * predicted + b * stability + c
+        else:
+            raise PromptError(f"unknown quality estimate {how!r}")
+    return np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0).astype(np.float32)
 
 
 def _decode_set(run, embedding, points, boxes, mask_input, multimask_output: bool):

@@ -20,6 +20,7 @@ import copy
 import os
 import shutil
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from torch import nn
 
 from ..backbones.base import sha256_state_dict
 from ..backbones.sam_style import sam_decode
-from ..errors import AdapterError, ConfigError, OutputError
+from ..errors import AdapterError, ConfigError, OutputError, short_repr
 from ..heads.locate import attach_locators
 from ..io import dumps_json
 from ..tasks import TaskSpec, kind_of
@@ -36,6 +37,7 @@ from ..version import __version__
 from .config import DEFAULT_DECODER_TRAIN, INFERENCE_CHOICES, AdapterConfig, DecoderSettings, check_adapter_name
 from .layout import CARD_NAME, CONFIG_NAME, HEADS_NAME, LORA_CONFIG_NAME, LORA_NAME, METRICS_NAME, output_problem
 from .lora import LoraSettings, add_lora, load_lora_state, lora_state_dict, remove_lora
+from .settings import Invalid
 from .resolve import resolve_adapter
 from .validate import validate_adapter_dir
 
@@ -116,6 +118,12 @@ class TunedDecoder(nn.Module):
         unknown = set(settings) - set(INFERENCE_CHOICES)
         if unknown:
             raise ConfigError(f"not a decoder inference setting: {', '.join(sorted(unknown))}")
+        checks = {f.name: f.metadata.get("check") for f in fields(DecoderSettings)}
+        for k, v in settings.items():  # the checks config.json's values pass
+            try:
+                settings[k] = checks[k](v) if checks.get(k) else v
+            except Invalid as exc:
+                raise ConfigError(f"decoder.{k} {exc}, got {short_repr(v)}") from None
         saved = {k: getattr(self, k) for k in settings}
         try:
             for k, v in settings.items():

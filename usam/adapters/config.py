@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 
@@ -67,10 +66,19 @@ def _click_window(v):
     return v
 
 
-def _quality_fit(v):
+#: the largest coefficient of a fitted quality map (``decoder.quality_fit``): fitted ones are near 1; a larger one
+#: is a broken fit or a typo, and could overflow float32
+QUALITY_FIT_LIMIT = 1000.0
+
+
+def quality_fit(v) -> tuple[float, float, float]:
+    """``decoder.quality_fit``: three finite numbers ``(a, b, c)`` within +-:data:`QUALITY_FIT_LIMIT`; raises
+    :class:`Invalid`."""
     if (not isinstance(v, (list, tuple)) or len(v) != 3
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
-        raise Invalid("must be three finite numbers [a, b, c]: quality = a * predicted IoU + b * stability + c")
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                       and -QUALITY_FIT_LIMIT <= x <= QUALITY_FIT_LIMIT for x in v)):  # NaN fails the comparison
+        raise Invalid(f"must be [a, b, c], three finite numbers within +-{QUALITY_FIT_LIMIT:g} (the quality shown is "
+                      "a * predicted IoU + b * stability + c),")
     return tuple(float(x) for x in v)
 
 
@@ -118,7 +126,7 @@ class DecoderSettings:
     click_window: int | None = field(default=None, metadata=check(optional(_click_window)))
     first_click: str = field(default="direct", metadata=check(one_of("direct", "box_refine")))
     quality: str = field(default="predicted", metadata=check(one_of(*QUALITIES)))
-    quality_fit: tuple[float, float, float] | None = field(default=None, metadata=check(optional(_quality_fit)))
+    quality_fit: tuple[float, float, float] | None = field(default=None, metadata=check(optional(quality_fit)))
 
     def __post_init__(self):
         if self.quality == "fitted" and self.quality_fit is None:

@@ -126,6 +126,8 @@ def collect_passes(model, samples: list[Sample], n_clicks: int = 10, starts: int
 #: how much larger a quality estimate's mean |estimate - measured| IoU error may be than the predicted IoU's and
 #: the estimate still be chosen for its ranking (:func:`choose_quality`)
 QUALITY_SLACK = 0.01
+#: fewest first clicks :func:`fit_quality` fits its three coefficients to (three would fit any three points exactly)
+QUALITY_FIT_MIN_OBJECTS = 10
 
 
 def first_click_quality(model, samples: list[Sample], desc: str = "first clicks") -> dict[str, list[float]]:
@@ -169,8 +171,9 @@ def fit_quality(figures: dict[str, list[float]]) -> tuple[float, float, float]:
     measured = np.asarray(figures["measured"], dtype=np.float64)
     x = np.stack([np.asarray(figures["predicted"], dtype=np.float64), np.asarray(figures["stability"], dtype=np.float64),
                   np.ones_like(measured)], axis=1)
-    if len(measured) < 3:
-        raise UsamError(f"fitting the quality estimate needs at least 3 objects, got {len(measured)}")
+    if len(measured) < QUALITY_FIT_MIN_OBJECTS:
+        raise UsamError(f"fitting the quality estimate needs at least {QUALITY_FIT_MIN_OBJECTS} objects, "
+                        f"got {len(measured)}")
     start = np.linalg.lstsq(x, measured, rcond=None)[0]
     err = lambda w: float(np.abs(np.clip(x @ w, 0.0, 1.0) - measured).mean())  # noqa: E731
     best = minimize(err, start, method="Powell", options={"xtol": 1e-4, "ftol": 1e-7})
