@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import cv2
 import numpy as np
@@ -50,6 +51,8 @@ def test_segment_box_writes_a_binary_mask_and_an_overlay(real_case, tmp_path, ca
     np.testing.assert_array_equal(ov[far], image[far])  # untouched away from the box and the mask
     err = capsys.readouterr().err
     assert "usam: loaded litemedsam" in err and "encoder" in err and str(out) in err
+    shown = re.search(r"estimated IoU ([0-9.]+) \(the decoder's predicted IoU\)", err)  # no adapter: the score
+    assert shown and 0.0 <= float(shown.group(1)) <= 1.0, err
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["lesion.png", "overlay.png"]  # no temp files
 
 

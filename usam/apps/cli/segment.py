@@ -45,6 +45,7 @@ def check_adapters(refs) -> None:
 def cmd_segment(args) -> int:
     import numpy as np
 
+    from ...adapters.config import QUALITY_KINDS
     from ...backbones import BOX_ONLY_BACKBONES
     from ...errors import OutputError, PromptError
     from ...io import (
@@ -97,7 +98,7 @@ def cmd_segment(args) -> int:
     predictor.set_image(image)
     t_enc = time.perf_counter() - t0
     t0 = time.perf_counter()
-    masks, scores, _ = predictor.predict(
+    masks, scores, low_res = predictor.predict(
         point_coords=np.array(points, dtype=float) if points else None,
         point_labels=np.array(labels) if points else None,
         box=np.array(args.box, dtype=float) if args.box else None,
@@ -111,10 +112,11 @@ def cmd_segment(args) -> int:
         drawn = overlay_mask(image, mask, points=points, labels=labels, box=args.box)
         files.append((outputs[1], encode_image(outputs[1], drawn, outputs[1].suffix.lower())))
     write_files_atomic(files)  # all or nothing
+    quality = float(predictor.quality(scores, low_res)[best])  # what the demo shows: the adapter's decoder.quality
+    kind = getattr(model.prompt_decoder(), "quality", "predicted")
     log(f"usam: encoder {t_enc * 1000:.0f} ms, prompt {t_dec * 1000:.0f} ms; mask {int(mask.sum())} px, "
-         f"predicted IoU {float(scores[best]):.3f} -> {args.out}")
+        f"estimated IoU {quality:.3f} ({QUALITY_KINDS[kind]}) -> {args.out}")
     return 0
-
 
 
 def register(sub) -> None:
