@@ -188,6 +188,7 @@ def tune_quality(model, split, seg, report: dict, train_split=None) -> str:
     """``decoder.quality`` by :func:`usam.train.calibrate.choose_quality` on the first clicks of every segmentation
     object of ``split``, ``fitted`` among the candidates when ``train_split`` is given (its map fitted there by
     :func:`usam.train.calibrate.fit_quality`, never on ``split``); figures into ``report["quality"]``."""
+    from usam.errors import UsamError
     from usam.train.calibrate import (QUALITY_FIT_MIN_OBJECTS, QUALITY_SLACK, choose_quality, first_click_quality,
                                       fit_quality)
 
@@ -201,7 +202,10 @@ def tune_quality(model, split, seg, report: dict, train_split=None) -> str:
     train = figures_of(train_split, "fit") if train_split else None
     fit = None
     if train and len(train["measured"]) >= QUALITY_FIT_MIN_OBJECTS:
-        fit = fit_quality(train)
+        try:
+            fit = fit_quality(train)
+        except UsamError as exc:
+            print(f"quality fitted: not a candidate, {exc}", file=sys.stderr)
     elif train:
         print(f"quality fitted: not a candidate, {len(train['measured'])} train objects "
               f"({QUALITY_FIT_MIN_OBJECTS} needed)", file=sys.stderr)

@@ -79,6 +79,10 @@ def test_fit_quality_recovers_a_known_map_and_minimises_the_absolute_error():
     chosen, table = choose_quality(figures, fit=fit)
     assert chosen == "fitted" and table["fitted"]["iou_error"] < 0.01 < table["mean"]["iou_error"], table
     assert "fitted" not in choose_quality(figures)[1]  # no fit: not a candidate
+    same = rng.uniform(0.6, 1.0, 20)  # two signals that are one, and say nothing of the IoU: huge opposite weights
+    with pytest.raises(Exception, match="degenerate"):
+        fit_quality({"measured": rng.uniform(0, 1, 20), "predicted": same + 1e-7 * rng.standard_normal(20),
+                     "stability": same})
     with pytest.raises(Exception, match="at least 10"):  # 3 coefficients fit any 3 points exactly
         fit_quality({"measured": [0.5] * 9, "predicted": [0.5] * 9, "stability": [0.5] * 9})
 

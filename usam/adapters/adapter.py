@@ -37,8 +37,8 @@ from ..version import __version__
 from .config import DEFAULT_DECODER_TRAIN, INFERENCE_CHOICES, AdapterConfig, DecoderSettings, check_adapter_name
 from .layout import CARD_NAME, CONFIG_NAME, HEADS_NAME, LORA_CONFIG_NAME, LORA_NAME, METRICS_NAME, output_problem
 from .lora import LoraSettings, add_lora, load_lora_state, lora_state_dict, remove_lora
-from .settings import Invalid
 from .resolve import resolve_adapter
+from .settings import Invalid
 from .validate import validate_adapter_dir
 
 
@@ -113,8 +113,9 @@ class TunedDecoder(nn.Module):
 
     @contextlib.contextmanager
     def using(self, **settings):
-        """Inference settings (``box_prompts``, ``click_window``, ``first_click``, ``quality``, ``quality_fit``) changed for a
-        ``with`` block and restored after it, whatever happens inside: ``with decoder.using(first_click="direct"):``."""
+        """Inference settings (``box_prompts``, ``click_window``, ``first_click``, ``quality``, ``quality_fit``),
+        checked as ``config.json``'s are, changed for a ``with`` block and restored after it, whatever happens inside:
+        ``with decoder.using(first_click="direct"):``."""
         unknown = set(settings) - set(INFERENCE_CHOICES)
         if unknown:
             raise ConfigError(f"not a decoder inference setting: {', '.join(sorted(unknown))}")

@@ -71,7 +71,7 @@ def _click_window(v):
 QUALITY_FIT_LIMIT = 1000.0
 
 
-def quality_fit(v) -> tuple[float, float, float]:
+def _quality_fit(v) -> tuple[float, float, float]:
     """``decoder.quality_fit``: three finite numbers ``(a, b, c)`` within +-:data:`QUALITY_FIT_LIMIT`; raises
     :class:`Invalid`."""
     if (not isinstance(v, (list, tuple)) or len(v) != 3
@@ -126,7 +126,7 @@ class DecoderSettings:
     click_window: int | None = field(default=None, metadata=check(optional(_click_window)))
     first_click: str = field(default="direct", metadata=check(one_of("direct", "box_refine")))
     quality: str = field(default="predicted", metadata=check(one_of(*QUALITIES)))
-    quality_fit: tuple[float, float, float] | None = field(default=None, metadata=check(optional(quality_fit)))
+    quality_fit: tuple[float, float, float] | None = field(default=None, metadata=check(optional(_quality_fit)))
 
     def __post_init__(self):
         if self.quality == "fitted" and self.quality_fit is None:

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from ..adapters.card import adapter_card
 from ..adapters.layout import METRICS_NAME
-from ..adapters.config import QUALITIES
+from ..adapters.config import QUALITIES, QUALITY_FIT_LIMIT
 from ..challenge.interactive import click_session, spearman
 from ..data.fmc import Sample, read_split
 from ..errors import UsamError
@@ -178,6 +178,8 @@ def fit_quality(figures: dict[str, list[float]]) -> tuple[float, float, float]:
     err = lambda w: float(np.abs(np.clip(x @ w, 0.0, 1.0) - measured).mean())  # noqa: E731
     best = minimize(err, start, method="Powell", options={"xtol": 1e-4, "ftol": 1e-7})
     w = best.x if best.fun <= err(start) else start
+    if not np.isfinite(w).all() or np.abs(w).max() > QUALITY_FIT_LIMIT:
+        raise UsamError(f"the quality fit is degenerate ({w.tolist()}): the two signals do not predict the IoU here")
     return tuple(round(float(v), 4) for v in w)
 
 
