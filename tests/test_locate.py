@@ -80,7 +80,7 @@ def test_shipped_locator_boxes_on_real_val_images(data_root, breast_model):
     if locator is None:
         pytest.skip("adapters/breast carries no localisation head")
     from usam.data.fmc import read_split
-    from usam.train.locate import AdapterEmbeddings
+    from usam.train.cache import AdapterEmbeddings
 
     # the embeddings the shipped heads see: through the adapter's encoder LoRA
     val = read_split(data_root / "val", tasks=["breast_lesion"])["breast_lesion"][:8]

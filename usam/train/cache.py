@@ -99,6 +99,24 @@ class EmbeddingStore:
             self.get(p)
 
 
+class AdapterEmbeddings:
+    """``get(path)`` as :class:`EmbeddingStore`'s, through the active adapter's encoder LoRA: the embeddings its
+    heads will see (not stored on disk: the store keeps the bare encoder's)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def get(self, path):
+        return self.model.embed(read_image(path))
+
+
+def adapter_embeddings(model) -> "EmbeddingStore | AdapterEmbeddings":
+    """Where the embeddings the model's active adapter sees come from: the on-disk :class:`EmbeddingStore` (the bare
+    encoder's) when the adapter has no encoder LoRA, else :class:`AdapterEmbeddings` (computed through it)."""
+    adapter = model.adapter
+    return AdapterEmbeddings(model) if adapter is not None and adapter.lora_name else EmbeddingStore(model)
+
+
 def _geometry_tensor(geo: Geometry) -> torch.Tensor:
     return torch.tensor([*geo.original_hw, *geo.resized_hw, geo.input_size], dtype=torch.int64)
 

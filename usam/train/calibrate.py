@@ -58,11 +58,11 @@ from ..adapters.config import QUALITIES, QUALITY_FIT_LIMIT
 from ..challenge.interactive import click_session, spearman
 from ..data.fmc import Sample, read_split
 from ..errors import UsamError
-from ..io import read_image, read_mask
+from ..io import read_mask
 from ..ops.clicks import innermost_point
 from ..ops.masks import iou, stability_score
 from ..predictor import Predictor, quality_estimate
-from .cache import EmbeddingStore
+from .cache import adapter_embeddings
 
 
 @dataclass
@@ -151,9 +151,9 @@ def first_click_quality(model, samples: list[Sample], desc: str = "first clicks"
 def _objects(model, predictor: Predictor, samples: list[Sample], desc: str):
     """Each object (foreground class present) of segmentation ``samples``: sets ``predictor`` to its image's
     embedding (cached when the adapter has no encoder LoRA) and yields its binary truth ``(H, W)``."""
-    store = None if model.adapter.lora_name else EmbeddingStore(model)
+    store = adapter_embeddings(model)
     for s in tqdm(samples, desc=desc, unit="img"):
-        predictor.set_embedding(store.get(s.image_path) if store else model.embed(read_image(s.image_path)))
+        predictor.set_embedding(store.get(s.image_path))
         gt = read_mask(s.mask_path)
         for c in range(1, s.num_classes):
             truth = gt == c
