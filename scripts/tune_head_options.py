@@ -13,7 +13,8 @@ Options (``usam/heads/refine.py``), tried task by task, segmentation first (the 
   automatic mask of a segmentation task of the same adapter;
 - 4-point regression next to a segmentation task: the regressed points, or the axis ends of the ellipse fitted
   to the automatic mask (fetal biometry's OFD / BPD landmarks are defined that way);
-- the decoder that answers a user's box prompt (``decoder.box_prompts``): the backbone's own or the tuned one;
+- the decoder that answers a user's box prompt (``decoder.box_prompts``): the backbone's own, the tuned one or the
+  click decoder (``--box-only`` chooses it alone);
 - with ``--clicks N``, how many clicks a corrective prompt shows the click decoder (``decoder.click_window``: all,
   or the first and the latest W - 1, the rest carried by the previous mask fed back), by the mean Dice over the
   1..N curve of the standard click protocol, then on the same curve how a first click is answered
@@ -58,6 +59,8 @@ def main(argv=None) -> int:
                          "split, at most --limit (0: not a candidate)")
     ap.add_argument("--quality-only", action="store_true",
                     help="choose decoder.quality alone (the quality estimate shown): everything else stays as it is")
+    ap.add_argument("--box-only", action="store_true",
+                    help="choose decoder.box_prompts alone (the decoder that answers a user's box): the rest stays")
     args = ap.parse_args(argv)
     if (args.clicks_only or args.first_click_only) and args.clicks < 2:
         ap.error("--clicks-only / --first-click-only need --clicks N (N >= 2)")
@@ -73,15 +76,16 @@ def main(argv=None) -> int:
     cfg_path = Path(args.adapter) / "config.json"
     cfg = json.loads(cfg_path.read_text())
     before = dict(cfg.get("training", {}).get("head_options_validation") or {})
-    only = args.clicks_only or args.first_click_only or args.quality_only
+    only = args.clicks_only or args.first_click_only or args.quality_only or args.box_only
     report = before if only else {}
     for key in ("click_window", "first_click"):  # a click choice made earlier stays, with its record
         if not args.clicks and key in before:
             report[key] = before[key]
-    if args.quality_only:
+    if args.quality_only or args.box_only:
         args.clicks = 0
     if not only:
         cfg["head_options"] = tune_heads(model, split, seg, report)
+    if not only or args.box_only:
         box_route = tune_box_route(model, split, seg, report)
         if box_route:
             cfg["decoder"]["box_prompts"] = box_route
@@ -95,7 +99,7 @@ def main(argv=None) -> int:
         cfg["decoder"].pop("first_click", None)
         if first != "direct":
             cfg["decoder"]["first_click"] = first
-    if adapter.decoder is not None and seg:  # after first_click: it estimates the first click's chosen mask
+    if adapter.decoder is not None and seg and not args.box_only:  # after first_click: it estimates its mask
         fit_rows = None
         n_fit = min(args.quality_train, args.limit) if args.limit else args.quality_train
         if n_fit:
@@ -305,7 +309,8 @@ def tune_heads(model, split, seg, report: dict) -> dict:
 
 
 def tune_box_route(model, split, seg, report: dict) -> str | None:
-    """The decoder that answers a user's box alone (backbone's ``base`` / ``tuned``) by Dice from ground-truth
+    """The decoder that answers a user's box alone (backbone's ``base`` / ``tuned`` / the click decoder, ``clicks``,
+    where there is one) by Dice from ground-truth
     boxes on every segmentation object of ``split``; ``None`` without a tuned decoder. Scores into ``report``."""
     from usam.io import read_image, read_mask
     from usam.ops.masks import dice, mask_box
@@ -315,7 +320,8 @@ def tune_box_route(model, split, seg, report: dict) -> str | None:
     if adapter.decoder is None or not seg:
         return None
     predictor, route_scores = Predictor(model), {}
-    for route in ("base", "tuned"):
+    routes = ("base", "tuned", "clicks") if adapter.decoder.clicks is not None else ("base", "tuned")
+    for route in routes:
         adapter.decoder.box_prompts = route
         vals = []
         for tid in seg:

@@ -109,6 +109,29 @@ def test_box_prompts_route_reaches_the_chosen_decoder(breast):
         ref_tuned, _ = sam_decode(dec.prompt_encoder, dec.mask_decoder, emb, None, box, None, False, None)
     assert torch.equal(base, ref_base) and torch.equal(tuned, ref_tuned)
     assert not torch.equal(base, tuned)
+    # box_prompts "clicks": a user's box alone goes to the click decoder; the heads' boxes (refinement, locate)
+    # stay on the backbone's decoder
+    from usam.heads.refine import decode_box
+
+    with torch.no_grad(), dec.using(box_prompts="clicks"):
+        clicks, _ = dec.decode(emb, boxes=box, multimask_output=False)
+        heads_box, _ = decode_box(dec, emb, box, None)
+        ref_clicks, _ = sam_decode(dec.clicks.prompt_encoder, dec.clicks.mask_decoder, emb, None, box, None, False, None)
+    assert torch.equal(clicks, ref_clicks) and not torch.equal(clicks, base)
+    assert torch.equal(heads_box, ref_base)
+
+
+def test_box_prompts_clicks_needs_a_click_decoder(tmp_path):
+    import usam
+
+    target = tmp_path / "fetal_head"
+    shutil.copytree(ROOT / "adapters" / "fetal_head", target)
+    cfg = json.loads((target / "config.json").read_text())
+    cfg["decoder"].pop("clicks", None)
+    cfg["decoder"]["box_prompts"] = "clicks"
+    (target / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(AdapterError, match=r"box_prompts 'clicks' needs a click decoder of its own"):
+        usam.load(adapters=[str(target)])
 
 
 def test_run_heads_applies_the_options(breast):
@@ -143,7 +166,7 @@ def test_bad_box_prompts_route_is_refused(tmp_path):
     cfg = json.loads((target / "config.json").read_text())
     cfg["decoder"]["box_prompts"] = "both"
     (target / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(AdapterError, match=r"is not a usam adapter config \(decoder.box_prompts must be 'base' or 'tuned'"):
+    with pytest.raises(AdapterError, match=r"is not a usam adapter config \(decoder.box_prompts must be 'base', 'tuned' or 'clicks', got 'both'"):
         usam.load(adapters=[str(target)])
 
 

@@ -80,11 +80,11 @@ def test_shipped_locator_boxes_on_real_val_images(data_root, breast_model):
     if locator is None:
         pytest.skip("adapters/breast carries no localisation head")
     from usam.data.fmc import read_split
-    from usam.train.cache import AdapterEmbeddings
+    from usam.train.cache import EmbeddingStore
 
     # the embeddings the shipped heads see: through the adapter's encoder LoRA
     val = read_split(data_root / "val", tasks=["breast_lesion"])["breast_lesion"][:8]
-    ious = _peak_ious(locator, load_examples(AdapterEmbeddings(breast_model), val, 1))
+    ious = _peak_ious(locator, load_examples(EmbeddingStore(breast_model), val, 1))
     assert np.mean(np.array(ious) > 0.5) >= 0.75, ious
 
 

@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import breast_lesion_rows
 
 pytestmark = pytest.mark.real
 
@@ -174,3 +175,54 @@ def test_init_with_encoder_lora_goes_on_from_it(trained, data_root, tmp_path):
     assert before.keys() == after.keys() and any(v.abs().max() > 0 for k, v in before.items() if "lora_B" in k)
     for k in before:
         torch.testing.assert_close(after[k], before[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_cache_mode_on_an_adapter_with_encoder_lora_keeps_it_frozen_and_trains_on_its_embeddings(trained, data_root, tmp_path):
+    """``mode: cache`` with ``init:`` an adapter that has encoder LoRA (e.g. GPU-trained): the LoRA comes along
+    bit-identical and frozen, the cached embeddings are the ones through it (a store of their own, keyed by the
+    LoRA's weights), and the heads train on them."""
+    from safetensors.torch import load_file
+
+    from usam import UsamModel
+    from usam.io import read_image
+    from usam.train.cache import EmbeddingStore
+    from usam.train.trainer import train
+
+    _, _, start = trained
+    out = tmp_path / "cache_on_lora"
+    model = UsamModel.from_pretrained(precision="fp32", runtime="torch")
+    cfg = _config(data_root, out) | {"init": str(start), "mode": "cache"}
+    del cfg["lora"]
+    train(cfg, model=model, log=lambda *_: None)
+    before, after = load_file(str(start / "adapter_model.safetensors")), load_file(str(out / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0, msg=k)
+    heads0, heads1 = load_file(str(start / "heads.safetensors")), load_file(str(out / "heads.safetensors"))
+    assert any(not torch.equal(heads1[k], heads0[k]) for k in heads0 if k.startswith("heads.")), "heads did not train"
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["lora"] == json.loads((start / "config.json").read_text())["lora"]
+    assert saved["training"]["mode"] == "cache" and saved["training"]["encoder_lora"].startswith("frozen")
+
+    # the store the run used holds the embeddings through the LoRA, not the bare encoder's
+    model.set_adapter(model.active_adapter)
+    image = str(breast_lesion_rows(data_root, 1, "train")[0][0])
+    with_lora = EmbeddingStore(model)
+    model.set_adapter(None)
+    bare = EmbeddingStore(model)
+    assert with_lora.dir != bare.dir and with_lora.lora_adapter is not None and bare.lora_adapter is None
+    model.set_adapter(with_lora.lora_adapter)
+    lora_emb = model.embed(read_image(image)).embedding
+    model.set_adapter(None)
+    bare_emb = model.embed(read_image(image)).embedding
+    assert (lora_emb - bare_emb).abs().max() > 1e-2  # the LoRA matters for this test to mean anything
+    torch.testing.assert_close(with_lora.get(image).embedding, lora_emb, rtol=0, atol=2e-2)  # stored fp16
+    torch.testing.assert_close(bare.get(image).embedding, bare_emb, rtol=0, atol=2e-2)
+    # retrained LoRA weights get entries of their own
+    model.set_adapter(with_lora.lora_adapter)
+    for name, p in model.backbone.image_encoder.named_parameters():
+        if "lora_B" in name and f".{with_lora.lora_adapter}." in name:
+            with torch.no_grad():
+                p.add_(1e-3)
+            break
+    assert EmbeddingStore(model).dir != with_lora.dir

@@ -59,7 +59,8 @@ class TunedDecoder(nn.Module):
     Which weights answer a prompt (:meth:`answering`): a box alone goes to the backbone's own decoder
     (``box_prompts="base"``, out of training); a prompt with clicks goes to the click decoder when there is one (in
     training a box alone too: the box passes of simulated interactions train it);
-    everything else (the heads' learned tokens, ``box_prompts="tuned"``, clicks without a click decoder) to this one.
+    ``box_prompts="clicks"`` sends a box alone there as well; everything else (the heads' learned tokens,
+    ``box_prompts="tuned"``, clicks without a click decoder) to this one.
     """
 
     def __init__(self, backbone, train: tuple[str, ...] = DEFAULT_DECODER_TRAIN, lora: LoraSettings | None = None,
@@ -96,7 +97,8 @@ class TunedDecoder(nn.Module):
         if (route == "base" and not self.training and boxes is not None and points is None
                 and mask_input is None and sparse_extra is None):
             return self._base
-        interactive = points is not None or (self.training and boxes is not None)  # training: the box that clicks follow
+        # training: the box that clicks follow; box_prompts "clicks": a user's box alone too
+        interactive = points is not None or (boxes is not None and (self.training or route == "clicks"))
         if self.clicks is not None and interactive and sparse_extra is None:
             return self.clicks.prompt_encoder, self.clicks.mask_decoder
         return self.prompt_encoder, self.mask_decoder
@@ -107,7 +109,7 @@ class TunedDecoder(nn.Module):
         ``box_prompts == "base"`` a box-only prompt (no clicks, no previous mask, no learned tokens) goes to the
         backbone's own decoder: LiteMedSAM was trained on boxes and click training costs its box path about a point
         of Dice, so both are kept. ``box_prompts`` given here overrides the adapter's setting for this call
-        (``"base"`` or ``"tuned"``)."""
+        (``"base"``, ``"tuned"`` or ``"clicks"``)."""
         pe, md = self.answering(points, boxes, mask_input, sparse_extra, box_prompts)
         return sam_decode(pe, md, embeddings, points, boxes, mask_input, multimask_output, sparse_extra)
 

@@ -194,7 +194,8 @@ def _inference_options(config) -> list[str]:
     lines = ["", "## Inference options", "",
              "Chosen on the validation split (`scripts/tune_head_options.py`); applied by `model.predict` and `usam predict`:", ""]
     if box:
-        lines.append(f"- box prompts from a user go to the {'backbone' if box == 'base' else 'tuned'} decoder (`box_prompts: {box}`)")
+        which = {"base": "backbone's", "tuned": "tuned", "clicks": "click"}.get(box, box)
+        lines.append(f"- box prompts from a user go to the {which} decoder (`box_prompts: {box}`)")
     if separate:
         lines.append("- clicks go to the adapter's click decoder, trained on simulated interactions only (`clicks: separate`); "
                      "the heads' automatic masks use the tuned decoder")

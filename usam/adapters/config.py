@@ -94,6 +94,8 @@ QUALITY_KINDS = {"predicted": "the decoder's predicted IoU", "stability": "the s
                  "fitted": "a map of the decoder's predicted IoU and its logits' stability score fitted to measured IoUs"}
 QUALITIES = tuple(QUALITY_KINDS)
 
+#: decoders that may answer a user's box alone (``decoder.box_prompts``)
+BOX_ROUTES = ("base", "tuned", "clicks")
 #: the decoder settings that act at inference only (read by :class:`usam.predictor.Predictor`, set for a block by
 #: ``TunedDecoder.using``, chosen on val by ``scripts/tune_head_options.py``)
 INFERENCE_CHOICES = ("box_prompts", "click_window", "first_click", "quality", "quality_fit")
@@ -102,9 +104,10 @@ INFERENCE_CHOICES = ("box_prompts", "click_window", "first_click", "quality", "q
 @dataclass(frozen=True)
 class DecoderSettings:
     """The tuned prompt decoder: ``tune`` it at all (training only), its transformer's ``lora`` (``None``: none),
-    the parameter-name prefixes it ``train``s in full, which decoder answers a box alone (``box_prompts``), and
-    whether clicks get a decoder of their own (``clicks: separate``: a whole copy of the backbone's prompt encoder +
-    mask decoder trained on simulated interactions only, while the tuned decoder keeps serving the heads), and how
+    the parameter-name prefixes it ``train``s in full, which decoder answers a box alone (``box_prompts``:
+    ``base``, the backbone's own; ``tuned``; or ``clicks``, the click decoder, trained on boxes followed by
+    corrective clicks; chosen on val by ``scripts/tune_head_options.py``), whether clicks get a decoder of their
+    own (``clicks: separate``: a whole copy of the backbone's prompt encoder + mask decoder trained on simulated interactions only, while the tuned decoder keeps serving the heads), and how
     many clicks a corrective prompt shows it (``click_window``: with a previous mask fed back, the first click and
     the latest ``click_window - 1``; the earlier ones live on in that mask. ``None``: every click; chosen on val by
     ``scripts/tune_head_options.py --clicks``), and how a first click is answered (``first_click``: ``direct``, the
@@ -121,7 +124,7 @@ class DecoderSettings:
     lora: LoraSettings | None = field(default_factory=lambda: LoraSettings(16, 16.0, 0.0, DECODER_TARGETS),
                                       metadata=check(_decoder_lora))
     train: tuple[str, ...] = field(default=DEFAULT_DECODER_TRAIN, metadata=check(optional(_prefixes)))
-    box_prompts: str = field(default="base", metadata=check(one_of("base", "tuned")))
+    box_prompts: str = field(default="base", metadata=check(one_of(*BOX_ROUTES)))
     clicks: str = field(default="shared", metadata=check(one_of("shared", "separate")))
     click_window: int | None = field(default=None, metadata=check(optional(_click_window)))
     first_click: str = field(default="direct", metadata=check(one_of("direct", "box_refine")))
@@ -129,6 +132,8 @@ class DecoderSettings:
     quality_fit: tuple[float, float, float] | None = field(default=None, metadata=check(optional(_quality_fit)))
 
     def __post_init__(self):
+        if self.box_prompts == "clicks" and self.clicks != "separate":
+            raise ConfigError("decoder.box_prompts 'clicks' needs a click decoder of its own (decoder.clicks: separate)")
         if self.quality == "fitted" and self.quality_fit is None:
             raise ConfigError("decoder.quality 'fitted' needs decoder.quality_fit [a, b, c] "
                               "(scripts/tune_head_options.py --quality-only fits it on the train split)")

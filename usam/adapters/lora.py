@@ -12,6 +12,7 @@ backbone, adapters of heads and a tuned decoder) never needs it. Until then no p
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import sys
 from dataclasses import asdict, dataclass, field
@@ -131,6 +132,15 @@ def lora_state_dict(module: nn.Module, name: str) -> dict[str, torch.Tensor]:
     from peft.utils import get_peft_model_state_dict  # lazy: peft + transformers are heavy (module docstring)
 
     return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(module, adapter_name=name).items()}
+
+
+def lora_digest(module: nn.Module, name: str) -> str:
+    """SHA-1 of adapter ``name``'s LoRA tensors (names, dtypes, shapes and values): changes whenever its weights do."""
+    h = hashlib.sha1()
+    for k, v in sorted(lora_state_dict(module, name).items()):
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}".encode())
+        h.update(v.float().numpy().tobytes())
+    return h.hexdigest()
 
 
 def load_lora_state(module: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:

@@ -68,7 +68,11 @@ def check_head_options(options: dict, kinds: dict[str, str], where: str = "head_
 
 def decode_box(decoder, embedding, boxes, route: str | None):
     """Box-only prompt ``(N, 4)`` in model-input pixels -> low-res logits ``(N, 1, 256, 256)`` and predicted IoU
-    ``(N, 1)``; ``route`` (``"base"`` / ``"tuned"``) picks a tuned decoder's box path (a backbone has one)."""
+    ``(N, 1)``; ``route`` (``"base"`` / ``"tuned"``) picks a tuned decoder's box path (a backbone has one);
+    ``None``: the adapter's ``box_prompts``, except that the heads never use the click decoder (``"clicks"``, a
+    user's box route): theirs is then the backbone's."""
+    if route is None and getattr(decoder, "box_prompts", None) == "clicks":
+        route = "base"
     kwargs = {"box_prompts": route} if route and hasattr(decoder, "box_prompts") else {}
     return decoder.decode(embedding, boxes=boxes, multimask_output=False, **kwargs)
 

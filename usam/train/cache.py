@@ -3,8 +3,9 @@
 Entries are computed once (progress bar), stored as fp16 safetensors under ``$USAM_CACHE`` (default
 ``~/.cache/usam``), outside the repository, and reused by every later run with the same frozen encoder:
 
-- :class:`EmbeddingStore`: ``embeddings/<encoder key hash>/<image hash>.safetensors``, the bare encoder's
-  embedding ``(256, 64, 64)`` (2 MB in fp16), and ``<image hash>.<view hash>.safetensors`` for augmented views;
+- :class:`EmbeddingStore`: ``embeddings/<encoder key hash>/<image hash>.safetensors``, the encoder's embedding
+  ``(256, 64, 64)`` (2 MB in fp16; the bare encoder's, or through an adapter's encoder LoRA, whose weights are part
+  of the key), and ``<image hash>.<view hash>.safetensors`` for augmented views;
 - :class:`ActivationStore`: ``activations/<encoder key + stage hash>/<image hash + view hash>.safetensors``, what
   enters encoder stage ``start`` for one augmented view of an image, e.g. LiteMedSAM's stage 3 input
   ``(4096, 320)`` (2.6 MB in fp16, 5.2 MB in fp32; fp16 changes the embedding by at most ~1e-4).
@@ -24,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..adapters.lora import lora_digest
 from ..data.augment import AugmentParams, apply_augment
 from ..embedding import Embedded, image_digest
 from ..geometry import Geometry
@@ -35,15 +37,22 @@ def cache_root() -> Path:
 
 
 class EmbeddingStore:
-    """Embeddings of the bare (LoRA-free) encoder of ``model``, by image content."""
+    """Embeddings of ``model``'s encoder as its active adapter sees them, by image content: the bare encoder's, or
+    through the active adapter's encoder LoRA when it has one (keyed by those LoRA weights: retrained weights get
+    entries of their own). The adapter active when the store is made is the one whose embeddings it holds."""
 
     def __init__(self, model, root: str | os.PathLike | None = None):
         self.model = model
+        adapter = model.adapter
+        #: the adapter whose encoder LoRA the entries pass through (``None``: the bare encoder)
+        self.lora_adapter = model.active_adapter if adapter is not None and adapter.lora_name else None
         # fp32 runtimes agree with eager fp32 far below the fp16 the embeddings are stored in: one cache for all;
         # bf16 kernels differ between runtimes (and CPUs): keyed by runtime
         key = f"{model.backbone.name}|{model.backbone.checksum}|{model.precision}"
         if model.precision != "fp32" and model.runtime != "torch":
             key += f"|{model.runtime}"
+        if self.lora_adapter is not None:
+            key += f"|lora:{lora_digest(model.backbone.image_encoder, adapter.lora_name)}"
         self.dir = Path(root or cache_root()) / "embeddings" / hashlib.sha1(key.encode()).hexdigest()[:16]
         self.dir.mkdir(parents=True, exist_ok=True)
         self._digests: dict[str, str] = {}
@@ -79,14 +88,15 @@ class EmbeddingStore:
             image = read_image(path)
         if params is not None:
             image = apply_augment(image, params=params)[0]
-        adapter = self.model.active_adapter
-        if adapter is not None and self.model.adapter.lora_name:
-            self.model.set_adapter(None)
+        active = self.model.active_adapter
+        lora_now = self.model.active_adapter if self.model.adapter is not None and self.model.adapter.lora_name else None
+        if lora_now != self.lora_adapter:  # the store's encoder, whichever adapter is active now
+            self.model.set_adapter(self.lora_adapter)
         try:
             emb = self.model.embed(image)
         finally:
-            if adapter is not None and self.model.active_adapter != adapter:
-                self.model.set_adapter(adapter)
+            if self.model.active_adapter != active:
+                self.model.set_adapter(active)
         geo = emb.geometry
         _save_atomic({"embedding": emb.embedding[0].to(torch.float16).contiguous().cpu(), "geometry": _geometry_tensor(geo)}, f)
         return Embedded(emb.embedding[0].to(torch.float16).float()[None].cpu(), geo, f.stem)
@@ -97,24 +107,6 @@ class EmbeddingStore:
         missing = [p for p in unique if not self.path_for(self._digest(p)[0]).exists()]
         for p in tqdm(missing, desc=desc, unit="img", disable=not missing):
             self.get(p)
-
-
-class AdapterEmbeddings:
-    """``get(path)`` as :class:`EmbeddingStore`'s, through the active adapter's encoder LoRA: the embeddings its
-    heads will see (not stored on disk: the store keeps the bare encoder's)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def get(self, path):
-        return self.model.embed(read_image(path))
-
-
-def adapter_embeddings(model) -> "EmbeddingStore | AdapterEmbeddings":
-    """Where the embeddings the model's active adapter sees come from: the on-disk :class:`EmbeddingStore` (the bare
-    encoder's) when the adapter has no encoder LoRA, else :class:`AdapterEmbeddings` (computed through it)."""
-    adapter = model.adapter
-    return AdapterEmbeddings(model) if adapter is not None and adapter.lora_name else EmbeddingStore(model)
 
 
 def _geometry_tensor(geo: Geometry) -> torch.Tensor:

@@ -62,7 +62,7 @@ from ..io import read_mask
 from ..ops.clicks import innermost_point
 from ..ops.masks import iou, stability_score
 from ..predictor import Predictor, quality_estimate
-from .cache import adapter_embeddings
+from .cache import EmbeddingStore
 
 
 @dataclass
@@ -150,8 +150,8 @@ def first_click_quality(model, samples: list[Sample], desc: str = "first clicks"
 
 def _objects(model, predictor: Predictor, samples: list[Sample], desc: str):
     """Each object (foreground class present) of segmentation ``samples``: sets ``predictor`` to its image's
-    embedding (cached when the adapter has no encoder LoRA) and yields its binary truth ``(H, W)``."""
-    store = adapter_embeddings(model)
+    embedding (cached, through the adapter's encoder LoRA where it has one) and yields its binary truth ``(H, W)``."""
+    store = EmbeddingStore(model)
     for s in tqdm(samples, desc=desc, unit="img"):
         predictor.set_embedding(store.get(s.image_path))
         gt = read_mask(s.mask_path)

@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=1 python -m usam.train.locate adapters/breast [--data DIR] [--epochs 30]
 
 For every segmentation task of the adapter: the embeddings its heads see of the train split
-(:func:`~usam.train.cache.adapter_embeddings`: the bare encoder's from the embedding cache, computed once where
-missing; through the encoder LoRA, computed each run, for an adapter that has one), targets from the
+(:class:`~usam.train.cache.EmbeddingStore`: through the adapter's encoder LoRA where it has one, computed once
+where missing), targets from the
 masks (one object per 8-connected component of a class, components under a tenth of the class's largest
 dropped: a Gaussian centre peak of sigma = box side / 6 and the log box size there), CenterNet's focal loss +
 L1 on log sizes. The epoch with the best mean peak-box IoU on the val split is kept. The head is saved into
@@ -31,7 +31,7 @@ from ..data.fmc import read_split
 from ..heads.locate import LocateHead, peak_boxes
 from ..io import read_mask
 from ..ops.metrics import box_iou
-from .cache import adapter_embeddings
+from .cache import EmbeddingStore
 
 GRID = 64
 
@@ -100,7 +100,7 @@ def locate_loss(locator: LocateHead, emb: torch.Tensor, heat_t, size_t, weight) 
 
 
 def load_examples(store, samples, num_foreground: int) -> list[LocateExample]:
-    """Embeddings (from ``store``: :func:`usam.train.cache.adapter_embeddings`) and object boxes of
+    """Embeddings (from ``store``, an :class:`~usam.train.cache.EmbeddingStore`) and object boxes of
     segmentation ``samples``."""
     out = []
     for s in samples:
@@ -165,7 +165,7 @@ def train_adapter_locators(adapter_dir: str, data: str, epochs: int = 30, limit:
     adapter, size = model.adapter, model.backbone.input_size
     seg = [t for t, s in adapter.tasks.items() if s.kind == "segmentation"]
     # an adapter with encoder LoRA: its heads see the LoRA embeddings, so its locator learns on them
-    store, report = adapter_embeddings(model), {}
+    store, report = EmbeddingStore(model), {}
     for tid in seg:
         k = adapter.tasks[tid].num_classes - 1
         splits = {name: read_split(Path(data) / name, tasks=[tid])[tid][:limit] for name in ("train", "val")}

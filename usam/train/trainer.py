@@ -2,8 +2,10 @@
 
 Three modes:
 
-- ``cache``: the encoder stays bare; embeddings are computed once (progress bar), stored fp16 on disk
-  (:mod:`usam.train.cache`) and reused. Heads and the tuned decoder train on them: practical on a CPU.
+- ``cache``: the encoder is frozen; embeddings are computed once (progress bar), stored fp16 on disk
+  (:mod:`usam.train.cache`) and reused. Heads and the tuned decoder train on them: practical on a CPU. The encoder
+  is bare, or, when ``init`` is an adapter with encoder LoRA (e.g. trained in ``lora`` mode on a GPU), carries that
+  LoRA frozen: the embeddings are the ones through it and the saved adapter keeps it.
 - ``lora``: LoRA in the encoder's attention; images are augmented and encoded every step.
 - ``tail``: LoRA in the last ``lora.stages`` encoder stages only; what enters them is computed once for
   ``train.views`` views of each image (the first as read, the others augmented) and cached on disk, so each step
@@ -222,6 +224,11 @@ def setup_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
         given = cfg.raw.get("decoder") if isinstance(cfg.raw.get("decoder"), dict) else {}
         old_lora, old_state = init_from(adapter, cfg.init, model.backbone, set(given))
         log(f"usam train: starting from the weights of {cfg.init}")
+    if cfg.mode == "cache" and old_lora is not None:
+        # cache mode on an adapter with encoder LoRA: the LoRA comes along, frozen; the embedding cache holds the
+        # embeddings through it (keyed by its weights), so the heads and decoders train on what they will see
+        adapter.config.lora, adapter.lora_name = old_lora, cfg.name
+        adapter.config.training["encoder_lora"] = f"frozen, from {cfg.init}"
     attach_adapter(model, adapter, cfg.name)
     if adapter.config.lora is not None:
         add_lora(model.backbone.image_encoder, cfg.name, adapter.config.lora)
@@ -244,7 +251,7 @@ def setup_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
     trainable = list(adapter.parameters())
     for p in model.backbone.parameters():
         p.requires_grad_(False)
-    if adapter.config.lora is not None:
+    if cfg.mode in ENCODER_LORA_MODES:
         lp = lora_parameters(model.backbone.image_encoder, cfg.name)
         for p in lp:
             p.requires_grad_(True)
@@ -262,7 +269,9 @@ def build_source(cfg: TrainConfig, model: UsamModel, accelerator: Accelerator, r
     if cfg.mode == "lora":
         return ExampleSource(model, "lora", None, augment=bool(t["augment"]), seed=int(t["seed"]) + rank)
     paths = sorted({str(s.image_path) for r in (*train_rows.values(), *val_rows.values()) for s in r})
-    model.set_adapter(None)  # the caches hold the bare encoder's outputs
+    if cfg.mode == "tail":
+        model.set_adapter(None)  # the stage inputs are the bare encoder's (what enters the LoRA stages)
+    # cache mode: the embeddings of the adapter's encoder (bare, or through the frozen LoRA of init: EmbeddingStore)
     no_flip = {str(s.image_path) for r in train_rows.values() for s in r if s.kind == "regression"}
     train_paths = {str(s.image_path) for r in train_rows.values() for s in r}
     views = int(t["views"] or (1 if cfg.mode == "cache" else 4))
