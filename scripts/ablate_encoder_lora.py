@@ -115,13 +115,11 @@ def main(argv=None) -> int:
     names = args.names or [a.name for a in args.adapters]
     if len(names) != len(args.adapters):
         ap.error("--names needs one name per adapter")
-    from usam.adapters.card import ablation_table, adapter_card
+    from usam.adapters.card import ablation_table, rewrite_card
 
     results = [score(a, args.data / args.split, arm_dir(args.out, a), args.clicks, args.limit) for a in args.adapters]
     print("\n".join(ablation_table(dict(zip(names, results)))))
     if args.record:
-        from usam.adapters import validate_adapter_dir
-
         path = args.record / "config.json"
         cfg = json.loads(path.read_text())
         cfg.setdefault("training", {})["encoder_lora_ablation"] = {
@@ -132,9 +130,7 @@ def main(argv=None) -> int:
             "conclusion": args.conclusion,
         }
         path.write_text(json.dumps(cfg, indent=2) + "\n")
-        metrics_path = args.record / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-        (args.record / "README.md").write_text(adapter_card(validate_adapter_dir(args.record).config, metrics))
+        rewrite_card(args.record)
         print(f"recorded in {path} and its card", file=sys.stderr)
     return 0
 

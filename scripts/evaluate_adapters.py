@@ -216,7 +216,7 @@ def check_cases(split: Path) -> dict:
 
 def _update_cards(dirs, figures) -> None:
     from usam.adapters import validate_adapter_dir
-    from usam.adapters.card import adapter_card
+    from usam.adapters.card import rewrite_card
 
     for d in dirs:
         config = validate_adapter_dir(d).config
@@ -227,7 +227,7 @@ def _update_cards(dirs, figures) -> None:
         metrics["test_clicks"] = {t: {k[len("clicks:"):]: v for k, v in figures[t].items() if k.startswith("clicks:")}
                                   for t in config.tasks if t in figures and "clicks:dice_curve" in figures[t]}
         mpath.write_text(json.dumps(metrics, indent=2) + "\n")
-        (d / "README.md").write_text(adapter_card(config, metrics))
+        rewrite_card(d, metrics)
 
 
 def _limited_copy(split: Path, dest: Path, limit: int | None, tasks: set[str] | None = None) -> Path:

@@ -66,6 +66,7 @@ def main(argv=None) -> int:
         ap.error("--clicks-only / --first-click-only need --clicks N (N >= 2)")
 
     import usam
+    from usam.adapters.card import rewrite_card
     from usam.data.fmc import read_split
 
     model = usam.load(adapters=[args.adapter], cache_size=512)
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
             cfg["decoder"]["quality_fit"] = list(model.adapter.decoder.quality_fit)
     cfg.setdefault("training", {})["head_options_validation"] = report
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-    write_card(Path(args.adapter))
+    rewrite_card(args.adapter)
     print(json.dumps(report, indent=1))
     return 0
 
@@ -127,16 +128,6 @@ def _non_negative(text: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
     return n
-
-
-def write_card(adapter_dir: Path) -> None:
-    """The adapter's card (``README.md``) rewritten from the ``config.json`` just written and its ``metrics.json``."""
-    from usam.adapters import validate_adapter_dir
-    from usam.adapters.card import adapter_card
-
-    mpath = adapter_dir / "metrics.json"
-    metrics = json.loads(mpath.read_text()) if mpath.is_file() else None
-    (adapter_dir / "README.md").write_text(adapter_card(validate_adapter_dir(adapter_dir).config, metrics))
 
 
 def click_curve(model, split, seg, n_clicks: int) -> tuple[float, dict, int]:

@@ -297,3 +297,26 @@ def test_tune_head_options_quality_only_changes_the_quality_alone(tmp_path, data
     for c in (before, cfg):
         c["decoder"].pop("quality", None), c["decoder"].pop("quality_fit", None)
     assert cfg == before  # nothing else is touched
+
+
+def test_rewrite_card_follows_the_folder(tmp_path):
+    """``rewrite_card``: the card of an adapter folder rebuilt from its (edited) config.json and metrics.json, or from
+    metrics given; a folder that is not an adapter is refused and its README left alone."""
+    from usam.adapters.card import rewrite_card
+
+    target = tmp_path / "fetal_head"
+    shutil.copytree(ROOT / "adapters" / "fetal_head", target)
+    cfg = json.loads((target / "config.json").read_text())
+    cfg["decoder"]["click_window"] = 3
+    (target / "config.json").write_text(json.dumps(cfg))
+    rewrite_card(target)
+    card = (target / "README.md").read_text()
+    assert "(`click_window: 3`)" in card and "0.9522" in card  # the edit and the stored test figures
+    rewrite_card(target, {"test": {"fetal_head": {"dice_auto": 0.1234}}})
+    card = (target / "README.md").read_text()
+    assert "0.1234" in card and "0.9522" not in card
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "README.md").write_text("mine")
+    with pytest.raises(AdapterError):
+        rewrite_card(tmp_path / "other")
+    assert (tmp_path / "other" / "README.md").read_text() == "mine"
