@@ -13,8 +13,8 @@ Options (``usam/heads/refine.py``), tried task by task, segmentation first (the 
   automatic mask of a segmentation task of the same adapter;
 - 4-point regression next to a segmentation task: the regressed points, or the axis ends of the ellipse fitted
   to the automatic mask (fetal biometry's OFD / BPD landmarks are defined that way);
-- the decoder that answers a user's box prompt (``decoder.box_prompts``): the backbone's own, the tuned one or the
-  click decoder (``--box-only`` chooses it alone);
+- the decoder that answers a user's box prompt (``decoder.box_prompts``): the backbone's own, the tuned one, the
+  click decoder, or the backbone's own on the bare encoder's embedding (``--box-only`` chooses it alone);
 - with ``--clicks N``, how many clicks a corrective prompt shows the click decoder (``decoder.click_window``: all,
   or the first and the latest W - 1, the rest carried by the previous mask fed back), by the mean Dice over the
   1..N curve of the standard click protocol, then on the same curve how a first click is answered
@@ -301,7 +301,8 @@ def tune_heads(model, split, seg, report: dict) -> dict:
 
 def tune_box_route(model, split, seg, report: dict) -> str | None:
     """The decoder that answers a user's box alone (backbone's ``base`` / ``tuned`` / the click decoder, ``clicks``,
-    where there is one) by Dice from ground-truth
+    where there is one / the backbone's on the bare encoder's embedding, ``bare``, for an adapter with encoder LoRA)
+    by Dice from ground-truth
     boxes on every segmentation object of ``split``; ``None`` without a tuned decoder. Scores into ``report``."""
     from usam.io import read_image, read_mask
     from usam.ops.masks import dice, mask_box
@@ -311,8 +312,8 @@ def tune_box_route(model, split, seg, report: dict) -> str | None:
     if adapter.decoder is None or not seg:
         return None
     predictor, route_scores = Predictor(model), {}
-    routes = ("base", "tuned", "clicks") if adapter.decoder.clicks is not None else ("base", "tuned")
-    for route in routes:
+    routes = ["base", "tuned"] + ["clicks"] * (adapter.decoder.clicks is not None) + ["bare"] * bool(adapter.lora_name)
+    for route in routes:  # ties: the one listed first ("bare" costs an encoder pass more)
         adapter.decoder.box_prompts = route
         vals = []
         for tid in seg:

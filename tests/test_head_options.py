@@ -121,6 +121,47 @@ def test_box_prompts_route_reaches_the_chosen_decoder(breast):
     assert torch.equal(heads_box, ref_base)
 
 
+def test_box_prompts_bare_answers_a_box_as_the_bare_backbone(breast):
+    """``box_prompts: bare`` (an adapter with encoder LoRA): a box alone gets exactly the bare backbone's answer (its
+    decoder on the LoRA-free embedding); clicks and the heads keep the adapter's LoRA embedding; the adapter and its
+    LoRA stay active; ``set_embedding`` answers on the embedding given."""
+    from usam.predictor import Predictor
+
+    model, image = breast
+    assert model.adapter.lora_name, "adapters/breast carries encoder LoRA"
+    name, dec = model.active_adapter, model.adapter.decoder
+    box = np.array([60.0, 50.0, 300.0, 240.0])
+    clicks = (np.array([[180.0, 150.0]]), np.array([1]))
+    pred = Predictor(model)
+    pred.set_image(image)
+    base_box = pred.predict(box=box, multimask_output=False, return_logits=True)
+    base_click = pred.predict(*clicks, return_logits=True)
+    model.set_adapter(None)
+    bare = Predictor(model)
+    bare.set_image(image)
+    ref = bare.predict(box=box, multimask_output=False, return_logits=True)
+    model.set_adapter(name)
+    with dec.using(box_prompts="bare"):
+        got = pred.predict(box=box, multimask_output=False, return_logits=True)
+        click = pred.predict(*clicks, return_logits=True)
+        auto = model.predict(image)
+        assert model.active_adapter == name
+        lora_emb = model.embed(image).embedding
+        pred.set_embedding(model.embed(image))
+        given = pred.predict(box=box, multimask_output=False, return_logits=True)
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(got[0], base_box[0])  # the LoRA moves the box answer: the route matters
+    for a, b in zip(click, base_click):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(given, base_box):
+        np.testing.assert_array_equal(a, b)
+    torch.testing.assert_close(lora_emb, pred.get_image_embedding(), rtol=0, atol=0)
+    plain = model.predict(image)
+    for tid in plain.masks:
+        np.testing.assert_array_equal(auto.masks[tid], plain.masks[tid])
+
+
 def test_box_prompts_clicks_needs_a_click_decoder(tmp_path):
     import usam
 
@@ -166,7 +207,7 @@ def test_bad_box_prompts_route_is_refused(tmp_path):
     cfg = json.loads((target / "config.json").read_text())
     cfg["decoder"]["box_prompts"] = "both"
     (target / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(AdapterError, match=r"is not a usam adapter config \(decoder.box_prompts must be 'base', 'tuned' or 'clicks', got 'both'"):
+    with pytest.raises(AdapterError, match=r"is not a usam adapter config \(decoder.box_prompts must be 'base', 'tuned', 'clicks' or 'bare', got 'both'"):
         usam.load(adapters=[str(target)])
 
 

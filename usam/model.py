@@ -251,6 +251,18 @@ class UsamModel(nn.Module):
         self.cache.put(item)
         return item
 
+    def embed_bare(self, image: np.ndarray) -> Embedded:
+        """:meth:`embed` by the bare encoder (without the active adapter's encoder LoRA, which stays active after),
+        cached by content as :meth:`embed`'s: what ``decoder.box_prompts: bare`` answers a box alone on."""
+        active = self.active_adapter
+        if self.adapter is None or not self.adapter.lora_name:
+            return self.embed(image)
+        self.set_adapter(None)
+        try:
+            return self.embed(image)
+        finally:
+            self.set_adapter(active)
+
     @torch.no_grad()
     def embed_batch(self, images: list[np.ndarray]) -> list[Embedded]:
         """:meth:`embed` for several images in one encoder call (the ones not cached yet; repeats encoded once).

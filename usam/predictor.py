@@ -114,6 +114,7 @@ class Predictor:
         self.mask_threshold = mask_threshold
         self._runtime = None if runtime is None else resolve_runtime(runtime, self.model.backbone)
         self._embedded: Embedded | None = None
+        self._image: np.ndarray | None = None  # set_image's, for a box alone under box_prompts "bare"
 
     @property
     def runtime(self) -> str:
@@ -135,12 +136,15 @@ class Predictor:
         A path (``str`` / ``os.PathLike``) is read with :func:`usam.io.read_image`."""
         if isinstance(image, (str, os.PathLike)):
             image = read_image(image)
-        self._embedded = self.model.embed(to_rgb_uint8(image))
+        image = to_rgb_uint8(image)
+        self._embedded = self.model.embed(image)
+        self._image = image
         return self._embedded
 
     def set_embedding(self, embedded: Embedded) -> Embedded:
         """Use an embedding computed elsewhere (e.g. :class:`usam.train.cache.EmbeddingStore`'s, or another
-        :class:`Predictor`'s) instead of encoding an image; it must come from this model's encoder."""
+        :class:`Predictor`'s) instead of encoding an image; it must come from this model's encoder. It answers every
+        prompt, a box alone too (``box_prompts: bare`` needs :meth:`set_image`: there is no image to encode bare)."""
         if not isinstance(embedded, Embedded):
             raise PromptError(f"set_embedding takes an Embedded (model.embed's result), got {type(embedded).__name__}")
         shape, want = tuple(embedded.embedding.shape), (1, *self.model.backbone.embedding_shape)
@@ -148,6 +152,7 @@ class Predictor:
             raise PromptError(f"the embedding must have this model's encoder's shape {want}, got {shape}")
         self._embedded = Embedded(embedded.embedding.to(self.model.device, torch.float32), embedded.geometry,
                                   embedded.key)
+        self._image = None
         return self._embedded
 
     def get_image_embedding(self) -> torch.Tensor:
@@ -156,7 +161,7 @@ class Predictor:
         return self._embedded.embedding
 
     def reset_image(self) -> None:
-        self._embedded = None
+        self._embedded = self._image = None
 
     def _require_image(self) -> None:
         if self._embedded is None:
@@ -288,8 +293,13 @@ class Predictor:
     def _decode(self, embedding, points, boxes, mask_input, multimask_output: bool):
         """Low-res logits ``(K, M, 256, 256)`` and scores ``(K, M)`` (``M`` = 3 or 1) from model-input prompts
         (``K`` prompt sets: ``K`` boxes, each with the same clicks): on the compiled decoder one set at a time (a
-        set there costs less than its share of an eager batch: 6 boxes ~2x faster), else ``model.decode``."""
+        set there costs less than its share of an eager batch: 6 boxes ~2x faster), else ``model.decode``. A box
+        alone under ``box_prompts: bare`` is answered on the bare encoder's embedding of the image (see
+        :class:`~usam.adapters.config.DecoderSettings`)."""
         decoder = self.model.prompt_decoder()
+        if (boxes is not None and points is None and mask_input is None and self._image is not None
+                and getattr(decoder, "box_prompts", None) == "bare"):
+            embedding = self.model.embed_bare(self._image).embedding
         compiled = (self.runtime in ("openvino", "onnx") and hasattr(decoder, "mask_decoder")
                     and not hasattr(decoder, "model") and embedding.device.type == "cpu")
         if not compiled:

@@ -59,7 +59,8 @@ class TunedDecoder(nn.Module):
     Which weights answer a prompt (:meth:`answering`): a box alone goes to the backbone's own decoder
     (``box_prompts="base"``, out of training); a prompt with clicks goes to the click decoder when there is one (in
     training a box alone too: the box passes of simulated interactions train it);
-    ``box_prompts="clicks"`` sends a box alone there as well; everything else (the heads' learned tokens,
+    ``box_prompts="clicks"`` sends a box alone there as well (``"bare"``: to the backbone's own, on the bare
+    encoder's embedding, which :class:`~usam.predictor.Predictor` gives it); everything else (the heads' learned tokens,
     ``box_prompts="tuned"``, clicks without a click decoder) to this one.
     """
 
@@ -94,7 +95,7 @@ class TunedDecoder(nn.Module):
                   box_prompts: str | None = None) -> tuple[nn.Module, nn.Module]:
         """The ``(prompt_encoder, mask_decoder)`` that answer this prompt (see the class docstring)."""
         route = box_prompts or self.box_prompts
-        if (route == "base" and not self.training and boxes is not None and points is None
+        if (route in ("base", "bare") and not self.training and boxes is not None and points is None
                 and mask_input is None and sparse_extra is None):
             return self._base
         # training: the box that clicks follow; box_prompts "clicks": a user's box alone too
@@ -109,7 +110,7 @@ class TunedDecoder(nn.Module):
         ``box_prompts == "base"`` a box-only prompt (no clicks, no previous mask, no learned tokens) goes to the
         backbone's own decoder: LiteMedSAM was trained on boxes and click training costs its box path about a point
         of Dice, so both are kept. ``box_prompts`` given here overrides the adapter's setting for this call
-        (``"base"``, ``"tuned"`` or ``"clicks"``)."""
+        (``"base"``, ``"tuned"``, ``"clicks"`` or ``"bare"``)."""
         pe, md = self.answering(points, boxes, mask_input, sparse_extra, box_prompts)
         return sam_decode(pe, md, embeddings, points, boxes, mask_input, multimask_output, sparse_extra)
 

@@ -203,8 +203,9 @@ def _inference_options(config) -> list[str]:
     lines = ["", "## Inference options", "",
              "Chosen on the validation split (`scripts/tune_head_options.py`); applied by `model.predict` and `usam predict`:", ""]
     if box:
-        which = {"base": "backbone's", "tuned": "tuned", "clicks": "click"}.get(box, box)
-        lines.append(f"- box prompts from a user go to the {which} decoder (`box_prompts: {box}`)")
+        which = {"base": "the backbone's decoder", "tuned": "the tuned decoder", "clicks": "the click decoder",
+                 "bare": "the backbone's decoder on the bare encoder's embedding, as the bare backbone answers it"}
+        lines.append(f"- box prompts from a user go to {which.get(box, box)} (`box_prompts: {box}`)")
     if separate:
         lines.append("- clicks go to the adapter's click decoder, trained on simulated interactions only (`clicks: separate`); "
                      "the heads' automatic masks use the tuned decoder")

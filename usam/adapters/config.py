@@ -95,7 +95,7 @@ QUALITY_KINDS = {"predicted": "the decoder's predicted IoU", "stability": "the s
 QUALITIES = tuple(QUALITY_KINDS)
 
 #: decoders that may answer a user's box alone (``decoder.box_prompts``)
-BOX_ROUTES = ("base", "tuned", "clicks")
+BOX_ROUTES = ("base", "tuned", "clicks", "bare")
 #: the decoder settings that act at inference only (read by :class:`usam.predictor.Predictor`, set for a block by
 #: ``TunedDecoder.using``, chosen on val by ``scripts/tune_head_options.py``)
 INFERENCE_CHOICES = ("box_prompts", "click_window", "first_click", "quality", "quality_fit")
@@ -105,8 +105,10 @@ INFERENCE_CHOICES = ("box_prompts", "click_window", "first_click", "quality", "q
 class DecoderSettings:
     """The tuned prompt decoder: ``tune`` it at all (training only), its transformer's ``lora`` (``None``: none),
     the parameter-name prefixes it ``train``s in full, which decoder answers a box alone (``box_prompts``:
-    ``base``, the backbone's own; ``tuned``; or ``clicks``, the click decoder, trained on boxes followed by
-    corrective clicks; chosen on val by ``scripts/tune_head_options.py``), whether clicks get a decoder of their
+    ``base``, the backbone's own; ``tuned``; ``clicks``, the click decoder, trained on boxes followed by
+    corrective clicks; or ``bare``, the backbone's own on the bare encoder's embedding, i.e. the bare backbone's box
+    path exactly, for an adapter whose encoder LoRA costs it Dice: one more encoder pass per image, cached, in
+    :class:`~usam.predictor.Predictor` after ``set_image``; chosen on val by ``scripts/tune_head_options.py``), whether clicks get a decoder of their
     own (``clicks: separate``: a whole copy of the backbone's prompt encoder + mask decoder trained on simulated interactions only, while the tuned decoder keeps serving the heads), and how
     many clicks a corrective prompt shows it (``click_window``: with a previous mask fed back, the first click and
     the latest ``click_window - 1``; the earlier ones live on in that mask. ``None``: every click; chosen on val by
