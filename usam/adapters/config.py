@@ -108,8 +108,9 @@ class DecoderSettings:
     ``base``, the backbone's own; ``tuned``; ``clicks``, the click decoder, trained on boxes followed by
     corrective clicks; or ``bare``, the backbone's own on the bare encoder's embedding, i.e. the bare backbone's box
     path exactly, for an adapter whose encoder LoRA costs it Dice: one more encoder pass per image, cached, in
-    :class:`~usam.predictor.Predictor` after ``set_image``; chosen on val by ``scripts/tune_head_options.py``), whether clicks get a decoder of their
-    own (``clicks: separate``: a whole copy of the backbone's prompt encoder + mask decoder trained on simulated interactions only, while the tuned decoder keeps serving the heads), and how
+    :class:`~usam.predictor.Predictor` after ``set_image``; chosen on val by ``scripts/tune_head_options.py``),
+    whether clicks get a decoder of their own (``clicks: separate``: a whole copy of the backbone's prompt encoder +
+    mask decoder trained on simulated interactions only, while the tuned decoder keeps serving the heads), and how
     many clicks a corrective prompt shows it (``click_window``: with a previous mask fed back, the first click and
     the latest ``click_window - 1``; the earlier ones live on in that mask. ``None``: every click; chosen on val by
     ``scripts/tune_head_options.py --clicks``), and how a first click is answered (``first_click``: ``direct``, the
