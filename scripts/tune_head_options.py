@@ -311,7 +311,7 @@ def tune_box_route(model, split, seg, report: dict) -> str | None:
     adapter = model.adapter
     if adapter.decoder is None or not seg:
         return None
-    predictor, route_scores = Predictor(model), {}
+    predictor, route_scores, images = Predictor(model), {}, set()
     routes = ["base", "tuned"] + ["clicks"] * (adapter.decoder.clicks is not None) + ["bare"] * bool(adapter.lora_name)
     for route in routes:  # ties: the one listed first ("bare" costs an encoder pass more)
         adapter.decoder.box_prompts = route
@@ -320,6 +320,7 @@ def tune_box_route(model, split, seg, report: dict) -> str | None:
             for s in split[tid]:
                 gt = read_mask(s.mask_path)
                 predictor.set_image(read_image(s.image_path))  # embeddings cached by content
+                images.add(str(s.image_path))
                 for c in range(1, adapter.tasks[tid].num_classes):
                     if (gt == c).any():
                         m, _, _ = predictor.predict(box=mask_box(gt == c), multimask_output=False)
@@ -327,8 +328,8 @@ def tune_box_route(model, split, seg, report: dict) -> str | None:
         route_scores[route] = float(np.mean(vals))
     box_route = max(route_scores, key=route_scores.get)  # ties: base (listed first)
     adapter.decoder.box_prompts = box_route
-    report["box_prompts"] = {"metric": "dice from ground-truth boxes", **{k: round(v, 4) for k, v in route_scores.items()},
-                             "chosen": box_route}
+    report["box_prompts"] = {"metric": "dice from ground-truth boxes", "images": len(images), "objects": len(vals),
+                             **{k: round(v, 4) for k, v in route_scores.items()}, "chosen": box_route}
     return box_route
 
 

@@ -195,9 +195,12 @@ def test_training_from_an_adapter_with_a_localisation_head_keeps_it(start, model
     named = tmp_path / "named"
     cfg = {**_config(data_root, named, steps_per_epoch=1), "init": str(located)}
     cfg["decoder"] = {**cfg["decoder"], "box_prompts": "base"}
-    train(cfg, model=model)
+    said = []
+    train(cfg, model=model, log=said.append)
     decoder = json.loads((named / "config.json").read_text())["decoder"]
     assert decoder["box_prompts"] == "base" and decoder["click_window"] == 4  # what the config names wins
+    assert any("decoder.box_prompts 'base' from the config replaces" in m and "'tuned'" in m for m in said), said  # and says so
+    assert not any("decoder.click_window" in m for m in said)
     name = model.load_adapter(out, name="located_check")
     try:
         assert model.adapters[name].heads["breast_lesion"].locator is not None

@@ -176,11 +176,13 @@ def build_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
     return Adapter(config, model.backbone)
 
 
-def init_from(adapter: Adapter, directory: Path, backbone, given: set = frozenset()) -> tuple[LoraSettings | None, dict | None]:
+def init_from(adapter: Adapter, directory: Path, backbone, given: set = frozenset(),
+              log=lambda *_: None) -> tuple[LoraSettings | None, dict | None]:
     """Copy heads / tuned-decoder weights of an existing adapter directory (its tasks must match). A click decoder
     (``decoder.clicks: separate``) the old adapter lacks starts from the backbone's prompt encoder + mask decoder.
     The old adapter's head options and its :data:`~usam.adapters.config.INFERENCE_CHOICES` (chosen on val) come
-    along, except the decoder keys in ``given`` (those the training config sets). Returns the old adapter's encoder
+    along, except the decoder keys in ``given`` (those the training config sets; ``log`` says where one replaces a
+    different choice). Returns the old adapter's encoder
     LoRA settings and peft tensors (``None, None`` without one).
 
     When the new adapter tunes its decoder without LoRA but the old one carried decoder LoRA, the old decoder is
@@ -199,6 +201,9 @@ def init_from(adapter: Adapter, directory: Path, backbone, given: set = frozense
             if key not in given and key in old_dec:
                 new_dec[key] = old_dec[key]
                 setattr(adapter.decoder, key, old_dec[key])
+            elif key in old_dec and new_dec.get(key) != old_dec[key]:
+                log(f"usam train: decoder.{key} {new_dec.get(key)!r} from the config replaces {str(directory)!r}'s "
+                    f"{old_dec[key]!r} (chosen on val: leave it out of the config to keep it)")
     if adapter.decoder is not None and old_dec.get("lora") and not new_dec.get("lora"):
         old = Adapter(config, backbone)
         old.load_head_state(heads, str(Path(directory) / HEADS_NAME))
@@ -222,7 +227,7 @@ def setup_adapter(cfg: TrainConfig, model: UsamModel, specs: dict[str, TaskSpec]
     old_lora = old_state = None
     if cfg.init is not None:
         given = cfg.raw.get("decoder") if isinstance(cfg.raw.get("decoder"), dict) else {}
-        old_lora, old_state = init_from(adapter, cfg.init, model.backbone, set(given))
+        old_lora, old_state = init_from(adapter, cfg.init, model.backbone, set(given), log)
         log(f"usam train: starting from the weights of {cfg.init}")
     if cfg.mode == "cache" and old_lora is not None:
         # cache mode on an adapter with encoder LoRA: the LoRA comes along, frozen; the embedding cache holds the
