@@ -115,7 +115,8 @@ def main(argv=None) -> int:
     names = args.names or [a.name for a in args.adapters]
     if len(names) != len(args.adapters):
         ap.error("--names needs one name per adapter")
-    from usam.adapters.card import ablation_table, rewrite_card
+    from usam.adapters import rewrite_card
+    from usam.adapters.card import ablation_table
 
     results = [score(a, args.data / args.split, arm_dir(args.out, a), args.clicks, args.limit) for a in args.adapters]
     print("\n".join(ablation_table(dict(zip(names, results)))))

@@ -215,8 +215,7 @@ def check_cases(split: Path) -> dict:
 
 
 def _update_cards(dirs, figures) -> None:
-    from usam.adapters import validate_adapter_dir
-    from usam.adapters.card import rewrite_card
+    from usam.adapters import rewrite_card, validate_adapter_dir
 
     for d in dirs:
         config = validate_adapter_dir(d).config

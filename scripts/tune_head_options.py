@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         ap.error("--clicks-only / --first-click-only need --clicks N (N >= 2)")
 
     import usam
-    from usam.adapters.card import rewrite_card
+    from usam.adapters import rewrite_card
     from usam.data.fmc import read_split
 
     model = usam.load(adapters=[args.adapter], cache_size=512)

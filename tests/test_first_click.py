@@ -92,15 +92,20 @@ def test_each_candidate_is_its_own_box_answered_and_scored_by_agreement(breast):
 
 @pytest.mark.real
 def test_the_shipped_first_click_setting_holds_on_real_val_images(breast):
-    """The chosen first-click mask (argmax of the scores, as the demo and ``usam evaluate --clicks`` take it) on the
-    first 8 breast val lesions, answered both ways: the setting the adapter ships (chosen on all 63 val lesions by
-    ``scripts/tune_head_options.py --first-click-only``: ``direct``, Dice 0.885 vs 0.872 for ``box_refine`` with
-    this encoder-LoRA adapter; the previous adapter shipped ``box_refine``, 0.858 vs 0.815) is not worse here, and
-    good."""
+    """The shipped ``decoder.first_click`` is the one with the best recorded val score (``scripts/tune_head_options.py
+    --first-click-only --clicks 20`` on all 63 breast val lesions, mean Dice over 1..20 clicks with the shipped
+    box route ``bare``: direct 0.9346, box_refine 0.9345), and on the first 8 val lesions the chosen first-click mask
+    (argmax of the scores, as the demo and ``usam evaluate --clicks`` take it) is good either way. The two are too
+    close for 8 lesions to rank them (there box_refine leads, 0.942 vs 0.928; over all 63 direct does at 1 click,
+    0.885 vs 0.880)."""
+    import json
+
     from usam.io import read_image, read_mask
 
     model, predictor, rows = breast
     chosen = model.adapter.decoder.first_click
+    record = json.loads((ROOT / "adapters" / "breast" / "config.json").read_text())["training"]["head_options_validation"]["first_click"]
+    assert record["chosen"] == chosen == max(("direct", "box_refine"), key=lambda k: record[k])
     got = {"direct": [], "box_refine": []}
     for row in rows:
         truth = read_mask(row.mask_path) == 1
@@ -109,9 +114,7 @@ def test_the_shipped_first_click_setting_holds_on_real_val_images(breast):
         for setting, out in got.items():
             masks, scores, _ = _answer(model, predictor, setting, **click)
             out.append(dice(masks[int(np.argmax(scores))], truth))
-    other = "box_refine" if chosen == "direct" else "direct"
-    assert np.mean(got[chosen]) >= np.mean(got[other]) - 0.005, (chosen, got)
-    assert np.mean(got[chosen]) > 0.85, (chosen, got)
+    assert min(np.mean(v) for v in got.values()) > 0.9, got
 
 
 def test_an_empty_candidate_stays_and_scores_zero(litemedsam_model, real_case):

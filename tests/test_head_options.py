@@ -344,7 +344,7 @@ def test_tune_head_options_quality_only_changes_the_quality_alone(tmp_path, data
 def test_rewrite_card_follows_the_folder(tmp_path):
     """``rewrite_card``: the card of an adapter folder rebuilt from its (edited) config.json and metrics.json, or from
     metrics given; a folder that is not an adapter is refused and its README left alone."""
-    from usam.adapters.card import rewrite_card
+    from usam.adapters import rewrite_card
 
     target = tmp_path / "fetal_head"
     shutil.copytree(ROOT / "adapters" / "fetal_head", target)

@@ -6,7 +6,8 @@
 - :mod:`usam.adapters.layout`: the files of an adapter directory; where one may be written.
 - :mod:`usam.adapters.resolve`: an adapter reference (directory or Hub id in the local cache) to a directory, offline.
 - :mod:`usam.adapters.card`: the model card (README.md with Hub metadata) written beside the weights.
-- :mod:`usam.adapters.validate`: :func:`validate_adapter_dir`, the one check of an adapter directory.
+- :mod:`usam.adapters.validate`: :func:`validate_adapter_dir`, the one check of an adapter directory;
+  :func:`rewrite_card`, its card rebuilt from its files.
 - :mod:`usam.adapters.adapter`: :class:`Adapter` (heads + tuned prompt decoder + encoder LoRA):
   ``save_pretrained`` / ``from_pretrained``; :func:`install_adapter` into a model.
 """
@@ -17,7 +18,7 @@ from .adapter import Adapter, install_adapter
 from .config import AdapterConfig, DecoderSettings
 from .lora import LoraSettings
 from .resolve import resolve_adapter
-from .validate import AdapterCheck, validate_adapter_dir
+from .validate import AdapterCheck, rewrite_card, validate_adapter_dir
 
 __all__ = ["Adapter", "AdapterCheck", "AdapterConfig", "DecoderSettings", "LoraSettings", "install_adapter",
-           "resolve_adapter", "validate_adapter_dir"]
+           "resolve_adapter", "rewrite_card", "validate_adapter_dir"]

@@ -181,15 +181,6 @@ def parse_card(text: str) -> tuple[dict, str]:
     raise ValueError("the model card's YAML metadata block is not closed by a '---' line")
 
 
-def rewrite_card(directory: str | Path, metrics: dict | None = None) -> None:
-    """Rewrite an adapter folder's card (``README.md``) from its ``config.json`` (checked) and ``metrics`` (default:
-    its ``metrics.json``): after a script changed either in place."""
-    from .validate import validate_adapter_dir  # validate reads cards' metadata: imported here
-
-    check = validate_adapter_dir(Path(directory))
-    (Path(directory) / "README.md").write_text(adapter_card(check.config, check.metrics if metrics is None else metrics))
-
-
 def _inference_options(config) -> list[str]:
     """Card lines for the post-processing / decoder routing the adapter uses (``head_options``, ``box_prompts``)."""
     box = (config.decoder or {}).get("box_prompts")

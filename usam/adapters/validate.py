@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from ..errors import AdapterError
 from ..heads.locate import attach_locators
 from ..tasks import kind_of
-from .card import parse_card
+from .card import adapter_card, parse_card
 from .config import AdapterConfig
 from .layout import (
     ADAPTER_FILES,
@@ -165,3 +165,10 @@ def _read_card_meta(path: Path) -> dict | None:
         return parse_card(path.read_text(encoding="utf-8"))[0]
     except ValueError as exc:
         raise AdapterError(f"{path}: {exc}") from exc
+
+
+def rewrite_card(directory: str | os.PathLike, metrics: dict | None = None) -> None:
+    """Rewrite an adapter folder's card (``README.md``) from its ``config.json`` (checked by
+    :func:`validate_adapter_dir`) and ``metrics`` (default: its ``metrics.json``): after a script changed either."""
+    check = validate_adapter_dir(Path(directory))
+    (Path(directory) / "README.md").write_text(adapter_card(check.config, check.metrics if metrics is None else metrics))
