@@ -168,6 +168,20 @@ class UsamModel(nn.Module):
         activate_lora(self.backbone.image_encoder, self.adapters[name].lora_name if name else None)
         self.active_adapter = name
 
+    @contextlib.contextmanager
+    def using_adapter(self, name: str | None):
+        """Adapter ``name`` (``None``: the bare backbone) active for a ``with`` block, the one active before restored
+        after it, whatever happens inside."""
+        active = self.active_adapter
+        if name == active:
+            yield self
+            return
+        self.set_adapter(name)
+        try:
+            yield self
+        finally:
+            self.set_adapter(active)
+
     @property
     def adapter(self):
         """The active :class:`~usam.adapters.adapter.Adapter`, or ``None``."""
@@ -254,14 +268,8 @@ class UsamModel(nn.Module):
     def embed_bare(self, image: np.ndarray) -> Embedded:
         """:meth:`embed` by the bare encoder (without the active adapter's encoder LoRA, which stays active after),
         cached by content as :meth:`embed`'s: what ``decoder.box_prompts: bare`` answers a box alone on."""
-        active = self.active_adapter
-        if self.adapter is None or not self.adapter.lora_name:
+        with self.using_adapter(None):
             return self.embed(image)
-        self.set_adapter(None)
-        try:
-            return self.embed(image)
-        finally:
-            self.set_adapter(active)
 
     @torch.no_grad()
     def embed_batch(self, images: list[np.ndarray]) -> list[Embedded]:

@@ -88,15 +88,8 @@ class EmbeddingStore:
             image = read_image(path)
         if params is not None:
             image = apply_augment(image, params=params)[0]
-        active = self.model.active_adapter
-        lora_now = self.model.active_adapter if self.model.adapter is not None and self.model.adapter.lora_name else None
-        if lora_now != self.lora_adapter:  # the store's encoder, whichever adapter is active now
-            self.model.set_adapter(self.lora_adapter)
-        try:
+        with self.model.using_adapter(self.lora_adapter):  # the store's encoder, whichever adapter is active now
             emb = self.model.embed(image)
-        finally:
-            if self.model.active_adapter != active:
-                self.model.set_adapter(active)
         geo = emb.geometry
         _save_atomic({"embedding": emb.embedding[0].to(torch.float16).contiguous().cpu(), "geometry": _geometry_tensor(geo)}, f)
         return Embedded(emb.embedding[0].to(torch.float16).float()[None].cpu(), geo, f.stem)
