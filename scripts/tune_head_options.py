@@ -17,9 +17,11 @@ Options (``usam/heads/refine.py``), tried task by task, segmentation first (the 
   click decoder, or the backbone's own on the bare encoder's embedding (``--box-only`` chooses it alone);
 - with ``--clicks N``, how many clicks a corrective prompt shows the click decoder (``decoder.click_window``: all,
   or the first and the latest W - 1, the rest carried by the previous mask fed back), by the mean Dice over the
-  1..N curve of the standard click protocol, then on the same curve how a first click is answered
-  (``decoder.first_click``: the click decoder's candidates ``direct``, or each re-answered from its own box,
-  ``box_refine``); ``--clicks-only`` chooses these two alone, ``--first-click-only`` the second alone;
+  1..N curve of the standard click protocol, then on the same curve whether later clicks are answered on a zoomed
+  view (``decoder.click_zoom``: never, or from click N + 1 on, on a view E times the mask's extent), then how a
+  first click is answered (``decoder.first_click``: the click decoder's candidates ``direct``, or each re-answered
+  from its own box, ``box_refine``); ``--clicks-only`` chooses these three alone, ``--first-click-only`` the last
+  alone, ``--zoom-only`` the zoom alone;
 - last, in every run, the quality estimate shown with a mask (``decoder.quality``: the decoder's predicted IoU,
   SAM's stability score of the logits, their mean, or a map of the two fitted on the first ``--quality-train`` train
   rows, ``decoder.quality_fit``), by the Spearman correlation with the measured IoU of the
@@ -54,6 +56,8 @@ def main(argv=None) -> int:
                     help="choose the click window alone (needs --clicks): head options and box routing stay as they are")
     ap.add_argument("--first-click-only", action="store_true",
                     help="choose decoder.first_click alone (needs --clicks): everything else stays as it is")
+    ap.add_argument("--zoom-only", action="store_true",
+                    help="choose decoder.click_zoom alone (needs --clicks): everything else stays as it is")
     ap.add_argument("--quality-train", type=_non_negative, default=250, metavar="N",
                     help="fit the 'fitted' quality estimate on the first N rows per segmentation task of the train "
                          "split, at most --limit (0: not a candidate)")
@@ -62,8 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--box-only", action="store_true",
                     help="choose decoder.box_prompts alone (the decoder that answers a user's box): the rest stays")
     args = ap.parse_args(argv)
-    if (args.clicks_only or args.first_click_only) and args.clicks < 2:
-        ap.error("--clicks-only / --first-click-only need --clicks N (N >= 2)")
+    if (args.clicks_only or args.first_click_only or args.zoom_only) and args.clicks < 2:
+        ap.error("--clicks-only / --first-click-only / --zoom-only need --clicks N (N >= 2)")
 
     import usam
     from usam.adapters import rewrite_card
@@ -77,9 +81,9 @@ def main(argv=None) -> int:
     cfg_path = Path(args.adapter) / "config.json"
     cfg = json.loads(cfg_path.read_text())
     before = dict(cfg.get("training", {}).get("head_options_validation") or {})
-    only = args.clicks_only or args.first_click_only or args.quality_only or args.box_only
+    only = args.clicks_only or args.first_click_only or args.zoom_only or args.quality_only or args.box_only
     report = before if only else {}
-    for key in ("click_window", "first_click"):  # a click choice made earlier stays, with its record
+    for key in ("click_window", "click_zoom", "first_click"):  # a click choice made earlier stays, with its record
         if not args.clicks and key in before:
             report[key] = before[key]
     if args.quality_only or args.box_only:
@@ -91,15 +95,21 @@ def main(argv=None) -> int:
         if box_route:
             cfg["decoder"]["box_prompts"] = box_route
     if args.clicks and adapter.decoder is not None and seg:
-        if not args.first_click_only:
+        if not (args.first_click_only or args.zoom_only):
             window = tune_click_window(model, split, seg, args.clicks, report)
             cfg["decoder"].pop("click_window", None)
             if window is not None:
                 cfg["decoder"]["click_window"] = window
-        first = tune_first_click(model, split, seg, args.clicks, report)
-        cfg["decoder"].pop("first_click", None)
-        if first != "direct":
-            cfg["decoder"]["first_click"] = first
+        if not args.first_click_only:
+            zoom = tune_click_zoom(model, split, seg, args.clicks, report)
+            cfg["decoder"].pop("click_zoom", None)
+            if zoom is not None:
+                cfg["decoder"]["click_zoom"] = {"after": zoom[0], "expand": zoom[1]}
+        if not args.zoom_only:
+            first = tune_first_click(model, split, seg, args.clicks, report)
+            cfg["decoder"].pop("first_click", None)
+            if first != "direct":
+                cfg["decoder"]["first_click"] = first
     if adapter.decoder is not None and seg and not args.box_only:  # after first_click: it estimates its mask
         fit_rows = None
         n_fit = min(args.quality_train, args.limit) if args.limit else args.quality_train
@@ -151,7 +161,7 @@ def _choose(decoder, key: str, options: tuple, model, split, seg, n_clicks: int,
     :func:`click_curve`, record every score in ``report[key]``; returns the chosen option."""
     scores, detail = {}, {}
     for option in options:
-        name = "all" if option is None else str(option)
+        name = _option_name(key, option)
         with decoder.using(**{key: option}):
             scores[name], detail[name], objects = click_curve(model, split, seg, n_clicks)
         print(f"{key} {name}: mean Dice over {n_clicks} clicks {scores[name]:.4f} {detail[name]}", file=sys.stderr)
@@ -165,6 +175,9 @@ def _choose(decoder, key: str, options: tuple, model, split, seg, n_clicks: int,
 
 #: click windows tried by ``--clicks`` (``None``: every click), simplest first (ties keep it)
 CLICK_WINDOWS = (None, 4, 5, 6, 8, 10)
+#: zoomed views tried by ``--clicks`` (``decoder.click_zoom``: ``None`` never; ``(N, E)`` from click N + 1 on, on a
+#: view E times the mask's extent), simplest first
+CLICK_ZOOMS = (None, (1, 2.0), (2, 1.5), (2, 2.0), (2, 2.5), (3, 2.0))
 #: first-click answers tried by ``--clicks`` (``decoder.first_click``), simplest first
 FIRST_CLICKS = ("direct", "box_refine")
 
@@ -172,6 +185,20 @@ FIRST_CLICKS = ("direct", "box_refine")
 def tune_click_window(model, split, seg, n_clicks: int, report: dict) -> int | None:
     """``decoder.click_window`` with the best mean Dice over the 1..``n_clicks`` click curve; scores into ``report``."""
     return _choose(model.adapter.decoder, "click_window", CLICK_WINDOWS, model, split, seg, n_clicks, report)
+
+
+def tune_click_zoom(model, split, seg, n_clicks: int, report: dict) -> tuple[int, float] | None:
+    """``decoder.click_zoom`` with the best mean Dice over the 1..``n_clicks`` click curve; scores into ``report``."""
+    return _choose(model.adapter.decoder, "click_zoom", CLICK_ZOOMS, model, split, seg, n_clicks, report)
+
+
+def _option_name(key: str, option) -> str:
+    """How ``report[key]`` names ``option``: ``all`` / ``off`` for ``None``, ``after 2, x2`` for a zoom."""
+    if option is None:
+        return "off" if key == "click_zoom" else "all"
+    if key == "click_zoom":
+        return f"after {option[0]}, x{option[1]:g}"
+    return str(option)
 
 
 def tune_first_click(model, split, seg, n_clicks: int, report: dict) -> str:

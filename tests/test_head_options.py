@@ -273,8 +273,8 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     model = usam.load(adapters=[str(target)])  # the written options pass validation
     assert model.adapter.config.head_options == cfg["head_options"]
 
-    # --clicks-only: the click window and the first click's answer alone, by the mean of the Dice-vs-clicks curve;
-    # the rest kept as it was
+    # --clicks-only: the click window, the zoomed view and the first click's answer alone, by the mean of the
+    # Dice-vs-clicks curve; the rest kept as it was
     before = cfg
     assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--clicks", "3", "--clicks-only",
                       "--quality-train", "0"]) == 0
@@ -285,6 +285,14 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     assert cfg["decoder"].get("first_click", "direct") == first["chosen"]
     assert usam.load(adapters=[str(target)]).adapter.decoder.first_click == first["chosen"]
     windows = cfg["training"]["head_options_validation"].pop("click_window")
+    zoom = cfg["training"]["head_options_validation"].pop("click_zoom")
+    zooms = {k: v for k, v in zoom.items() if k not in ("metric", "chosen", "images", "objects", "curves")}
+    assert set(zooms) == {tune._option_name("click_zoom", z) for z in tune.CLICK_ZOOMS} and "off" in zooms
+    assert zoom["chosen"] == max(zooms, key=zooms.get) and zoom["objects"] == 2
+    chosen_zoom = tune.CLICK_ZOOMS[list(zooms).index(zoom["chosen"])]
+    written = cfg["decoder"].get("click_zoom")
+    assert written == (None if chosen_zoom is None else {"after": chosen_zoom[0], "expand": chosen_zoom[1]})
+    assert usam.load(adapters=[str(target)]).adapter.decoder.click_zoom == chosen_zoom
     # re-chosen after the first click's answer (its figures follow that answer)
     _check_quality_choice(cfg["training"]["head_options_validation"].pop("quality"), cfg, target)
     assert cfg["head_options"] == before["head_options"]

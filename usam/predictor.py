@@ -30,7 +30,7 @@ from .embedding import Embedded
 from .errors import PromptError, short_repr
 from .io import read_image, to_rgb_uint8
 from .model import UsamModel
-from .ops.clicks import click_window
+from .ops.clicks import click_window, zoom_window
 from .ops.masks import mask_box, stability_score
 from .runtime import resolve_runtime
 from .runtime.decoder import compiled_decoder
@@ -200,14 +200,15 @@ class Predictor:
             raise PromptError("give at least one prompt: a point (point_coords + point_labels) or a box")
         batched = box is not None and np.asarray(box).ndim == 2
         dev = self.model.device
-        points = boxes_t = None
-        k = 1
+        points = boxes_t = boxes = coords = labels = None
+        k, n_clicks = 1, 0
         if box is not None:
             boxes = check_boxes(box, geo.original_hw)
             k = boxes.shape[0]
             boxes_t = torch.as_tensor(geo.boxes_to_input(boxes), dtype=torch.float32, device=dev)
         if point_coords is not None or point_labels is not None:
             coords, labels = check_points(point_coords, point_labels, geo.original_hw)
+            n_clicks = len(coords)
             window = getattr(self.model.prompt_decoder(), "click_window", None)
             if mask_input is not None and window is not None:  # the adapter's click window (DecoderSettings)
                 keep = click_window(len(coords), window)
@@ -223,8 +224,15 @@ class Predictor:
             if m.shape != (k, 1, LOW_RES, LOW_RES):
                 raise PromptError(f"mask_input must have shape (1, {LOW_RES}, {LOW_RES}) (a previous call's low-res logits), got {m.shape}")
             mask_t = torch.tensor(m, dtype=torch.float32, device=dev)  # a copy: m may be a read-only broadcast view
-        low_res, iou = self._decode(emb.embedding, points, boxes_t, mask_t, multimask_output)
-        masks = geo.masks_to_original(low_res.float())
+        zoomed = None
+        zoom = getattr(self.model.prompt_decoder(), "click_zoom", None)
+        if zoom is not None and mask_t is not None and k == 1 and n_clicks > zoom[0]:
+            zoomed = self._zoomed(coords, labels, None if boxes is None else boxes[0], mask_t, multimask_output, zoom[1])
+        if zoomed is not None:  # DecoderSettings.click_zoom
+            masks, iou, low_res = zoomed
+        else:
+            low_res, iou = self._decode(emb.embedding, points, boxes_t, mask_t, multimask_output)
+            masks = geo.masks_to_original(low_res.float())
         if (points is not None and boxes_t is None and mask_t is None and multimask_output
                 and getattr(self.model.prompt_decoder(), "first_click", "direct") == "box_refine"):
             masks, iou, low_res = self._box_refine(masks, iou, low_res)
@@ -256,6 +264,43 @@ class Predictor:
         how = getattr(decoder, "quality", "predicted")
         stable = None if how == "predicted" else stability_score(low_res, self.mask_threshold)
         return quality_estimate(how, scores, stable, getattr(decoder, "quality_fit", None))
+
+    def _zoomed(self, coords: np.ndarray, labels: np.ndarray, box: np.ndarray | None, mask_input: torch.Tensor,
+                multimask_output: bool, expand: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """A corrective prompt answered on a zoomed view (``decoder.click_zoom``, RITM's Zoom-In): the window
+        :func:`usam.ops.clicks.zoom_window` puts around the previous mask (``mask_input`` ``(1, 1, 256, 256)``
+        logits) and the positive clicks is encoded on its own (cached by content like any image; the window is
+        snapped so that it rarely moves), the clicks inside it (original px ``coords (N, 2)``, ``labels (N,)``)
+        and the box clipped to it are decoded there with the previous mask cut to it, and the answer is pasted into
+        the previous logits at the original size. Returns logits ``(1, M, H, W)``, scores ``(1, M)`` and low-res
+        logits ``(1, M, 256, 256)`` of the whole image, or ``None`` where there is no window (nothing to zoom on,
+        or it would span nearly the whole image) or no image to cut it from (:meth:`set_embedding`)."""
+        if self._image is None:
+            return None
+        geo, dev = self._embedded.geometry, self.model.device
+        previous = geo.masks_to_original(mask_input.float())[0, 0]  # (H, W) logits
+        window = zoom_window((previous > self.mask_threshold).cpu().numpy(), coords[labels == 1], expand)
+        if window is None:
+            return None
+        x0, y0, x1, y1 = window
+        inside = (coords[:, 0] >= x0) & (coords[:, 0] <= x1 - 1) & (coords[:, 1] >= y0) & (coords[:, 1] <= y1 - 1)
+        if not inside[-1]:  # the latest click is what the view is for
+            return None
+        view = self.model.embed(self._image[y0:y1, x0:x1])
+        sub = view.geometry
+        c = torch.as_tensor(sub.points_to_input(coords[inside] - (x0, y0)), dtype=torch.float32, device=dev)[None]
+        points = (c, torch.as_tensor(labels[inside], device=dev)[None])
+        boxes = None
+        if box is not None:
+            clipped = np.clip(box - (x0, y0, x0, y0), 0, (x1 - x0, y1 - y0, x1 - x0, y1 - y0))
+            if clipped[2] > clipped[0] and clipped[3] > clipped[1]:
+                boxes = torch.as_tensor(sub.boxes_to_input(clipped[None]), dtype=torch.float32, device=dev)
+        cut = sub.mask_to_input(previous[y0:y1, x0:x1], LOW_RES)[None, None].to(dev)
+        low, iou = self._decode(view.embedding, points, boxes, cut, multimask_output)
+        answer = sub.masks_to_original(low.float())  # (1, M, h, w)
+        full = previous[None, None].expand(1, answer.shape[1], -1, -1).clone()
+        full[..., y0:y1, x0:x1] = answer
+        return full, iou, geo.mask_to_input(full, LOW_RES)
 
     def _box_refine(self, masks: torch.Tensor, scores: torch.Tensor, low_res: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

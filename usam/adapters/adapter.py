@@ -66,7 +66,7 @@ class TunedDecoder(nn.Module):
 
     def __init__(self, backbone, train: tuple[str, ...] = DEFAULT_DECODER_TRAIN, lora: LoraSettings | None = None,
                  box_prompts: str = "base", clicks: str = "shared", click_window: int | None = None,
-                 first_click: str = "direct", quality: str = "predicted",
+                 click_zoom: tuple[int, float] | None = None, first_click: str = "direct", quality: str = "predicted",
                  quality_fit: tuple[float, float, float] | None = None):
         super().__init__()
         if not hasattr(backbone, "prompt_encoder") or not hasattr(backbone, "mask_decoder") or hasattr(backbone, "model"):
@@ -75,6 +75,7 @@ class TunedDecoder(nn.Module):
         object.__setattr__(self, "_base", (backbone.prompt_encoder, backbone.mask_decoder))
         self.box_prompts = box_prompts
         self.click_window = click_window  # read by Predictor.predict (see DecoderSettings)
+        self.click_zoom = click_zoom  # (after, expand), read by Predictor.predict (see DecoderSettings)
         self.first_click = first_click  # read by Predictor.predict (see DecoderSettings)
         self.quality = quality  # read by Predictor.quality (see DecoderSettings)
         self.quality_fit = quality_fit  # (a, b, c) of quality "fitted"
@@ -116,9 +117,9 @@ class TunedDecoder(nn.Module):
 
     @contextlib.contextmanager
     def using(self, **settings):
-        """Inference settings (``box_prompts``, ``click_window``, ``first_click``, ``quality``, ``quality_fit``),
-        checked as ``config.json``'s are, changed for a ``with`` block and restored after it, whatever happens inside:
-        ``with decoder.using(first_click="direct"):``."""
+        """Inference settings (``box_prompts``, ``click_window``, ``click_zoom``, ``first_click``, ``quality``,
+        ``quality_fit``), checked as ``config.json``'s are, changed for a ``with`` block and restored after it,
+        whatever happens inside: ``with decoder.using(first_click="direct"):``."""
         unknown = set(settings) - set(INFERENCE_CHOICES)
         if unknown:
             raise ConfigError(f"not a decoder inference setting: {', '.join(sorted(unknown))}")
@@ -169,7 +170,7 @@ class Adapter(nn.Module):
             dec = DecoderSettings.from_adapter(config.decoder)
             self.decoder = TunedDecoder(backbone, tuple(dec.train or DEFAULT_DECODER_TRAIN), dec.lora,
                                         box_prompts=dec.box_prompts, clicks=dec.clicks, click_window=dec.click_window,
-                                        first_click=dec.first_click, quality=dec.quality,
+                                        click_zoom=dec.click_zoom, first_click=dec.first_click, quality=dec.quality,
                                         quality_fit=dec.quality_fit)
         self.lora_name = config.name if config.lora else None
         self.encoder_lora: dict[str, torch.Tensor] | None = None

@@ -186,9 +186,10 @@ def _inference_options(config) -> list[str]:
     box = (config.decoder or {}).get("box_prompts")
     separate = (config.decoder or {}).get("clicks") == "separate"
     window = (config.decoder or {}).get("click_window")
+    zoom = (config.decoder or {}).get("click_zoom")
     first = (config.decoder or {}).get("first_click")
     quality = (config.decoder or {}).get("quality")
-    if (not config.head_options and not box and not separate and not window and not first and not quality
+    if (not config.head_options and not box and not separate and not window and not zoom and not first and not quality
             and not config.training.get("calibration")):
         return []
     lines = ["", "## Inference options", "",
@@ -203,6 +204,10 @@ def _inference_options(config) -> list[str]:
     if window:
         lines.append(f"- a corrective prompt shows the click decoder the first click and the latest {window - 1} "
                      f"(`click_window: {window}`); the earlier ones live on in the previous mask fed back")
+    if zoom:
+        lines.append(f"- from click {zoom['after'] + 1} on, a corrective click is answered on a zoomed view: a square "
+                     f"{zoom['expand']:g} times the current mask's extent, encoded on its own and pasted back "
+                     f"(`click_zoom`, RITM's Zoom-In)")
     if first == "box_refine":
         lines.append("- a first click's three candidates are each re-answered by the box decoder from their own tight "
                      "box and scored by the geometric mean of its predicted IoU and its agreement with that answer "

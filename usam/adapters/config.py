@@ -66,6 +66,28 @@ def _click_window(v):
     return v
 
 
+#: the widest zoomed view ``decoder.click_zoom`` may ask for, in multiples of the object's extent
+ZOOM_EXPAND_LIMIT = 8.0
+
+
+def _click_zoom(v) -> tuple[int, float]:
+    """``decoder.click_zoom``: ``{"after": N, "expand": E}``, N >= 1 clicks answered on the whole image first, the
+    view E (1 < E <= :data:`ZOOM_EXPAND_LIMIT`) times the object's extent; raises :class:`Invalid`."""
+    if isinstance(v, (list, tuple)) and len(v) == 2:  # the in-memory form
+        v = {"after": v[0], "expand": v[1]}
+    if not isinstance(v, dict) or set(v) != {"after", "expand"}:
+        raise Invalid('must be {"after": N, "expand": E} (zoom in from click N + 1 on, on a view E times the '
+                      "object's extent) or null")
+    after, expand = v["after"], v["expand"]
+    if not is_int(after) or after < 1:
+        raise Invalid(f"after must be an integer >= 1 (clicks answered on the whole image first), got {after!r};")
+    if (isinstance(expand, bool) or not isinstance(expand, (int, float))
+            or not 1.0 < expand <= ZOOM_EXPAND_LIMIT):  # NaN fails the comparison
+        raise Invalid(f"expand must be a number in (1, {ZOOM_EXPAND_LIMIT:g}] (the view's side over the object's "
+                      f"extent), got {expand!r};")
+    return int(after), float(expand)
+
+
 #: the largest coefficient of a fitted quality map (``decoder.quality_fit``): fitted ones are near 1; a larger one
 #: is a broken fit or a typo, and could overflow float32
 QUALITY_FIT_LIMIT = 1000.0
@@ -98,7 +120,7 @@ QUALITIES = tuple(QUALITY_KINDS)
 BOX_ROUTES = ("base", "tuned", "clicks", "bare")
 #: the decoder settings that act at inference only (read by :class:`usam.predictor.Predictor`, set for a block by
 #: ``TunedDecoder.using``, chosen on val by ``scripts/tune_head_options.py``)
-INFERENCE_CHOICES = ("box_prompts", "click_window", "first_click", "quality", "quality_fit")
+INFERENCE_CHOICES = ("box_prompts", "click_window", "click_zoom", "first_click", "quality", "quality_fit")
 
 
 @dataclass(frozen=True)
@@ -113,7 +135,11 @@ class DecoderSettings:
     mask decoder trained on simulated interactions only, while the tuned decoder keeps serving the heads), and how
     many clicks a corrective prompt shows it (``click_window``: with a previous mask fed back, the first click and
     the latest ``click_window - 1``; the earlier ones live on in that mask. ``None``: every click; chosen on val by
-    ``scripts/tune_head_options.py --clicks``), and how a first click is answered (``first_click``: ``direct``, the
+    ``scripts/tune_head_options.py --clicks``), whether later corrective clicks are answered on a zoomed view
+    (``click_zoom``: ``{"after": N, "expand": E}``, RITM's Zoom-In: from click N + 1 on, the click decoder answers on
+    the encoder's embedding of a square E times the current mask's extent, pasted back into the whole mask; one more
+    encoder pass whenever the view moves, the view snapped so that it rarely does; ``None``: never; see
+    :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), and how a first click is answered (``first_click``: ``direct``, the
     click decoder's three candidates as they are; ``box_refine``, each candidate re-answered by the decoder of a box
     alone from its own tight box and scored by its predicted IoU and that answer's agreement, see
     :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), and the quality estimate shown
@@ -130,6 +156,7 @@ class DecoderSettings:
     box_prompts: str = field(default="base", metadata=check(one_of(*BOX_ROUTES)))
     clicks: str = field(default="shared", metadata=check(one_of("shared", "separate")))
     click_window: int | None = field(default=None, metadata=check(optional(_click_window)))
+    click_zoom: tuple[int, float] | None = field(default=None, metadata=check(optional(_click_zoom)))
     first_click: str = field(default="direct", metadata=check(one_of("direct", "box_refine")))
     quality: str = field(default="predicted", metadata=check(one_of(*QUALITIES)))
     quality_fit: tuple[float, float, float] | None = field(default=None, metadata=check(optional(_quality_fit)))
@@ -154,6 +181,8 @@ class DecoderSettings:
             block["clicks"] = self.clicks
         if self.click_window is not None:
             block["click_window"] = self.click_window
+        if self.click_zoom is not None:
+            block["click_zoom"] = {"after": self.click_zoom[0], "expand": self.click_zoom[1]}
         if self.first_click != "direct":  # the default is not written: earlier adapters keep their config.json
             block["first_click"] = self.first_click
         if self.quality != "predicted":  # likewise

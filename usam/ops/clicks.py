@@ -76,3 +76,31 @@ def jitter_box(box: np.ndarray, hw: tuple[int, int], rng: np.random.Generator, a
     if out[2] - out[0] < 1 or out[3] - out[1] < 1:
         return box.copy()
     return out
+
+
+def zoom_window(mask: np.ndarray, points: np.ndarray, expand: float, min_side: float = 32.0) -> tuple[int, int, int, int] | None:
+    """The zoomed view RITM's *Zoom-In* answers a corrective click on (Sofiiuk et al., 2021): the square around the
+    current mask ``(H, W)`` bool and the positive clicks ``points`` ``(N, 2)`` (x, y), its side ``expand`` times
+    their extent (at least ``min_side`` px), kept inside the image; ``(x0, y0, x1, y1)`` pixel bounds, end-exclusive.
+
+    Side and centre are snapped to a grid of 1/32 of the image's long side, so that the small changes of a mask
+    between clicks keep one window (and one cached embedding of it). ``None`` when there is nothing to zoom on
+    (an empty mask and no click) or the window would span 90 % of the image's long side (little to gain)."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    xs = np.concatenate([xs, np.asarray(points, dtype=np.float64).reshape(-1, 2)[:, 0]])
+    ys = np.concatenate([ys, np.asarray(points, dtype=np.float64).reshape(-1, 2)[:, 1]])
+    if xs.size == 0:
+        return None
+    grid = max(4.0, max(h, w) / 32)
+    side = max(float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)) * expand
+    side = float(np.ceil(max(side, min_side) / grid) * grid)
+    cx = float(np.round((xs.min() + xs.max() + 1) / 2 / grid) * grid)
+    cy = float(np.round((ys.min() + ys.max() + 1) / 2 / grid) * grid)
+    if side >= 0.9 * max(h, w):
+        return None
+    sw, sh = min(side, w), min(side, h)
+    x0 = int(round(np.clip(cx - sw / 2, 0, w - sw)))
+    y0 = int(round(np.clip(cy - sh / 2, 0, h - sh)))
+    x1, y1 = min(w, x0 + int(round(sw))), min(h, y0 + int(round(sh)))
+    return x0, y0, x1, y1
