@@ -145,14 +145,16 @@ def click_curve(model, split, seg, n_clicks: int) -> tuple[float, dict, int]:
     every segmentation object of ``split`` with the adapter's current decoder settings; its detail; the objects."""
     from usam.challenge.interactive import evaluate_clicks
 
-    curves, noc85 = [], []
+    curves, noc85, noc90 = [], [], []
     for tid in seg:
         res = evaluate_clicks(model, model.adapter.name, split[tid], n_clicks=n_clicks, progress=False)
         curves += [c["dice"] for c in res["cases"]]
         noc85 += [c["noc85"] for c in res["cases"]]
+        noc90 += [c["noc90"] for c in res["cases"]]
     curve = np.mean(curves, axis=0)
     detail = {"dice_1_5_10_20": [round(float(curve[k - 1]), 4) for k in (1, 5, 10, 20) if k <= n_clicks],
-              "noc85": round(float(np.mean(noc85)), 2), "drops": int((np.diff(curve) < 0).sum())}
+              "noc85": round(float(np.mean(noc85)), 2), "noc90": round(float(np.mean(noc90)), 2),
+              "drops": int((np.diff(curve) < 0).sum())}
     return float(curve.mean()), detail, len(curves)
 
 

@@ -20,14 +20,14 @@ pytestmark = pytest.mark.real
 @pytest.fixture(scope="module")
 def int8_cache(tmp_path_factory, data_root):
     """A runtime cache holding an int8 LiteMedSAM encoder calibrated on 64 breast training images (the default; 16
-    failed the check), its check run on
-    5 validation images; yields ``(cache folder, record)``."""
+    failed the check), its check run on 20 validation images (the default: on 5 one image's change decides it; on an
+    Intel Xeon with AMX, Dice drop 0.0063 on 5, 0.0021 on 20); yields ``(cache folder, record)``."""
     from usam.export import export_int8
 
     cache = tmp_path_factory.mktemp("usam_cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("USAM_CACHE", str(cache))
-        record = export_int8(data_root, tasks=["breast_lesion"], calibration=64, check=5, log=lambda *_: None)
+        record = export_int8(data_root, tasks=["breast_lesion"], calibration=64, check=20, log=lambda *_: None)
     return cache, record
 
 
@@ -38,11 +38,11 @@ def test_int8_keeps_the_box_dice_of_eager_fp32_on_20_busi_test_images(int8_cache
     from usam.runtime.quantize import MAX_DICE_DROP, int8_capable
 
     cache, record = int8_cache
-    assert record["calibration_images"] == 64 and record["check"]["n"] == 5
+    assert record["calibration_images"] == 64 and record["check"]["n"] == 20
     assert record["passed"] == (record["check"]["dice_drop"] <= MAX_DICE_DROP), record  # the verdict is the check's
     if not int8_capable():
         # Without VNNI / AMX (e.g. an AVX2-only CPU) OpenVINO's u8 x s8 kernels go through 16-bit sums that can
-        # saturate: measured here on such a CPU, GT-box Dice 0.9494 -> 0.9387 on the 5 check images (drop 0.011), so
+        # saturate: measured here on such a CPU, GT-box Dice 0.9494 -> 0.9387 on 5 check images (drop 0.011), so
         # the check fails, as it should; precision auto never takes int8 on such a CPU
         # (test_auto_picks_int8_only_on_openvino_with_vnni_and_a_checked_model).
         pytest.skip(f"no int8 dot-product instructions on this CPU: the int8 check measured a Dice drop of "
