@@ -20,12 +20,14 @@ LIMIT = 6
 
 
 def _direct(adapter_dir):
-    """The adapter in fp32 on PyTorch with its first click answered ``direct``, as calibration's sessions run it
-    (``collect_passes``: the click decoder's own candidates and scores, not ``first_click: box_refine``'s)."""
+    """The adapter in fp32 on PyTorch with its first click answered ``direct`` and no zoomed view, as calibration's
+    sessions run it (``collect_passes``: the click decoder's own candidates and scores on the whole image, not
+    ``first_click: box_refine``'s, nor ``click_zoom``'s)."""
     import usam
 
     model = usam.load(adapters=[str(adapter_dir)], precision="fp32", runtime="torch")
     model.adapter.decoder.first_click = "direct"
+    model.adapter.decoder.click_zoom = None
     return model
 
 

@@ -9,7 +9,9 @@
 Coordinates are (x, y) in original-image pixels; labels 1 = positive, 0 = negative. One prompt holds at most
 :data:`MAX_POINTS` (64) clicks; more raise :class:`~usam.errors.PromptError`. An adapter with a ``click_window``
 (:class:`~usam.adapters.config.DecoderSettings`) shows its decoder, when a previous mask is fed back, the first click
-and the latest ``click_window - 1`` only.
+and the latest ``click_window - 1`` only. One with a ``click_zoom`` answers a corrective prompt (clicks with a previous
+mask fed back, after :meth:`Predictor.set_image`) from its ``after + 1``-th click on a zoomed view of the object
+(RITM's Zoom-In, :meth:`Predictor._zoomed`): one more encoder pass whenever the view moves, which it rarely does.
 
 Prompts with clicks, or one box, run on a compiled prompt decoder (:mod:`usam.runtime.decoder`) when the model's
 encoder runtime is compiled (``openvino`` / ``onnx``; ``runtime=`` overrides it): the weights that answer them
