@@ -229,7 +229,8 @@ class Predictor:
         zoomed = None
         zoom = getattr(self.model.prompt_decoder(), "click_zoom", None)
         if zoom is not None and mask_t is not None and k == 1 and n_clicks > zoom[0]:
-            zoomed = self._zoomed(coords, labels, None if boxes is None else boxes[0], mask_t, multimask_output, zoom[1])
+            box0 = None if boxes is None else boxes[0]
+            zoomed = self._zoomed(coords, labels, box0, mask_t, multimask_output, zoom[1])
         if zoomed is not None:  # DecoderSettings.click_zoom
             masks, iou, low_res = zoomed
         else:

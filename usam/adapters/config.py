@@ -139,9 +139,9 @@ class DecoderSettings:
     (``click_zoom``: ``{"after": N, "expand": E}``, RITM's Zoom-In: from click N + 1 on, the click decoder answers on
     the encoder's embedding of a square E times the current mask's extent, pasted back into the whole mask; one more
     encoder pass whenever the view moves, the view snapped so that it rarely does; ``None``: never; see
-    :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), and how a first click is answered (``first_click``: ``direct``, the
-    click decoder's three candidates as they are; ``box_refine``, each candidate re-answered by the decoder of a box
-    alone from its own tight box and scored by its predicted IoU and that answer's agreement, see
+    :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), and how a first click is answered
+    (``first_click``: ``direct``, the click decoder's three candidates as they are; ``box_refine``, each candidate
+    re-answered by the decoder of a box alone from its own tight box and scored by its predicted IoU and that answer's agreement, see
     :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), and the quality estimate shown
     with a mask (``quality``: ``predicted``, the decoder's predicted IoU; ``stability``, SAM's stability score of
     its logits; ``mean``, the mean of the two; ``fitted``, ``a * predicted + b * stability + c`` clipped to

@@ -78,7 +78,8 @@ def jitter_box(box: np.ndarray, hw: tuple[int, int], rng: np.random.Generator, a
     return out
 
 
-def zoom_window(mask: np.ndarray, points: np.ndarray, expand: float, min_side: float = 32.0) -> tuple[int, int, int, int] | None:
+def zoom_window(mask: np.ndarray, points: np.ndarray, expand: float,
+                min_side: float = 32.0) -> tuple[int, int, int, int] | None:
     """The zoomed view RITM's *Zoom-In* answers a corrective click on (Sofiiuk et al., 2021): the square around the
     current mask ``(H, W)`` bool and the positive clicks ``points`` ``(N, 2)`` (x, y), its side ``expand`` times
     their extent (at least ``min_side`` px), kept inside the image; ``(x0, y0, x1, y1)`` pixel bounds, end-exclusive.
