@@ -141,9 +141,9 @@ class DecoderSettings:
     encoder pass whenever the view moves, the view snapped so that it rarely does; ``None``: never; see
     :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), and how a first click is answered
     (``first_click``: ``direct``, the click decoder's three candidates as they are; ``box_refine``, each candidate
-    re-answered by the decoder of a box alone from its own tight box and scored by its predicted IoU and that answer's agreement, see
-    :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), and the quality estimate shown
-    with a mask (``quality``: ``predicted``, the decoder's predicted IoU; ``stability``, SAM's stability score of
+    re-answered by the decoder of a box alone from its own tight box and scored by its predicted IoU and that
+    answer's agreement, see :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), and the
+    quality estimate shown with a mask (``quality``: ``predicted``, the decoder's predicted IoU; ``stability``, SAM's stability score of
     its logits; ``mean``, the mean of the two; ``fitted``, ``a * predicted + b * stability + c`` clipped to
     [0, 1] with ``quality_fit = (a, b, c)`` fitted to measured IoUs on the train split; see
     :meth:`usam.predictor.Predictor.quality`; chosen on val by ``scripts/tune_head_options.py --quality-only``).
