@@ -143,10 +143,10 @@ class DecoderSettings:
     (``first_click``: ``direct``, the click decoder's three candidates as they are; ``box_refine``, each candidate
     re-answered by the decoder of a box alone from its own tight box and scored by its predicted IoU and that
     answer's agreement, see :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), and the
-    quality estimate shown with a mask (``quality``: ``predicted``, the decoder's predicted IoU; ``stability``, SAM's stability score of
-    its logits; ``mean``, the mean of the two; ``fitted``, ``a * predicted + b * stability + c`` clipped to
-    [0, 1] with ``quality_fit = (a, b, c)`` fitted to measured IoUs on the train split; see
-    :meth:`usam.predictor.Predictor.quality`; chosen on val by ``scripts/tune_head_options.py --quality-only``).
+    quality estimate shown with a mask (``quality``: ``predicted``, the decoder's predicted IoU; ``stability``,
+    SAM's stability score of its logits; ``mean``, the mean of the two; ``fitted``, ``a * predicted + b *
+    stability + c`` clipped to [0, 1] with ``quality_fit = (a, b, c)`` fitted to measured IoUs on the train split;
+    see :meth:`usam.predictor.Predictor.quality`; chosen on val by ``scripts/tune_head_options.py --quality-only``).
     ``quality`` never changes which candidate is chosen.)"""
 
     tune: bool = field(default=True, metadata=check(boolean))
