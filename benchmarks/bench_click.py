@@ -16,7 +16,8 @@ Variants, timed round-robin in one process (a busy machine slows them alike, so 
 Each click set: one positive click at the lesion's centroid (multimask, as the first click in the demo), then a
 corrective click pair with the previous best low-res logits as ``mask_input`` (single mask); each timed click
 follows a short idle pause (:data:`PAUSE_S`), as clicks do. An adapter's ``first_click: box_refine`` is set to
-``direct`` for these (they compare decoder paths) and timed on its own on the last variant. Reported per variant:
+``direct`` for these (they compare decoder paths) and timed on its own on the last variant; its ``click_zoom`` is set
+aside (a zoomed click costs an encoder pass whenever its view moves). Reported per variant:
 p50 / p95 ms, and against ``before`` the smallest mask IoU and the largest score difference. ``stages`` splits the
 ``before`` path: prompt encoder, dense PE, mask decoder, upsampling to the original size, threshold + copy out.
 """
@@ -138,8 +139,10 @@ def run(data: Path, images: int, clicks: int, adapter: str | None, precision: st
     sets = click_sets(data, images)
     decoder = model.prompt_decoder()
     refine = getattr(decoder, "first_click", "direct") == "box_refine"
-    # the decoder paths are compared as they were (first click direct); the box refinement is timed on its own below
-    with decoder.using(first_click="direct") if refine else contextlib.nullcontext():
+    # the decoder paths are compared as they were (first click direct, no zoomed view: a zoomed click whose view moves
+    # adds an encoder pass); the box refinement is timed on its own below
+    aside = {k: v for k, v in (("first_click", "direct"), ("click_zoom", None)) if getattr(decoder, k, v) != v}
+    with decoder.using(**aside) if aside else contextlib.nullcontext():
         res, stages = _compare(predictors, variants, sets, clicks)
     first = {}
     if refine:  # the adapter's first_click: box_refine on the last compiled / torch variant, direct and refined in turn
