@@ -51,9 +51,10 @@ def check_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device, runtime: str | None = None, backbone=None) -> str:
-    """``auto`` -> ``int8`` on the OpenVINO runtime where the CPU has int8 dot-product instructions and ``usam export
-    int8`` left a checked int8 encoder of ``backbone`` (:mod:`usam.runtime.quantize`), else :func:`float_precision`.
-    ``int8`` is the OpenVINO runtime's only."""
+    """``auto`` -> ``int8`` on the OpenVINO runtime where the CPU has int8 dot-product instructions, ``usam export
+    int8`` left a checked int8 encoder of ``backbone`` (:mod:`usam.runtime.quantize`) and it timed faster than the
+    float choice on this CPU (:func:`usam.runtime.choose.openvino_int8_or`: on AMX, bf16 beat int8), else
+    :func:`float_precision`. ``int8`` is the OpenVINO runtime's only."""
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision == "int8" and runtime is not None and runtime != "openvino":
@@ -65,7 +66,9 @@ def resolve_precision(precision: str, device: torch.device, runtime: str | None 
         from .runtime.quantize import int8_capable
 
         if int8_capable() and checked_int8(backbone):
-            return "int8"
+            from .runtime.choose import openvino_int8_or
+
+            return openvino_int8_or(backbone, float_precision(device, runtime, backbone))
     return float_precision(device, runtime, backbone)
 
 

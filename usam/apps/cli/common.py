@@ -45,7 +45,8 @@ def add_model_args(p: argparse.ArgumentParser, adapters: bool = True, device: bo
     p.add_argument("--checkpoint", default=None, help="weights file for sam_vit_b/l/h (or another LiteMedSAM .pth)")
     p.add_argument("--precision", default="auto", choices=["fp32", "bf16", "int8", "auto"],
                    help="encoder precision: auto (default) = the int8 encoder of `usam export int8` on OpenVINO where the "
-                        "CPU has VNNI / AMX and its check passed, else bf16 where the CPU/GPU has native bf16 (on OpenVINO: where "
+                        "CPU has VNNI / AMX, its check passed and it timed faster than the float choice (measured "
+                        "once), else bf16 where the CPU/GPU has native bf16 (on OpenVINO: where "
                         "it timed faster than fp32 on this CPU, measured once), else fp32")
     p.add_argument("--runtime", default=None, choices=["auto", "torch", "openvino", "onnx"],
                    help="encoder runtime: auto (default, or $USAM_RUNTIME) = OpenVINO on a CPU when installed, else "
