@@ -11,6 +11,11 @@ Options (``usam/heads/refine.py``), tried task by task, segmentation first (the 
   and optionally the ellipse fitted to a class (per class);
 - detection: the regressed box, its extent after the decoder (base or tuned box path), or the extent of the
   automatic mask of a segmentation task of the same adapter;
+- then the logit threshold of each segmentation task's automatic mask (``mask_threshold``, SAM's, 0 by default:
+  one of :data:`MASK_THRESHOLDS`) with the options chosen, by the head-circumference error for a task whose rows
+  carry one (the threshold places the boundary, which is what HC measures) and by Dice otherwise, and only when
+  at least :data:`THRESHOLD_MIN_GAIN` better than 0;
+  ``--threshold-only`` chooses it alone;
 - 4-point regression next to a segmentation task: the regressed points, or the axis ends of the ellipse fitted
   to the automatic mask (fetal biometry's OFD / BPD landmarks are defined that way);
 - the decoder that answers a user's box prompt (``decoder.box_prompts``): the backbone's own, the tuned one, the
@@ -63,6 +68,8 @@ def main(argv=None) -> int:
                          "split, at most --limit (0: not a candidate)")
     ap.add_argument("--quality-only", action="store_true",
                     help="choose decoder.quality alone (the quality estimate shown): everything else stays as it is")
+    ap.add_argument("--threshold-only", action="store_true",
+                    help="choose the automatic masks' mask_threshold alone (head options otherwise kept)")
     ap.add_argument("--box-only", action="store_true",
                     help="choose decoder.box_prompts alone (the decoder that answers a user's box): the rest stays")
     args = ap.parse_args(argv)
@@ -81,15 +88,18 @@ def main(argv=None) -> int:
     cfg_path = Path(args.adapter) / "config.json"
     cfg = json.loads(cfg_path.read_text())
     before = dict(cfg.get("training", {}).get("head_options_validation") or {})
-    only = args.clicks_only or args.first_click_only or args.zoom_only or args.quality_only or args.box_only
+    only = (args.clicks_only or args.first_click_only or args.zoom_only or args.quality_only or args.box_only
+            or args.threshold_only)
     report = before if only else {}
     for key in ("click_window", "click_zoom", "first_click"):  # a click choice made earlier stays, with its record
         if not args.clicks and key in before:
             report[key] = before[key]
-    if args.quality_only or args.box_only:
+    if args.quality_only or args.box_only or args.threshold_only:
         args.clicks = 0
     if not only:
         cfg["head_options"] = tune_heads(model, split, seg, report)
+    if not only or args.threshold_only:
+        cfg["head_options"] = tune_mask_threshold(model, split, seg, report)
     if not only or args.box_only:
         box_route = tune_box_route(model, split, seg, report)
         if box_route:
@@ -110,7 +120,7 @@ def main(argv=None) -> int:
             cfg["decoder"].pop("first_click", None)
             if first != "direct":
                 cfg["decoder"]["first_click"] = first
-    if adapter.decoder is not None and seg and not args.box_only:  # after first_click: it estimates its mask
+    if adapter.decoder is not None and seg and not (args.box_only or args.threshold_only):  # after first_click
         fit_rows = None
         n_fit = min(args.quality_train, args.limit) if args.limit else args.quality_train
         if n_fit:
@@ -326,6 +336,57 @@ def tune_heads(model, split, seg, report: dict) -> dict:
             choices[tid] = opts
         adapter.config.head_options = dict(choices)  # later tasks (box_from, ellipse_from) see the chosen masks
     return choices
+
+
+#: ``mask_threshold`` candidates (logits; ties go to the one listed first, SAM's 0)
+MASK_THRESHOLDS = (0.0, -0.5, 0.5, 1.0, 1.5)
+#: a threshold other than SAM's 0 must score at least this much better than 0, relatively (val noise: on breast val,
+#: 63 lesions, -0.5 scored Dice 0.7758 against 0.7750)
+THRESHOLD_MIN_GAIN = 0.01
+
+
+def tune_mask_threshold(model, split, seg, report: dict) -> dict:
+    """The automatic masks' ``mask_threshold`` per segmentation task, with its other head options as chosen: by mean
+    head-circumference error (mm) where every row of the task carries one and a pixel size, else by mean Dice.
+    Returns the adapter's head options with the choices (0 is left out); scores into ``report["mask_threshold"]``."""
+    from usam.io import read_image, read_mask
+    from usam.ops.masks import dice, head_circumference
+    from usam.tasks.segmentation import head_class
+
+    options = model.adapter.config.head_options
+    records = {}
+    for tid in seg:
+        rows = split[tid]
+        hc = all(s.pixel_size_mm and s.extra.get("head_circumference_mm") is not None for s in rows)
+        n_fg = model.adapter.tasks[tid].num_classes - 1
+        own = dict(options.get(tid, {}))
+        own.pop("mask_threshold", None)
+        scores = {}
+        for t in MASK_THRESHOLDS:
+            options[tid] = {**own, **({"mask_threshold": t} if t else {})}
+            vals = []
+            for s in rows:
+                mask = model.predict(read_image(s.image_path)).masks[tid]  # embeddings cached by content
+                if hc:
+                    cls = head_class(s)
+                    head = mask == cls if cls is not None else mask > 0
+                    vals.append(abs((head_circumference(head, s.pixel_size_mm) or 0.0)
+                                    - float(s.extra["head_circumference_mm"])))
+                else:
+                    gt = read_mask(s.mask_path)
+                    vals.append(float(np.mean([dice(mask == c, gt == c) for c in range(1, n_fg + 1)])))
+            scores[str(t)] = float(np.mean(vals))
+        best = (min if hc else max)(scores, key=scores.get)  # ties: the first listed (0)
+        gain = (scores["0.0"] - scores[best]) if hc else (scores[best] - scores["0.0"])
+        if gain < THRESHOLD_MIN_GAIN * abs(scores["0.0"]):
+            best = "0.0"
+        options[tid] = {**own, **({"mask_threshold": float(best)} if float(best) else {})}
+        if not options[tid]:
+            del options[tid]
+        records[tid] = {"metric": "hc_abs_err_mm" if hc else "dice", "images": len(rows),
+                        **{k: round(v, 4) for k, v in scores.items()}, "chosen": best}
+    report["mask_threshold"] = records
+    return dict(options)
 
 
 def tune_box_route(model, split, seg, report: dict) -> str | None:

@@ -39,6 +39,15 @@ def test_fill_ellipse_recovers_a_dented_ellipse():
     assert np.array_equal(fill_ellipse(tiny), tiny)  # too small to fit: unchanged
 
 
+def test_logits_to_classes_threshold():
+    from usam.heads.automask import logits_to_classes
+
+    logits = torch.tensor([[[[-1.0, 0.5, 2.0]], [[0.2, 0.1, 3.0]]]])  # (1, 2 classes, 1, 3)
+    assert logits_to_classes(logits).tolist() == [[[2, 1, 2]]]
+    assert logits_to_classes(logits, 1.0).tolist() == [[[0, 0, 2]]]
+    assert logits_to_classes(logits, -2.0).tolist() == [[[2, 1, 2]]]
+
+
 def test_largest_component_and_extent():
     m = np.zeros((50, 60), bool)
     m[10:30, 5:25] = True
@@ -68,6 +77,10 @@ def test_postprocess_classes_per_class():
     ({"fetal_head": {"refine_with_box": True, "refine_decoder": "mine"}}, "must be 'base' or 'tuned'"),
     ({"fetal_head_biometry": {"ellipse_from": "fetal_head_biometry"}}, "is not a segmentation task"),
     ({"fetal_head": []}, "must be a mapping"),
+    ({"fetal_head": {"mask_threshold": "high"}}, "mask_threshold must be a number in [-8, 8]"),
+    ({"fetal_head": {"mask_threshold": 50}}, "mask_threshold must be a number in [-8, 8]"),
+    ({"fetal_head": {"mask_threshold": True}}, "mask_threshold must be a number in [-8, 8]"),
+    ({"fetal_head": {"mask_threshold": float("nan")}}, "mask_threshold must be a number in [-8, 8]"),
 ])
 def test_bad_head_options_in_an_adapter_are_refused(tmp_path, options, message):
     import usam
@@ -195,6 +208,16 @@ def test_run_heads_applies_the_options(breast):
         filled = model.predict(image).masks["breast_lesion"]
         assert np.array_equal(filled > 0, fill_ellipse(plain.masks["breast_lesion"] > 0))
         np.testing.assert_allclose(model.predict(image).probabilities["breast_3cls"], plain.probabilities["breast_3cls"])
+        # mask_threshold: a higher logit threshold gives a mask inside the default one, a lower one a mask around it
+        base = plain.masks["breast_lesion"] > 0
+        opts["breast_lesion"] = {"mask_threshold": 2.0}
+        inner = model.predict(image).masks["breast_lesion"] > 0
+        opts["breast_lesion"] = {"mask_threshold": -2.0}
+        outer = model.predict(image).masks["breast_lesion"] > 0
+        assert base.sum() > 100 and not (inner & ~base).any() and not (base & ~outer).any()
+        assert inner.sum() < base.sum() < outer.sum()
+        opts["breast_lesion"] = {"mask_threshold": 0.0}
+        assert np.array_equal(model.predict(image).masks["breast_lesion"], plain.masks["breast_lesion"])
     finally:
         opts.clear()
         opts.update(saved)
@@ -223,6 +246,10 @@ def test_card_lists_the_inference_options():
     assert "## Inference options" in card
     assert "- `fetal_head`: `refine_with_box: true`, `ellipse_fill: [1]`" in card
     assert "go to the tuned decoder (`box_prompts: tuned`)" in card
+    cfg.training = {**cfg.training, "head_options_validation": {"mask_threshold": {"fetal_head": {
+        "metric": "hc_abs_err_mm", "images": 50, "0.0": 7.2778, "-0.5": 8.1, "1.0": 6.3235, "chosen": "1.0"}}}}
+    assert ("- `fetal_head` automatic mask threshold (logit, SAM's `mask_threshold`) chosen by val head-circumference "
+            "error (mm), n=50: 0 -> 7.2778, 1.0 -> 6.3235") in adapter_card(cfg, {})
     assert "click_window" not in card
     cfg.decoder = {**cfg.decoder, "click_window": 6}
     assert "the first click and the latest 5 (`click_window: 6`)" in adapter_card(cfg, {})
@@ -263,6 +290,13 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     assert report.pop("click_window") == shipped["training"]["head_options_validation"]["click_window"]  # kept
     quality = report.pop("quality")  # the quality estimate shown: chosen in every run
     _check_quality_choice(quality, cfg, target)
+    thresholds = report.pop("mask_threshold")  # the automatic mask's logit threshold, by HC error for fetal heads
+    record = thresholds["fetal_head"]
+    assert record["metric"] == "hc_abs_err_mm" and record["images"] == 2
+    scores = {str(t): record[str(t)] for t in tune.MASK_THRESHOLDS}
+    best = min(scores, key=scores.get)
+    assert record["chosen"] == (best if scores[best] <= (1 - tune.THRESHOLD_MIN_GAIN) * scores["0.0"] else "0.0")
+    assert cfg["head_options"]["fetal_head"].get("mask_threshold", 0.0) == float(record["chosen"])
     assert set(report) == {"fetal_head", "fetal_head_biometry", "box_prompts"}
     for tid, r in report.items():
         scores = {k: v for k, v in r.items() if k not in ("metric", "chosen", "images", "objects")}
@@ -296,7 +330,7 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     # re-chosen after the first click's answer (its figures follow that answer)
     _check_quality_choice(cfg["training"]["head_options_validation"].pop("quality"), cfg, target)
     assert cfg["head_options"] == before["head_options"]
-    assert cfg["training"]["head_options_validation"] == report
+    assert cfg["training"]["head_options_validation"] == {**report, "mask_threshold": thresholds}
     scores = {k: windows[k] for k in ("all", "4", "5", "6", "8", "10")}
     assert windows["chosen"] == max(scores, key=scores.get) and windows["objects"] == windows["images"] == 2
     assert cfg["decoder"].get("click_window") == (None if windows["chosen"] == "all" else int(windows["chosen"]))
@@ -359,12 +393,14 @@ def test_rewrite_card_follows_the_folder(tmp_path):
     cfg = json.loads((target / "config.json").read_text())
     cfg["decoder"]["click_window"] = 3
     (target / "config.json").write_text(json.dumps(cfg))
+    figure = json.loads((target / "metrics.json").read_text())["test"]["fetal_head"]["dice_auto"]
+    stored = f"| fetal_head | Dice (automatic) | {figure:.4f} |"
     rewrite_card(target)
     card = (target / "README.md").read_text()
-    assert "(`click_window: 3`)" in card and "0.9522" in card  # the edit and the stored test figures
+    assert "(`click_window: 3`)" in card and stored in card  # the edit and the stored test figures
     rewrite_card(target, {"test": {"fetal_head": {"dice_auto": 0.1234}}})
     card = (target / "README.md").read_text()
-    assert "0.1234" in card and "0.9522" not in card
+    assert "0.1234" in card and stored not in card
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "README.md").write_text("mine")
     with pytest.raises(AdapterError):

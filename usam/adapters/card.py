@@ -229,6 +229,12 @@ def _inference_options(config) -> list[str]:
     for tid, opts in config.head_options.items():
         text = ", ".join(f"`{k}: {json.dumps(v)}`" for k, v in opts.items())
         lines.append(f"- `{tid}`: {text}")
+    validation = config.training.get("head_options_validation") if isinstance(config.training, dict) else None
+    for tid, rec in ((validation or {}).get("mask_threshold") or {}).items():
+        if float(rec.get("chosen", 0)) and isinstance(rec.get("0.0"), float):
+            what = {"hc_abs_err_mm": "head-circumference error (mm)", "dice": "Dice"}.get(rec.get("metric"), rec.get("metric"))
+            lines.append(f"- `{tid}` automatic mask threshold (logit, SAM's `mask_threshold`) chosen by val {what}, "
+                         f"n={rec.get('images')}: 0 -> {rec['0.0']}, {rec['chosen']} -> {rec.get(rec['chosen'])}")
     located = config.training.get("locate") if isinstance(config.training, dict) else None
     for tid, rec in (located or {}).items():
         lines.append(f"- `{tid}` localisation head (object-centre heatmap whose peak box prompts the automatic mask): "

@@ -103,7 +103,8 @@ def run_heads(model, embedded) -> Prediction:
                 if opts.get("locate") == "heatmap":
                     pred._caps[tid] = functools.partial(_presence_confidence, model.prompt_decoder(), head, emb, geo, size)
                 full = geo.masks_to_original(logits.float())
-                classes = logits_to_classes(full)[0].cpu().numpy().astype(np.uint8)
+                classes = logits_to_classes(full, float(opts.get("mask_threshold", 0.0)))[0].cpu().numpy()
+                classes = classes.astype(np.uint8)
                 pred.masks[tid] = postprocess_classes(classes, opts)
     return pred
 

@@ -35,7 +35,8 @@ class AutoMaskHead(nn.Module):
         return logits.view(b, k, *logits.shape[-2:]), iou.view(b, k)
 
 
-def logits_to_classes(logits: torch.Tensor) -> torch.Tensor:
-    """``(B, K - 1, H, W)`` per-class logits -> ``(B, H, W)`` class ids (0 where every logit < 0)."""
+def logits_to_classes(logits: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """``(B, K - 1, H, W)`` per-class logits -> ``(B, H, W)`` class ids: the class of the largest logit where it is
+    above ``threshold`` (SAM's ``mask_threshold``, 0.0 by default), else 0."""
     best, idx = logits.max(dim=1)
-    return torch.where(best > 0, idx + 1, torch.zeros_like(idx))
+    return torch.where(best > threshold, idx + 1, torch.zeros_like(idx))

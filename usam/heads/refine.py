@@ -7,6 +7,9 @@ Each option is chosen on the validation split (``scripts/tune_head_options.py``)
 - segmentation ``largest_component``: keep only the largest 8-connected component of each class;
 - segmentation ``ellipse_fill``: class ids whose mask is replaced by the filled ellipse fitted to it
   (fetal heads are annotated as ellipses);
+- segmentation ``mask_threshold``: the logit above which a pixel is foreground (SAM's ``mask_threshold``, 0.0 when
+  absent; a number in [-:data:`MAX_THRESHOLD`, :data:`MAX_THRESHOLD`]): a positive one moves the boundary inwards
+  (the fetal-head masks came out ~1 % too large in perimeter, which head circumference inherits);
 - detection ``refine_with_decoder``: the regressed box is given to the decoder and replaced by the extent
   of the mask it returns;
 - detection ``box_from``: the box is the extent of the largest component of another task's automatic mask;
@@ -31,10 +34,13 @@ from ..errors import ConfigError
 from ..ops.masks import ellipse_axis_ends, fill_ellipse, fit_ellipse, largest_component, mask_extent
 from .automask import logits_to_classes
 
+#: largest ``mask_threshold`` magnitude accepted (a logit of 8 is a probability of 0.9997)
+MAX_THRESHOLD = 8.0
 #: values of the segmentation option ``locate`` (``usam/heads/locate.py``)
 LOCATE_VALUES = ("heatmap", "off")
 OPTIONS = {
-    "segmentation": {"locate", "refine_with_box", "refine_rounds", "refine_decoder", "largest_component", "ellipse_fill"},
+    "segmentation": {"locate", "refine_with_box", "refine_rounds", "refine_decoder", "largest_component", "ellipse_fill",
+                     "mask_threshold"},
     "detection": {"refine_with_decoder", "refine_decoder", "box_from"},
     "regression": {"ellipse_from"},
     "classification": set(),
@@ -61,6 +67,11 @@ def check_head_options(options: dict, kinds: dict[str, str], where: str = "head_
             raise ConfigError(f"{where}.{tid}.refine_decoder must be 'base' or 'tuned', got {opts['refine_decoder']!r}")
         if "locate" in opts and opts["locate"] not in LOCATE_VALUES:
             raise ConfigError(f"{where}.{tid}.locate must be one of {list(LOCATE_VALUES)}, got {opts['locate']!r}")
+        if "mask_threshold" in opts:
+            t = opts["mask_threshold"]
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not abs(t) <= MAX_THRESHOLD:
+                raise ConfigError(f"{where}.{tid}.mask_threshold must be a number in [-{MAX_THRESHOLD:g}, "
+                                  f"{MAX_THRESHOLD:g}] (a logit; 0 is SAM's), got {t!r}")
         for key in ("box_from", "ellipse_from"):
             if key in opts and kinds.get(opts[key]) != "segmentation":
                 raise ConfigError(f"{where}.{tid}.{key}: {opts[key]!r} is not a segmentation task of this adapter")
