@@ -207,7 +207,7 @@ class Predictor:
         if box is not None:
             boxes = check_boxes(box, geo.original_hw)
             k = boxes.shape[0]
-            boxes_t = torch.as_tensor(geo.boxes_to_input(boxes), dtype=torch.float32, device=dev)
+            boxes_t = _boxes_tensor(geo, boxes, dev)
         if point_coords is not None or point_labels is not None:
             coords, labels = check_points(point_coords, point_labels, geo.original_hw)
             n_clicks = len(coords)
@@ -215,9 +215,7 @@ class Predictor:
             if mask_input is not None and window is not None:  # the adapter's click window (DecoderSettings)
                 keep = click_window(len(coords), window)
                 coords, labels = coords[keep], labels[keep]
-            c = torch.as_tensor(geo.points_to_input(coords), dtype=torch.float32, device=dev)[None].expand(k, -1, -1)
-            lab = torch.as_tensor(labels, device=dev)[None].expand(k, -1)
-            points = (c, lab)
+            points = _points_tensors(geo, coords, labels, dev, k)
         mask_t = None
         if mask_input is not None:
             m = _finite(mask_input, "mask_input")
@@ -291,13 +289,12 @@ class Predictor:
             return None
         view = self.model.embed(self._image[y0:y1, x0:x1])
         sub = view.geometry
-        c = torch.as_tensor(sub.points_to_input(coords[inside] - (x0, y0)), dtype=torch.float32, device=dev)[None]
-        points = (c, torch.as_tensor(labels[inside], device=dev)[None])
+        points = _points_tensors(sub, coords[inside] - (x0, y0), labels[inside], dev)
         boxes = None
         if box is not None:
             clipped = np.clip(box - (x0, y0, x0, y0), 0, (x1 - x0, y1 - y0, x1 - x0, y1 - y0))
             if clipped[2] > clipped[0] and clipped[3] > clipped[1]:
-                boxes = torch.as_tensor(sub.boxes_to_input(clipped[None]), dtype=torch.float32, device=dev)
+                boxes = _boxes_tensor(sub, clipped[None], dev)
         cut = sub.mask_to_input(previous[y0:y1, x0:x1], LOW_RES)[None, None].to(dev)
         low, iou = self._decode(view.embedding, points, boxes, cut, multimask_output)
         answer = sub.masks_to_original(low.float())  # (1, M, h, w)
@@ -326,8 +323,7 @@ class Predictor:
         masks, low_res, out = masks.clone(), low_res.clone(), torch.zeros_like(scores)
         if not full:
             return masks, out, low_res
-        b = torch.as_tensor(geo.boxes_to_input(np.stack([boxes[i] for i in full])), dtype=torch.float32,
-                            device=self.model.device)
+        b = _boxes_tensor(geo, np.stack([boxes[i] for i in full]), self.model.device)
         answer, _ = self._decode(self._embedded.embedding, None, b, None, False)  # (F, 1, 256, 256)
         answer = answer.float()
         answered = geo.masks_to_original(answer[:, 0][None])[0]  # (F, H, W)
@@ -366,6 +362,18 @@ class Predictor:
                            None if mask_input is None else mask_input[i:i + 1], multimask_output)
                for i in range(k)]
         return torch.cat([m for m, _ in out]), torch.cat([s for _, s in out])
+
+
+def _points_tensors(geo, coords: np.ndarray, labels: np.ndarray, device, k: int = 1):
+    """Clicks ``(N, 2)`` in original pixels and labels ``(N,)`` -> model-input ``(k, N, 2)`` coordinates and
+    ``(k, N)`` labels (the same clicks for each of ``k`` prompt sets)."""
+    c = torch.as_tensor(geo.points_to_input(coords), dtype=torch.float32, device=device)[None].expand(k, -1, -1)
+    return c, torch.as_tensor(labels, device=device)[None].expand(k, -1)
+
+
+def _boxes_tensor(geo, boxes: np.ndarray, device) -> torch.Tensor:
+    """Boxes ``(K, 4)`` xyxy in original pixels -> ``(K, 4)`` model-input pixels."""
+    return torch.as_tensor(geo.boxes_to_input(boxes), dtype=torch.float32, device=device)
 
 
 def quality_estimate(how: str, predicted: np.ndarray, stability: np.ndarray | None,
