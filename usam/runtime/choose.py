@@ -94,14 +94,16 @@ def measure(backbone, log=None, precisions: tuple[str, ...] = ("fp32", "bf16")) 
 
 def _timed_choice(backbone, precisions: tuple[str, ...], decide, purpose: str, log=None) -> str:
     """One of ``precisions``: ``decide(seconds)`` on :func:`measure`'s timings of them the first time, then remembered
-    in the process and (when the timings were steady) on disk, keyed by the CPU, the OpenVINO version, the backbone,
-    the thread count and ``precisions``. ``purpose`` ends the log line that reports the timing."""
+    in the process and (when the timings were steady) on disk, keyed by the CPU, the OpenVINO / usam / torch
+    versions, the backbone, the thread count and ``precisions``. ``purpose`` ends the log line that reports the timing."""
     import openvino as ov  # this runtime's package: the caller resolved runtime openvino
+
+    from . import versions_tag  # usam / torch: what the exported encoder (and its int8 model) depends on
 
     threads = torch.get_num_threads()
     compared = " vs ".join(precisions)
-    key = hashlib.sha256(f"{cpu_signature()}|openvino {ov.__version__}|{backbone.name}|{backbone.input_size}|"
-                         f"threads {threads}|{compared}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{cpu_signature()}|openvino {ov.__version__}|{versions_tag()}|{backbone.name}|"
+                         f"{backbone.input_size}|threads {threads}|{compared}".encode()).hexdigest()[:24]
     with _LOCK:
         if key in _CHOSEN:
             return _CHOSEN[key]
