@@ -351,13 +351,15 @@ def tune_mask_threshold(model, split, seg, report: dict) -> dict:
     Returns the adapter's head options with the choices (0 is left out); scores into ``report["mask_threshold"]``."""
     from usam.io import read_image, read_mask
     from usam.ops.masks import dice, head_circumference
+    from usam.tasks.cells import finite
     from usam.tasks.segmentation import head_class
 
     options = model.adapter.config.head_options
     records = {}
     for tid in seg:
         rows = split[tid]
-        hc = all(s.pixel_size_mm and s.extra.get("head_circumference_mm") is not None for s in rows)
+        hc = bool(rows) and all(s.pixel_size_mm and finite(s.extra.get("head_circumference_mm")) is not None
+                                for s in rows)
         n_fg = model.adapter.tasks[tid].num_classes - 1
         own = dict(options.get(tid, {}))
         own.pop("mask_threshold", None)
@@ -371,7 +373,7 @@ def tune_mask_threshold(model, split, seg, report: dict) -> dict:
                     cls = head_class(s)
                     head = mask == cls if cls is not None else mask > 0
                     vals.append(abs((head_circumference(head, s.pixel_size_mm) or 0.0)
-                                    - float(s.extra["head_circumference_mm"])))
+                                    - finite(s.extra["head_circumference_mm"])))
                 else:
                     gt = read_mask(s.mask_path)
                     vals.append(float(np.mean([dice(mask == c, gt == c) for c in range(1, n_fg + 1)])))
