@@ -168,9 +168,11 @@ def click_curve(model, split, seg, n_clicks: int) -> tuple[float, dict, int]:
     return float(curve.mean()), detail, len(curves)
 
 
-def _choose(decoder, key: str, options: tuple, model, split, seg, n_clicks: int, report: dict):
+def _choose(decoder, key: str, options: tuple, model, split, seg, n_clicks: int, report: dict,
+            min_gain: float = 0.0):
     """Set ``decoder.<key>`` to each of ``options`` in turn (simplest first: ties keep it), keep the best by
-    :func:`click_curve`, record every score in ``report[key]``; returns the chosen option."""
+    :func:`click_curve` (the first, simplest one unless the best beats it by at least ``min_gain``), record every
+    score in ``report[key]``; returns the chosen option."""
     scores, detail = {}, {}
     for option in options:
         name = _option_name(key, option)
@@ -178,6 +180,9 @@ def _choose(decoder, key: str, options: tuple, model, split, seg, n_clicks: int,
             scores[name], detail[name], objects = click_curve(model, split, seg, n_clicks)
         print(f"{key} {name}: mean Dice over {n_clicks} clicks {scores[name]:.4f} {detail[name]}", file=sys.stderr)
     best = max(scores, key=scores.get)
+    first = _option_name(key, options[0])
+    if scores[best] - scores[first] < min_gain:
+        best = first
     chosen = options[list(scores).index(best)]
     setattr(decoder, key, chosen)
     report[key] = {"metric": f"mean Dice over 1..{n_clicks} clicks", "images": sum(len(split[t]) for t in seg),
@@ -190,6 +195,9 @@ CLICK_WINDOWS = (None, 4, 5, 6, 8, 10)
 #: zoomed views tried by ``--clicks`` (``decoder.click_zoom``: ``None`` never; ``(N, E)`` from click N + 1 on, on a
 #: view E times the mask's extent), simplest first
 CLICK_ZOOMS = (None, (1, 2.0), (2, 1.5), (2, 2.0), (2, 2.5), (3, 2.0))
+#: a zoom must raise the curve's mean Dice by at least this much over none: it costs an encoder pass per object
+#: (on fetal_head val, 50 heads, the best zoom scored 0.9701 against 0.9698 without; on breast val 0.9405 against 0.9348)
+ZOOM_MIN_GAIN = 0.002
 #: first-click answers tried by ``--clicks`` (``decoder.first_click``), simplest first
 FIRST_CLICKS = ("direct", "box_refine")
 
@@ -200,8 +208,10 @@ def tune_click_window(model, split, seg, n_clicks: int, report: dict) -> int | N
 
 
 def tune_click_zoom(model, split, seg, n_clicks: int, report: dict) -> tuple[int, float] | None:
-    """``decoder.click_zoom`` with the best mean Dice over the 1..``n_clicks`` click curve; scores into ``report``."""
-    return _choose(model.adapter.decoder, "click_zoom", CLICK_ZOOMS, model, split, seg, n_clicks, report)
+    """``decoder.click_zoom`` with the best mean Dice over the 1..``n_clicks`` click curve, if it beats no zoom by
+    :data:`ZOOM_MIN_GAIN`; scores into ``report``."""
+    return _choose(model.adapter.decoder, "click_zoom", CLICK_ZOOMS, model, split, seg, n_clicks, report,
+                   ZOOM_MIN_GAIN)
 
 
 def _option_name(key: str, option) -> str:
