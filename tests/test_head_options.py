@@ -287,7 +287,8 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     cfg = json.loads((target / "config.json").read_text())
     report = cfg["training"]["head_options_validation"]
     shipped = json.loads((ROOT / "adapters" / "fetal_head" / "config.json").read_text())
-    assert report.pop("click_window") == shipped["training"]["head_options_validation"]["click_window"]  # kept
+    for key in ("click_window", "click_zoom"):  # click choices made earlier are kept with their records
+        assert report.pop(key, None) == shipped["training"]["head_options_validation"].get(key)
     quality = report.pop("quality")  # the quality estimate shown: chosen in every run
     _check_quality_choice(quality, cfg, target)
     thresholds = report.pop("mask_threshold")  # the automatic mask's logit threshold, by HC error for fetal heads
