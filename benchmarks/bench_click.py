@@ -17,7 +17,8 @@ Each click set: one positive click at the lesion's centroid (multimask, as the f
 corrective click pair with the previous best low-res logits as ``mask_input`` (single mask); each timed click
 follows a short idle pause (:data:`PAUSE_S`), as clicks do. An adapter's ``first_click: box_refine`` is set to
 ``direct`` for these (they compare decoder paths) and timed on its own on the last variant; its ``click_zoom`` is set
-aside (a zoomed click costs an encoder pass whenever its view moves). Reported per variant:
+aside there too and timed on its own on the last variant: the corrective pair without and with the zoomed view, the
+first zoomed click on each image (it encodes the view) apart from later ones (the view cached). Reported per variant:
 p50 / p95 ms, and against ``before`` the smallest mask IoU and the largest score difference. ``stages`` splits the
 ``before`` path: prompt encoder, dense PE, mask decoder, upsampling to the original size, threshold + copy out.
 """
@@ -136,6 +137,7 @@ def run(data: Path, images: int, clicks: int, adapter: str | None, precision: st
         model.load_adapter(adapter)
     variants = [v for v in variants or default_variants() if v in ("before", "torch") or installed(v.split("-")[0])]
     predictors = {v: Predictor(model, runtime=v.split("-")[0]) for v in variants if v != "before"}
+    predictors.setdefault("torch", Predictor(model, runtime="torch"))  # "before", the reference, runs on it
     sets = click_sets(data, images)
     decoder = model.prompt_decoder()
     refine = getattr(decoder, "first_click", "direct") == "box_refine"
@@ -159,8 +161,46 @@ def run(data: Path, images: int, clicks: int, adapter: str | None, precision: st
                     if i:
                         first[setting].append(time.perf_counter() - t0)
     return {"unit": "click", "variants": res, "stages": stages, "images": len(sets), "threads": torch.get_num_threads(),
-            "adapter": adapter or "none (bare backbone)", "first_click": first}
+            "adapter": adapter or "none (bare backbone)", "first_click": first,
+            "click_zoom": _time_zoom(decoder, predictors, variants, sets, clicks)}
 
+
+def _time_zoom(decoder, predictors: dict, variants: list[str], sets: list, clicks: int) -> dict:
+    """The adapter's ``click_zoom`` on the last compiled / torch variant, with the encoder as the product runs it
+    (``precision auto``, runtime ``$USAM_RUNTIME`` or auto: the zoomed view is a new image to encode): the corrective
+    pair (2 clicks, the first click's best mask fed back) answered without the zoom (``off``) and with it, the first
+    zoomed call on each image (``view``: it encodes the zoomed view) apart from the later ones (``on``: the view
+    cached); ``{}`` without a zoom, or one that starts after more clicks than the pair has."""
+    zoom = getattr(decoder, "click_zoom", None)
+    if zoom is None or zoom[0] >= 2:
+        return {}
+    fast = [v for v in variants if v != "before"][-1]
+    model = predictors[fast].model
+    saved = model.requested_precision, model.runtime
+    model.requested_precision = "auto"
+    model.set_runtime(None)
+    out = {"variant": fast, "setting": zoom, "off": [], "on": [], "view": [],
+           "encoder": f"{model.runtime} {model.encoder_precision()}"}
+    try:
+        for i in range(clicks + 1):
+            image, click, pair = sets[i % len(sets)]
+            predictors[fast].set_image(image)
+            with decoder.using(click_zoom=None):
+                prev = _call(fast, predictors, click, np.array([1]), None, True, {})
+            mask_input = prev[2][int(np.argmax(prev[1]))][None]
+            for setting in (None, zoom):
+                with decoder.using(click_zoom=setting):
+                    time.sleep(PAUSE_S)
+                    t0 = time.perf_counter()
+                    _call(fast, predictors, pair, np.array([1, 0]), mask_input, False, {})
+                    dt = time.perf_counter() - t0
+                key = "off" if setting is None else "view" if i < len(sets) else "on"
+                if i or key == "view":  # round 0 warms the decoder up; its view encode is what "view" times
+                    out[key].append(dt)
+    finally:
+        model.requested_precision = saved[0]
+        model.set_runtime(saved[1])
+    return out
 
 def _compare(predictors: dict, variants: list[str], sets: list, clicks: int) -> tuple[dict, dict]:
     """Each variant's click latencies and its agreement with ``before``, one click pair per round; the first round
@@ -208,6 +248,12 @@ def report(r: dict) -> str:
         lines.append(f"first click (multimask) on {f['variant']}: direct p50 {pct(f['direct'], 0.5):.1f} ms, "
                      f"first_click box_refine (the adapter's setting; 3 more box decodes) p50 "
                      f"{pct(f['box_refine'], 0.5):.1f} / p95 {pct(f['box_refine'], 0.95):.1f} ms")
+    z = r.get("click_zoom")
+    if z and z["on"]:
+        lines.append(f"corrective pair on {z['variant']}: no zoom p50 {pct(z['off'], 0.5):.1f} ms; the adapter's "
+                     f"click_zoom (after {z['setting'][0]}, x{z['setting'][1]:g}), view cached p50 {pct(z['on'], 0.5):.1f}"
+                     f" / p95 {pct(z['on'], 0.95):.1f} ms; the first zoomed click on an image (encodes its view) "
+                     f"p50 {pct(z['view'], 0.5):.1f} ms (n = {len(z['view'])}, encoder {z['encoder']})")
     return "\n".join(lines)
 
 
