@@ -250,6 +250,9 @@ def test_card_lists_the_inference_options():
         "metric": "hc_abs_err_mm", "images": 50, "0.0": 7.2778, "-0.5": 8.1, "1.0": 6.3235, "chosen": "1.0"}}}}
     assert ("- `fetal_head` automatic mask threshold (logit, SAM's `mask_threshold`) chosen by val head-circumference "
             "error (mm), n=50: 0 -> 7.2778, 1.0 -> 6.3235") in adapter_card(cfg, {})
+    for broken in ({"chosen": "high"}, {"metric": "dice"}, "1.0"):  # a hand-edited record: left off, no crash
+        cfg.training = {**cfg.training, "head_options_validation": {"mask_threshold": {"fetal_head": broken}}}
+        assert "automatic mask threshold" not in adapter_card(cfg, {})
     assert "click_window" not in card
     cfg.decoder = {**cfg.decoder, "click_window": 6}
     assert "the first click and the latest 5 (`click_window: 6`)" in adapter_card(cfg, {})

@@ -231,7 +231,11 @@ def _inference_options(config) -> list[str]:
         lines.append(f"- `{tid}`: {text}")
     validation = config.training.get("head_options_validation") if isinstance(config.training, dict) else None
     for tid, rec in ((validation or {}).get("mask_threshold") or {}).items():
-        if float(rec.get("chosen", 0)) and isinstance(rec.get("0.0"), float):
+        try:  # a record as tune_head_options writes it; anything else is left off the card
+            chosen = float(rec["chosen"])
+        except (TypeError, ValueError, KeyError):
+            continue
+        if chosen and isinstance(rec.get("0.0"), float):
             what = {"hc_abs_err_mm": "head-circumference error (mm)", "dice": "Dice"}.get(rec.get("metric"), rec.get("metric"))
             lines.append(f"- `{tid}` automatic mask threshold (logit, SAM's `mask_threshold`) chosen by val {what}, "
                          f"n={rec.get('images')}: 0 -> {rec['0.0']}, {rec['chosen']} -> {rec.get(rec['chosen'])}")
