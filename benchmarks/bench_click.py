@@ -202,6 +202,7 @@ def _time_zoom(decoder, predictors: dict, variants: list[str], sets: list, click
         model.set_runtime(saved[1])
     return out
 
+
 def _compare(predictors: dict, variants: list[str], sets: list, clicks: int) -> tuple[dict, dict]:
     """Each variant's click latencies and its agreement with ``before``, one click pair per round; the first round
     is a warm-up (compiles the decoders)."""

@@ -360,16 +360,19 @@ def tune_mask_threshold(model, split, seg, report: dict) -> dict:
     head-circumference error (mm) where every row of the task carries one and a pixel size, else by mean Dice.
     Returns the adapter's head options with the choices (0 is left out); scores into ``report["mask_threshold"]``."""
     from usam.io import read_image, read_mask
-    from usam.ops.masks import dice, head_circumference
+    from usam.ops.masks import dice
     from usam.tasks.cells import finite
-    from usam.tasks.segmentation import head_class
+    from usam.tasks.segmentation import mask_hc_mm
 
     options = model.adapter.config.head_options
     records = {}
     for tid in seg:
         rows = split[tid]
-        hc = bool(rows) and all(s.pixel_size_mm and finite(s.extra.get("head_circumference_mm")) is not None
-                                for s in rows)
+        truth = [finite(s.extra.get("head_circumference_mm")) if s.pixel_size_mm else None for s in rows]
+        hc = bool(rows) and all(t is not None for t in truth)
+        if not hc:
+            truth = [read_mask(s.mask_path) for s in rows]
+        images = [read_image(s.image_path) for s in rows]  # read once for every threshold
         n_fg = model.adapter.tasks[tid].num_classes - 1
         own = dict(options.get(tid, {}))
         own.pop("mask_threshold", None)
@@ -377,16 +380,12 @@ def tune_mask_threshold(model, split, seg, report: dict) -> dict:
         for t in MASK_THRESHOLDS:
             options[tid] = {**own, **({"mask_threshold": t} if t else {})}
             vals = []
-            for s in rows:
-                mask = model.predict(read_image(s.image_path)).masks[tid]  # embeddings cached by content
+            for s, image, true in zip(rows, images, truth):
+                mask = model.predict(image).masks[tid]  # embeddings cached by content
                 if hc:
-                    cls = head_class(s)
-                    head = mask == cls if cls is not None else mask > 0
-                    vals.append(abs((head_circumference(head, s.pixel_size_mm) or 0.0)
-                                    - finite(s.extra["head_circumference_mm"])))
+                    vals.append(abs(mask_hc_mm(s, mask) - true))
                 else:
-                    gt = read_mask(s.mask_path)
-                    vals.append(float(np.mean([dice(mask == c, gt == c) for c in range(1, n_fg + 1)])))
+                    vals.append(float(np.mean([dice(mask == c, true == c) for c in range(1, n_fg + 1)])))
             scores[str(t)] = float(np.mean(vals))
         best = (min if hc else max)(scores, key=scores.get)  # ties: the first listed (0)
         gain = (scores["0.0"] - scores[best]) if hc else (scores[best] - scores["0.0"])

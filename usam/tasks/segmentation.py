@@ -184,13 +184,17 @@ def _case(s, source: PredictionSource) -> dict:
     }
     hc_true = finite(s.extra.get("head_circumference_mm"))
     if hc_true is not None and s.pixel_size_mm:
-        hc_pred = 0.0
-        if pred is not None:
-            cls = head_class(s)
-            head = pred == cls if cls is not None else pred > 0
-            hc_pred = head_circumference(head, s.pixel_size_mm) or 0.0
+        hc_pred = 0.0 if pred is None else mask_hc_mm(s, pred)
         row.update(hc_true_mm=hc_true, hc_pred_mm=float(hc_pred), hc_abs_err_mm=abs(float(hc_pred) - hc_true))
     return row
+
+
+def mask_hc_mm(s, classes: np.ndarray) -> float:
+    """Head circumference (mm) of an ``(H, W)`` class-id map of row ``s`` (which has a pixel size): the ellipse of
+    its head class (:func:`head_class`; every foreground class where none is named), 0.0 for an empty one."""
+    cls = head_class(s)
+    head = classes == cls if cls is not None else classes > 0
+    return float(head_circumference(head, s.pixel_size_mm) or 0.0)
 
 
 def _summary(cases: list[dict], names: list[str], n_fg: int) -> dict:
