@@ -54,6 +54,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quality-only", action="store_true",
                     help="only recompute the chosen adapters' first-click quality figures (IoU error / Spearman of the "
                          "interactive table, after a new decoder.quality); every other figure is kept")
+    ap.add_argument("--clicks-only", action="store_true",
+                    help="only recompute the chosen adapters' interactive benchmark (the Dice-vs-clicks curve, NoC and "
+                         "quality figures of the interactive table, after a new click setting); every other figure is kept")
     ap.add_argument("--check-only", action="store_true",
                     help="only recompute the fp32 per-image check cases in adapters/results.json (what CI re-checks)")
     args = ap.parse_args(argv)
@@ -67,6 +70,8 @@ def main(argv=None) -> int:
 
     if args.quality_only:
         return quality_only(args)
+    if args.clicks_only:
+        return clicks_only(args)
 
     import usam
     from usam.challenge import evaluate, write_report
@@ -155,6 +160,33 @@ def quality_only(args) -> int:
     return 0
 
 
+def clicks_only(args) -> int:
+    """``--clicks-only``: the chosen adapters' interactive benchmark (:func:`usam.challenge.interactive.evaluate_clicks`,
+    ``--clicks`` clicks) recomputed on the split, the rest of ``adapters/results.json`` kept; ``RESULTS.md`` and
+    the cards rewritten from it."""
+    import usam
+    from usam.challenge.interactive import evaluate_clicks
+    from usam.data.fmc import read_split
+
+    path = ROOT / "adapters" / "results.json"
+    stored = json.loads(path.read_text())
+    rows = read_split(Path(args.data) / args.split)
+    dirs = [ROOT / "adapters" / a for a in args.adapters]
+    for adapter, d in zip(args.adapters, dirs):
+        t0 = time.time()
+        model = usam.UsamModel.from_pretrained(adapters=[str(d)], precision=args.precision, cache_size=2000)
+        for tid in ADAPTERS[adapter]:
+            inter = evaluate_clicks(model, adapter, rows[tid], n_clicks=args.clicks)
+            stored["figures"][tid].update({f"clicks:{k}": v for k, v in inter.items() if k != "cases"})
+        stored["runs"].setdefault(adapter, {})["click_figures"] = (
+            f"--clicks-only, precision {model.precision}, runtime {model.runtime}, {time.time() - t0:.0f} s")
+    path.write_text(json.dumps(stored, indent=1) + "\n")
+    md = results_markdown(args, stored["figures"], stored["n"], stored["runs"])
+    (ROOT / "adapters" / "RESULTS.md").write_text(md)
+    _update_cards(dirs, stored["figures"])
+    return 0
+
+
 def results_markdown(args, figures: dict, n: dict, runs: dict) -> str:
     """``adapters/RESULTS.md``: the target table, the interactive table and every official metric."""
     lines = ["# Shipped adapters: test-split figures", "",
@@ -163,6 +195,7 @@ def results_markdown(args, figures: dict, n: dict, runs: dict) -> str:
                  f"`{a}` {r['seconds']} s in all, predict {r['images_per_s']:.2f} images/s, precision {r['precision']}, "
                  f"runtime {r.get('runtime', 'torch')}" + (f" (quality figures recomputed by {r['quality_figures']})"
                                                            if r.get("quality_figures") else "")
+                 + (f" (interactive benchmark recomputed by {r['click_figures']})" if r.get("click_figures") else "")
                  for a, r in sorted(runs.items())) + ".", "",
              "| task / metric | n | value | target | met |", "|---|---|---|---|---|"]
     for tid, key, label, op, target in TARGETS:

@@ -23,10 +23,11 @@ Options (``usam/heads/refine.py``), tried task by task, segmentation first (the 
 - with ``--clicks N``, how many clicks a corrective prompt shows the click decoder (``decoder.click_window``: all,
   or the first and the latest W - 1, the rest carried by the previous mask fed back), by the mean Dice over the
   1..N curve of the standard click protocol, then on the same curve whether later clicks are answered on a zoomed
-  view (``decoder.click_zoom``: never, or from click N + 1 on, on a view E times the mask's extent), then how a
-  first click is answered (``decoder.first_click``: the click decoder's candidates ``direct``, or each re-answered
-  from its own box, ``box_refine``); ``--clicks-only`` chooses these three alone, ``--first-click-only`` the last
-  alone, ``--zoom-only`` the zoom alone;
+  view (``decoder.click_zoom``: never, or from click N + 1 on, on a view E times the mask's extent), then whether
+  later clicks change the mask only where they act (``decoder.click_merge``: never, or from click N + 1 on,
+  FocalClick's Progressive Merge), then how a first click is answered (``decoder.first_click``: the click decoder's
+  candidates ``direct``, or each re-answered from its own box, ``box_refine``); ``--clicks-only`` chooses these four
+  alone, ``--first-click-only`` the last alone, ``--zoom-only`` the zoom alone, ``--merge-only`` the merge alone;
 - last, in every run, the quality estimate shown with a mask (``decoder.quality``: the decoder's predicted IoU,
   SAM's stability score of the logits, their mean, or a map of the two fitted on the first ``--quality-train`` train
   rows, ``decoder.quality_fit``), by the Spearman correlation with the measured IoU of the
@@ -63,6 +64,8 @@ def main(argv=None) -> int:
                     help="choose decoder.first_click alone (needs --clicks): everything else stays as it is")
     ap.add_argument("--zoom-only", action="store_true",
                     help="choose decoder.click_zoom alone (needs --clicks): everything else stays as it is")
+    ap.add_argument("--merge-only", action="store_true",
+                    help="choose decoder.click_merge alone (needs --clicks): everything else stays as it is")
     ap.add_argument("--quality-train", type=_non_negative, default=250, metavar="N",
                     help="fit the 'fitted' quality estimate on the first N rows per segmentation task of the train "
                          "split, at most --limit (0: not a candidate)")
@@ -73,8 +76,8 @@ def main(argv=None) -> int:
     ap.add_argument("--box-only", action="store_true",
                     help="choose decoder.box_prompts alone (the decoder that answers a user's box): the rest stays")
     args = ap.parse_args(argv)
-    if (args.clicks_only or args.first_click_only or args.zoom_only) and args.clicks < 2:
-        ap.error("--clicks-only / --first-click-only / --zoom-only need --clicks N (N >= 2)")
+    if (args.clicks_only or args.first_click_only or args.zoom_only or args.merge_only) and args.clicks < 2:
+        ap.error("--clicks-only / --first-click-only / --zoom-only / --merge-only need --clicks N (N >= 2)")
 
     import usam
     from usam.adapters import rewrite_card
@@ -88,10 +91,10 @@ def main(argv=None) -> int:
     cfg_path = Path(args.adapter) / "config.json"
     cfg = json.loads(cfg_path.read_text())
     before = dict(cfg.get("training", {}).get("head_options_validation") or {})
-    only = (args.clicks_only or args.first_click_only or args.zoom_only or args.quality_only or args.box_only
-            or args.threshold_only)
+    only = (args.clicks_only or args.first_click_only or args.zoom_only or args.merge_only or args.quality_only
+            or args.box_only or args.threshold_only)
     report = before if only else {}
-    for key in ("click_window", "click_zoom", "first_click"):  # a click choice made earlier stays, with its record
+    for key in ("click_window", "click_zoom", "click_merge", "first_click"):  # an earlier click choice stays, recorded
         if not args.clicks and key in before:
             report[key] = before[key]
     if args.quality_only or args.box_only or args.threshold_only:
@@ -105,17 +108,22 @@ def main(argv=None) -> int:
         if box_route:
             cfg["decoder"]["box_prompts"] = box_route
     if args.clicks and adapter.decoder is not None and seg:
-        if not (args.first_click_only or args.zoom_only):
+        if not (args.first_click_only or args.zoom_only or args.merge_only):
             window = tune_click_window(model, split, seg, args.clicks, report)
             cfg["decoder"].pop("click_window", None)
             if window is not None:
                 cfg["decoder"]["click_window"] = window
-        if not args.first_click_only:
+        if not (args.first_click_only or args.merge_only):
             zoom = tune_click_zoom(model, split, seg, args.clicks, report)
             cfg["decoder"].pop("click_zoom", None)
             if zoom is not None:
                 cfg["decoder"]["click_zoom"] = {"after": zoom[0], "expand": zoom[1]}
-        if not args.zoom_only:
+        if not (args.first_click_only or args.zoom_only):
+            merge = tune_click_merge(model, split, seg, args.clicks, report)
+            cfg["decoder"].pop("click_merge", None)
+            if merge is not None:
+                cfg["decoder"]["click_merge"] = merge
+        if not (args.zoom_only or args.merge_only):
             first = tune_first_click(model, split, seg, args.clicks, report)
             cfg["decoder"].pop("first_click", None)
             if first != "direct":
@@ -198,6 +206,9 @@ CLICK_ZOOMS = (None, (1, 2.0), (2, 1.5), (2, 2.0), (2, 2.5), (3, 2.0))
 #: a zoom must raise the curve's mean Dice by at least this much over none: it costs an encoder pass per object
 #: (on fetal_head val, 50 heads, the best zoom scored 0.9701 against 0.9698 without; on breast val 0.9405 against 0.9348)
 ZOOM_MIN_GAIN = 0.002
+#: merges tried by ``--clicks`` (``decoder.click_merge``: ``None`` the answer taken whole; ``N`` from click N + 1 on,
+#: only the changed region that holds the click), simplest first
+CLICK_MERGES = (None, 3, 5, 8, 10)
 #: first-click answers tried by ``--clicks`` (``decoder.first_click``), simplest first
 FIRST_CLICKS = ("direct", "box_refine")
 
@@ -214,12 +225,20 @@ def tune_click_zoom(model, split, seg, n_clicks: int, report: dict) -> tuple[int
                    ZOOM_MIN_GAIN)
 
 
+def tune_click_merge(model, split, seg, n_clicks: int, report: dict) -> int | None:
+    """``decoder.click_merge`` with the best mean Dice over the 1..``n_clicks`` click curve (after the window and
+    the zoom: it merges their answers); scores into ``report``."""
+    return _choose(model.adapter.decoder, "click_merge", CLICK_MERGES, model, split, seg, n_clicks, report)
+
+
 def _option_name(key: str, option) -> str:
     """How ``report[key]`` names ``option``: ``all`` / ``off`` for ``None``, ``after 2, x2`` for a zoom."""
     if option is None:
-        return "off" if key == "click_zoom" else "all"
+        return "off" if key in ("click_zoom", "click_merge") else "all"
     if key == "click_zoom":
         return f"after {option[0]}, x{option[1]:g}"
+    if key == "click_merge":
+        return f"after {option}"
     return str(option)
 
 

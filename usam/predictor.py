@@ -32,7 +32,7 @@ from .embedding import Embedded
 from .errors import PromptError, short_repr
 from .io import read_image, to_rgb_uint8
 from .model import UsamModel
-from .ops.clicks import click_window, zoom_window
+from .ops.clicks import click_window, merge_region, zoom_window
 from .ops.masks import mask_box, stability_score
 from .runtime import resolve_runtime
 from .runtime.decoder import compiled_decoder
@@ -234,6 +234,9 @@ class Predictor:
         else:
             low_res, iou = self._decode(emb.embedding, points, boxes_t, mask_t, multimask_output)
             masks = geo.masks_to_original(low_res.float())
+        merge = getattr(self.model.prompt_decoder(), "click_merge", None)
+        if merge is not None and mask_t is not None and k == 1 and n_clicks > merge:  # DecoderSettings.click_merge
+            masks, low_res = self._merged(masks, mask_t, coords[-1])
         if (points is not None and boxes_t is None and mask_t is None and multimask_output
                 and getattr(self.model.prompt_decoder(), "first_click", "direct") == "box_refine"):
             masks, iou, low_res = self._box_refine(masks, iou, low_res)
@@ -301,6 +304,22 @@ class Predictor:
         full = previous[None, None].expand(1, answer.shape[1], -1, -1).clone()
         full[..., y0:y1, x0:x1] = answer
         return full, iou, geo.mask_to_input(full, LOW_RES)
+
+    def _merged(self, logits: torch.Tensor, mask_input: torch.Tensor, click: np.ndarray
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A corrective click's answer merged into the previous mask (``decoder.click_merge``, FocalClick's
+        Progressive Merge): each candidate of ``logits`` ``(1, M, H, W)`` (original size) is kept only in
+        :func:`usam.ops.clicks.merge_region`, the connected region of its change from the previous mask
+        (``mask_input`` ``(1, 1, 256, 256)`` logits) that holds the latest ``click`` ``(x, y)``; elsewhere the
+        previous logits stay. Returns the merged logits ``(1, M, H, W)`` and their low-res ``(1, M, 256, 256)``."""
+        geo = self._embedded.geometry
+        previous = geo.masks_to_original(mask_input.float())[0, 0].to(logits.dtype)  # (H, W) logits
+        before = (previous > self.mask_threshold).cpu().numpy()
+        out = logits.clone()
+        for i in range(logits.shape[1]):
+            region = merge_region(before, (logits[0, i] > self.mask_threshold).cpu().numpy(), click)
+            out[0, i] = torch.where(torch.from_numpy(region).to(out.device), logits[0, i], previous)
+        return out, geo.mask_to_input(out.float(), LOW_RES)
 
     def _box_refine(self, masks: torch.Tensor, scores: torch.Tensor, low_res: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -67,7 +67,7 @@ class TunedDecoder(nn.Module):
     def __init__(self, backbone, train: tuple[str, ...] = DEFAULT_DECODER_TRAIN, lora: LoraSettings | None = None,
                  box_prompts: str = "base", clicks: str = "shared", click_window: int | None = None,
                  click_zoom: tuple[int, float] | None = None, first_click: str = "direct", quality: str = "predicted",
-                 quality_fit: tuple[float, float, float] | None = None):
+                 quality_fit: tuple[float, float, float] | None = None, click_merge: int | None = None):
         super().__init__()
         if not hasattr(backbone, "prompt_encoder") or not hasattr(backbone, "mask_decoder") or hasattr(backbone, "model"):
             raise ConfigError(f"decoder tuning needs a segment-anything style backbone (litemedsam, sam_vit_*), not {backbone.name}")
@@ -76,6 +76,7 @@ class TunedDecoder(nn.Module):
         self.box_prompts = box_prompts
         self.click_window = click_window  # read by Predictor.predict (see DecoderSettings)
         self.click_zoom = click_zoom  # (after, expand), read by Predictor.predict (see DecoderSettings)
+        self.click_merge = click_merge  # after N clicks, read by Predictor.predict (see DecoderSettings)
         self.first_click = first_click  # read by Predictor.predict (see DecoderSettings)
         self.quality = quality  # read by Predictor.quality (see DecoderSettings)
         self.quality_fit = quality_fit  # (a, b, c) of quality "fitted"
@@ -117,8 +118,8 @@ class TunedDecoder(nn.Module):
 
     @contextlib.contextmanager
     def using(self, **settings):
-        """Inference settings (``box_prompts``, ``click_window``, ``click_zoom``, ``first_click``, ``quality``,
-        ``quality_fit``), checked as ``config.json``'s are, changed for a ``with`` block and restored after it,
+        """Inference settings (``box_prompts``, ``click_window``, ``click_zoom``, ``click_merge``, ``first_click``,
+        ``quality``, ``quality_fit``), checked as ``config.json``'s are, changed for a ``with`` block and restored after it,
         whatever happens inside: ``with decoder.using(first_click="direct"):``."""
         unknown = set(settings) - set(INFERENCE_CHOICES)
         if unknown:
@@ -171,7 +172,7 @@ class Adapter(nn.Module):
             self.decoder = TunedDecoder(backbone, tuple(dec.train or DEFAULT_DECODER_TRAIN), dec.lora,
                                         box_prompts=dec.box_prompts, clicks=dec.clicks, click_window=dec.click_window,
                                         click_zoom=dec.click_zoom, first_click=dec.first_click, quality=dec.quality,
-                                        quality_fit=dec.quality_fit)
+                                        quality_fit=dec.quality_fit, click_merge=dec.click_merge)
         self.lora_name = config.name if config.lora else None
         self.encoder_lora: dict[str, torch.Tensor] | None = None
 

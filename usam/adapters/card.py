@@ -187,10 +187,11 @@ def _inference_options(config) -> list[str]:
     separate = (config.decoder or {}).get("clicks") == "separate"
     window = (config.decoder or {}).get("click_window")
     zoom = (config.decoder or {}).get("click_zoom")
+    merge = (config.decoder or {}).get("click_merge")
     first = (config.decoder or {}).get("first_click")
     quality = (config.decoder or {}).get("quality")
-    if (not config.head_options and not box and not separate and not window and not zoom and not first and not quality
-            and not config.training.get("calibration")):
+    if (not config.head_options and not box and not separate and not window and not zoom and not merge and not first
+            and not quality and not config.training.get("calibration")):
         return []
     lines = ["", "## Inference options", "",
              "Chosen on the validation split (`scripts/tune_head_options.py`); applied by `model.predict` and `usam predict`:", ""]
@@ -208,6 +209,10 @@ def _inference_options(config) -> list[str]:
         lines.append(f"- from click {zoom['after'] + 1} on, a corrective click is answered on a zoomed view: a square "
                      f"{zoom['expand']:g} times the current mask's extent, encoded on its own and pasted back "
                      f"(`click_zoom`, RITM's Zoom-In)")
+    if merge:
+        lines.append(f"- from click {merge + 1} on, a corrective click's answer replaces the previous mask only in the "
+                     f"connected region of their difference that holds the click (`click_merge: {merge}`, FocalClick's "
+                     f"Progressive Merge): a click never undoes a correct part elsewhere")
     if first == "box_refine":
         lines.append("- a first click's three candidates are each re-answered by the box decoder from their own tight "
                      "box and scored by the geometric mean of its predicted IoU and its agreement with that answer "

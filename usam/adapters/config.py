@@ -66,6 +66,12 @@ def _click_window(v):
     return v
 
 
+def _click_merge(v):
+    if not is_int(v) or v < 1:
+        raise Invalid("must be an integer >= 1 (clicks answered whole before merging) or null")
+    return int(v)
+
+
 #: the widest zoomed view ``decoder.click_zoom`` may ask for, in multiples of the object's extent
 ZOOM_EXPAND_LIMIT = 8.0
 
@@ -120,7 +126,8 @@ QUALITIES = tuple(QUALITY_KINDS)
 BOX_ROUTES = ("base", "tuned", "clicks", "bare")
 #: the decoder settings that act at inference only (read by :class:`usam.predictor.Predictor`, set for a block by
 #: ``TunedDecoder.using``, chosen on val by ``scripts/tune_head_options.py``)
-INFERENCE_CHOICES = ("box_prompts", "click_window", "click_zoom", "first_click", "quality", "quality_fit")
+INFERENCE_CHOICES = ("box_prompts", "click_window", "click_zoom", "click_merge", "first_click", "quality",
+                     "quality_fit")
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,11 @@ class DecoderSettings:
     (``click_zoom``: ``{"after": N, "expand": E}``, RITM's Zoom-In: from click N + 1 on, the click decoder answers on
     the encoder's embedding of a square E times the current mask's extent, pasted back into the whole mask; one more
     encoder pass whenever the view moves, the view snapped so that it rarely does; ``None``: never; see
-    :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), and how a first click is answered
+    :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), whether later corrective clicks
+    change the mask only where they act (``click_merge``: N, FocalClick's Progressive Merge: from click N + 1 on, the
+    answer replaces the previous mask only in the connected region of their difference that holds the latest click,
+    :func:`usam.ops.clicks.merge_region`; ``None``: the answer is taken whole; chosen on val by the same script),
+    and how a first click is answered
     (``first_click``: ``direct``, the click decoder's three candidates as they are; ``box_refine``, each candidate
     re-answered by the decoder of a box alone from its own tight box and scored by its predicted IoU and that
     answer's agreement, see :meth:`usam.predictor.Predictor.predict`; chosen on val by the same script), and the
@@ -157,6 +168,7 @@ class DecoderSettings:
     clicks: str = field(default="shared", metadata=check(one_of("shared", "separate")))
     click_window: int | None = field(default=None, metadata=check(optional(_click_window)))
     click_zoom: tuple[int, float] | None = field(default=None, metadata=check(optional(_click_zoom)))
+    click_merge: int | None = field(default=None, metadata=check(optional(_click_merge)))
     first_click: str = field(default="direct", metadata=check(one_of("direct", "box_refine")))
     quality: str = field(default="predicted", metadata=check(one_of(*QUALITIES)))
     quality_fit: tuple[float, float, float] | None = field(default=None, metadata=check(optional(_quality_fit)))
@@ -183,6 +195,8 @@ class DecoderSettings:
             block["click_window"] = self.click_window
         if self.click_zoom is not None:
             block["click_zoom"] = {"after": self.click_zoom[0], "expand": self.click_zoom[1]}
+        if self.click_merge is not None:
+            block["click_merge"] = self.click_merge
         if self.first_click != "direct":  # the default is not written: earlier adapters keep their config.json
             block["first_click"] = self.first_click
         if self.quality != "predicted":  # likewise

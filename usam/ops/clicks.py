@@ -66,6 +66,24 @@ def click_window(n: int, window: int | None) -> np.ndarray:
     return np.concatenate([[0], np.arange(n - window + 1, n)])
 
 
+def merge_region(previous: np.ndarray, new: np.ndarray, click: tuple[float, float]) -> np.ndarray:
+    """Where a corrective click's answer replaces the previous mask, FocalClick's *Progressive Merge* (Chen et al.,
+    2022): the connected region (8-connected) of the pixels where ``new`` differs from ``previous`` (both ``(H, W)``
+    bool) that holds the click ``(x, y)``; everything else keeps the previous mask, so a click changes the mask only
+    where it acted and never undoes a correct part elsewhere. Empty when the click's own pixel did not change (the
+    click had no effect there). Returns ``(H, W)`` bool."""
+    if previous.shape != new.shape:
+        raise ValueError(f"previous {previous.shape} and new {new.shape} masks differ in shape")
+    h, w = previous.shape
+    x = int(np.clip(round(float(click[0])), 0, w - 1))
+    y = int(np.clip(round(float(click[1])), 0, h - 1))
+    diff = previous != new
+    if not diff[y, x]:
+        return np.zeros_like(diff)
+    _, labels = cv2.connectedComponents(diff.astype(np.uint8), connectivity=8)
+    return labels == labels[y, x]
+
+
 def jitter_box(box: np.ndarray, hw: tuple[int, int], rng: np.random.Generator, amount: float = 0.1) -> np.ndarray:
     """Shift each side of ``box`` by up to ``amount`` of the box size (uniform), clipped to the image."""
     w, h = box[2] - box[0], box[3] - box[1]

@@ -15,7 +15,8 @@ binary mask the predictor returns.
    the standard protocol (:func:`usam.challenge.interactive.click_session`'s), starting once at the innermost
    point and ``--starts - 1`` times at a random point among the most interior ones, on the cached embedding
    (:class:`~usam.train.cache.EmbeddingStore`), in fp32 on PyTorch, the first click answered ``direct``
-   (``decoder.first_click``), every click on the whole image (no ``decoder.click_zoom``). Each decoder pass gives
+   (``decoder.first_click``), every click on the whole image (no ``decoder.click_zoom``) and taken whole (no
+   ``decoder.click_merge``). Each decoder pass gives
    the IoU token's output and the measured IoU of every mask it returned (three candidates on the first click, one
    after).
 2. Fit, two kinds (``--fit``):
@@ -96,14 +97,15 @@ def collect_passes(model, samples: list[Sample], n_clicks: int = 10, starts: int
     The first click is answered ``direct`` (the adapter's ``first_click`` is set aside for the sessions): the IoU
     head is fitted to the click decoder's own candidates, not to ``box_refine``'s box answers of them. Every click is
     answered on the whole image (``click_zoom`` set aside too: the sessions run on stored embeddings, with no image
-    to cut a zoomed view from)."""
+    to cut a zoomed view from), and taken whole (``click_merge`` set aside: the IoU head scores the decoder's own
+    answer, not a merge of it)."""
     head = click_decoder(model).mask_decoder.iou_prediction_head
     seen: list[torch.Tensor] = []
     predictor, rng = Predictor(model, runtime="torch"), np.random.default_rng(seed)
     feats, targets, first = [], [], []
     hook = head.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().float().clone()))
     try:
-        with model.adapter.decoder.using(first_click="direct", click_zoom=None):
+        with model.adapter.decoder.using(first_click="direct", click_zoom=None, click_merge=None):
             for truth in _objects(model, predictor, samples, desc):
 
                 def record(k, masks, scores, truth=truth):

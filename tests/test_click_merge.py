@@ -1,0 +1,101 @@
+"""Corrective clicks that change the mask only where they act (``decoder.click_merge``, FocalClick's Progressive
+Merge).
+
+The merge region is checked on constructed masks; the predictor's merged answer against the decoder's own answer
+merged by hand on a real image with the shipped breast adapter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from usam.adapters.config import DecoderSettings
+from usam.errors import ConfigError
+from usam.ops.clicks import innermost_point, merge_region, next_click
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_merge_region_is_the_change_that_holds_the_click():
+    previous = np.zeros((60, 80), bool)
+    previous[10:30, 10:30] = True
+    new = previous.copy()
+    new[10:30, 30:40] = True  # grown on the right, touching the click ...
+    new[50:55, 60:70] = True  # ... and a blob far away
+    new[10:15, 10:15] = False  # ... and a bite out of the top left
+    region = merge_region(previous, new, (35.0, 20.0))
+    expected = np.zeros_like(previous)
+    expected[10:30, 30:40] = True
+    np.testing.assert_array_equal(region, expected)
+    merged = np.where(region, new, previous)
+    assert merged[50:55, 60:70].sum() == 0 and merged[10:15, 10:15].all()  # the rest stays as it was
+    # a negative click that removed the bite: only the bite changes
+    np.testing.assert_array_equal(merge_region(previous, new, (12.0, 12.0)), previous & ~new)
+    # the click's pixel did not change: the click had no effect, nothing is taken
+    assert not merge_region(previous, new, (20.0, 20.0)).any()
+    # a click on the border of the image (x = W - 1 rounds inside), diagonal neighbours join (8-connected)
+    a, b = np.zeros((5, 5), bool), np.zeros((5, 5), bool)
+    b[4, 4] = b[3, 3] = True
+    np.testing.assert_array_equal(merge_region(a, b, (4.4, 4.4)), b)
+    with pytest.raises(ValueError, match="shape"):
+        merge_region(a, np.zeros((5, 6), bool), (1, 1))
+
+
+def test_click_merge_setting_is_checked_and_saved():
+    assert "click_merge" not in DecoderSettings.from_adapter({}).to_adapter()
+    assert DecoderSettings.from_adapter({"click_merge": 10}).click_merge == 10
+    assert DecoderSettings.from_adapter({"click_merge": 10}).to_adapter()["click_merge"] == 10
+    for bad in (0, -1, 2.5, True, "10", [10]):
+        with pytest.raises(ConfigError, match="click_merge"):
+            DecoderSettings.from_adapter({"click_merge": bad})
+
+
+@pytest.mark.real
+def test_predictor_merges_a_later_click_into_the_previous_mask(data_root):
+    import torch
+
+    import usam
+    from usam.data.fmc import read_split
+    from usam.io import read_image, read_mask
+    from usam.predictor import Predictor
+
+    model = usam.load(adapters=[str(ROOT / "adapters" / "breast")], precision="fp32", runtime="torch")
+    decoder = model.adapter.decoder
+    shipped = decoder.click_merge
+    row = read_split(data_root / "val", tasks=["breast_lesion"])["breast_lesion"][0]
+    image, truth = read_image(row.image_path), read_mask(row.mask_path) == 1
+    predictor = Predictor(model)
+    geo = predictor.set_image(image).geometry
+    with decoder.using(click_zoom=None, click_merge=None):  # the decoder's own answers
+        pts, labels = [innermost_point(truth)], [1]
+        _, scores, low = predictor.predict(point_coords=np.array(pts), point_labels=np.array(labels))
+        prev = low[np.argmax(scores)][None]
+        changed = 0
+        for k in range(2, 6):
+            mask, _, _ = predictor.predict(point_coords=np.array(pts), point_labels=np.array(labels),
+                                           mask_input=prev, multimask_output=False)
+            xy, lab = next_click(mask[0], truth)
+            pts.append(xy)
+            labels.append(lab)
+            args = dict(point_coords=np.array(pts), point_labels=np.array(labels), mask_input=prev,
+                        multimask_output=False, return_logits=True)
+            own = predictor.predict(**args)
+            with decoder.using(click_merge=k - 1):  # merging from this click on
+                merged = predictor.predict(**args)
+                binary = predictor.predict(**{**args, "return_logits": False})
+            with decoder.using(click_merge=k):  # from the next one on: not yet
+                np.testing.assert_array_equal(predictor.predict(**args)[0], own[0])
+            previous = geo.masks_to_original(torch.as_tensor(prev)[None])[0, 0].numpy()
+            region = merge_region(previous > 0, own[0][0] > 0, xy)
+            np.testing.assert_allclose(merged[0][0], np.where(region, own[0][0], previous), atol=1e-5)
+            np.testing.assert_array_equal(binary[0][0], merged[0][0] > 0)  # the mask shown is the merged one
+            np.testing.assert_array_equal(merged[1], own[1])  # the decoder's score
+            np.testing.assert_allclose(merged[2], geo.mask_to_input(torch.as_tensor(merged[0]), 256).numpy(),
+                                       atol=1e-5)  # fed back next: the merged mask's low-res logits
+            changed += int((own[0][0] > 0).sum() != (merged[0][0] > 0).sum())
+            prev = merged[2]
+    assert decoder.click_merge == shipped  # restored
+    assert changed  # the merge kept something of the previous mask on at least one of these clicks
