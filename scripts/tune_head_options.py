@@ -28,11 +28,11 @@ Options (``usam/heads/refine.py``), tried task by task, segmentation first (the 
   FocalClick's Progressive Merge), then how a first click is answered (``decoder.first_click``: the click decoder's
   candidates ``direct``, or each re-answered from its own box, ``box_refine``); ``--clicks-only`` chooses these four
   alone, ``--first-click-only`` the last alone, ``--zoom-only`` the zoom alone, ``--merge-only`` the merge alone;
-- last, in every run, the quality estimate shown with a mask (``decoder.quality``: the decoder's predicted IoU,
-  SAM's stability score of the logits, their mean, or a map of the two fitted on the first ``--quality-train`` train
-  rows, ``decoder.quality_fit``), by the Spearman correlation with the measured IoU of the
-  chosen first-click mask, its mean error at most 0.01 above the predicted IoU's
-  (:func:`usam.train.calibrate.choose_quality`); ``--quality-only`` chooses it alone.
+- last, in every run but ``--box-only``, ``--threshold-only`` and ``--merge-only`` ones, the quality estimate
+  shown with a mask (``decoder.quality``: the decoder's predicted IoU, SAM's stability score of the logits, their
+  mean, or a map of the two fitted on the first ``--quality-train`` train rows, ``decoder.quality_fit``), by the
+  Spearman correlation with the measured IoU of the chosen first-click mask, its mean error at most 0.01 above the
+  predicted IoU's (:func:`usam.train.calibrate.choose_quality`); ``--quality-only`` chooses it alone.
 The variant with the best validation score (ties: the simpler one, listed first) is written into the
 adapter's ``config.json`` (``head_options``), with every score under ``training.head_options_validation``.
 """
@@ -128,7 +128,8 @@ def main(argv=None) -> int:
             cfg["decoder"].pop("first_click", None)
             if first != "direct":
                 cfg["decoder"]["first_click"] = first
-    if adapter.decoder is not None and seg and not (args.box_only or args.threshold_only):  # after first_click
+    # after first_click (its figures follow that answer); a merge does not touch a first click
+    if adapter.decoder is not None and seg and not (args.box_only or args.threshold_only or args.merge_only):
         fit_rows = None
         n_fit = min(args.quality_train, args.limit) if args.limit else args.quality_train
         if n_fit:

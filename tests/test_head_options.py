@@ -256,6 +256,11 @@ def test_card_lists_the_inference_options():
     assert "click_window" not in card
     cfg.decoder = {**cfg.decoder, "click_window": 6}
     assert "the first click and the latest 5 (`click_window: 6`)" in adapter_card(cfg, {})
+    cfg.decoder = {k: v for k, v in cfg.decoder.items() if k != "click_merge"}
+    assert "click_merge" not in adapter_card(cfg, {})
+    cfg.decoder = {**cfg.decoder, "click_merge": 10}
+    assert ("from click 11 on, a corrective click's answer replaces the previous mask only in the connected region of "
+            "their difference that holds the click (`click_merge: 10`" in adapter_card(cfg, {}))
     cfg.head_options, cfg.decoder = {}, None
     assert "## Inference options" not in adapter_card(cfg, {})
     breast = AdapterConfig.from_dict(json.loads((ROOT / "adapters" / "breast" / "config.json").read_text()))
@@ -290,7 +295,7 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     cfg = json.loads((target / "config.json").read_text())
     report = cfg["training"]["head_options_validation"]
     shipped = json.loads((ROOT / "adapters" / "fetal_head" / "config.json").read_text())
-    for key in ("click_window", "click_zoom"):  # click choices made earlier are kept with their records
+    for key in ("click_window", "click_zoom", "click_merge"):  # click choices made earlier are kept with their records
         assert report.pop(key, None) == shipped["training"]["head_options_validation"].get(key)
     quality = report.pop("quality")  # the quality estimate shown: chosen in every run
     _check_quality_choice(quality, cfg, target)
@@ -311,8 +316,8 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     model = usam.load(adapters=[str(target)])  # the written options pass validation
     assert model.adapter.config.head_options == cfg["head_options"]
 
-    # --clicks-only: the click window, the zoomed view and the first click's answer alone, by the mean of the
-    # Dice-vs-clicks curve; the rest kept as it was
+    # --clicks-only: the click window, the zoomed view, the merge and the first click's answer alone, by the mean of
+    # the Dice-vs-clicks curve; the rest kept as it was
     before = cfg
     assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--clicks", "3", "--clicks-only",
                       "--quality-train", "0"]) == 0
@@ -333,6 +338,13 @@ def test_tune_head_options_script_writes_valid_choices(tmp_path, data_root):
     written = cfg["decoder"].get("click_zoom")
     assert written == (None if chosen_zoom is None else {"after": chosen_zoom[0], "expand": chosen_zoom[1]})
     assert usam.load(adapters=[str(target)]).adapter.decoder.click_zoom == chosen_zoom
+    merge = cfg["training"]["head_options_validation"].pop("click_merge")
+    merges = {k: v for k, v in merge.items() if k not in ("metric", "chosen", "images", "objects", "curves")}
+    assert set(merges) == {tune._option_name("click_merge", m) for m in tune.CLICK_MERGES} and "off" in merges
+    assert merge["chosen"] == max(merges, key=merges.get) and merge["objects"] == 2
+    chosen_merge = tune.CLICK_MERGES[list(merges).index(merge["chosen"])]
+    assert cfg["decoder"].get("click_merge") == chosen_merge
+    assert usam.load(adapters=[str(target)]).adapter.decoder.click_merge == chosen_merge
     # re-chosen after the first click's answer (its figures follow that answer)
     _check_quality_choice(cfg["training"]["head_options_validation"].pop("quality"), cfg, target)
     assert cfg["head_options"] == before["head_options"]
@@ -412,3 +424,29 @@ def test_rewrite_card_follows_the_folder(tmp_path):
     with pytest.raises(AdapterError):
         rewrite_card(tmp_path / "other")
     assert (tmp_path / "other" / "README.md").read_text() == "mine"
+
+
+def test_tune_head_options_merge_only_changes_the_merge_alone(tmp_path, data_root):
+    """``--merge-only``: ``decoder.click_merge`` chosen by the mean of the click curve, from every merge of
+    ``CLICK_MERGES`` (those starting after the last click score as off); nothing else, the quality estimate included
+    (a merge never touches a first click), is touched."""
+    tune = _tune_script()
+    target = tmp_path / "intrapartum"
+    shutil.copytree(ROOT / "adapters" / "intrapartum", target)
+    before = json.loads((target / "config.json").read_text())
+    with pytest.raises(SystemExit):  # argparse: needs --clicks
+        tune.main([str(target), "--data", str(data_root), "--merge-only"])
+    assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--clicks", "6", "--merge-only"]) == 0
+    cfg = json.loads((target / "config.json").read_text())
+    merge = cfg["training"]["head_options_validation"].pop("click_merge")
+    scores = {tune._option_name("click_merge", m): merge[tune._option_name("click_merge", m)] for m in tune.CLICK_MERGES}
+    assert merge["objects"] == 4 and merge["images"] == 2  # two classes per image
+    assert scores["after 8"] == scores["after 10"] == scores["off"]  # not reached in 6 clicks
+    assert merge["chosen"] == max(scores, key=scores.get)
+    chosen = tune.CLICK_MERGES[list(scores).index(merge["chosen"])]
+    assert cfg["decoder"].get("click_merge") == chosen
+    assert (f"(`click_merge: {chosen}`" in (target / "README.md").read_text()) == (chosen is not None)
+    before["training"]["head_options_validation"].pop("click_merge", None)
+    for c in (before, cfg):
+        c["decoder"].pop("click_merge", None)
+    assert cfg == before  # nothing else is touched

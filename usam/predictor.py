@@ -12,6 +12,8 @@ Coordinates are (x, y) in original-image pixels; labels 1 = positive, 0 = negati
 and the latest ``click_window - 1`` only. One with a ``click_zoom`` answers a corrective prompt (clicks with a previous
 mask fed back, after :meth:`Predictor.set_image`) from its ``after + 1``-th click on a zoomed view of the object
 (RITM's Zoom-In, :meth:`Predictor._zoomed`): one more encoder pass whenever the view moves, which it rarely does.
+One with a ``click_merge`` N takes a corrective click's answer, from click N + 1 on, only where it acted (FocalClick's
+Progressive Merge, :meth:`Predictor._merged`): elsewhere the previous mask stays.
 
 Prompts with clicks, or one box, run on a compiled prompt decoder (:mod:`usam.runtime.decoder`) when the model's
 encoder runtime is compiled (``openvino`` / ``onnx``; ``runtime=`` overrides it): the weights that answer them
