@@ -49,8 +49,9 @@ def test_click_merge_setting_is_checked_and_saved():
     assert DecoderSettings.from_adapter({"click_merge": 10}).click_merge == 10
     assert DecoderSettings.from_adapter({"click_merge": 10}).to_adapter()["click_merge"] == 10
     for bad in (0, -1, 2.5, True, "10", [10]):
-        with pytest.raises(ConfigError, match="click_merge"):
+        with pytest.raises(ConfigError, match="click_merge must be an integer >= 1") as err:
             DecoderSettings.from_adapter({"click_merge": bad})
+        assert str(err.value).count("or null") == 1
 
 
 @pytest.mark.real

@@ -68,7 +68,7 @@ def _click_window(v):
 
 def _click_merge(v):
     if not is_int(v) or v < 1:
-        raise Invalid("must be an integer >= 1 (clicks answered whole before merging) or null")
+        raise Invalid("must be an integer >= 1 (clicks answered whole before merging)")
     return int(v)
 
 
@@ -83,7 +83,7 @@ def _click_zoom(v) -> tuple[int, float]:
         v = {"after": v[0], "expand": v[1]}
     if not isinstance(v, dict) or set(v) != {"after", "expand"}:
         raise Invalid('must be {"after": N, "expand": E} (zoom in from click N + 1 on, on a view E times the '
-                      "object's extent) or null")
+                      "object's extent)")
     after, expand = v["after"], v["expand"]
     if not is_int(after) or after < 1:
         raise Invalid(f"after must be an integer >= 1 (clicks answered on the whole image first), got {after!r};")
