@@ -56,7 +56,8 @@ def main(argv=None) -> int:
                          "interactive table, after a new decoder.quality); every other figure is kept")
     ap.add_argument("--clicks-only", action="store_true",
                     help="only recompute the chosen adapters' interactive benchmark (the Dice-vs-clicks curve, NoC and "
-                         "quality figures of the interactive table, after a new click setting); every other figure is kept")
+                         "quality figures of the interactive table, after a new click setting); every other figure is "
+                         "kept")
     ap.add_argument("--check-only", action="store_true",
                     help="only recompute the fp32 per-image check cases in adapters/results.json (what CI re-checks)")
     args = ap.parse_args(argv)
@@ -161,8 +162,8 @@ def quality_only(args) -> int:
 
 
 def clicks_only(args) -> int:
-    """``--clicks-only``: the chosen adapters' interactive benchmark (:func:`usam.challenge.interactive.evaluate_clicks`,
-    ``--clicks`` clicks) recomputed on the split, the rest of ``adapters/results.json`` kept; ``RESULTS.md`` and
+    """``--clicks-only``: the chosen adapters' interactive benchmark
+    (:func:`usam.challenge.interactive.evaluate_clicks`, ``--clicks`` clicks) recomputed on the split, the rest of ``adapters/results.json`` kept; ``RESULTS.md`` and
     the cards rewritten from it."""
     import usam
     from usam.challenge.interactive import evaluate_clicks

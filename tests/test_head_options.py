@@ -439,7 +439,8 @@ def test_tune_head_options_merge_only_changes_the_merge_alone(tmp_path, data_roo
     assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--clicks", "6", "--merge-only"]) == 0
     cfg = json.loads((target / "config.json").read_text())
     merge = cfg["training"]["head_options_validation"].pop("click_merge")
-    scores = {tune._option_name("click_merge", m): merge[tune._option_name("click_merge", m)] for m in tune.CLICK_MERGES}
+    names = [tune._option_name("click_merge", m) for m in tune.CLICK_MERGES]
+    scores = {name: merge[name] for name in names}
     assert merge["objects"] == 4 and merge["images"] == 2  # two classes per image
     assert scores["after 8"] == scores["after 10"] == scores["off"]  # not reached in 6 clicks
     assert merge["chosen"] == max(scores, key=scores.get)

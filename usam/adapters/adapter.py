@@ -119,8 +119,8 @@ class TunedDecoder(nn.Module):
     @contextlib.contextmanager
     def using(self, **settings):
         """Inference settings (``box_prompts``, ``click_window``, ``click_zoom``, ``click_merge``, ``first_click``,
-        ``quality``, ``quality_fit``), checked as ``config.json``'s are, changed for a ``with`` block and restored after it,
-        whatever happens inside: ``with decoder.using(first_click="direct"):``."""
+        ``quality``, ``quality_fit``), checked as ``config.json``'s are, changed for a ``with`` block and restored
+        after it, whatever happens inside: ``with decoder.using(first_click="direct"):``."""
         unknown = set(settings) - set(INFERENCE_CHOICES)
         if unknown:
             raise ConfigError(f"not a decoder inference setting: {', '.join(sorted(unknown))}")

@@ -16,9 +16,8 @@ binary mask the predictor returns.
    point and ``--starts - 1`` times at a random point among the most interior ones, on the cached embedding
    (:class:`~usam.train.cache.EmbeddingStore`), in fp32 on PyTorch, the first click answered ``direct``
    (``decoder.first_click``), every click on the whole image (no ``decoder.click_zoom``) and taken whole (no
-   ``decoder.click_merge``). Each decoder pass gives
-   the IoU token's output and the measured IoU of every mask it returned (three candidates on the first click, one
-   after).
+   ``decoder.click_merge``). Each decoder pass gives the IoU token's output and the measured IoU of every mask it
+   returned (three candidates on the first click, one after).
 2. Fit, two kinds (``--fit``):
 
    - ``affine`` (default): one increasing map ``a * score + b`` (``a > 0``) for every mask token, least squares
