@@ -18,7 +18,8 @@ corrective click pair with the previous best low-res logits as ``mask_input`` (s
 follows a short idle pause (:data:`PAUSE_S`), as clicks do. An adapter's ``first_click: box_refine`` is set to
 ``direct`` for these (they compare decoder paths) and timed on its own on the last variant; its ``click_zoom`` is set
 aside there too and timed on its own on the last variant: the corrective pair without and with the zoomed view, the
-first zoomed click on each image (it encodes the view) apart from later ones (the view cached). Reported per variant:
+first zoomed click on each image (it encodes the view) apart from later ones (the view cached). Its ``click_merge``
+(never reached by a 2-click pair) is timed on its own the same way: the pair taken whole and merged. Reported per variant:
 p50 / p95 ms, and against ``before`` the smallest mask IoU and the largest score difference. ``stages`` splits the
 ``before`` path: prompt encoder, dense PE, mask decoder, upsampling to the original size, threshold + copy out.
 """
@@ -162,7 +163,33 @@ def run(data: Path, images: int, clicks: int, adapter: str | None, precision: st
                         first[setting].append(time.perf_counter() - t0)
     return {"unit": "click", "variants": res, "stages": stages, "images": len(sets), "threads": torch.get_num_threads(),
             "adapter": adapter or "none (bare backbone)", "first_click": first,
-            "click_zoom": _time_zoom(decoder, predictors, variants, sets, clicks)}
+            "click_zoom": _time_zoom(decoder, predictors, variants, sets, clicks),
+            "click_merge": _time_merge(decoder, predictors, variants, sets, clicks)}
+
+
+def _time_merge(decoder, predictors: dict, variants: list[str], sets: list, clicks: int) -> dict:
+    """The adapter's ``click_merge`` on the last compiled / torch variant: the corrective pair (2 clicks, the first
+    click's best mask fed back, on the whole image) taken whole (``off``) and merged (``on``; merged from the second
+    click on, whatever the adapter's N: a merge costs the same at any click); ``{}`` without a merge."""
+    merge = getattr(decoder, "click_merge", None)
+    if merge is None:
+        return {}
+    fast = [v for v in variants if v != "before"][-1]
+    out = {"variant": fast, "setting": merge, "off": [], "on": []}
+    with decoder.using(click_zoom=None, first_click="direct"):
+        for i in range(clicks + 1):
+            image, click, pair = sets[i % len(sets)]
+            predictors[fast].set_image(image)
+            prev = _call(fast, predictors, click, np.array([1]), None, True, {})
+            mask_input = prev[2][int(np.argmax(prev[1]))][None]
+            for key, setting in (("off", None), ("on", 1)):
+                with decoder.using(click_merge=setting):
+                    time.sleep(PAUSE_S)
+                    t0 = time.perf_counter()
+                    _call(fast, predictors, pair, np.array([1, 0]), mask_input, False, {})
+                    if i:
+                        out[key].append(time.perf_counter() - t0)
+    return out
 
 
 def _time_zoom(decoder, predictors: dict, variants: list[str], sets: list, clicks: int) -> dict:
@@ -255,6 +282,11 @@ def report(r: dict) -> str:
                      f"click_zoom (after {z['setting'][0]}, x{z['setting'][1]:g}), view cached p50 {pct(z['on'], 0.5):.1f}"
                      f" / p95 {pct(z['on'], 0.95):.1f} ms; the first zoomed click on an image (encodes its view) "
                      f"p50 {pct(z['view'], 0.5):.1f} ms (n = {len(z['view'])}, encoder {z['encoder']})")
+    m = r.get("click_merge")
+    if m and m["on"]:
+        lines.append(f"corrective pair on {m['variant']}: taken whole p50 {pct(m['off'], 0.5):.1f} ms; merged (the "
+                     f"adapter's click_merge, from click {m['setting'] + 1} on) p50 {pct(m['on'], 0.5):.1f} / p95 "
+                     f"{pct(m['on'], 0.95):.1f} ms")
     return "\n".join(lines)
 
 
