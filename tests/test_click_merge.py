@@ -74,6 +74,8 @@ def test_predictor_merges_a_later_click_into_the_previous_mask(data_root):
         pts, labels = [innermost_point(truth)], [1]
         _, scores, low = predictor.predict(point_coords=np.array(pts), point_labels=np.array(labels))
         prev = low[np.argmax(scores)][None]
+        # answered with no merge set, so not kept: the first merge starts from these logits at the original size
+        shown = geo.masks_to_original(torch.as_tensor(prev)[None])[0, 0].numpy()
         changed = 0
         for k in range(2, 6):
             mask, _, _ = predictor.predict(point_coords=np.array(pts), point_labels=np.array(labels),
@@ -89,15 +91,26 @@ def test_predictor_merges_a_later_click_into_the_previous_mask(data_root):
                 binary = predictor.predict(**{**args, "return_logits": False})
             with decoder.using(click_merge=k):  # from the next one on: not yet
                 np.testing.assert_array_equal(predictor.predict(**args)[0], own[0])
-            previous = geo.masks_to_original(torch.as_tensor(prev)[None])[0, 0].numpy()
-            region = merge_region(previous > 0, own[0][0] > 0, xy)
-            np.testing.assert_allclose(merged[0][0], np.where(region, own[0][0], previous), atol=1e-5)
+            region = merge_region(shown > 0, own[0][0] > 0, xy)
+            np.testing.assert_allclose(merged[0][0], np.where(region, own[0][0], shown), atol=1e-5)
+            np.testing.assert_array_equal(merged[0][0][~region], shown[~region])  # the mask shown before, exactly
             np.testing.assert_array_equal(binary[0][0], merged[0][0] > 0)  # the mask shown is the merged one
             np.testing.assert_array_equal(merged[1], own[1])  # the decoder's score
             np.testing.assert_allclose(merged[2], geo.mask_to_input(torch.as_tensor(merged[0]), 256).numpy(),
                                        atol=1e-5)  # fed back next: the merged mask's low-res logits
             changed += int((own[0][0] > 0).sum() != (merged[0][0] > 0).sum())
-            prev = merged[2]
+            prev, shown = merged[2], merged[0][0]
+        # a click that does not act (a negative one on background the mask already leaves out), five times over:
+        # the mask stays exactly the one shown, not its 256x256 round trip shrinking a little at every click
+        ys, xs = np.nonzero(~(shown > 0) & ~truth)
+        far = int(np.argmax((xs - pts[0][0]) ** 2 + (ys - pts[0][1]) ** 2))
+        with decoder.using(click_merge=1):
+            for _ in range(5):
+                pts.append((float(xs[far]), float(ys[far])))
+                labels.append(0)
+                logits, _, prev = predictor.predict(point_coords=np.array(pts), point_labels=np.array(labels),
+                                                    mask_input=prev, multimask_output=False, return_logits=True)
+                np.testing.assert_array_equal(logits[0] > 0, shown > 0)
     assert decoder.click_merge == shipped  # restored
     assert changed  # the merge kept something of the previous mask on at least one of these clicks
 

@@ -259,8 +259,9 @@ def test_card_lists_the_inference_options():
     cfg.decoder = {k: v for k, v in cfg.decoder.items() if k != "click_merge"}
     assert "click_merge" not in adapter_card(cfg, {})
     cfg.decoder = {**cfg.decoder, "click_merge": 10}
-    assert ("from click 11 on, a corrective click's answer replaces the previous mask only in the connected region of "
-            "their difference that holds the click (`click_merge: 10`" in adapter_card(cfg, {}))
+    assert ("from click 11 of a prompt on (every click so far, the previous mask fed back), the decoder's answer "
+            "replaces the mask shown only in the connected region where it differs from it and that holds the latest "
+            "click (`click_merge: 10`" in adapter_card(cfg, {}))
     cfg.head_options, cfg.decoder = {}, None
     assert "## Inference options" not in adapter_card(cfg, {})
     breast = AdapterConfig.from_dict(json.loads((ROOT / "adapters" / "breast" / "config.json").read_text()))

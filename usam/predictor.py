@@ -39,6 +39,10 @@ from .ops.masks import mask_box, stability_score
 from .runtime import resolve_runtime
 from .runtime.decoder import compiled_decoder
 
+#: Recent answers (masks) a :class:`Predictor` with a ``click_merge`` keeps at the original size, so that merging a
+#: click keeps the mask a user saw: the three candidates of a first click and a few single masks.
+SHOWN_KEPT = 6
+
 #: Most clicks (positive + negative) in one prompt. SAM was trained with a handful; each click costs decoder
 #: time and memory (10,000 took a minute and 7 GB), so more are refused rather than silently slow.
 MAX_POINTS = 64
@@ -119,6 +123,9 @@ class Predictor:
         self._runtime = None if runtime is None else resolve_runtime(runtime, self.model.backbone)
         self._embedded: Embedded | None = None
         self._image: np.ndarray | None = None  # set_image's, for a box alone under box_prompts "bare"
+        # the latest masks answered under a click_merge, newest first: (embedding, low-res (256, 256) logits as
+        # returned, original-size logits (H, W)), so that a merge keeps the mask a user saw (see _previous)
+        self._shown: list[tuple[Embedded, np.ndarray, torch.Tensor]] = []
 
     @property
     def runtime(self) -> str:
@@ -166,6 +173,7 @@ class Predictor:
 
     def reset_image(self) -> None:
         self._embedded = self._image = None
+        self._shown = []
 
     def _require_image(self) -> None:
         if self._embedded is None:
@@ -242,9 +250,14 @@ class Predictor:
         if (points is not None and boxes_t is None and mask_t is None and multimask_output
                 and getattr(self.model.prompt_decoder(), "first_click", "direct") == "box_refine"):
             masks, iou, low_res = self._box_refine(masks, iou, low_res)
+        low_res = low_res.float()
+        if merge is not None and not batched:  # what this answer looks like, for the next click's merge
+            out = low_res.cpu().numpy()
+            self._shown = ([(emb, out[0, i].copy(), masks[0, i].clone()) for i in range(masks.shape[1])]
+                           + self._shown)[:SHOWN_KEPT]
         if not return_logits:
             masks = masks > self.mask_threshold
-        masks, iou, low_res = masks.cpu().numpy(), iou.float().cpu().numpy(), low_res.float().cpu().numpy()
+        masks, iou, low_res = masks.cpu().numpy(), iou.float().cpu().numpy(), low_res.cpu().numpy()
         if not batched:
             return masks[0], iou[0], low_res[0]
         return masks, iou, low_res
@@ -311,17 +324,33 @@ class Predictor:
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """A corrective click's answer merged into the previous mask (``decoder.click_merge``, FocalClick's
         Progressive Merge): each candidate of ``logits`` ``(1, M, H, W)`` (original size) is kept only in
-        :func:`usam.ops.clicks.merge_region`, the connected region of its change from the previous mask
-        (``mask_input`` ``(1, 1, 256, 256)`` logits) that holds the latest ``click`` ``(x, y)``; elsewhere the
-        previous logits stay. Returns the merged logits ``(1, M, H, W)`` and their low-res ``(1, M, 256, 256)``."""
+        :func:`usam.ops.clicks.merge_region`, the connected region of its change from the previous mask that holds
+        the latest ``click`` ``(x, y)``; elsewhere the previous logits stay. The previous mask is the one a recent
+        call returned with the low-res logits ``mask_input`` ``(1, 1, 256, 256)`` (:meth:`_previous`), else those
+        logits at the original size. The scores stay the decoder's, of its whole answer. Returns the merged logits
+        ``(1, M, H, W)`` and their low-res ``(1, M, 256, 256)``."""
         geo = self._embedded.geometry
-        previous = geo.masks_to_original(mask_input.float())[0, 0].to(logits.dtype)  # (H, W) logits
+        previous = self._previous(mask_input)
+        if previous is None:  # not an answer of this predictor's: its 256x256 logits at the original size
+            previous = geo.masks_to_original(mask_input.float())[0, 0]
+        previous = previous.to(logits.dtype)  # (H, W) logits
         before = (previous > self.mask_threshold).cpu().numpy()
         out = logits.clone()
         for i in range(logits.shape[1]):
             region = merge_region(before, (logits[0, i] > self.mask_threshold).cpu().numpy(), click)
             out[0, i] = torch.where(torch.from_numpy(region).to(out.device), logits[0, i], previous)
         return out, geo.mask_to_input(out.float(), LOW_RES)
+
+    def _previous(self, mask_input: torch.Tensor) -> torch.Tensor | None:
+        """The original-size logits ``(H, W)`` of the mask a recent :meth:`predict` on this image returned with these
+        low-res logits (``mask_input`` ``(1, 1, 256, 256)``, fed back as returned), or ``None``. A merge keeps
+        that mask where the click did not act, not its 256x256 round trip, which would move the outline a little
+        at every click."""
+        fed = mask_input[0, 0].cpu().numpy()
+        for emb, low, logits in self._shown:
+            if emb is self._embedded and np.array_equal(low, fed):
+                return logits
+        return None
 
     def _box_refine(self, masks: torch.Tensor, scores: torch.Tensor, low_res: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

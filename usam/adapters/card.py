@@ -210,9 +210,11 @@ def _inference_options(config) -> list[str]:
                      f"{zoom['expand']:g} times the current mask's extent, encoded on its own and pasted back "
                      f"(`click_zoom`, RITM's Zoom-In)")
     if merge:
-        lines.append(f"- from click {merge + 1} on, a corrective click's answer replaces the previous mask only in the "
-                     f"connected region of their difference that holds the click (`click_merge: {merge}`, FocalClick's "
-                     f"Progressive Merge): a click never undoes a correct part elsewhere")
+        lines.append(f"- from click {merge + 1} of a prompt on (every click so far, the previous mask fed back), the "
+                     f"decoder's answer replaces the mask shown only in the connected region where it differs from it "
+                     f"and that holds the latest click (`click_merge: {merge}`, FocalClick's Progressive Merge): "
+                     f"elsewhere the mask stays as it was, and a click whose own pixel the answer leaves unchanged "
+                     f"changes nothing")
     if first == "box_refine":
         lines.append("- a first click's three candidates are each re-answered by the box decoder from their own tight "
                      "box and scored by the geometric mean of its predicted IoU and its agreement with that answer "
