@@ -12,8 +12,9 @@ Coordinates are (x, y) in original-image pixels; labels 1 = positive, 0 = negati
 and the latest ``click_window - 1`` only. One with a ``click_zoom`` answers a corrective prompt (clicks with a previous
 mask fed back, after :meth:`Predictor.set_image`) from its ``after + 1``-th click on a zoomed view of the object
 (RITM's Zoom-In, :meth:`Predictor._zoomed`): one more encoder pass whenever the view moves, which it rarely does.
-One with a ``click_merge`` N takes a corrective click's answer, from click N + 1 on, only where it acted (FocalClick's
-Progressive Merge, :meth:`Predictor._merged`): elsewhere the previous mask stays.
+One with a ``click_merge`` N takes a corrective click's answer, from a prompt's N + 1-th click on, only where it acted
+(FocalClick's Progressive Merge, :meth:`Predictor._merged`): elsewhere the mask it returned before stays. N counts the
+clicks of the prompt, so pass every click so far (as the demo and ``usam evaluate`` do), not the latest alone.
 
 Prompts with clicks, or one box, run on a compiled prompt decoder (:mod:`usam.runtime.decoder`) when the model's
 encoder runtime is compiled (``openvino`` / ``onnx``; ``runtime=`` overrides it): the weights that answer them
