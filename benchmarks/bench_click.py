@@ -114,6 +114,19 @@ def _call(variant: str, predictors: dict, coords, labels, mask_input, multimask:
         predictor.model.precision = saved
 
 
+def _timed(variant: str, predictors: dict, *args) -> tuple:
+    """One :func:`_call` after the idle pause :data:`PAUSE_S`, as a user's click comes: ``(its answer, seconds)``."""
+    time.sleep(PAUSE_S)
+    t0 = time.perf_counter()
+    out = _call(variant, predictors, *args)
+    return out, time.perf_counter() - t0
+
+
+def _fast(variants: list[str]) -> str:
+    """The variant an adapter's own settings are timed on: the last compiled / torch one."""
+    return [v for v in variants if v != "before"][-1]
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = (a | b).sum()
     return 1.0 if union == 0 else float((a & b).sum() / union)
@@ -149,18 +162,16 @@ def run(data: Path, images: int, clicks: int, adapter: str | None, precision: st
         res, stages = _compare(predictors, variants, sets, clicks)
     first = {}
     if refine:  # the adapter's first_click: box_refine on the last compiled / torch variant, direct and refined in turn
-        fast = [v for v in variants if v != "before"][-1]
+        fast = _fast(variants)
         first = {"variant": fast, "direct": [], "box_refine": []}
         for i in range(clicks + 1):
             image, click, _ = sets[i % len(sets)]
             predictors[fast].set_image(image)
             for setting in ("direct", "box_refine"):
                 with decoder.using(first_click=setting):
-                    time.sleep(PAUSE_S)
-                    t0 = time.perf_counter()
-                    _call(fast, predictors, click, np.array([1]), None, True, {})
+                    _, dt = _timed(fast, predictors, click, np.array([1]), None, True, {})
                     if i:
-                        first[setting].append(time.perf_counter() - t0)
+                        first[setting].append(dt)
     return {"unit": "click", "variants": res, "stages": stages, "images": len(sets), "threads": torch.get_num_threads(),
             "adapter": adapter or "none (bare backbone)", "first_click": first,
             "click_zoom": _time_zoom(decoder, predictors, variants, sets, clicks),
@@ -174,7 +185,7 @@ def _time_merge(decoder, predictors: dict, variants: list[str], sets: list, clic
     merge = getattr(decoder, "click_merge", None)
     if merge is None:
         return {}
-    fast = [v for v in variants if v != "before"][-1]
+    fast = _fast(variants)
     out = {"variant": fast, "setting": merge, "off": [], "on": []}
     with decoder.using(click_zoom=None, first_click="direct"):
         for i in range(clicks + 1):
@@ -184,11 +195,9 @@ def _time_merge(decoder, predictors: dict, variants: list[str], sets: list, clic
             mask_input = prev[2][int(np.argmax(prev[1]))][None]
             for key, setting in (("off", None), ("on", 1)):
                 with decoder.using(click_merge=setting):
-                    time.sleep(PAUSE_S)
-                    t0 = time.perf_counter()
-                    _call(fast, predictors, pair, np.array([1, 0]), mask_input, False, {})
+                    _, dt = _timed(fast, predictors, pair, np.array([1, 0]), mask_input, False, {})
                     if i:
-                        out[key].append(time.perf_counter() - t0)
+                        out[key].append(dt)
     return out
 
 
@@ -201,7 +210,7 @@ def _time_zoom(decoder, predictors: dict, variants: list[str], sets: list, click
     zoom = getattr(decoder, "click_zoom", None)
     if zoom is None or zoom[0] >= 2:
         return {}
-    fast = [v for v in variants if v != "before"][-1]
+    fast = _fast(variants)
     model = predictors[fast].model
     saved = model.requested_precision, model.runtime
     model.requested_precision = "auto"
@@ -217,10 +226,7 @@ def _time_zoom(decoder, predictors: dict, variants: list[str], sets: list, click
             mask_input = prev[2][int(np.argmax(prev[1]))][None]
             for setting in (None, zoom):
                 with decoder.using(click_zoom=setting):
-                    time.sleep(PAUSE_S)
-                    t0 = time.perf_counter()
-                    _call(fast, predictors, pair, np.array([1, 0]), mask_input, False, {})
-                    dt = time.perf_counter() - t0
+                    _, dt = _timed(fast, predictors, pair, np.array([1, 0]), mask_input, False, {})
                 key = "off" if setting is None else "view" if i < len(sets) else "on"
                 if i or key == "view":  # round 0 warms the decoder up; its view encode is what "view" times
                     out[key].append(dt)
@@ -244,10 +250,8 @@ def _compare(predictors: dict, variants: list[str], sets: list, clicks: int) -> 
         for multimask, (coords, labels, mask_input) in ((True, (first, np.array([1]), None)), (False, prompt)):
             ref = _call("before", predictors, coords, labels, mask_input, multimask, {})
             for v in variants:
-                time.sleep(PAUSE_S)
-                t0 = time.perf_counter()
-                out = _call(v, predictors, coords, labels, mask_input, multimask, stages if i and v == "before" else {})
-                dt = time.perf_counter() - t0
+                out, dt = _timed(v, predictors, coords, labels, mask_input, multimask,
+                                 stages if i and v == "before" else {})
                 r = res[v]
                 if i:
                     r["times"].append(dt)

@@ -136,8 +136,7 @@ def quality_only(args) -> int:
     from usam.data.fmc import read_split
     from usam.train.calibrate import choose_quality, first_click_quality
 
-    path = ROOT / "adapters" / "results.json"
-    stored = json.loads(path.read_text())
+    stored = json.loads((ROOT / "adapters" / "results.json").read_text())
     rows = read_split(Path(args.data) / args.split)
     dirs = [ROOT / "adapters" / a for a in args.adapters]
     for adapter, d in zip(args.adapters, dirs):
@@ -154,23 +153,19 @@ def quality_only(args) -> int:
             figures["clicks:predicted_iou_spearman"] = table["predicted"]["iou_spearman"]
             print(tid, decoder.quality, json.dumps(table), file=sys.stderr)
         stored["runs"].setdefault(adapter, {})["quality_figures"] = f"--quality-only, precision {model.precision}"
-    path.write_text(json.dumps(stored, indent=1) + "\n")
-    md = results_markdown(args, stored["figures"], stored["n"], stored["runs"])
-    (ROOT / "adapters" / "RESULTS.md").write_text(md)
-    _update_cards(dirs, stored["figures"])
+    _rewrite_results(args, stored, dirs)
     return 0
 
 
 def clicks_only(args) -> int:
     """``--clicks-only``: the chosen adapters' interactive benchmark
-    (:func:`usam.challenge.interactive.evaluate_clicks`, ``--clicks`` clicks) recomputed on the split, the rest of ``adapters/results.json`` kept; ``RESULTS.md`` and
-    the cards rewritten from it."""
+    (:func:`usam.challenge.interactive.evaluate_clicks`, ``--clicks`` clicks) recomputed on the split, the rest of
+    ``adapters/results.json`` kept; ``RESULTS.md`` and the cards rewritten from it."""
     import usam
     from usam.challenge.interactive import evaluate_clicks
     from usam.data.fmc import read_split
 
-    path = ROOT / "adapters" / "results.json"
-    stored = json.loads(path.read_text())
+    stored = json.loads((ROOT / "adapters" / "results.json").read_text())
     rows = read_split(Path(args.data) / args.split)
     dirs = [ROOT / "adapters" / a for a in args.adapters]
     for adapter, d in zip(args.adapters, dirs):
@@ -181,11 +176,16 @@ def clicks_only(args) -> int:
             stored["figures"][tid].update({f"clicks:{k}": v for k, v in inter.items() if k != "cases"})
         stored["runs"].setdefault(adapter, {})["click_figures"] = (
             f"--clicks-only, precision {model.precision}, runtime {model.runtime}, {time.time() - t0:.0f} s")
-    path.write_text(json.dumps(stored, indent=1) + "\n")
-    md = results_markdown(args, stored["figures"], stored["n"], stored["runs"])
-    (ROOT / "adapters" / "RESULTS.md").write_text(md)
-    _update_cards(dirs, stored["figures"])
+    _rewrite_results(args, stored, dirs)
     return 0
+
+
+def _rewrite_results(args, stored: dict, dirs: list[Path]) -> None:
+    """``adapters/results.json`` from ``stored`` (as read, some figures recomputed), then ``RESULTS.md`` and the
+    cards of the adapters in ``dirs`` from it."""
+    (ROOT / "adapters" / "results.json").write_text(json.dumps(stored, indent=1) + "\n")
+    (ROOT / "adapters" / "RESULTS.md").write_text(results_markdown(args, stored["figures"], stored["n"], stored["runs"]))
+    _update_cards(dirs, stored["figures"])
 
 
 def results_markdown(args, figures: dict, n: dict, runs: dict) -> str:

@@ -107,23 +107,27 @@ def main(argv=None) -> int:
         box_route = tune_box_route(model, split, seg, report)
         if box_route:
             cfg["decoder"]["box_prompts"] = box_route
+    # the click choices this run makes, in order: those named by a --*-only flag, else all four
+    alone = [k for k, flag in (("click_zoom", args.zoom_only), ("click_merge", args.merge_only),
+                               ("first_click", args.first_click_only)) if flag]
+    choices = alone or ["click_window", "click_zoom", "click_merge", "first_click"]
     if args.clicks and adapter.decoder is not None and seg:
-        if not (args.first_click_only or args.zoom_only or args.merge_only):
+        if "click_window" in choices:
             window = tune_click_window(model, split, seg, args.clicks, report)
             cfg["decoder"].pop("click_window", None)
             if window is not None:
                 cfg["decoder"]["click_window"] = window
-        if not (args.first_click_only or args.merge_only):
+        if "click_zoom" in choices:
             zoom = tune_click_zoom(model, split, seg, args.clicks, report)
             cfg["decoder"].pop("click_zoom", None)
             if zoom is not None:
                 cfg["decoder"]["click_zoom"] = {"after": zoom[0], "expand": zoom[1]}
-        if not (args.first_click_only or args.zoom_only):
+        if "click_merge" in choices:
             merge = tune_click_merge(model, split, seg, args.clicks, report)
             cfg["decoder"].pop("click_merge", None)
             if merge is not None:
                 cfg["decoder"]["click_merge"] = merge
-        if not (args.zoom_only or args.merge_only):
+        if "first_click" in choices:
             first = tune_first_click(model, split, seg, args.clicks, report)
             cfg["decoder"].pop("first_click", None)
             if first != "direct":

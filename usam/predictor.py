@@ -213,6 +213,7 @@ class Predictor:
             raise PromptError("give at least one prompt: a point (point_coords + point_labels) or a box")
         batched = box is not None and np.asarray(box).ndim == 2
         dev = self.model.device
+        decoder = self.model.prompt_decoder()  # its inference settings (DecoderSettings) shape the answer below
         points = boxes_t = boxes = coords = labels = None
         k, n_clicks = 1, 0
         if box is not None:
@@ -222,7 +223,7 @@ class Predictor:
         if point_coords is not None or point_labels is not None:
             coords, labels = check_points(point_coords, point_labels, geo.original_hw)
             n_clicks = len(coords)
-            window = getattr(self.model.prompt_decoder(), "click_window", None)
+            window = getattr(decoder, "click_window", None)
             if mask_input is not None and window is not None:  # the adapter's click window (DecoderSettings)
                 keep = click_window(len(coords), window)
                 coords, labels = coords[keep], labels[keep]
@@ -236,7 +237,7 @@ class Predictor:
                 raise PromptError(f"mask_input must have shape (1, {LOW_RES}, {LOW_RES}) (a previous call's low-res logits), got {m.shape}")
             mask_t = torch.tensor(m, dtype=torch.float32, device=dev)  # a copy: m may be a read-only broadcast view
         zoomed = None
-        zoom = getattr(self.model.prompt_decoder(), "click_zoom", None)
+        zoom = getattr(decoder, "click_zoom", None)
         if zoom is not None and mask_t is not None and k == 1 and n_clicks > zoom[0]:
             box0 = None if boxes is None else boxes[0]
             zoomed = self._zoomed(coords, labels, box0, mask_t, multimask_output, zoom[1])
@@ -245,11 +246,11 @@ class Predictor:
         else:
             low_res, iou = self._decode(emb.embedding, points, boxes_t, mask_t, multimask_output)
             masks = geo.masks_to_original(low_res.float())
-        merge = getattr(self.model.prompt_decoder(), "click_merge", None)
+        merge = getattr(decoder, "click_merge", None)
         if merge is not None and mask_t is not None and k == 1 and n_clicks > merge:  # DecoderSettings.click_merge
             masks, low_res = self._merged(masks, mask_t, coords[-1])
         if (points is not None and boxes_t is None and mask_t is None and multimask_output
-                and getattr(self.model.prompt_decoder(), "first_click", "direct") == "box_refine"):
+                and getattr(decoder, "first_click", "direct") == "box_refine"):
             masks, iou, low_res = self._box_refine(masks, iou, low_res)
         low_res = low_res.float()
         if merge is not None and not batched:  # what this answer looks like, for the next click's merge
