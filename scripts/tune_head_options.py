@@ -426,9 +426,9 @@ def tune_mask_threshold(model, split, seg, report: dict) -> dict:
 
 def tune_box_route(model, split, seg, report: dict) -> str | None:
     """The decoder that answers a user's box alone (backbone's ``base`` / ``tuned`` / the click decoder, ``clicks``,
-    where there is one / the backbone's on the bare encoder's embedding, ``bare``, for an adapter with encoder LoRA)
-    by Dice from ground-truth
-    boxes on every segmentation object of ``split``; ``None`` without a tuned decoder. Scores into ``report``."""
+    where there is one / the backbone's on the bare encoder's embedding, ``bare``, for an adapter with encoder LoRA /
+    the box decoder, ``boxes``, where there is one) by Dice from ground-truth boxes on every segmentation object of
+    ``split``; ``None`` without a tuned decoder. Scores into ``report``."""
     from usam.io import read_image, read_mask
     from usam.ops.masks import dice, mask_box
     from usam.predictor import Predictor
@@ -437,7 +437,8 @@ def tune_box_route(model, split, seg, report: dict) -> str | None:
     if adapter.decoder is None or not seg:
         return None
     predictor, route_scores, images = Predictor(model), {}, set()
-    routes = ["base", "tuned"] + ["clicks"] * (adapter.decoder.clicks is not None) + ["bare"] * bool(adapter.lora_name)
+    routes = (["base", "tuned"] + ["clicks"] * (adapter.decoder.clicks is not None) + ["bare"] * bool(adapter.lora_name)
+              + ["boxes"] * (adapter.decoder.boxes is not None))
     for route in routes:  # ties: the one listed first ("bare" costs an encoder pass more)
         adapter.decoder.box_prompts = route
         vals = []

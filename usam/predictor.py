@@ -123,7 +123,7 @@ class Predictor:
         self.mask_threshold = mask_threshold
         self._runtime = None if runtime is None else resolve_runtime(runtime, self.model.backbone)
         self._embedded: Embedded | None = None
-        self._image: np.ndarray | None = None  # set_image's, for a box alone under box_prompts "bare"
+        self._image: np.ndarray | None = None  # set_image's, for a box alone under box_prompts "bare" / "boxes"
         # the latest masks answered under a click_merge, newest first: (embedding, low-res (256, 256) logits as
         # returned, original-size logits (H, W)), so that a merge keeps the mask a user saw (see _previous)
         self._shown: list[tuple[Embedded, np.ndarray, torch.Tensor]] = []
@@ -390,11 +390,11 @@ class Predictor:
         """Low-res logits ``(K, M, 256, 256)`` and scores ``(K, M)`` (``M`` = 3 or 1) from model-input prompts
         (``K`` prompt sets: ``K`` boxes, each with the same clicks): on the compiled decoder one set at a time (a
         set there costs less than its share of an eager batch: 6 boxes ~2x faster), else ``model.decode``. A box
-        alone under ``box_prompts: bare`` is answered on the bare encoder's embedding of the image (see
+        alone under ``box_prompts: bare`` or ``boxes`` is answered on the bare encoder's embedding of the image (see
         :class:`~usam.adapters.config.DecoderSettings`)."""
         decoder = self.model.prompt_decoder()
         if (boxes is not None and points is None and mask_input is None and self._image is not None
-                and getattr(decoder, "box_prompts", None) == "bare"):
+                and getattr(decoder, "box_prompts", None) in ("bare", "boxes")):
             embedding = self.model.embed_bare(self._image).embedding
         compiled = (self.runtime in ("openvino", "onnx") and hasattr(decoder, "mask_decoder")
                     and not hasattr(decoder, "model") and embedding.device.type == "cpu")

@@ -60,14 +60,16 @@ class TunedDecoder(nn.Module):
     (``box_prompts="base"``, out of training); a prompt with clicks goes to the click decoder when there is one (in
     training a box alone too: the box passes of simulated interactions train it);
     ``box_prompts="clicks"`` sends a box alone there as well (``"bare"``: to the backbone's own, on the bare
-    encoder's embedding, which :class:`~usam.predictor.Predictor` gives it); everything else (the heads' learned tokens,
-    ``box_prompts="tuned"``, clicks without a click decoder) to this one.
+    encoder's embedding, which :class:`~usam.predictor.Predictor` gives it; ``"boxes"``: to the box decoder, a third
+    whole copy fine-tuned on boxes alone, ``boxes="separate"``, attribute ``boxes``, on that same embedding);
+    everything else (the heads' learned tokens, ``box_prompts="tuned"``, clicks without a click decoder) to this one.
     """
 
     def __init__(self, backbone, train: tuple[str, ...] = DEFAULT_DECODER_TRAIN, lora: LoraSettings | None = None,
                  box_prompts: str = "base", clicks: str = "shared", click_window: int | None = None,
                  click_zoom: tuple[int, float] | None = None, first_click: str = "direct", quality: str = "predicted",
-                 quality_fit: tuple[float, float, float] | None = None, click_merge: int | None = None):
+                 quality_fit: tuple[float, float, float] | None = None, click_merge: int | None = None,
+                 boxes: str = "base"):
         super().__init__()
         if not hasattr(backbone, "prompt_encoder") or not hasattr(backbone, "mask_decoder") or hasattr(backbone, "model"):
             raise ConfigError(f"decoder tuning needs a segment-anything style backbone (litemedsam, sam_vit_*), not {backbone.name}")
@@ -92,13 +94,17 @@ class TunedDecoder(nn.Module):
                 if "lora_" in n:
                     p.requires_grad_(True)
         self.clicks = PromptDecoder(backbone) if clicks == "separate" else None
+        # trained apart, after the rest (usam.train.boxes), never by usam train
+        self.boxes = PromptDecoder(backbone).requires_grad_(False) if boxes == "separate" else None
 
     def answering(self, points=None, boxes=None, mask_input=None, sparse_extra=None,
                   box_prompts: str | None = None) -> tuple[nn.Module, nn.Module]:
         """The ``(prompt_encoder, mask_decoder)`` that answer this prompt (see the class docstring)."""
         route = box_prompts or self.box_prompts
-        if (route in ("base", "bare") and not self.training and boxes is not None and points is None
-                and mask_input is None and sparse_extra is None):
+        alone = not self.training and boxes is not None and points is None and mask_input is None and sparse_extra is None
+        if alone and route == "boxes" and self.boxes is not None:
+            return self.boxes.prompt_encoder, self.boxes.mask_decoder
+        if alone and route in ("base", "bare"):
             return self._base
         # training: the box that clicks follow; box_prompts "clicks": a user's box alone too
         interactive = points is not None or (boxes is not None and (self.training or route == "clicks"))
@@ -112,7 +118,7 @@ class TunedDecoder(nn.Module):
         ``box_prompts == "base"`` a box-only prompt (no clicks, no previous mask, no learned tokens) goes to the
         backbone's own decoder: LiteMedSAM was trained on boxes and click training costs its box path about a point
         of Dice, so both are kept. ``box_prompts`` given here overrides the adapter's setting for this call
-        (``"base"``, ``"tuned"``, ``"clicks"`` or ``"bare"``)."""
+        (``"base"``, ``"tuned"``, ``"clicks"``, ``"bare"`` or ``"boxes"``)."""
         pe, md = self.answering(points, boxes, mask_input, sparse_extra, box_prompts)
         return sam_decode(pe, md, embeddings, points, boxes, mask_input, multimask_output, sparse_extra)
 
@@ -140,16 +146,18 @@ class TunedDecoder(nn.Module):
                 setattr(self, k, v)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """The tensors that differ from the backbone: trained parts + decoder LoRA + the whole click decoder.
+        """The tensors that differ from the backbone: trained parts + decoder LoRA + the whole click and box decoders.
 
         Selected by name, not ``requires_grad``: a loaded (frozen) adapter must report the same tensors.
         """
         return {n: p.detach().cpu().contiguous() for n, p in self.named_parameters()
-                if n.startswith(self.train_prefixes) or "lora_" in n or n.startswith(CLICKS_PREFIX)}
+                if n.startswith(self.train_prefixes) or "lora_" in n or n.startswith((CLICKS_PREFIX, BOXES_PREFIX))}
 
 
 #: parameter names of the click decoder inside :class:`TunedDecoder`
 CLICKS_PREFIX = "clicks."
+#: parameter names of the box decoder inside :class:`TunedDecoder`
+BOXES_PREFIX = "boxes."
 
 
 class Adapter(nn.Module):
@@ -172,7 +180,7 @@ class Adapter(nn.Module):
             self.decoder = TunedDecoder(backbone, tuple(dec.train or DEFAULT_DECODER_TRAIN), dec.lora,
                                         box_prompts=dec.box_prompts, clicks=dec.clicks, click_window=dec.click_window,
                                         click_zoom=dec.click_zoom, first_click=dec.first_click, quality=dec.quality,
-                                        quality_fit=dec.quality_fit, click_merge=dec.click_merge)
+                                        quality_fit=dec.quality_fit, click_merge=dec.click_merge, boxes=dec.boxes)
         self.lora_name = config.name if config.lora else None
         self.encoder_lora: dict[str, torch.Tensor] | None = None
 
@@ -269,10 +277,10 @@ class Adapter(nn.Module):
         return out
 
     def _write_files(self, folder: Path, encoder: nn.Module | None) -> None:
-        """``config.json``, ``heads.safetensors`` and, with encoder LoRA, the two peft files. The click decoder
-        (4M parameters for LiteMedSAM, the bulk of the file) is stored in fp16 and read back into fp32."""
+        """``config.json``, ``heads.safetensors`` and, with encoder LoRA, the two peft files. The click and box
+        decoders (4M parameters each for LiteMedSAM, the bulk of the file) are stored in fp16 and read back into fp32."""
         (folder / CONFIG_NAME).write_text(dumps_json(self.config.to_dict(), indent=2) + "\n")
-        half = f"decoder.{CLICKS_PREFIX}"
+        half = (f"decoder.{CLICKS_PREFIX}", f"decoder.{BOXES_PREFIX}")
         state = {k: v.half() if k.startswith(half) and v.is_floating_point() else v for k, v in self.head_state().items()}
         save_file(state, str(folder / HEADS_NAME), metadata={"format": "pt", "usam": __version__})
         if self.lora_name:

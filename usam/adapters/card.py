@@ -197,7 +197,9 @@ def _inference_options(config) -> list[str]:
              "Chosen on the validation split (`scripts/tune_head_options.py`); applied by `model.predict` and `usam predict`:", ""]
     if box:
         which = {"base": "the backbone's decoder", "tuned": "the tuned decoder", "clicks": "the click decoder",
-                 "bare": "the backbone's decoder on the bare encoder's embedding, as the bare backbone answers it"}
+                 "bare": "the backbone's decoder on the bare encoder's embedding, as the bare backbone answers it",
+                 "boxes": "the adapter's box decoder (the backbone's fine-tuned on ground-truth boxes alone, "
+                          "`python -m usam.train.boxes`) on the bare encoder's embedding"}
         lines.append(f"- box prompts from a user go to {which.get(box, box)} (`box_prompts: {box}`)")
     if separate:
         lines.append("- clicks go to the adapter's click decoder, trained on simulated interactions only (`clicks: separate`); "

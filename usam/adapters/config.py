@@ -123,7 +123,7 @@ QUALITY_KINDS = {"predicted": "the decoder's predicted IoU", "stability": "the s
 QUALITIES = tuple(QUALITY_KINDS)
 
 #: decoders that may answer a user's box alone (``decoder.box_prompts``)
-BOX_ROUTES = ("base", "tuned", "clicks", "bare")
+BOX_ROUTES = ("base", "tuned", "clicks", "bare", "boxes")
 #: the decoder settings that act at inference only (read by :class:`usam.predictor.Predictor`, set for a block by
 #: ``TunedDecoder.using``, chosen on val by ``scripts/tune_head_options.py``)
 INFERENCE_CHOICES = ("box_prompts", "click_window", "click_zoom", "click_merge", "first_click", "quality",
@@ -135,9 +135,13 @@ class DecoderSettings:
     """The tuned prompt decoder: ``tune`` it at all (training only), its transformer's ``lora`` (``None``: none),
     the parameter-name prefixes it ``train``s in full, which decoder answers a box alone (``box_prompts``:
     ``base``, the backbone's own; ``tuned``; ``clicks``, the click decoder, trained on boxes followed by
-    corrective clicks; or ``bare``, the backbone's own on the bare encoder's embedding, i.e. the bare backbone's box
+    corrective clicks; ``bare``, the backbone's own on the bare encoder's embedding, i.e. the bare backbone's box
     path exactly, for an adapter whose encoder LoRA costs it Dice: one more encoder pass per image, cached, in
-    :class:`~usam.predictor.Predictor` after ``set_image``; chosen on val by ``scripts/tune_head_options.py``),
+    :class:`~usam.predictor.Predictor` after ``set_image``; or ``boxes``, the adapter's box decoder on that same
+    bare embedding; chosen on val by ``scripts/tune_head_options.py``), whether a box alone gets a decoder of its
+    own (``boxes: separate``: a whole copy of the backbone's prompt encoder + mask decoder fine-tuned on
+    ground-truth boxes alone, jittered as MedSAM's training boxes were, on the bare encoder's embeddings, by
+    :mod:`usam.train.boxes`, which keeps it only where it beats the adapter's box route on val),
     whether clicks get a decoder of their own (``clicks: separate``: a whole copy of the backbone's prompt encoder +
     mask decoder trained on simulated interactions only, while the tuned decoder keeps serving the heads), and how
     many clicks a corrective prompt shows it (``click_window``: with a previous mask fed back, the first click and
@@ -166,6 +170,7 @@ class DecoderSettings:
     train: tuple[str, ...] = field(default=DEFAULT_DECODER_TRAIN, metadata=check(optional(_prefixes)))
     box_prompts: str = field(default="base", metadata=check(one_of(*BOX_ROUTES)))
     clicks: str = field(default="shared", metadata=check(one_of("shared", "separate")))
+    boxes: str = field(default="base", metadata=check(one_of("base", "separate")))
     click_window: int | None = field(default=None, metadata=check(optional(_click_window)))
     click_zoom: tuple[int, float] | None = field(default=None, metadata=check(optional(_click_zoom)))
     click_merge: int | None = field(default=None, metadata=check(optional(_click_merge)))
@@ -176,6 +181,9 @@ class DecoderSettings:
     def __post_init__(self):
         if self.box_prompts == "clicks" and self.clicks != "separate":
             raise ConfigError("decoder.box_prompts 'clicks' needs a click decoder of its own (decoder.clicks: separate)")
+        if self.box_prompts == "boxes" and self.boxes != "separate":
+            raise ConfigError("decoder.box_prompts 'boxes' needs a box decoder of its own (decoder.boxes: separate, "
+                              "trained by python -m usam.train.boxes)")
         if self.quality == "fitted" and self.quality_fit is None:
             raise ConfigError("decoder.quality 'fitted' needs decoder.quality_fit [a, b, c] "
                               "(scripts/tune_head_options.py --quality-only fits it on the train split)")
@@ -191,6 +199,8 @@ class DecoderSettings:
                  "box_prompts": self.box_prompts}
         if self.clicks == "separate":  # "shared" is not written: adapters without a click decoder keep their config.json
             block["clicks"] = self.clicks
+        if self.boxes == "separate":  # likewise "base"
+            block["boxes"] = self.boxes
         if self.click_window is not None:
             block["click_window"] = self.click_window
         if self.click_zoom is not None:

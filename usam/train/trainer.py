@@ -32,7 +32,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tqdm.auto import tqdm
 
-from ..adapters.adapter import CLICKS_PREFIX, Adapter, attach_adapter
+from ..adapters.adapter import CLICKS_PREFIX, Adapter, PromptDecoder, attach_adapter
 from ..adapters.card import adapter_card
 from ..adapters.config import INFERENCE_CHOICES, AdapterConfig
 from ..adapters.layout import HEADS_NAME, output_problem
@@ -196,6 +196,10 @@ def init_from(adapter: Adapter, directory: Path, backbone, given: set = frozense
     adapter.config.head_options = dict(config.head_options)
     attach_locators(adapter.heads, adapter.config.head_options)  # the old adapter's localisation heads come along
     new_dec, old_dec = adapter.config.decoder or {}, config.decoder or {}
+    if adapter.decoder is not None and old_dec.get("boxes") == "separate" and adapter.decoder.boxes is None:
+        # the old adapter's box decoder (usam.train.boxes) comes along: this training never changes it
+        new_dec["boxes"] = "separate"
+        adapter.decoder.boxes = PromptDecoder(backbone).requires_grad_(False)
     if adapter.decoder is not None:
         for key in INFERENCE_CHOICES:
             if key not in given and key in old_dec:
@@ -211,6 +215,8 @@ def init_from(adapter: Adapter, directory: Path, backbone, given: set = frozense
             adapter.heads.load_state_dict(old.heads.state_dict(), strict=True)
             adapter.decoder.prompt_encoder.load_state_dict(old.decoder.prompt_encoder.state_dict(), strict=True)
             adapter.decoder.mask_decoder.load_state_dict(merged_copy(old.decoder.mask_decoder).state_dict(), strict=True)
+            if old.decoder.boxes is not None and adapter.decoder.boxes is not None:
+                adapter.decoder.boxes.load_state_dict(old.decoder.boxes.state_dict(), strict=True)
     else:
         if adapter.decoder is not None and adapter.decoder.clicks is not None and old_dec.get("clicks") != "separate":
             # a new click decoder on an adapter without one: it starts from the backbone's own weights

@@ -1,0 +1,254 @@
+"""A box decoder of an adapter's own: the backbone's mask decoder fine-tuned on ground-truth boxes alone.
+
+LiteMedSAM was trained on boxes, and a box alone is what a user draws most; yet its answer to a tight box is not the
+best it can give on a given organ (on breast val it gains 0.003 Dice from boxes 5 % larger: MedSAM's training boxes
+were 0-20 px larger than the object, at 1024 px). This stage fine-tunes a copy of the backbone's mask decoder on the
+segmentation tasks' ground-truth boxes of the adapter's train split, each side of a box moved out by a random
+-5 %..+10 % of its length every time it is shown (:data:`BOX_JITTER`), on the bare encoder's embeddings (cached:
+:class:`~usam.train.cache.EmbeddingStore`), with SAM's losses (BCE + Dice on the low-res mask, MSE of the predicted
+IoU). The step with the best val Dice is kept; then the box decoder answers a user's box alone
+(``decoder.box_prompts: boxes``, on the bare encoder's embedding, see :class:`~usam.adapters.config.DecoderSettings`)
+only if, through :class:`~usam.predictor.Predictor`, it beats the adapter's present box route on val; otherwise the
+adapter's weights stay as they were. The figures go to ``training.box_decoder`` of its ``config.json`` and its card.
+
+    python -m usam.train.boxes adapters/NAME [--data ../shared/data/fmc_uia_dev] [--steps 300] [--lr 3e-5]
+
+The heads' automatic masks, a first click's ``box_refine`` and the tracker's boxes keep the decoders they use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..adapters.adapter import PromptDecoder
+from ..adapters.card import adapter_card
+from ..adapters.layout import METRICS_NAME
+from ..backbones.sam_style import sam_decode
+from ..data.fmc import read_split
+from ..embedding import Embedded
+from ..errors import UsamError
+from ..io import read_image, read_mask
+from ..ops.masks import dice, mask_box
+from ..backbones import LOW_RES
+from ..predictor import Predictor
+from .cache import EmbeddingStore
+
+#: how far each side of a ground-truth box moves outward in training, as a fraction of the box's width / height,
+#: drawn anew each time it is shown (inward where negative); MedSAM's boxes were 0-20 px larger at 1024 px
+BOX_JITTER = (-0.05, 0.10)
+
+
+@dataclass
+class BoxExample:
+    """One object of a segmentation sample: ``embedding (1, C, h, w)`` of the bare encoder with its ``geometry``,
+    its tight ground-truth ``box (4,)`` xyxy in original pixels, its mask in model space ``target (1, 1, 256, 256)``
+    (the low-res frame, padding 0) and at the original size ``truth (H, W)`` bool."""
+
+    embedding: torch.Tensor
+    geometry: object
+    box: np.ndarray
+    target: torch.Tensor
+    truth: np.ndarray
+
+
+def box_examples(store: EmbeddingStore, samples: list, desc: str = "box examples") -> list[BoxExample]:
+    """Every object (foreground class present) of segmentation ``samples``, on ``store``'s embeddings."""
+    out = []
+    for s in tqdm(samples, desc=desc, unit="img"):
+        emb: Embedded = store.get(s.image_path)
+        gt = read_mask(s.mask_path)
+        for c in range(1, s.num_classes):
+            truth = gt == c
+            if truth.any():
+                target = emb.geometry.mask_to_input(truth.astype(np.float32), LOW_RES) > 0.5
+                out.append(BoxExample(emb.embedding.float(), emb.geometry, np.asarray(mask_box(truth), np.float64),
+                                      target.float()[None, None], truth))
+    return out
+
+
+def jitter_box(box: np.ndarray, hw: tuple[int, int], rng: np.random.Generator,
+               jitter: tuple[float, float] = BOX_JITTER) -> np.ndarray:
+    """``box (4,)`` xyxy with each side moved outward by ``U(jitter)`` of its width / height, clipped to the
+    ``(H, W)`` image."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    move = rng.uniform(*jitter, size=4) * np.array([w, h, w, h]) * np.array([-1, -1, 1, 1])
+    return np.clip(box + move, 0, [hw[1] - 1, hw[0] - 1, hw[1] - 1, hw[0] - 1])
+
+
+def box_loss(low_res: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SAM's losses for single-mask box answers: BCE + soft Dice of the low-res logits ``(B, 1, 256, 256)``
+    against ``target (B, 1, 256, 256)``, plus the MSE of the predicted IoU ``(B, 1)`` against the mask's IoU."""
+    low_res = low_res.float()
+    bce = F.binary_cross_entropy_with_logits(low_res, target)
+    p = low_res.sigmoid()
+    soft = 1 - (2 * (p * target).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+    with torch.no_grad():
+        hard = low_res > 0
+        inter = (hard & (target > 0.5)).sum((1, 2, 3)).float()
+        union = (hard | (target > 0.5)).sum((1, 2, 3)).float().clamp(min=1)
+    return bce + soft.mean() + F.mse_loss(iou_pred.float()[:, 0], inter / union)
+
+
+def _decode_boxes(decoder: PromptDecoder, examples: list[BoxExample], boxes: list[np.ndarray]):
+    emb = torch.cat([e.embedding for e in examples])
+    b = torch.tensor(np.stack([e.geometry.boxes_to_input(bx[None])[0] for e, bx in zip(examples, boxes)]),
+                     dtype=torch.float32)
+    return sam_decode(decoder.prompt_encoder, decoder.mask_decoder, emb, boxes=b, multimask_output=False)
+
+
+@torch.no_grad()
+def box_dice(decoder: PromptDecoder, examples: list[BoxExample]) -> float:
+    """Mean Dice of ``decoder``'s answers to the tight ground-truth boxes of ``examples``, at the original size."""
+    vals = []
+    for e in examples:
+        low, _ = _decode_boxes(decoder, [e], [e.box])
+        vals.append(dice(e.geometry.masks_to_original(low.float())[0, 0].numpy() > 0, e.truth))
+    return float(np.mean(vals))
+
+
+def fit_box_decoder(decoder: PromptDecoder, train: list[BoxExample], val: list[BoxExample], steps: int = 300,
+                    lr: float = 3e-5, batch: int = 8, seed: int = 0, eval_every: int = 50,
+                    log=print) -> tuple[PromptDecoder, list[dict]]:
+    """Fine-tune ``decoder``'s mask decoder (its prompt encoder stays) on jittered boxes of ``train`` (AdamW,
+    one-cycle), val Dice every ``eval_every`` steps; returns a copy with the best val step's weights (step 0: the
+    weights given) and the history (``{"step", "loss", "val_dice"}``, then ``{"kept_step": s}``)."""
+    if not train or not val:
+        raise UsamError(f"fitting a box decoder needs train and val objects, got {len(train)} and {len(val)}")
+    if steps < 1 or batch < 1 or eval_every < 1 or not lr > 0:
+        raise UsamError(f"steps, batch and eval_every must be >= 1 and lr > 0, got {steps}, {batch}, {eval_every}, {lr}")
+    decoder = copy.deepcopy(decoder).float()
+    rng = np.random.default_rng(seed)
+    decoder.requires_grad_(False)
+    params = list(decoder.mask_decoder.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    decoder.eval()  # SAM's decoder has no dropout / batch norm: eval changes nothing but is explicit
+    best = (box_dice(decoder, val), copy.deepcopy(decoder.state_dict()), 0)
+    history = [{"step": 0, "val_dice": round(best[0], 4)}]
+    log(f"box decoder: step 0 val Dice {best[0]:.4f} ({len(train)} train / {len(val)} val objects)")
+    for step in range(1, steps + 1):
+        idx = rng.choice(len(train), min(batch, len(train)), replace=False)
+        chosen = [train[i] for i in idx]
+        low, iou = _decode_boxes(decoder, chosen, [jitter_box(e.box, e.geometry.original_hw, rng) for e in chosen])
+        loss = box_loss(low, iou, torch.cat([e.target for e in chosen]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % eval_every == 0 or step == steps:
+            score = box_dice(decoder, val)
+            history.append({"step": step, "loss": round(float(loss.detach()), 5), "val_dice": round(score, 4)})
+            log(f"box decoder: step {step}/{steps} loss {float(loss.detach()):.4f} val Dice {score:.4f}")
+            if score > best[0]:
+                best = (score, copy.deepcopy(decoder.state_dict()), step)
+    decoder.load_state_dict(best[1])
+    return decoder.requires_grad_(False), history + [{"kept_step": best[2]}]
+
+
+def route_dice(model, samples: list, route: str) -> float:
+    """Mean Dice of the active adapter's answers to ground-truth boxes of segmentation ``samples`` under
+    ``box_prompts: route``, through :class:`~usam.predictor.Predictor` as a user's box is answered."""
+    predictor, vals = Predictor(model), []
+    with model.adapter.decoder.using(box_prompts=route):
+        for s in samples:
+            gt = read_mask(s.mask_path)
+            predictor.set_image(read_image(s.image_path))
+            for c in range(1, s.num_classes):
+                if (gt == c).any():
+                    m, _, _ = predictor.predict(box=mask_box(gt == c), multimask_output=False)
+                    vals.append(dice(m[0], gt == c))
+    return float(np.mean(vals))
+
+
+def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float = 3e-5, batch: int = 8,
+                      limit: int | None = None, seed: int = 0, eval_every: int = 50, precision: str = "auto",
+                      log=print) -> dict:
+    """Fine-tune a box decoder for the adapter at ``adapter_dir`` on its segmentation tasks' train split under
+    ``data`` (:func:`fit_box_decoder`), compare it on val with the adapter's box route, and save the adapter
+    there (the box decoder and ``box_prompts: boxes`` only if it wins). Returns the report written to
+    ``training.box_decoder``."""
+    import usam  # the facade's load (backbone + adapter), imported here: usam imports this package
+
+    model = usam.load(adapters=[adapter_dir], precision=precision)
+    adapter = model.adapter
+    if adapter.decoder is None:
+        raise UsamError(f"{adapter_dir} has no tuned decoder (decoder: null) to hold a box decoder")
+    seg = [t for t, s in adapter.tasks.items() if s.kind == "segmentation"]
+    if not seg:
+        raise UsamError(f"{adapter_dir} has no segmentation task to take boxes from")
+    splits = {}
+    for name in ("train", "val"):
+        rows = read_split(Path(data) / name, tasks=seg)
+        splits[name] = [s for t in seg for s in rows.get(t, [])[:limit]]
+        if not splits[name]:
+            raise UsamError(f"no {name} rows of {', '.join(seg)} under {data}")
+    t0 = time.time()
+    with model.using_adapter(None):
+        store = EmbeddingStore(model)  # the bare encoder's: what a box decoder answers on
+    train, val = (box_examples(store, splits[n], f"{n} boxes") for n in ("train", "val"))
+    fresh = PromptDecoder(model.backbone).requires_grad_(False)
+    fitted, history = fit_box_decoder(fresh, train, val, steps, lr, batch, seed, eval_every, log)
+    before_route = adapter.decoder.box_prompts
+    before = route_dice(model, splits["val"], before_route)
+    old_boxes = adapter.decoder.boxes
+    adapter.decoder.boxes = fitted
+    after = route_dice(model, splits["val"], "boxes")
+    kept = after > before
+    if not kept:
+        adapter.decoder.boxes = old_boxes
+        log(f"the box decoder does not beat box_prompts {before_route!r} on val ({before:.4f} -> {after:.4f}): "
+            "the adapter keeps its box route and weights")
+    else:
+        adapter.decoder.box_prompts = "boxes"
+        adapter.config.decoder["boxes"] = "separate"
+        adapter.config.decoder["box_prompts"] = "boxes"
+    report = {"tasks": seg, "train_images": len(splits["train"]), "val_images": len(splits["val"]),
+              "train_objects": len(train), "val_objects": len(val), "steps": steps, "lr": lr, "batch": batch,
+              "jitter": list(BOX_JITTER), "precision": model.precision,
+              "val_route_before": before_route, "val_dice_before": round(before, 4),
+              "val_dice_box_decoder": round(after, 4), "kept": kept, "seconds": round(time.time() - t0),
+              "history": history}
+    adapter.config.training["box_decoder"] = report
+    metrics_path = Path(adapter_dir) / METRICS_NAME
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    adapter.save_pretrained(adapter_dir, model.backbone.image_encoder, card=adapter_card(adapter.config, metrics))
+    return report
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("adapter")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "fmc_uia_dev"))
+    ap.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    ap.add_argument("--lr", type=float, default=3e-5, help="peak learning rate, one-cycle (default 3e-5)")
+    ap.add_argument("--batch", type=int, default=8, help="boxes per step (default 8)")
+    ap.add_argument("--eval-every", type=int, default=50, help="val Dice every N steps; the best step is kept")
+    ap.add_argument("--limit", type=int, default=None, help="at most N images per task and split")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", default="auto", help="encoder precision of the cached embeddings (default auto)")
+    args = ap.parse_args(argv)
+    try:
+        report = train_box_decoder(args.adapter, args.data, args.steps, args.lr, args.batch, args.limit, args.seed,
+                                   args.eval_every, args.precision)
+    except UsamError as exc:
+        print(f"usam.train.boxes: {exc}", file=sys.stderr)
+        return 2
+    print({k: report[k] for k in ("val_route_before", "val_dice_before", "val_dice_box_decoder", "kept")})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
