@@ -58,6 +58,9 @@ def main(argv=None) -> int:
                     help="only recompute the chosen adapters' interactive benchmark (the Dice-vs-clicks curve, NoC and "
                          "quality figures of the interactive table, after a new click setting); every other figure is "
                          "kept")
+    ap.add_argument("--prompts-only", action="store_true",
+                    help="only recompute the chosen adapters' prompted Dice (GT box, 1..3 clicks, no prompt, e.g. after "
+                         "a new box route) and the fp32 check cases; every other figure is kept")
     ap.add_argument("--check-only", action="store_true",
                     help="only recompute the fp32 per-image check cases in adapters/results.json (what CI re-checks)")
     args = ap.parse_args(argv)
@@ -73,6 +76,8 @@ def main(argv=None) -> int:
         return quality_only(args)
     if args.clicks_only:
         return clicks_only(args)
+    if args.prompts_only:
+        return prompts_only(args)
 
     import usam
     from usam.challenge import evaluate, write_report
@@ -180,6 +185,31 @@ def clicks_only(args) -> int:
     return 0
 
 
+def prompts_only(args) -> int:
+    """``--prompts-only``: the chosen adapters' prompted Dice (:func:`usam.challenge.interactive.evaluate_prompts`:
+    GT box, 1..3 clicks, no prompt) recomputed on the split, and the fp32 check cases; the rest of
+    ``adapters/results.json`` kept; ``RESULTS.md`` and the cards rewritten from it."""
+    import usam
+    from usam.challenge.interactive import evaluate_prompts
+    from usam.data.fmc import read_split
+
+    stored = json.loads((ROOT / "adapters" / "results.json").read_text())
+    rows = read_split(Path(args.data) / args.split)
+    dirs = [ROOT / "adapters" / a for a in args.adapters]
+    for adapter, d in zip(args.adapters, dirs):
+        t0 = time.time()
+        model = usam.UsamModel.from_pretrained(adapters=[str(d)], precision=args.precision, cache_size=2000)
+        for tid in ADAPTERS[adapter]:
+            res = evaluate_prompts(model, adapter, rows[tid], n_clicks=3)
+            stored["figures"][tid].update({f"prompt:{k}": v for k, v in res["mean"].items()})
+            stored["figures"][tid]["prompt:n_objects"] = res["n_objects"]
+        stored["runs"].setdefault(adapter, {})["prompt_figures"] = (
+            f"--prompts-only, precision {model.precision}, runtime {model.runtime}, {time.time() - t0:.0f} s")
+    stored.update(check_cases(Path(args.data) / args.split))
+    _rewrite_results(args, stored, dirs)
+    return 0
+
+
 def _rewrite_results(args, stored: dict, dirs: list[Path]) -> None:
     """``adapters/results.json`` from ``stored`` (as read, some figures recomputed), then ``RESULTS.md`` and the
     cards of the adapters in ``dirs`` from it."""
@@ -197,6 +227,7 @@ def results_markdown(args, figures: dict, n: dict, runs: dict) -> str:
                  f"runtime {r.get('runtime', 'torch')}" + (f" (quality figures recomputed by {r['quality_figures']})"
                                                            if r.get("quality_figures") else "")
                  + (f" (interactive benchmark recomputed by {r['click_figures']})" if r.get("click_figures") else "")
+                 + (f" (prompted Dice recomputed by {r['prompt_figures']})" if r.get("prompt_figures") else "")
                  for a, r in sorted(runs.items())) + ".", "",
              "| task / metric | n | value | target | met |", "|---|---|---|---|---|"]
     for tid, key, label, op, target in TARGETS:

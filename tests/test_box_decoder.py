@@ -95,6 +95,13 @@ def test_a_box_decoder_on_an_adapter_answers_a_box_alone_and_nothing_else(tiny_v
     assert back.answering(points=click)[1] is back.clicks.mask_decoder
     heads, _ = decode_box(back, emb, box, None)  # the heads' boxes keep the backbone's decoder
     torch.testing.assert_close(heads, base)
+    lacking = Adapter(AdapterConfig(name="plain", backbone=tiny_vit.name, backbone_checksum=tiny_vit.checksum,
+                                    tasks=config.tasks, lora=None, input_size=tiny_vit.input_size,
+                                    decoder={"lora": None, "train": ["mask_decoder.iou_token"]}), tiny_vit).decoder
+    for route in ("boxes", "clicks"):
+        with pytest.raises(ConfigError, match=f"no {route[:-1]} decoder of its own"):
+            with lacking.using(box_prompts=route):
+                pass
 
 
 def test_retraining_keeps_the_old_adapters_box_decoder(tiny_vit, tmp_path):
@@ -160,6 +167,7 @@ def test_a_box_decoder_that_loses_on_val_leaves_the_weights_as_they_were(fetal_c
     cfg = json.loads((fetal_copy / "config.json").read_text())
     assert "boxes" not in cfg["decoder"] and cfg["decoder"]["box_prompts"] == route
     assert cfg["training"]["box_decoder"]["kept"] is False
+    assert f"**not kept** (boxes stay `{route}`)" in (fetal_copy / "README.md").read_text()
     after = load_file(str(fetal_copy / "heads.safetensors"))
     assert before.keys() == after.keys()
     for k in before:
@@ -192,7 +200,7 @@ def test_a_box_decoder_that_wins_on_val_answers_boxes_after_reload(fetal_copy, d
     for k, v in model.backbone.prompt_encoder.named_parameters():
         torch.testing.assert_close(own_pe[k], v.half().float(), rtol=0, atol=0, msg=k)
     card = (fetal_copy / "README.md").read_text()
-    assert "box_prompts: boxes" in card
+    assert "fine-tuned by `python -m usam.train.boxes`" in card and "kept: a user's box goes to it" in card
     # a user's box goes to it: the same box under the backbone's decoder gives another answer
     s = read_split(Path(data_root) / "val", tasks=["fetal_head"])["fetal_head"][0]
     p = Predictor(model)
@@ -210,3 +218,37 @@ def test_bad_arguments_are_refused(tiny_vit):
 
     with pytest.raises(UsamError, match="train and val"):
         fit_box_decoder(PromptDecoder(tiny_vit), [], [], log=lambda *_: None)
+
+
+@pytest.mark.real
+def test_the_shipped_breast_box_decoder_answers_on_the_bare_embedding(data_root):
+    """``adapters/breast`` (encoder LoRA, ``box_prompts: boxes``): a box alone is the box decoder's answer on the
+    LoRA-free embedding, exactly; a click still goes to the click decoder on the LoRA embedding."""
+    import usam
+    from usam.backbones.sam_style import sam_decode
+    from usam.data.fmc import read_split
+    from usam.io import read_image
+    from usam.predictor import Predictor
+
+    model = usam.load(adapters=[str(ROOT / "adapters" / "breast")], precision="fp32", runtime="torch")
+    dec = model.adapter.decoder
+    assert model.adapter.lora_name and dec.box_prompts == "boxes" and dec.boxes is not None
+    image = read_image(read_split(data_root / "test", tasks=["breast_lesion"])["breast_lesion"][3].image_path)
+    pred = Predictor(model)
+    emb = pred.set_image(image)
+    box = np.array([60.0, 50.0, 300.0, 240.0])
+    _, _, low = pred.predict(box=box, multimask_output=False)
+    bare = model.embed_bare(image)
+    with torch.no_grad():
+        ref, _ = sam_decode(dec.boxes.prompt_encoder, dec.boxes.mask_decoder, bare.embedding,
+                            boxes=torch.as_tensor(bare.geometry.boxes_to_input(box[None]), dtype=torch.float32),
+                            multimask_output=False)
+    np.testing.assert_array_equal(low, ref[0].float().numpy())
+    assert not torch.equal(bare.embedding, emb.embedding)  # the LoRA embedding differs: the route matters
+    _, _, click = pred.predict(np.array([[180.0, 150.0]]), np.array([1]))
+    with torch.no_grad():
+        ref_click, _ = sam_decode(dec.clicks.prompt_encoder, dec.clicks.mask_decoder, emb.embedding,
+                                  points=(torch.as_tensor(emb.geometry.points_to_input(np.array([[[180.0, 150.0]]])),
+                                                          dtype=torch.float32), torch.tensor([[1]])),
+                                  multimask_output=True)
+    np.testing.assert_allclose(click, ref_click[0].float().numpy(), atol=1e-5)

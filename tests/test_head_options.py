@@ -147,7 +147,7 @@ def test_box_prompts_bare_answers_a_box_as_the_bare_backbone(breast):
     clicks = (np.array([[180.0, 150.0]]), np.array([1]))
     pred = Predictor(model)
     pred.set_image(image)
-    with dec.using(box_prompts="base"):  # (the shipped adapter answers boxes "bare")
+    with dec.using(box_prompts="base"):  # (the shipped adapter answers boxes with its box decoder)
         base_box = pred.predict(box=box, multimask_output=False, return_logits=True)
         base_click = pred.predict(*clicks, return_logits=True)
     model.set_adapter(None)

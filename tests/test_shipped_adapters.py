@@ -72,8 +72,8 @@ def test_every_adapter_loads_with_card_and_metrics(model):
         assert "test" in metrics and metrics["test"], name
         assert name in model.adapters
         # heads + a LoRA-tuned decoder ~4-8 MB; a fully tuned prompt decoder (breast, issue #14) adds 16 MB of fp32,
-        # a separate click decoder (breast) 8 MB of fp16
-        assert sum(f.stat().st_size for f in d.iterdir()) < 32 * 2**20, f"adapter {name} is over 32 MB"
+        # a separate click decoder 8 MB of fp16, a box decoder (breast, intrapartum: usam.train.boxes) 8 MB more
+        assert sum(f.stat().st_size for f in d.iterdir()) < 40 * 2**20, f"adapter {name} is over 40 MB"
 
 
 @pytest.mark.parametrize("task", sorted(ADAPTER_OF))

@@ -136,6 +136,10 @@ class TunedDecoder(nn.Module):
                 settings[k] = checks[k](v) if checks.get(k) else v
             except Invalid as exc:
                 raise ConfigError(f"decoder.{k} {exc}, got {short_repr(v)}") from None
+        own = {"clicks": self.clicks, "boxes": self.boxes}  # routes to a decoder the adapter may lack
+        if settings.get("box_prompts") in own and own[settings["box_prompts"]] is None:
+            raise ConfigError(f"decoder.box_prompts {settings['box_prompts']!r}: this adapter has no "
+                              f"{settings['box_prompts'][:-1]} decoder of its own")
         saved = {k: getattr(self, k) for k in settings}
         try:
             for k, v in settings.items():

@@ -191,7 +191,7 @@ def _inference_options(config) -> list[str]:
     first = (config.decoder or {}).get("first_click")
     quality = (config.decoder or {}).get("quality")
     if (not config.head_options and not box and not separate and not window and not zoom and not merge and not first
-            and not quality and not config.training.get("calibration")):
+            and not quality and not config.training.get("calibration") and not config.training.get("box_decoder")):
         return []
     lines = ["", "## Inference options", "",
              "Chosen on the validation split (`scripts/tune_head_options.py`); applied by `model.predict` and `usam predict`:", ""]
@@ -267,6 +267,16 @@ def _inference_options(config) -> list[str]:
                      f"{b.get('iou_error')} -> {a.get('iou_error')}, Spearman {b.get('iou_spearman')} -> "
                      f"{a.get('iou_spearman')}, Dice {b.get('dice')} -> {a.get('dice')}"
                      + _calibration_verdict(calibrated, affine))
+    boxed = config.training.get("box_decoder") if isinstance(config.training, dict) else None
+    if boxed:
+        verdict = ("kept: a user's box goes to it (`box_prompts: boxes`)" if boxed.get("kept")
+                   else f"**not kept** (boxes stay `{boxed.get('val_route_before')}`)")
+        lines.append(f"- box decoder: the backbone's mask decoder fine-tuned by `python -m usam.train.boxes` on "
+                     f"{boxed.get('train_objects')} ground-truth boxes of the train split (each side moved out by "
+                     f"{boxed.get('jitter')} of its length), {boxed.get('steps')} steps, on the bare encoder's "
+                     f"embeddings; val Dice from ground-truth boxes (n={boxed.get('val_objects')}) "
+                     f"`{boxed.get('val_route_before')}` {boxed.get('val_dice_before')} -> box decoder "
+                     f"{boxed.get('val_dice_box_decoder')}: {verdict}")
     return lines
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -32,10 +31,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..adapters.adapter import PromptDecoder
-from ..adapters.card import adapter_card
-from ..adapters.layout import METRICS_NAME
+from ..adapters.validate import rewrite_card
 from ..backbones.sam_style import sam_decode
-from ..data.fmc import read_split
 from ..embedding import Embedded
 from ..errors import UsamError
 from ..io import read_image, read_mask
@@ -43,6 +40,7 @@ from ..ops.masks import dice, mask_box
 from ..backbones import LOW_RES
 from ..predictor import Predictor
 from .cache import EmbeddingStore
+from .rows import segmentation_rows
 
 #: how far each side of a ground-truth box moves outward in training, as a fraction of the box's width / height,
 #: drawn anew each time it is shown (inward where negative); MedSAM's boxes were 0-20 px larger at 1024 px
@@ -186,15 +184,7 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
     adapter = model.adapter
     if adapter.decoder is None:
         raise UsamError(f"{adapter_dir} has no tuned decoder (decoder: null) to hold a box decoder")
-    seg = [t for t, s in adapter.tasks.items() if s.kind == "segmentation"]
-    if not seg:
-        raise UsamError(f"{adapter_dir} has no segmentation task to take boxes from")
-    splits = {}
-    for name in ("train", "val"):
-        rows = read_split(Path(data) / name, tasks=seg)
-        splits[name] = [s for t in seg for s in rows.get(t, [])[:limit]]
-        if not splits[name]:
-            raise UsamError(f"no {name} rows of {', '.join(seg)} under {data}")
+    seg, splits = segmentation_rows(adapter_dir, adapter.tasks, data, limit, "to take boxes from")
     t0 = time.time()
     with model.using_adapter(None):
         store = EmbeddingStore(model)  # the bare encoder's: what a box decoder answers on
@@ -222,9 +212,8 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
               "val_dice_box_decoder": round(after, 4), "kept": kept, "seconds": round(time.time() - t0),
               "history": history}
     adapter.config.training["box_decoder"] = report
-    metrics_path = Path(adapter_dir) / METRICS_NAME
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    adapter.save_pretrained(adapter_dir, model.backbone.image_encoder, card=adapter_card(adapter.config, metrics))
+    adapter.save_pretrained(adapter_dir, model.backbone.image_encoder)
+    rewrite_card(adapter_dir)  # from the config just saved and the adapter's metrics.json
     return report
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -53,17 +52,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..adapters.card import adapter_card
-from ..adapters.layout import METRICS_NAME
+from ..adapters.validate import rewrite_card
 from ..adapters.config import QUALITIES, QUALITY_FIT_LIMIT
 from ..challenge.interactive import click_session, spearman
-from ..data.fmc import Sample, read_split
+from ..data.fmc import Sample
 from ..errors import UsamError
 from ..io import read_mask
 from ..ops.clicks import innermost_point
 from ..ops.masks import iou, stability_score
 from ..predictor import Predictor, quality_estimate
 from .cache import EmbeddingStore
+from .rows import segmentation_rows
 
 
 @dataclass
@@ -311,15 +310,7 @@ def calibrate_adapter(adapter_dir: str, data: str, n_clicks: int = 10, starts: i
 
     model = usam.load(adapters=[adapter_dir], precision="fp32", runtime="torch")
     decoder = click_decoder(model)
-    seg = [t for t, s in model.adapter.tasks.items() if s.kind == "segmentation"]
-    if not seg:
-        raise UsamError(f"{adapter_dir} has no segmentation task to run click sessions on")
-    splits = {}
-    for name in ("train", "val"):
-        rows = read_split(Path(data) / name, tasks=seg)
-        splits[name] = [s for t in seg for s in rows.get(t, [])[:limit]]
-        if not splits[name]:
-            raise UsamError(f"no {name} rows of {', '.join(seg)} under {data}")
+    seg, splits = segmentation_rows(adapter_dir, model.adapter.tasks, data, limit, "to run click sessions on")
     t0 = time.time()
     train, val = (collect_passes(model, splits[n], n_clicks, starts if n == "train" else 1, desc=f"{n} sessions")
                   for n in ("train", "val"))
@@ -353,9 +344,8 @@ def calibrate_adapter(adapter_dir: str, data: str, n_clicks: int = 10, starts: i
               "val_first_click_after": after, "val_curve_before": curve_before, "val_curve_after": curve_after,
               "kept": kept, "seconds": round(time.time() - t0), "history": history}
     model.adapter.config.training["calibration"] = report
-    metrics_path = Path(adapter_dir) / METRICS_NAME
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    model.adapter.save_pretrained(adapter_dir, model.backbone.image_encoder, card=adapter_card(model.adapter.config, metrics))
+    model.adapter.save_pretrained(adapter_dir, model.backbone.image_encoder)
+    rewrite_card(adapter_dir)  # from the config just saved and the adapter's metrics.json
     return report
 
 

@@ -71,3 +71,20 @@ def task_specs(train: dict[str, list[Sample]]) -> dict[str, TaskSpec]:
         specs[tid] = TaskSpec(task_id=tid, kind=r.kind, num_classes=n, class_names=r.class_names)
     return specs
 
+
+def segmentation_rows(adapter_dir, tasks: dict[str, TaskSpec], data, limit: int | None,
+                      use: str) -> tuple[list[str], dict[str, list[Sample]]]:
+    """The segmentation task ids of the adapter at ``adapter_dir`` (its ``tasks``) and their ``train`` / ``val`` rows
+    under the FMC_UIA root ``data`` (each task's first ``limit``), one list per split; ``use`` says what they are
+    for in the error an adapter without a segmentation task gets."""
+    seg = [t for t, s in tasks.items() if s.kind == "segmentation"]
+    if not seg:
+        raise DataError(f"{adapter_dir} has no segmentation task {use}")
+    splits = {}
+    for name in ("train", "val"):
+        rows = read_split(Path(data) / name, tasks=seg)
+        splits[name] = [s for t in seg for s in rows.get(t, [])[:limit]]
+        if not splits[name]:
+            raise DataError(f"no {name} rows of {', '.join(seg)} under {data}")
+    return seg, splits
+
