@@ -166,21 +166,13 @@ def clicks_only(args) -> int:
     """``--clicks-only``: the chosen adapters' interactive benchmark
     (:func:`usam.challenge.interactive.evaluate_clicks`, ``--clicks`` clicks) recomputed on the split, the rest of
     ``adapters/results.json`` kept; ``RESULTS.md`` and the cards rewritten from it."""
-    import usam
     from usam.challenge.interactive import evaluate_clicks
-    from usam.data.fmc import read_split
 
-    stored = json.loads((ROOT / "adapters" / "results.json").read_text())
-    rows = read_split(Path(args.data) / args.split)
-    dirs = [ROOT / "adapters" / a for a in args.adapters]
-    for adapter, d in zip(args.adapters, dirs):
-        t0 = time.time()
-        model = usam.UsamModel.from_pretrained(adapters=[str(d)], precision=args.precision, cache_size=2000)
-        for tid in ADAPTERS[adapter]:
-            inter = evaluate_clicks(model, adapter, rows[tid], n_clicks=args.clicks)
-            stored["figures"][tid].update({f"clicks:{k}": v for k, v in inter.items() if k != "cases"})
-        stored["runs"].setdefault(adapter, {})["click_figures"] = (
-            f"--clicks-only, precision {model.precision}, runtime {model.runtime}, {time.time() - t0:.0f} s")
+    def figures(model, adapter, rows):
+        return {f"clicks:{k}": v for k, v in evaluate_clicks(model, adapter, rows, n_clicks=args.clicks).items()
+                if k != "cases"}
+
+    stored, dirs = _recompute(args, "click_figures", "--clicks-only", figures)
     _rewrite_results(args, stored, dirs)
     return 0
 
@@ -189,8 +181,23 @@ def prompts_only(args) -> int:
     """``--prompts-only``: the chosen adapters' prompted Dice (:func:`usam.challenge.interactive.evaluate_prompts`:
     GT box, 1..3 clicks, no prompt) recomputed on the split, and the fp32 check cases; the rest of
     ``adapters/results.json`` kept; ``RESULTS.md`` and the cards rewritten from it."""
-    import usam
     from usam.challenge.interactive import evaluate_prompts
+
+    def figures(model, adapter, rows):
+        res = evaluate_prompts(model, adapter, rows, n_clicks=3)
+        return {**{f"prompt:{k}": v for k, v in res["mean"].items()}, "prompt:n_objects": res["n_objects"]}
+
+    stored, dirs = _recompute(args, "prompt_figures", "--prompts-only", figures)
+    stored.update(check_cases(Path(args.data) / args.split))
+    _rewrite_results(args, stored, dirs)
+    return 0
+
+
+def _recompute(args, note: str, flag: str, figures) -> tuple[dict, list[Path]]:
+    """``adapters/results.json`` with each chosen adapter's tasks' figures updated by ``figures(model, adapter,
+    rows)`` (the adapter loaded alone, ``--precision``), and ``runs[adapter][note]`` saying how (``flag``, precision,
+    runtime, seconds). Returns it and the adapters' folders."""
+    import usam
     from usam.data.fmc import read_split
 
     stored = json.loads((ROOT / "adapters" / "results.json").read_text())
@@ -200,14 +207,10 @@ def prompts_only(args) -> int:
         t0 = time.time()
         model = usam.UsamModel.from_pretrained(adapters=[str(d)], precision=args.precision, cache_size=2000)
         for tid in ADAPTERS[adapter]:
-            res = evaluate_prompts(model, adapter, rows[tid], n_clicks=3)
-            stored["figures"][tid].update({f"prompt:{k}": v for k, v in res["mean"].items()})
-            stored["figures"][tid]["prompt:n_objects"] = res["n_objects"]
-        stored["runs"].setdefault(adapter, {})["prompt_figures"] = (
-            f"--prompts-only, precision {model.precision}, runtime {model.runtime}, {time.time() - t0:.0f} s")
-    stored.update(check_cases(Path(args.data) / args.split))
-    _rewrite_results(args, stored, dirs)
-    return 0
+            stored["figures"][tid].update(figures(model, adapter, rows[tid]))
+        stored["runs"].setdefault(adapter, {})[note] = (
+            f"{flag}, precision {model.precision}, runtime {model.runtime}, {time.time() - t0:.0f} s")
+    return stored, dirs
 
 
 def _rewrite_results(args, stored: dict, dirs: list[Path]) -> None:

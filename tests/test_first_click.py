@@ -94,7 +94,7 @@ def test_each_candidate_is_its_own_box_answered_and_scored_by_agreement(breast):
 def test_the_shipped_first_click_setting_holds_on_real_val_images(breast):
     """The shipped ``decoder.first_click`` is the one with the best recorded val score (``scripts/tune_head_options.py
     --first-click-only --clicks 20`` on all 63 breast val lesions, mean Dice over 1..20 clicks with the shipped
-    box route ``bare``: direct 0.9346, box_refine 0.9345), and on the first 8 val lesions the chosen first-click mask
+    box route ``boxes``: direct 0.9407, box_refine 0.9405), and on the first 8 val lesions the chosen first-click mask
     (argmax of the scores, as the demo and ``usam evaluate --clicks`` take it) is good either way. The two are too
     close for 8 lesions to rank them (there box_refine leads, 0.942 vs 0.928; over all 63 direct does at 1 click,
     0.885 vs 0.880)."""

@@ -359,8 +359,9 @@ class Predictor:
         """A first click's candidates, each re-answered from its own tight box (``first_click: box_refine``).
 
         The click decoder proposes ``M`` candidates: logits ``masks (1, M, H, W)`` at the original size, predicted
-        IoUs ``scores (1, M)``, ``low_res (1, M, 256, 256)``. The decoder that answers a box alone (the backbone's,
-        ``box_prompts: base``: LiteMedSAM was trained on boxes) answers each candidate's tight box (one batch on
+        IoUs ``scores (1, M)``, ``low_res (1, M, 256, 256)``. The decoder that answers a box alone (``box_prompts``:
+        e.g. the backbone's, ``base``, LiteMedSAM was trained on boxes; or the adapter's box decoder, ``boxes``, on
+        the bare encoder's embedding) answers each candidate's tight box (one batch on
         PyTorch, one box at a time on a compiled decoder: there a first click costs ~3.7x a direct one, 446 vs
         119 ms p50 on 1 busy AVX2 thread, ``benchmarks/bench_click.py``). Each answer replaces its candidate,
         scored ``sqrt(clip(score, 0, 1) * agreement)``, ``agreement`` = IoU of

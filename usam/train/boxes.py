@@ -13,7 +13,8 @@ adapter's weights stay as they were. The figures go to ``training.box_decoder`` 
 
     python -m usam.train.boxes adapters/NAME [--data ../shared/data/fmc_uia_dev] [--steps 300] [--lr 3e-5]
 
-The heads' automatic masks, a first click's ``box_refine`` and the tracker's boxes keep the decoders they use.
+It answers a first click's ``box_refine`` too (each candidate re-answered from its own box, as a box alone is);
+the heads' automatic masks keep the decoders they use.
 """
 
 from __future__ import annotations
