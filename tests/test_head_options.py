@@ -231,7 +231,7 @@ def test_bad_box_prompts_route_is_refused(tmp_path):
     cfg = json.loads((target / "config.json").read_text())
     cfg["decoder"]["box_prompts"] = "both"
     (target / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(AdapterError, match=r"is not a usam adapter config \(decoder.box_prompts must be 'base', 'tuned', 'clicks' or 'bare', got 'both'"):
+    with pytest.raises(AdapterError, match=r"is not a usam adapter config \(decoder.box_prompts must be 'base', 'tuned', 'clicks', 'bare' or 'boxes', got 'both'"):
         usam.load(adapters=[str(target)])
 
 
@@ -262,7 +262,11 @@ def test_card_lists_the_inference_options():
     assert ("from click 11 of a prompt on (every click so far, the previous mask fed back), the decoder's answer "
             "replaces the mask shown only in the connected region where it differs from it and that holds the latest "
             "click (`click_merge: 10`" in adapter_card(cfg, {}))
+    # fetal_head's box decoder lost to its tuned decoder on val (usam.train.boxes): the card says so
+    assert "box decoder: the backbone's mask decoder fine-tuned" in adapter_card(cfg, {})
+    assert "**not kept** (boxes stay `tuned`)" in adapter_card(cfg, {})
     cfg.head_options, cfg.decoder = {}, None
+    cfg.training = {k: v for k, v in cfg.training.items() if k != "box_decoder"}
     assert "## Inference options" not in adapter_card(cfg, {})
     breast = AdapterConfig.from_dict(json.loads((ROOT / "adapters" / "breast" / "config.json").read_text()))
     record = breast.training["locate"]["breast_lesion"]
