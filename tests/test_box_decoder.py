@@ -212,12 +212,52 @@ def test_a_box_decoder_that_wins_on_val_answers_boxes_after_reload(fetal_copy, d
     assert not np.allclose(own, bare)
 
 
-def test_bad_arguments_are_refused(tiny_vit):
+@pytest.mark.real
+def test_a_later_attempt_keeps_the_record_of_the_box_decoder_in_use(fetal_copy, data_root, monkeypatch):
+    """After the winning run above: an attempt that loses goes to ``training.box_decoder_attempt``, the record and
+    weights of the box decoder in use stay; an attempt where no step beat the backbone's decoder is not kept."""
+    import usam.train.boxes as boxes
+
+    cfg0 = json.loads((fetal_copy / "config.json").read_text())
+    assert cfg0["decoder"]["box_prompts"] == "boxes" and cfg0["training"]["box_decoder"]["kept"] is True
+    weights0 = load_file(str(fetal_copy / "heads.safetensors"))
+    report, _ = _run(fetal_copy, data_root, monkeypatch, winner="not the box decoder")
+    cfg = json.loads((fetal_copy / "config.json").read_text())
+    assert report["kept"] is False and report["val_route_before"] == "boxes"
+    assert cfg["training"]["box_decoder"] == cfg0["training"]["box_decoder"]
+    assert cfg["training"]["box_decoder_attempt"]["kept"] is False and cfg["decoder"] == cfg0["decoder"]
+    after = load_file(str(fetal_copy / "heads.safetensors"))
+    for k in weights0:
+        torch.testing.assert_close(after[k], weights0[k], rtol=0, atol=0, msg=k)
+    # no step beats step 0 (the backbone's own decoder): nothing to compare, nothing kept
+    real_fit = boxes.fit_box_decoder
+    monkeypatch.setattr(boxes, "fit_box_decoder",
+                        lambda *a, **k: (real_fit(*a, **k)[0], [{"step": 0, "val_dice": 0.9}, {"kept_step": 0}]))
+    report, seen = _run(fetal_copy, data_root, monkeypatch, winner="boxes")
+    assert report["kept"] is False and report["val_dice_box_decoder"] is None and set(seen) == {"boxes"}
+    assert json.loads((fetal_copy / "config.json").read_text())["training"]["box_decoder"] == cfg0["training"]["box_decoder"]
+
+
+def test_bad_arguments_are_refused_before_anything_is_loaded(tiny_vit, tmp_path, monkeypatch):
+    import usam
     from usam.adapters.adapter import PromptDecoder
-    from usam.train.boxes import fit_box_decoder
+    from usam.errors import AdapterError
+    from usam.train.boxes import fit_box_decoder, main, train_box_decoder
 
     with pytest.raises(UsamError, match="train and val"):
         fit_box_decoder(PromptDecoder(tiny_vit), [], [], log=lambda *_: None)
+    monkeypatch.setattr(usam, "load", lambda *a, **k: pytest.fail("loaded a model for refused arguments"))
+    for kwargs in ({"steps": 0}, {"lr": -1.0}, {"batch": 0}, {"eval_every": 0}, {"limit": 0}):
+        with pytest.raises(UsamError, match=">= 1"):
+            train_box_decoder(str(ROOT / "adapters" / "fetal_head"), "unused", **kwargs)
+    for where in (tmp_path / "missing", "someone/fetal_head"):  # a Hub id: this writes into the folder
+        with pytest.raises(AdapterError, match="not a local adapter folder"):
+            train_box_decoder(str(where), "unused")
+    for bad in (["--limit", "0"], ["--steps", "-3"], ["--batch", "x"]):
+        with pytest.raises(SystemExit) as exc:
+            main([str(tmp_path), *bad])
+        assert exc.value.code == 2
+    assert main([str(tmp_path / "missing")]) == 2
 
 
 @pytest.mark.real

@@ -269,14 +269,15 @@ def _inference_options(config) -> list[str]:
                      + _calibration_verdict(calibrated, affine))
     boxed = config.training.get("box_decoder") if isinstance(config.training, dict) else None
     if boxed:
+        route, after = boxed.get("val_route_before"), boxed.get("val_dice_box_decoder")
         verdict = ("kept: a user's box goes to it (`box_prompts: boxes`)" if boxed.get("kept")
-                   else f"**not kept** (boxes stay `{boxed.get('val_route_before')}`)")
+                   else f"**not kept** (boxes stay `{route}`)")
+        outcome = (f"`{route}` {boxed.get('val_dice_before')} -> box decoder {after}" if after is not None
+                   else f"no fine-tuning step beat the backbone's decoder (`{route}`: {boxed.get('val_dice_before')})")
         lines.append(f"- box decoder: the backbone's mask decoder fine-tuned by `python -m usam.train.boxes` on "
                      f"{boxed.get('train_objects')} ground-truth boxes of the train split (each side moved out by "
                      f"{boxed.get('jitter')} of its length), {boxed.get('steps')} steps, on the bare encoder's "
-                     f"embeddings; val Dice from ground-truth boxes (n={boxed.get('val_objects')}) "
-                     f"`{boxed.get('val_route_before')}` {boxed.get('val_dice_before')} -> box decoder "
-                     f"{boxed.get('val_dice_box_decoder')}: {verdict}")
+                     f"embeddings; val Dice from ground-truth boxes (n={boxed.get('val_objects')}) {outcome}: {verdict}")
     return lines
 
 

@@ -167,6 +167,17 @@ def _read_card_meta(path: Path) -> dict | None:
         raise AdapterError(f"{path}: {exc}") from exc
 
 
+def local_adapter_dir(directory: str | os.PathLike, why: str) -> Path:
+    """``directory`` as a :class:`~pathlib.Path` if it is a local folder holding an adapter's ``config.json``, else
+    :class:`~usam.errors.AdapterError`: commands that write into an adapter (``why`` says so) take no Hub id (pull
+    it into a folder first, ``usam hub pull ORG/NAME --local-dir DIR``)."""
+    path = Path(directory)
+    if not (path / CONFIG_NAME).is_file():
+        raise AdapterError(f"{str(directory)!r} is not a local adapter folder (no {CONFIG_NAME} there): {why}; "
+                           "pull a Hub adapter into a folder first (usam hub pull ORG/NAME --local-dir DIR)")
+    return path
+
+
 def rewrite_card(directory: str | os.PathLike, metrics: dict | None = None) -> None:
     """Rewrite an adapter folder's card (``README.md``) from its ``config.json`` (checked by
     :func:`validate_adapter_dir`) and ``metrics`` (default: its ``metrics.json``): after a script changed either."""

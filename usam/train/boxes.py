@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..adapters.adapter import PromptDecoder
-from ..adapters.validate import rewrite_card
+from ..adapters.validate import local_adapter_dir, rewrite_card
 from ..backbones.sam_style import sam_decode
 from ..embedding import Embedded
 from ..errors import UsamError
@@ -116,16 +116,21 @@ def box_dice(decoder: PromptDecoder, examples: list[BoxExample]) -> float:
     return float(np.mean(vals))
 
 
+def check_settings(steps: int, lr: float, batch: int, eval_every: int) -> None:
+    """Refuse training settings that cannot run (before any model is loaded or image encoded)."""
+    if steps < 1 or batch < 1 or eval_every < 1 or not lr > 0:
+        raise UsamError(f"steps, batch and eval_every must be >= 1 and lr > 0, got {steps}, {batch}, {eval_every}, {lr}")
+
+
 def fit_box_decoder(decoder: PromptDecoder, train: list[BoxExample], val: list[BoxExample], steps: int = 300,
                     lr: float = 3e-5, batch: int = 8, seed: int = 0, eval_every: int = 50,
                     log=print) -> tuple[PromptDecoder, list[dict]]:
     """Fine-tune ``decoder``'s mask decoder (its prompt encoder stays) on jittered boxes of ``train`` (AdamW,
     one-cycle), val Dice every ``eval_every`` steps; returns a copy with the best val step's weights (step 0: the
     weights given) and the history (``{"step", "loss", "val_dice"}``, then ``{"kept_step": s}``)."""
+    check_settings(steps, lr, batch, eval_every)
     if not train or not val:
         raise UsamError(f"fitting a box decoder needs train and val objects, got {len(train)} and {len(val)}")
-    if steps < 1 or batch < 1 or eval_every < 1 or not lr > 0:
-        raise UsamError(f"steps, batch and eval_every must be >= 1 and lr > 0, got {steps}, {batch}, {eval_every}, {lr}")
     decoder = copy.deepcopy(decoder).float()
     rng = np.random.default_rng(seed)
     decoder.requires_grad_(False)
@@ -172,13 +177,23 @@ def route_dice(model, samples: list, route: str) -> float:
     return float(np.mean(vals))
 
 
+#: fewer val objects than this and the stage warns that its keep-or-not comparison is noisy
+FEW_VAL_OBJECTS = 20
+
+
 def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float = 3e-5, batch: int = 8,
                       limit: int | None = None, seed: int = 0, eval_every: int = 50, precision: str = "auto",
                       log=print) -> dict:
-    """Fine-tune a box decoder for the adapter at ``adapter_dir`` on its segmentation tasks' train split under
-    ``data`` (:func:`fit_box_decoder`), compare it on val with the adapter's box route, and save the adapter
-    there (the box decoder and ``box_prompts: boxes`` only if it wins). Returns the report written to
-    ``training.box_decoder``."""
+    """Fine-tune a box decoder for the adapter in the local folder ``adapter_dir`` on its segmentation tasks' train
+    split under ``data`` (:func:`fit_box_decoder`), compare it on val with the adapter's box route, and save the
+    adapter there (the box decoder and ``box_prompts: boxes`` only if it wins: a fine-tuning step beat the
+    backbone's decoder, and the result beats the route). Returns the report, written to ``training.box_decoder``;
+    an attempt that loses to a box decoder already in use goes to ``training.box_decoder_attempt`` instead, so the
+    record of the one in use stays."""
+    check_settings(steps, lr, batch, eval_every)
+    if limit is not None and limit < 1:
+        raise UsamError(f"limit must be >= 1 images per task and split (or none), got {limit}")
+    local_adapter_dir(adapter_dir, "python -m usam.train.boxes writes the box decoder into it")
     import usam  # the facade's load (backbone + adapter), imported here: usam imports this package
 
     model = usam.load(adapters=[adapter_dir], precision=precision)
@@ -190,44 +205,70 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
     with model.using_adapter(None):
         store = EmbeddingStore(model)  # the bare encoder's: what a box decoder answers on
     train, val = (box_examples(store, splits[n], f"{n} boxes") for n in ("train", "val"))
+    if len(val) < FEW_VAL_OBJECTS:
+        log(f"warning: {len(val)} val objects only: keeping the box decoder or not is decided on few boxes")
     fresh = PromptDecoder(model.backbone).requires_grad_(False)
     fitted, history = fit_box_decoder(fresh, train, val, steps, lr, batch, seed, eval_every, log)
-    before_route = adapter.decoder.box_prompts
-    before = route_dice(model, splits["val"], before_route)
-    old_boxes = adapter.decoder.boxes
-    adapter.decoder.boxes = fitted
-    after = route_dice(model, splits["val"], "boxes")
-    kept = after > before
-    if not kept:
-        adapter.decoder.boxes = old_boxes
-        log(f"the box decoder does not beat box_prompts {before_route!r} on val ({before:.4f} -> {after:.4f}): "
-            "the adapter keeps its box route and weights")
+    route, old_boxes = adapter.decoder.box_prompts, adapter.decoder.boxes
+    present = f"{route!r}" + (" (the box decoder in use)" if route == "boxes" else "")
+    before = route_dice(model, splits["val"], route)
+    after = None
+    if history[-1]["kept_step"] == 0:
+        log("no fine-tuning step beat the backbone's decoder on val: nothing to keep")
     else:
+        adapter.decoder.boxes = fitted
+        after = route_dice(model, splits["val"], "boxes")
+    kept = after is not None and after > before
+    if kept:
         adapter.decoder.box_prompts = "boxes"
         adapter.config.decoder["boxes"] = "separate"
         adapter.config.decoder["box_prompts"] = "boxes"
-    report = {"tasks": seg, "train_images": len(splits["train"]), "val_images": len(splits["val"]),
-              "train_objects": len(train), "val_objects": len(val), "steps": steps, "lr": lr, "batch": batch,
-              "jitter": list(BOX_JITTER), "precision": model.precision,
-              "val_route_before": before_route, "val_dice_before": round(before, 4),
-              "val_dice_box_decoder": round(after, 4), "kept": kept, "seconds": round(time.time() - t0),
-              "history": history}
-    adapter.config.training["box_decoder"] = report
+        log(f"the box decoder beats the box route {present} on val ({before:.4f} -> {after:.4f}): a box alone now "
+            "goes to it (box_prompts: boxes)")
+    else:
+        adapter.decoder.boxes = old_boxes
+        if after is not None:
+            log(f"the box decoder does not beat the box route {present} on val ({before:.4f} -> {after:.4f}): "
+                "the adapter keeps its box route and weights")
+    report = {"tasks": seg, "data": str(data), "limit": limit, "train_images": len(splits["train"]),
+              "val_images": len(splits["val"]), "train_objects": len(train), "val_objects": len(val), "steps": steps,
+              "lr": lr, "batch": batch, "eval_every": eval_every, "seed": seed, "jitter": list(BOX_JITTER),
+              "precision": model.precision, "val_route_before": route, "val_dice_before": round(before, 4),
+              "val_dice_box_decoder": None if after is None else round(after, 4), "kept": kept,
+              "seconds": round(time.time() - t0), "history": history}
+    key = "box_decoder_attempt" if (not kept and old_boxes is not None) else "box_decoder"
+    adapter.config.training[key] = report
+    if key == "box_decoder":
+        adapter.config.training.pop("box_decoder_attempt", None)
     adapter.save_pretrained(adapter_dir, model.backbone.image_encoder)
     rewrite_card(adapter_dir)  # from the config just saved and the adapter's metrics.json
     return report
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("adapter")
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "fmc_uia_dev"))
-    ap.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    ap = argparse.ArgumentParser(
+        prog="python -m usam.train.boxes",
+        description="Fine-tune a box decoder for an adapter (the backbone's mask decoder on jittered ground-truth "
+                    "boxes of its segmentation tasks' train split, on the bare encoder's embeddings) and keep it only "
+                    "if it beats the adapter's box route on val; the result is recorded in the adapter's config.json "
+                    "(training.box_decoder) and card.")
+    ap.add_argument("adapter", help="a local adapter folder (written in place)")
+    data = Path(__file__).resolve().parents[3] / "shared" / "data" / "fmc_uia_dev"
+    ap.add_argument("--data", default=str(data), help=f"FMC_UIA root with train/ and val/ (default {data})")
+    ap.add_argument("--steps", type=_positive, default=300, help="optimizer steps (default 300)")
     ap.add_argument("--lr", type=float, default=3e-5, help="peak learning rate, one-cycle (default 3e-5)")
-    ap.add_argument("--batch", type=int, default=8, help="boxes per step (default 8)")
-    ap.add_argument("--eval-every", type=int, default=50, help="val Dice every N steps; the best step is kept")
-    ap.add_argument("--limit", type=int, default=None, help="at most N images per task and split")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=_positive, default=8, help="boxes per step (default 8)")
+    ap.add_argument("--eval-every", type=_positive, default=50,
+                    help="val Dice every N steps; the best step is kept (default 50)")
+    ap.add_argument("--limit", type=_positive, default=None, help="at most N images per task and split (a quick try)")
+    ap.add_argument("--seed", type=int, default=0, help="draws of boxes and their jitter (default 0)")
     ap.add_argument("--precision", default="auto", help="encoder precision of the cached embeddings (default auto)")
     args = ap.parse_args(argv)
     try:

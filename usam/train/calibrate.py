@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..adapters.validate import rewrite_card
+from ..adapters.validate import local_adapter_dir, rewrite_card
 from ..adapters.config import QUALITIES, QUALITY_FIT_LIMIT
 from ..challenge.interactive import click_session, spearman
 from ..data.fmc import Sample
@@ -306,6 +306,7 @@ def calibrate_adapter(adapter_dir: str, data: str, n_clicks: int = 10, starts: i
     Returns the report written to ``training.calibration``."""
     if fit not in ("affine", "head"):
         raise UsamError(f"fit must be 'affine' or 'head', got {fit!r}")
+    local_adapter_dir(adapter_dir, "python -m usam.train.calibrate writes the calibrated IoU head into it")
     import usam  # the facade's load (backbone + adapter), imported here: usam imports this package
 
     model = usam.load(adapters=[adapter_dir], precision="fp32", runtime="torch")
