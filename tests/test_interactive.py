@@ -98,9 +98,10 @@ def test_a_perfect_mask_stops_the_clicks_and_repeats_the_last_figures():
 def test_shipped_breast_adapter_first_click_is_good_and_corrections_keep_it_on_real_images(data_root):
     """On the first 6 test images (5 clicks), the encoder-LoRA breast adapter with the first-click setting chosen on
     val (``direct``): the first click is already good (Dice 0.916 in fp32), every correction raises the mean
-    (0.916, 0.925, 0.934, 0.939, 0.940), and the quality shown with the first-click mask is close to the measured
-    IoU (error 0.088). Re-answering the first click from its box (``box_refine``, the previous adapter's choice)
-    does not help this one (0.899)."""
+    (0.916, 0.940, 0.940, 0.945, 0.948), and the quality shown with the first-click mask is close to the measured
+    IoU (error 0.088). Re-answering the first click from its box (``box_refine``) is good too: 0.929 on these 6
+    since the box decoder answers the boxes (0.899 with the backbone's decoder); on all 63 val lesions the two are
+    level (1 click 0.8849 vs 0.8859, mean over 20 clicks 0.9407 vs 0.9405), and ``direct`` was kept."""
     from pathlib import Path
 
     import usam
@@ -119,7 +120,7 @@ def test_shipped_breast_adapter_first_click_is_good_and_corrections_keep_it_on_r
     assert 1 <= res["noc85"] <= 3
     model.adapter.decoder.first_click = "box_refine"
     refined = evaluate_clicks(model, "breast", rows, n_clicks=1, progress=False)["dice_curve"]
-    assert refined[0] <= curve[0] + 0.005, (refined, curve)
+    assert refined[0] > 0.9 and abs(refined[0] - curve[0]) < 0.05, (refined, curve)
 
 
 @pytest.fixture(scope="module")
