@@ -429,28 +429,18 @@ def tune_box_route(model, split, seg, report: dict) -> str | None:
     where there is one / the backbone's on the bare encoder's embedding, ``bare``, for an adapter with encoder LoRA /
     the box decoder, ``boxes``, where there is one) by Dice from ground-truth boxes on every segmentation object of
     ``split``; ``None`` without a tuned decoder. Scores into ``report``."""
-    from usam.io import read_image, read_mask
-    from usam.ops.masks import dice, mask_box
-    from usam.predictor import Predictor
+    from usam.train.boxes import box_dices
 
     adapter = model.adapter
     if adapter.decoder is None or not seg:
         return None
-    predictor, route_scores, images = Predictor(model), {}, set()
+    samples = [s for tid in seg for s in split[tid]]
+    images = {str(s.image_path) for s in samples}
     routes = (["base", "tuned"] + ["clicks"] * (adapter.decoder.clicks is not None) + ["bare"] * bool(adapter.lora_name)
               + ["boxes"] * (adapter.decoder.boxes is not None))
+    route_scores = {}
     for route in routes:  # ties: the one listed first ("bare" costs an encoder pass more)
-        adapter.decoder.box_prompts = route
-        vals = []
-        for tid in seg:
-            for s in split[tid]:
-                gt = read_mask(s.mask_path)
-                predictor.set_image(read_image(s.image_path))  # embeddings cached by content
-                images.add(str(s.image_path))
-                for c in range(1, adapter.tasks[tid].num_classes):
-                    if (gt == c).any():
-                        m, _, _ = predictor.predict(box=mask_box(gt == c), multimask_output=False)
-                        vals.append(dice(m[0], gt == c))
+        vals = box_dices(model, samples, route)
         route_scores[route] = float(np.mean(vals))
     box_route = max(route_scores, key=route_scores.get)  # ties: base (listed first)
     adapter.decoder.box_prompts = box_route

@@ -30,6 +30,7 @@ import sys
 import numpy as np
 import torch
 
+from .adapters.config import BARE_ROUTES
 from .backbones import LOW_RES, Backbone
 from .embedding import Embedded
 from .errors import PromptError, short_repr
@@ -395,7 +396,7 @@ class Predictor:
         :class:`~usam.adapters.config.DecoderSettings`)."""
         decoder = self.model.prompt_decoder()
         if (boxes is not None and points is None and mask_input is None and self._image is not None
-                and getattr(decoder, "box_prompts", None) in ("bare", "boxes")):
+                and getattr(decoder, "box_prompts", None) in BARE_ROUTES):
             embedding = self.model.embed_bare(self._image).embedding
         compiled = (self.runtime in ("openvino", "onnx") and hasattr(decoder, "mask_decoder")
                     and not hasattr(decoder, "model") and embedding.device.type == "cpu")

@@ -34,7 +34,8 @@ from ..heads.locate import attach_locators
 from ..io import dumps_json
 from ..tasks import TaskSpec, kind_of
 from ..version import __version__
-from .config import DEFAULT_DECODER_TRAIN, INFERENCE_CHOICES, AdapterConfig, DecoderSettings, check_adapter_name
+from .config import (DEFAULT_DECODER_TRAIN, INFERENCE_CHOICES, USER_BOX_ROUTES, AdapterConfig, DecoderSettings,
+                     check_adapter_name)
 from .layout import CARD_NAME, CONFIG_NAME, HEADS_NAME, LORA_CONFIG_NAME, LORA_NAME, METRICS_NAME, output_problem
 from .lora import LoraSettings, add_lora, load_lora_state, lora_state_dict, remove_lora
 from .resolve import resolve_adapter
@@ -111,6 +112,13 @@ class TunedDecoder(nn.Module):
         if self.clicks is not None and interactive and sparse_extra is None:
             return self.clicks.prompt_encoder, self.clicks.mask_decoder
         return self.prompt_encoder, self.mask_decoder
+
+    @property
+    def heads_box_route(self) -> str:
+        """The route of the heads' own boxes (refinement, localisation) when they name none: ``box_prompts``,
+        except a route for a user's box only (:data:`~usam.adapters.config.USER_BOX_ROUTES`: the click decoder, the
+        bare encoder's embedding), for which the backbone's decoder (``base``) on the embedding given."""
+        return "base" if self.box_prompts in USER_BOX_ROUTES else self.box_prompts
 
     def decode(self, embeddings, points=None, boxes=None, mask_input=None, multimask_output=True, sparse_extra=None,
                box_prompts: str | None = None):

@@ -124,6 +124,10 @@ QUALITIES = tuple(QUALITY_KINDS)
 
 #: decoders that may answer a user's box alone (``decoder.box_prompts``)
 BOX_ROUTES = ("base", "tuned", "clicks", "bare", "boxes")
+#: the box routes answered on the bare encoder's embedding (:class:`~usam.predictor.Predictor` gives it)
+BARE_ROUTES = ("bare", "boxes")
+#: the box routes for a user's box only: the heads' own boxes go to the backbone's decoder instead
+USER_BOX_ROUTES = ("clicks", *BARE_ROUTES)
 #: the decoder settings that act at inference only (read by :class:`usam.predictor.Predictor`, set for a block by
 #: ``TunedDecoder.using``, chosen on val by ``scripts/tune_head_options.py``)
 INFERENCE_CHOICES = ("box_prompts", "click_window", "click_zoom", "click_merge", "first_click", "quality",

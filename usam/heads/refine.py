@@ -80,11 +80,11 @@ def check_head_options(options: dict, kinds: dict[str, str], where: str = "head_
 def decode_box(decoder, embedding, boxes, route: str | None):
     """Box-only prompt ``(N, 4)`` in model-input pixels -> low-res logits ``(N, 1, 256, 256)`` and predicted IoU
     ``(N, 1)``; ``route`` (``"base"`` / ``"tuned"``) picks a tuned decoder's box path (a backbone has one);
-    ``None``: the adapter's ``box_prompts``, except that the heads use neither the click decoder nor the bare
-    encoder's embedding (``"clicks"`` / ``"bare"`` / ``"boxes"``, routes of a user's box): theirs is then the
-    backbone's decoder on the embedding given."""
-    if route is None and getattr(decoder, "box_prompts", None) in ("clicks", "bare", "boxes"):
-        route = "base"
+    ``None``: the tuned decoder's ``heads_box_route``, its ``box_prompts`` except that the heads use neither the
+    click decoder nor the bare encoder's embedding (``"clicks"`` / ``"bare"`` / ``"boxes"``, routes of a user's
+    box): theirs is then the backbone's decoder on the embedding given."""
+    if route is None:  # a tuned decoder names the heads' route (TunedDecoder.heads_box_route); a backbone has one
+        route = getattr(decoder, "heads_box_route", None)
     kwargs = {"box_prompts": route} if route and hasattr(decoder, "box_prompts") else {}
     return decoder.decode(embedding, boxes=boxes, multimask_output=False, **kwargs)
 

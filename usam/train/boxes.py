@@ -162,9 +162,10 @@ def fit_box_decoder(decoder: PromptDecoder, train: list[BoxExample], val: list[B
     return decoder.requires_grad_(False), history + [{"kept_step": best[2]}]
 
 
-def route_dice(model, samples: list, route: str) -> float:
-    """Mean Dice of the active adapter's answers to ground-truth boxes of segmentation ``samples`` under
-    ``box_prompts: route``, through :class:`~usam.predictor.Predictor` as a user's box is answered."""
+def box_dices(model, samples: list, route: str) -> list[float]:
+    """Dice of the active adapter's answer to the ground-truth box of every object (foreground class present) of
+    segmentation ``samples`` under ``box_prompts: route``, through :class:`~usam.predictor.Predictor` as a user's
+    box is answered (the image set, its embeddings cached by content)."""
     predictor, vals = Predictor(model), []
     with model.adapter.decoder.using(box_prompts=route):
         for s in samples:
@@ -174,7 +175,12 @@ def route_dice(model, samples: list, route: str) -> float:
                 if (gt == c).any():
                     m, _, _ = predictor.predict(box=mask_box(gt == c), multimask_output=False)
                     vals.append(dice(m[0], gt == c))
-    return float(np.mean(vals))
+    return vals
+
+
+def route_dice(model, samples: list, route: str) -> float:
+    """Mean of :func:`box_dices`."""
+    return float(np.mean(box_dices(model, samples, route)))
 
 
 #: fewer val objects than this and the stage warns that its keep-or-not comparison is noisy

@@ -215,7 +215,7 @@ def init_from(adapter: Adapter, directory: Path, backbone, given: set = frozense
             adapter.heads.load_state_dict(old.heads.state_dict(), strict=True)
             adapter.decoder.prompt_encoder.load_state_dict(old.decoder.prompt_encoder.state_dict(), strict=True)
             adapter.decoder.mask_decoder.load_state_dict(merged_copy(old.decoder.mask_decoder).state_dict(), strict=True)
-            if old.decoder.boxes is not None and adapter.decoder.boxes is not None:
+            if old.decoder.boxes is not None:  # then this adapter got one above
                 adapter.decoder.boxes.load_state_dict(old.decoder.boxes.state_dict(), strict=True)
     else:
         if adapter.decoder is not None and adapter.decoder.clicks is not None and old_dec.get("clicks") != "separate":
