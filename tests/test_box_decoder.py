@@ -238,6 +238,48 @@ def test_a_later_attempt_keeps_the_record_of_the_box_decoder_in_use(fetal_copy, 
     assert json.loads((fetal_copy / "config.json").read_text())["training"]["box_decoder"] == cfg0["training"]["box_decoder"]
 
 
+@pytest.mark.real
+def test_box_examples_of_augmented_views_carry_their_moved_masks(data_root, tmp_path):
+    """``views=3``: each image gives its objects as read, then on two augmented views (cache-mode training's
+    augmentations), each view's mask and box moved with the image and its embedding that of the augmented image."""
+    import usam
+    from usam.data.augment import apply_augment
+    from usam.data.fmc import read_split
+    from usam.io import read_image, read_mask
+    from usam.ops.masks import mask_box
+    from usam.train.boxes import box_examples
+    from usam.train.cache import EmbeddingStore
+    from usam.train.examples import ExampleSource
+
+    model = usam.load(precision="fp32", runtime="torch")
+    store = EmbeddingStore(model, root=tmp_path)
+    samples = read_split(Path(data_root) / "train", tasks=["fetal_head"])["fetal_head"][:2]
+    plain = box_examples(store, samples, views=1)
+    three = box_examples(store, samples, views=3, seed=5)
+    assert len(plain) == 2 and len(three) == 6
+    for a, b in zip(plain, three[::3]):  # view 0 is the image as read
+        assert np.array_equal(a.truth, b.truth) and torch.equal(a.embedding, b.embedding)
+    source = ExampleSource(model, "cache", store, augment=True, seed=5, views=3)
+    moved_any = False
+    for i, s in enumerate(samples):
+        image, gt = read_image(s.image_path), read_mask(s.mask_path)
+        digest, hw = source.meta(s.image_path)
+        for k in (1, 2):
+            e = three[3 * i + k]
+            params = source.view_params(s.image_path, digest, hw, k)
+            view, moved = apply_augment(image, gt, params=params)[:2]
+            assert np.array_equal(e.truth, moved == 1) and np.array_equal(e.box, mask_box(moved == 1))
+            moved_any |= not np.array_equal(e.truth, gt == 1)
+            assert e.embedding.dtype == torch.float16 and e.embedding.shape == (1, 256, 64, 64)
+            torch.testing.assert_close(e.embedding.float(), model.embed(view).embedding.half().float(),
+                                       rtol=0, atol=1e-2)
+    assert moved_any  # some view moved its object (a view may change intensities only)
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 6  # 2 images x 3 views, cached for the next run
+    with pytest.raises(UsamError, match="views must be >= 1"):
+        from usam.train.boxes import train_box_decoder
+        train_box_decoder(str(ROOT / "adapters" / "fetal_head"), "unused", views=0)
+
+
 def test_bad_arguments_are_refused_before_anything_is_loaded(tiny_vit, tmp_path, monkeypatch):
     import usam
     from usam.adapters.adapter import PromptDecoder

@@ -33,7 +33,7 @@ def _augmented_view(source, sample, views: int) -> int:
     """The first view index of ``sample`` whose draw moves the image (a view may draw the identity)."""
     from usam.data.augment import AugmentParams
 
-    digest, hw = source._meta(sample.image_path)
+    digest, hw = source.meta(sample.image_path)
     for k in range(1, views):
         p = source.view_params(sample.image_path, digest, hw, k)
         if not p.is_geometric_identity and p != AugmentParams.identity():
@@ -54,7 +54,7 @@ def test_views_are_the_encoder_on_the_augmented_image(cache_dir, model, data_roo
     k = _augmented_view(source, sample, 6)
     view = source.cached(sample, k)
     image, mask = read_image(sample.image_path), read_mask(sample.mask_path)
-    params = source.view_params(sample.image_path, source._meta(sample.image_path)[0], image.shape[:2], k)
+    params = source.view_params(sample.image_path, source.meta(sample.image_path)[0], image.shape[:2], k)
     aug_image, aug_mask, _, _ = apply_augment(image, mask=mask, params=params)
     with torch.no_grad():
         expected = model.embed(aug_image).embedding[0]

@@ -50,7 +50,8 @@ BOX_JITTER = (-0.05, 0.10)
 
 @dataclass
 class BoxExample:
-    """One object of a segmentation sample: ``embedding (1, C, h, w)`` of the bare encoder with its ``geometry``,
+    """One object of a segmentation sample (or of an augmented view of it): ``embedding (1, C, h, w)`` fp16 of the
+    bare encoder with its ``geometry``,
     its tight ground-truth ``box (4,)`` xyxy in original pixels, its mask in model space ``target (1, 1, 256, 256)``
     (the low-res frame, padding 0) and at the original size ``truth (H, W)`` bool."""
 
@@ -61,18 +62,31 @@ class BoxExample:
     truth: np.ndarray
 
 
-def box_examples(store: EmbeddingStore, samples: list, desc: str = "box examples") -> list[BoxExample]:
-    """Every object (foreground class present) of segmentation ``samples``, on ``store``'s embeddings."""
+def box_examples(store: EmbeddingStore, samples: list, desc: str = "box examples", views: int = 1,
+                 seed: int = 0) -> list[BoxExample]:
+    """Every object (foreground class present) of segmentation ``samples``, on ``store``'s embeddings; with
+    ``views > 1`` also on views ``1..views-1`` of each image, augmented as cache-mode training augments them
+    (:meth:`~usam.train.examples.ExampleSource.view_params`, seeded by ``seed``: the views a ``train.views`` run with
+    that seed cached are reused), the mask moved with the image. Embeddings are kept in fp16, one per image view."""
+    from .cache import augment_labels
+    from .examples import ExampleSource
+
+    source = ExampleSource(store.model, "cache", store, augment=True, seed=seed, views=views)
     out = []
     for s in tqdm(samples, desc=desc, unit="img"):
-        emb: Embedded = store.get(s.image_path)
-        gt = read_mask(s.mask_path)
-        for c in range(1, s.num_classes):
-            truth = gt == c
-            if truth.any():
-                target = emb.geometry.mask_to_input(truth.astype(np.float32), LOW_RES) > 0.5
-                out.append(BoxExample(emb.embedding.float(), emb.geometry, np.asarray(mask_box(truth), np.float64),
-                                      target.float()[None, None], truth))
+        gt0 = read_mask(s.mask_path)
+        digest, hw = source.meta(s.image_path) if views > 1 else (None, gt0.shape)
+        for k in range(views):
+            params = source.view_params(s.image_path, digest, hw, k) if k else None
+            emb: Embedded = store.get(s.image_path, params)
+            gt = gt0 if params is None else augment_labels(params, hw, mask=gt0)[0]
+            embedding = emb.embedding.to(torch.float16)
+            for c in range(1, s.num_classes):
+                truth = gt == c
+                if truth.any():
+                    target = emb.geometry.mask_to_input(truth.astype(np.float32), LOW_RES) > 0.5
+                    out.append(BoxExample(embedding, emb.geometry, np.asarray(mask_box(truth), np.float64),
+                                          target.float()[None, None], truth))
     return out
 
 
@@ -100,7 +114,7 @@ def box_loss(low_res: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor
 
 
 def _decode_boxes(decoder: PromptDecoder, examples: list[BoxExample], boxes: list[np.ndarray]):
-    emb = torch.cat([e.embedding for e in examples])
+    emb = torch.cat([e.embedding for e in examples]).float()
     b = torch.tensor(np.stack([e.geometry.boxes_to_input(bx[None])[0] for e, bx in zip(examples, boxes)]),
                      dtype=torch.float32)
     return sam_decode(decoder.prompt_encoder, decoder.mask_decoder, emb, boxes=b, multimask_output=False)
@@ -189,14 +203,17 @@ FEW_VAL_OBJECTS = 20
 
 def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float = 3e-5, batch: int = 8,
                       limit: int | None = None, seed: int = 0, eval_every: int = 50, precision: str = "auto",
-                      log=print) -> dict:
+                      views: int = 1, log=print) -> dict:
     """Fine-tune a box decoder for the adapter in the local folder ``adapter_dir`` on its segmentation tasks' train
-    split under ``data`` (:func:`fit_box_decoder`), compare it on val with the adapter's box route, and save the
+    split under ``data`` (:func:`fit_box_decoder`; ``views``: train images' views per image, see
+    :func:`box_examples`), compare it on val with the adapter's box route, and save the
     adapter there (the box decoder and ``box_prompts: boxes`` only if it wins: a fine-tuning step beat the
     backbone's decoder, and the result beats the route). Returns the report, written to ``training.box_decoder``;
     an attempt that loses to a box decoder already in use goes to ``training.box_decoder_attempt`` instead, so the
     record of the one in use stays."""
     check_settings(steps, lr, batch, eval_every)
+    if views < 1:
+        raise UsamError(f"views must be >= 1 (1: the images as read), got {views}")
     if limit is not None and limit < 1:
         raise UsamError(f"limit must be >= 1 images per task and split (or none), got {limit}")
     local_adapter_dir(adapter_dir, "python -m usam.train.boxes writes the box decoder into it")
@@ -210,7 +227,8 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
     t0 = time.time()
     with model.using_adapter(None):
         store = EmbeddingStore(model)  # the bare encoder's: what a box decoder answers on
-    train, val = (box_examples(store, splits[n], f"{n} boxes") for n in ("train", "val"))
+    train = box_examples(store, splits["train"], "train boxes", views=views, seed=seed)
+    val = box_examples(store, splits["val"], "val boxes")
     if len(val) < FEW_VAL_OBJECTS:
         log(f"warning: {len(val)} val objects only: keeping the box decoder or not is decided on few boxes")
     fresh = PromptDecoder(model.backbone).requires_grad_(False)
@@ -237,7 +255,7 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
             log(f"the box decoder does not beat the box route {present} on val ({before:.4f} -> {after:.4f}): "
                 "the adapter keeps its box route and weights")
     report = {"tasks": seg, "data": str(data), "limit": limit, "train_images": len(splits["train"]),
-              "val_images": len(splits["val"]), "train_objects": len(train), "val_objects": len(val), "steps": steps,
+              "val_images": len(splits["val"]), "views": views, "train_objects": len(train), "val_objects": len(val), "steps": steps,
               "lr": lr, "batch": batch, "eval_every": eval_every, "seed": seed, "jitter": list(BOX_JITTER),
               "precision": model.precision, "val_route_before": route, "val_dice_before": round(before, 4),
               "val_dice_box_decoder": None if after is None else round(after, 4), "kept": kept,
@@ -274,12 +292,16 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=_positive, default=50,
                     help="val Dice every N steps; the best step is kept (default 50)")
     ap.add_argument("--limit", type=_positive, default=None, help="at most N images per task and split (a quick try)")
-    ap.add_argument("--seed", type=int, default=0, help="draws of boxes and their jitter (default 0)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="draws of boxes, their jitter and the views' augmentations (default 0)")
+    ap.add_argument("--views", type=_positive, default=1,
+                    help="views per train image: the image as read, then augmented views as cache-mode training "
+                         "makes them, cached on disk (default 1)")
     ap.add_argument("--precision", default="auto", help="encoder precision of the cached embeddings (default auto)")
     args = ap.parse_args(argv)
     try:
         report = train_box_decoder(args.adapter, args.data, args.steps, args.lr, args.batch, args.limit, args.seed,
-                                   args.eval_every, args.precision)
+                                   args.eval_every, args.precision, args.views)
     except UsamError as exc:
         print(f"usam.train.boxes: {exc}", file=sys.stderr)
         return 2

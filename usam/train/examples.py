@@ -89,7 +89,7 @@ class ExampleSource:
                 emb = self.store.get(sample.image_path)
                 self._memo[key] = Example(sample, KINDS[sample.kind].target(sample, emb.geometry), emb.embedding[0].to(torch.float16), emb.geometry)
             return self._memo[key]
-        digest, hw = self._meta(sample.image_path)
+        digest, hw = self.meta(sample.image_path)
         emb = self.store.get(sample.image_path, self.view_params(sample.image_path, digest, hw, k))
         if key not in self._memo:
             self._memo[key] = self._moved(sample, digest, hw, k, emb.geometry)
@@ -113,7 +113,7 @@ class ExampleSource:
     # ------------------------------------------------------------------ tail mode
     def view(self, sample: Sample, k: int) -> tuple[torch.Tensor, Example]:
         """Stage input ``(1, N, C)`` of view ``k`` of the row's image and the example with its labels moved alike."""
-        digest, hw = self._meta(sample.image_path)
+        digest, hw = self.meta(sample.image_path)
         params = self.view_params(sample.image_path, digest, hw, k)
         h, geo = self.store.get(sample.image_path, digest, params)
         key = (id(sample), k)
@@ -132,7 +132,7 @@ class ExampleSource:
             params = aug.sample(*hw)
         return params
 
-    def _meta(self, path) -> tuple[str, tuple[int, int]]:
+    def meta(self, path) -> tuple[str, tuple[int, int]]:
         """Content hash and ``(H, W)`` of an image file (read once)."""
         p = str(path)
         if p not in self._meta_memo:
@@ -144,7 +144,7 @@ class ExampleSource:
         """Compute every missing stage input (tail) / embedding (cache) of views ``0..n-1`` of each ``(path, n)``
         (progress bar)."""
         for p, views in tqdm(items, desc=desc, unit="img", disable=not items):
-            digest, hw = self._meta(p)
+            digest, hw = self.meta(p)
             for k in range(views):
                 params = self.view_params(p, digest, hw, k)
                 if not self.store.has(digest, params):
