@@ -104,6 +104,57 @@ def test_a_box_decoder_on_an_adapter_answers_a_box_alone_and_nothing_else(tiny_v
                 pass
 
 
+def test_a_box_decoder_starts_from_the_backbone_the_tuned_decoder_or_the_box_decoder_in_use(tiny_vit):
+    """``init``: a copy whose answer to a box equals that of the weights it names (the tuned decoder's with its LoRA
+    merged); fine-tuning the copy leaves the adapter untouched; ``boxes`` without a box decoder is refused."""
+    from types import SimpleNamespace
+
+    from usam.adapters.adapter import Adapter
+    from usam.adapters.config import AdapterConfig
+    from usam.backbones.sam_style import sam_decode
+    from usam.tasks import TaskSpec
+    from usam.train.boxes import initial_box_decoder
+
+    lora = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "targets": r".*transformer\.layers\.\d+\.mlp\.(lin1|lin2)"}
+    config = AdapterConfig(name="boxy", backbone=tiny_vit.name, backbone_checksum=tiny_vit.checksum,
+                           tasks={"seg": TaskSpec("seg", "segmentation", 2)}, lora=None, input_size=tiny_vit.input_size,
+                           decoder={"lora": lora, "train": ["mask_decoder.iou_token", "prompt_encoder.point_embeddings"],
+                                    "boxes": "separate"})
+    adapter = Adapter(config, tiny_vit)
+    dec = adapter.decoder
+    with torch.no_grad():  # a tuned decoder unlike the backbone's: LoRA B, point embeddings and the box decoder moved
+        for n, p in dec.named_parameters():
+            if "lora_B" in n or "point_embeddings" in n or n.startswith("boxes."):
+                p.add_(0.05 * torch.randn_like(p))
+    model = SimpleNamespace(backbone=tiny_vit, adapter=adapter)
+    emb, box = torch.randn(1, 256, 64, 64), torch.tensor([[40.0, 40.0, 180.0, 200.0]])
+
+    def answer(pe, md):
+        with torch.no_grad():
+            return sam_decode(pe, md, emb, boxes=box, multimask_output=False)[0]
+
+    starts = {name: initial_box_decoder(model, name) for name in ("backbone", "tuned", "boxes")}
+    torch.testing.assert_close(answer(starts["backbone"].prompt_encoder, starts["backbone"].mask_decoder),
+                               answer(tiny_vit.prompt_encoder, tiny_vit.mask_decoder))
+    tuned = answer(dec.prompt_encoder, dec.mask_decoder)
+    torch.testing.assert_close(answer(starts["tuned"].prompt_encoder, starts["tuned"].mask_decoder), tuned,
+                               rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(tuned, answer(tiny_vit.prompt_encoder, tiny_vit.mask_decoder), atol=1e-3)
+    assert not any("lora_" in n for n, _ in starts["tuned"].named_parameters())
+    torch.testing.assert_close(answer(starts["boxes"].prompt_encoder, starts["boxes"].mask_decoder),
+                               answer(dec.boxes.prompt_encoder, dec.boxes.mask_decoder))
+    before = {k: v.clone() for k, v in dec.state_dict().items()}
+    with torch.no_grad():
+        for start in starts.values():
+            for p in start.parameters():
+                p.add_(1.0)
+    for k, v in dec.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0, msg=k)
+    dec.boxes = None
+    with pytest.raises(UsamError, match="needs an adapter with a box decoder"):
+        initial_box_decoder(model, "boxes")
+
+
 def test_retraining_keeps_the_old_adapters_box_decoder(tiny_vit, tmp_path):
     """``usam train --init`` of an adapter with a box decoder: the new adapter carries it, weights and route."""
     from usam.adapters.adapter import Adapter
@@ -292,10 +343,12 @@ def test_bad_arguments_are_refused_before_anything_is_loaded(tiny_vit, tmp_path,
     for kwargs in ({"steps": 0}, {"lr": -1.0}, {"batch": 0}, {"eval_every": 0}, {"limit": 0}):
         with pytest.raises(UsamError, match=">= 1"):
             train_box_decoder(str(ROOT / "adapters" / "fetal_head"), "unused", **kwargs)
+    with pytest.raises(UsamError, match="init must be one of"):
+        train_box_decoder(str(ROOT / "adapters" / "fetal_head"), "unused", init="clicks")
     for where in (tmp_path / "missing", "someone/fetal_head"):  # a Hub id: this writes into the folder
         with pytest.raises(AdapterError, match="not a local adapter folder"):
             train_box_decoder(str(where), "unused")
-    for bad in (["--limit", "0"], ["--steps", "-3"], ["--batch", "x"]):
+    for bad in (["--limit", "0"], ["--steps", "-3"], ["--batch", "x"], ["--views", "0"], ["--init", "clicks"]):
         with pytest.raises(SystemExit) as exc:
             main([str(tmp_path), *bad])
         assert exc.value.code == 2

@@ -274,8 +274,13 @@ def _inference_options(config) -> list[str]:
                    else f"**not kept** (boxes stay `{route}`)")
         outcome = (f"`{route}` {boxed.get('val_dice_before')} -> box decoder {after}" if after is not None
                    else f"no fine-tuning step beat the backbone's decoder (`{route}`: {boxed.get('val_dice_before')})")
-        lines.append(f"- box decoder: the backbone's mask decoder fine-tuned by `python -m usam.train.boxes` on "
-                     f"{boxed.get('train_objects')} ground-truth boxes of the train split (each side moved out by "
+        start = {"tuned": "the adapter's tuned decoder (LoRA merged)",
+                 "boxes": "its previous box decoder"}.get(boxed.get("init"), "the backbone's mask decoder")
+        views = boxed.get("views") or 1
+        lines.append(f"- box decoder: {start} fine-tuned by `python -m usam.train.boxes` on "
+                     f"{boxed.get('train_objects')} ground-truth boxes of the train split"
+                     + (f" ({views} views of each image: as read, then augmented)" if views > 1 else "")
+                     + " (each side moved out by "
                      f"{boxed.get('jitter')} of its length), {boxed.get('steps')} steps, on the bare encoder's "
                      f"embeddings; val Dice from ground-truth boxes (n={boxed.get('val_objects')}) {outcome}: {verdict}")
     return lines

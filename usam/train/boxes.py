@@ -197,16 +197,40 @@ def route_dice(model, samples: list, route: str) -> float:
     return float(np.mean(box_dices(model, samples, route)))
 
 
+#: where a box decoder's fine-tuning starts: the backbone's prompt encoder + mask decoder, the adapter's tuned decoder
+#: (its LoRA merged; its answers are what ``box_prompts: tuned`` gives), or the adapter's box decoder in use
+INITS = ("backbone", "tuned", "boxes")
+
+
+def initial_box_decoder(model, init: str = "backbone") -> PromptDecoder:
+    """A :class:`PromptDecoder` (no gradients) to fine-tune from: a copy of the weights ``init`` names (:data:`INITS`)
+    of ``model``'s active adapter; the adapter is not touched."""
+    from ..adapters.lora import merged_copy
+
+    out = PromptDecoder(model.backbone).requires_grad_(False)
+    decoder = model.adapter.decoder
+    if init == "tuned":
+        out.prompt_encoder = copy.deepcopy(decoder.prompt_encoder)
+        out.mask_decoder = merged_copy(decoder.mask_decoder, ["decoder"] if decoder.lora is not None else [])
+    elif init == "boxes":
+        if decoder.boxes is None:
+            raise UsamError("init 'boxes' needs an adapter with a box decoder (decoder.boxes: separate)")
+        out.load_state_dict(decoder.boxes.state_dict())
+    elif init != "backbone":
+        raise UsamError(f"init must be one of {list(INITS)}, got {init!r}")
+    return out.float().requires_grad_(False)
+
+
 #: fewer val objects than this and the stage warns that its keep-or-not comparison is noisy
 FEW_VAL_OBJECTS = 20
 
 
 def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float = 3e-5, batch: int = 8,
                       limit: int | None = None, seed: int = 0, eval_every: int = 50, precision: str = "auto",
-                      views: int = 1, log=print) -> dict:
+                      views: int = 1, init: str = "backbone", log=print) -> dict:
     """Fine-tune a box decoder for the adapter in the local folder ``adapter_dir`` on its segmentation tasks' train
     split under ``data`` (:func:`fit_box_decoder`; ``views``: train images' views per image, see
-    :func:`box_examples`), compare it on val with the adapter's box route, and save the
+    :func:`box_examples`; ``init``: where it starts, one of :data:`INITS`), compare it on val with the adapter's box route, and save the
     adapter there (the box decoder and ``box_prompts: boxes`` only if it wins: a fine-tuning step beat the
     backbone's decoder, and the result beats the route). Returns the report, written to ``training.box_decoder``;
     an attempt that loses to a box decoder already in use goes to ``training.box_decoder_attempt`` instead, so the
@@ -214,6 +238,8 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
     check_settings(steps, lr, batch, eval_every)
     if views < 1:
         raise UsamError(f"views must be >= 1 (1: the images as read), got {views}")
+    if init not in INITS:
+        raise UsamError(f"init must be one of {list(INITS)}, got {init!r}")
     if limit is not None and limit < 1:
         raise UsamError(f"limit must be >= 1 images per task and split (or none), got {limit}")
     local_adapter_dir(adapter_dir, "python -m usam.train.boxes writes the box decoder into it")
@@ -231,8 +257,8 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
     val = box_examples(store, splits["val"], "val boxes")
     if len(val) < FEW_VAL_OBJECTS:
         log(f"warning: {len(val)} val objects only: keeping the box decoder or not is decided on few boxes")
-    fresh = PromptDecoder(model.backbone).requires_grad_(False)
-    fitted, history = fit_box_decoder(fresh, train, val, steps, lr, batch, seed, eval_every, log)
+    start = initial_box_decoder(model, init)
+    fitted, history = fit_box_decoder(start, train, val, steps, lr, batch, seed, eval_every, log)
     route, old_boxes = adapter.decoder.box_prompts, adapter.decoder.boxes
     present = f"{route!r}" + (" (the box decoder in use)" if route == "boxes" else "")
     before = route_dice(model, splits["val"], route)
@@ -255,7 +281,7 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
             log(f"the box decoder does not beat the box route {present} on val ({before:.4f} -> {after:.4f}): "
                 "the adapter keeps its box route and weights")
     report = {"tasks": seg, "data": str(data), "limit": limit, "train_images": len(splits["train"]),
-              "val_images": len(splits["val"]), "views": views, "train_objects": len(train), "val_objects": len(val), "steps": steps,
+              "val_images": len(splits["val"]), "views": views, "init": init, "train_objects": len(train), "val_objects": len(val), "steps": steps,
               "lr": lr, "batch": batch, "eval_every": eval_every, "seed": seed, "jitter": list(BOX_JITTER),
               "precision": model.precision, "val_route_before": route, "val_dice_before": round(before, 4),
               "val_dice_box_decoder": None if after is None else round(after, 4), "kept": kept,
@@ -298,10 +324,13 @@ def main(argv=None) -> int:
                     help="views per train image: the image as read, then augmented views as cache-mode training "
                          "makes them, cached on disk (default 1)")
     ap.add_argument("--precision", default="auto", help="encoder precision of the cached embeddings (default auto)")
+    ap.add_argument("--init", choices=INITS, default="backbone",
+                    help="start from the backbone's decoder (default), the adapter's tuned decoder (LoRA merged) or "
+                         "its box decoder in use")
     args = ap.parse_args(argv)
     try:
         report = train_box_decoder(args.adapter, args.data, args.steps, args.lr, args.batch, args.limit, args.seed,
-                                   args.eval_every, args.precision, args.views)
+                                   args.eval_every, args.precision, args.views, args.init)
     except UsamError as exc:
         print(f"usam.train.boxes: {exc}", file=sys.stderr)
         return 2
