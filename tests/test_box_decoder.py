@@ -233,6 +233,9 @@ def test_a_box_decoder_that_wins_on_val_answers_boxes_after_reload(fetal_copy, d
     from usam.ops.masks import mask_box
     from usam.predictor import Predictor
 
+    s = read_split(Path(data_root) / "val", tasks=["fetal_head"])["fetal_head"][0]
+    image = read_image(s.image_path)
+    auto = usam.load(adapters=[str(fetal_copy)], precision="fp32", runtime="torch").predict(image).masks["fetal_head"]
     before = load_file(str(fetal_copy / "heads.safetensors"))
     report, _ = _run(fetal_copy, data_root, monkeypatch, winner="boxes")
     assert report["kept"] is True and report["train_objects"] == LIMIT and report["history"][-1]["kept_step"] in (0, 2, 4)
@@ -252,10 +255,14 @@ def test_a_box_decoder_that_wins_on_val_answers_boxes_after_reload(fetal_copy, d
         torch.testing.assert_close(own_pe[k], v.half().float(), rtol=0, atol=0, msg=k)
     card = (fetal_copy / "README.md").read_text()
     assert "fine-tuned by `python -m usam.train.boxes`" in card and "kept: a user's box goes to it" in card
+    # the heads' own boxes (localisation) keep the tuned decoder they had: the automatic mask is unchanged
+    cfg = json.loads((fetal_copy / "config.json").read_text())
+    assert cfg["head_options"]["fetal_head"]["refine_decoder"] == "tuned"
+    assert "refine_decoder" not in cfg["head_options"]["fetal_head_biometry"]  # sends no box
+    np.testing.assert_array_equal(model.predict(image).masks["fetal_head"], auto)
     # a user's box goes to it: the same box under the backbone's decoder gives another answer
-    s = read_split(Path(data_root) / "val", tasks=["fetal_head"])["fetal_head"][0]
     p = Predictor(model)
-    p.set_image(read_image(s.image_path))
+    p.set_image(image)
     box = mask_box(read_mask(s.mask_path) == 1)
     own = p.predict(box=box, multimask_output=False, return_logits=True)[0]
     with dec.using(box_prompts="bare"):

@@ -272,10 +272,10 @@ def _inference_options(config) -> list[str]:
         route, after = boxed.get("val_route_before"), boxed.get("val_dice_box_decoder")
         verdict = ("kept: a user's box goes to it (`box_prompts: boxes`)" if boxed.get("kept")
                    else f"**not kept** (boxes stay `{route}`)")
-        outcome = (f"`{route}` {boxed.get('val_dice_before')} -> box decoder {after}" if after is not None
-                   else f"no fine-tuning step beat the backbone's decoder (`{route}`: {boxed.get('val_dice_before')})")
         start = {"tuned": "the adapter's tuned decoder (LoRA merged)",
                  "boxes": "its previous box decoder"}.get(boxed.get("init"), "the backbone's mask decoder")
+        outcome = (f"`{route}` {boxed.get('val_dice_before')} -> box decoder {after}" if after is not None
+                   else f"no fine-tuning step beat {start} (`{route}`: {boxed.get('val_dice_before')})")
         views = boxed.get("views") or 1
         lines.append(f"- box decoder: {start} fine-tuned by `python -m usam.train.boxes` on "
                      f"{boxed.get('train_objects')} ground-truth boxes of the train split"
