@@ -5,11 +5,12 @@
 
 Options (``usam/heads/refine.py``), tried task by task, segmentation first (the others may read its masks):
 - segmentation: automatic logits as they are, or refined by prompting the decoder with the box of each class's
-  largest component (base or tuned box path, 1 or 2 rounds); where the adapter has a localisation head
+  largest component (base or tuned box path, or the box decoder where there is one; 1 or 2 rounds); where the
+  adapter has a localisation head
   (``python -m usam.train.locate``), the same from its best peak box (``locate: heatmap``), otherwise it is
   kept as ``locate: off``; then optionally only the largest component,
   and optionally the ellipse fitted to a class (per class);
-- detection: the regressed box, its extent after the decoder (base or tuned box path), or the extent of the
+- detection: the regressed box, its extent after the decoder (base, tuned or box decoder), or the extent of the
   automatic mask of a segmentation task of the same adapter;
 - then the logit threshold of each segmentation task's automatic mask (``mask_threshold``, SAM's, 0 by default:
   one of :data:`MASK_THRESHOLDS`) with the options chosen, by the head-circumference error for a task whose rows
@@ -331,7 +332,7 @@ def tune_heads(model, split, seg, report: dict) -> dict:
         spec = tasks[tid]
         refine = [{}]
         if adapter.decoder is not None:
-            refine += [{"refine_decoder": r} for r in ("base", "tuned")]
+            refine += [{"refine_decoder": r} for r in ("base", "tuned") + ("boxes",) * (adapter.decoder.boxes is not None)]
         if spec.kind == "detection":
             variants = {"raw": {}}
             for r in refine[1:]:
@@ -451,13 +452,16 @@ def tune_box_route(model, split, seg, report: dict) -> str | None:
 
 def segmentation_variants(refine: list[dict], locator: bool) -> dict[str, dict]:
     """Automatic-mask variants: the learned tokens' logits as they are or refined by their box (base / tuned
-    box path, 1 or 2 rounds); with a localisation head also its best peak box (``locate: heatmap``), alone or
-    refined once more by the box of its mask."""
+    box path or the box decoder, 1 or 2 rounds); with a localisation head also its best peak box (``locate: heatmap``,
+    answered by the heads' route or by each decoder of ``refine``), alone or refined once more by the box of its
+    mask."""
     variants = {"raw": {}}
     starts = {"": {}, **({"locate_": {"locate": "heatmap"}} if locator else {})}
     for prefix, start in starts.items():
         if prefix:
             variants[prefix + "raw"] = dict(start)
+            for r in refine[1:]:
+                variants[f"{prefix}raw_{r['refine_decoder']}"] = {**start, **r}
         for r in refine[1:]:
             for rounds in (1, 2):
                 variants[f"{prefix}refine_{r['refine_decoder']}_x{rounds}"] = {

@@ -95,6 +95,8 @@ def test_a_box_decoder_on_an_adapter_answers_a_box_alone_and_nothing_else(tiny_v
     assert back.answering(points=click)[1] is back.clicks.mask_decoder
     heads, _ = decode_box(back, emb, box, None)  # the heads' boxes keep the backbone's decoder
     torch.testing.assert_close(heads, base)
+    named, _ = decode_box(back, emb, box, "boxes")  # unless their options name it (refine_decoder: boxes)
+    torch.testing.assert_close(named, own)
     lacking = Adapter(AdapterConfig(name="plain", backbone=tiny_vit.name, backbone_checksum=tiny_vit.checksum,
                                     tasks=config.tasks, lora=None, input_size=tiny_vit.input_size,
                                     decoder={"lora": None, "train": ["mask_decoder.iou_token"]}), tiny_vit).decoder
@@ -155,6 +157,20 @@ def test_a_box_decoder_starts_from_the_backbone_the_tuned_decoder_or_the_box_dec
         initial_box_decoder(model, "boxes")
 
 
+def test_refine_decoder_boxes_needs_a_box_decoder(tmp_path):
+    import usam
+    from usam.errors import AdapterError
+
+    target = tmp_path / "fetal_head"
+    shutil.copytree(ROOT / "adapters" / "fetal_head", target)
+    usam.load(adapters=[str(target)])  # the shipped one has a box decoder
+    cfg = json.loads((_without_box_decoder(target) / "config.json").read_text())
+    cfg["head_options"]["fetal_head"]["refine_decoder"] = "boxes"
+    (target / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(AdapterError, match="refine_decoder 'boxes' needs a box decoder"):
+        usam.load(adapters=[str(target)])
+
+
 def test_retraining_keeps_the_old_adapters_box_decoder(tiny_vit, tmp_path):
     """``usam train --init`` of an adapter with a box decoder: the new adapter carries it, weights and route."""
     from usam.adapters.adapter import Adapter
@@ -183,11 +199,28 @@ def test_retraining_keeps_the_old_adapters_box_decoder(tiny_vit, tmp_path):
         torch.testing.assert_close(carried[k], v.half().float(), rtol=0, atol=0, msg=k)
 
 
+def _without_box_decoder(folder: Path) -> Path:
+    """``folder`` (an adapter copy) as it was before its box decoder: the weights, route, pinned heads' route and
+    record removed (the shipped fetal_head has one; these tests make one)."""
+    from safetensors.torch import save_file
+
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["decoder"].pop("boxes", None)
+    cfg["decoder"]["box_prompts"] = "tuned"
+    for opts in cfg["head_options"].values():
+        opts.pop("refine_decoder", None)
+    cfg["training"].pop("box_decoder", None)
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    weights = load_file(str(folder / "heads.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.startswith("decoder.boxes.")}, str(folder / "heads.safetensors"))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def fetal_copy(tmp_path_factory):
     out = tmp_path_factory.mktemp("boxes") / "fetal_head"
     shutil.copytree(ROOT / "adapters" / "fetal_head", out)
-    return out
+    return _without_box_decoder(out)
 
 
 def _run(adapter_dir, data_root, monkeypatch, winner):

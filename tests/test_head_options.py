@@ -74,7 +74,7 @@ def test_postprocess_classes_per_class():
 @pytest.mark.parametrize("options, message", [
     ({"nope": {}}, "not a task of this adapter"),
     ({"fetal_head": {"refine_with_decoder": True}}, "unknown options ['refine_with_decoder']"),
-    ({"fetal_head": {"refine_with_box": True, "refine_decoder": "mine"}}, "must be 'base' or 'tuned'"),
+    ({"fetal_head": {"refine_with_box": True, "refine_decoder": "mine"}}, "must be one of ['base', 'tuned', 'boxes']"),
     ({"fetal_head_biometry": {"ellipse_from": "fetal_head_biometry"}}, "is not a segmentation task"),
     ({"fetal_head": []}, "must be a mapping"),
     ({"fetal_head": {"mask_threshold": "high"}}, "mask_threshold must be a number in [-8, 8]"),
@@ -262,9 +262,17 @@ def test_card_lists_the_inference_options():
     assert ("from click 11 of a prompt on (every click so far, the previous mask fed back), the decoder's answer "
             "replaces the mask shown only in the connected region where it differs from it and that holds the latest "
             "click (`click_merge: 10`" in adapter_card(cfg, {}))
-    # fetal_head's box decoder lost to its tuned decoder on val (usam.train.boxes): the card says so
-    assert "box decoder: the backbone's mask decoder fine-tuned" in adapter_card(cfg, {})
-    assert "**not kept** (boxes stay `tuned`)" in adapter_card(cfg, {})
+    # fetal_head's box decoder (from its tuned decoder, 4 views per image) won on val: the card says how it was made
+    line = next(t for t in adapter_card(cfg, {}).splitlines() if t.startswith("- box decoder:"))
+    record = cfg.training["box_decoder"]
+    assert line.startswith("- box decoder: the adapter's tuned decoder (LoRA merged) fine-tuned")
+    assert f"{record['train_objects']} ground-truth boxes of the train split, 4 views of each image" in line
+    assert f"`tuned` {record['val_dice_before']} -> box decoder {record['val_dice_box_decoder']}: kept" in line
+    # an attempt that lost, from the backbone's decoder, one view: the card says so
+    cfg.training = {**cfg.training, "box_decoder": {**record, "init": "backbone", "views": 1, "kept": False}}
+    line = next(t for t in adapter_card(cfg, {}).splitlines() if t.startswith("- box decoder:"))
+    assert line.startswith("- box decoder: the backbone's mask decoder fine-tuned") and "views" not in line
+    assert "**not kept** (boxes stay `tuned`)" in line
     cfg.head_options, cfg.decoder = {}, None
     cfg.training = {k: v for k, v in cfg.training.items() if k != "box_decoder"}
     assert "## Inference options" not in adapter_card(cfg, {})

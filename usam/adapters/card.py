@@ -198,7 +198,7 @@ def _inference_options(config) -> list[str]:
     if box:
         which = {"base": "the backbone's decoder", "tuned": "the tuned decoder", "clicks": "the click decoder",
                  "bare": "the backbone's decoder on the bare encoder's embedding, as the bare backbone answers it",
-                 "boxes": "the adapter's box decoder (the backbone's fine-tuned on ground-truth boxes alone, "
+                 "boxes": "the adapter's box decoder (a decoder fine-tuned on ground-truth boxes alone, "
                           "`python -m usam.train.boxes`) on the bare encoder's embedding"}
         lines.append(f"- box prompts from a user go to {which.get(box, box)} (`box_prompts: {box}`)")
     if separate:
@@ -279,9 +279,9 @@ def _inference_options(config) -> list[str]:
         views = boxed.get("views") or 1
         lines.append(f"- box decoder: {start} fine-tuned by `python -m usam.train.boxes` on "
                      f"{boxed.get('train_objects')} ground-truth boxes of the train split"
-                     + (f" ({views} views of each image: as read, then augmented)" if views > 1 else "")
-                     + " (each side moved out by "
-                     f"{boxed.get('jitter')} of its length), {boxed.get('steps')} steps, on the bare encoder's "
+                     + (f", {views} views of each image (as read, then augmented)" if views > 1 else "")
+                     + ", each side moved out by "
+                     f"{boxed.get('jitter')} of its length, {boxed.get('steps')} steps, on the bare encoder's "
                      f"embeddings; val Dice from ground-truth boxes (n={boxed.get('val_objects')}) {outcome}: {verdict}")
     return lines
 

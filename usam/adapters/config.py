@@ -295,6 +295,10 @@ def check_config_dict(d) -> None:
     if d.get("decoder"):
         DecoderSettings.from_adapter({k: v for k, v in d["decoder"].items() if k != "tune"})
     check_head_options(d.get("head_options") or {}, {tid: t["kind"] for tid, t in d["tasks"].items()})
+    boxed = [tid for tid, o in (d.get("head_options") or {}).items() if o.get("refine_decoder") == "boxes"]
+    if boxed and (d.get("decoder") or {}).get("boxes") != "separate":
+        raise ConfigError(f"head_options of {boxed}: refine_decoder 'boxes' needs a box decoder (decoder.boxes: "
+                          "separate; python -m usam.train.boxes makes one)")
 
 
 def _check_tasks(tasks) -> None:

@@ -19,7 +19,8 @@ Each option is chosen on the validation split (``scripts/tune_head_options.py``)
   localisation head through the decoder (``usam/heads/locate.py``), before any ``refine_with_box``;
   ``"off"``: a trained localisation head is kept unused;
 - ``refine_decoder``: ``"base"`` (the backbone's own box path, default for a tuned decoder with
-  ``box_prompts: base``) or ``"tuned"``: which decoder answers the box prompts of the refinements and of ``locate``.
+  ``box_prompts: base``), ``"tuned"`` or ``"boxes"`` (the adapter's box decoder, ``python -m usam.train.boxes``, on
+  the embedding given): which decoder answers the box prompts of the refinements and of ``locate``.
 
 Shapes: low-res logits ``(1, K - 1, 256, 256)``; boxes ``(4,)`` xyxy; masks ``(H, W)``.
 """
@@ -36,6 +37,8 @@ from .automask import logits_to_classes
 
 #: largest ``mask_threshold`` magnitude accepted (a logit of 8 is a probability of 0.9997)
 MAX_THRESHOLD = 8.0
+#: values of ``refine_decoder`` (``boxes`` only for an adapter with a box decoder, checked with its config)
+REFINE_DECODERS = ("base", "tuned", "boxes")
 #: values of the segmentation option ``locate`` (``usam/heads/locate.py``)
 LOCATE_VALUES = ("heatmap", "off")
 OPTIONS = {
@@ -63,8 +66,9 @@ def check_head_options(options: dict, kinds: dict[str, str], where: str = "head_
         if unknown:
             raise ConfigError(f"{where}.{tid}: unknown options {sorted(unknown)} for a {kinds[tid]} task "
                               f"(known: {sorted(OPTIONS[kinds[tid]])})")
-        if opts.get("refine_decoder", "base") not in ("base", "tuned"):
-            raise ConfigError(f"{where}.{tid}.refine_decoder must be 'base' or 'tuned', got {opts['refine_decoder']!r}")
+        if opts.get("refine_decoder", "base") not in REFINE_DECODERS:
+            raise ConfigError(f"{where}.{tid}.refine_decoder must be one of {list(REFINE_DECODERS)}, "
+                              f"got {opts['refine_decoder']!r}")
         if "locate" in opts and opts["locate"] not in LOCATE_VALUES:
             raise ConfigError(f"{where}.{tid}.locate must be one of {list(LOCATE_VALUES)}, got {opts['locate']!r}")
         if "mask_threshold" in opts:
@@ -79,7 +83,7 @@ def check_head_options(options: dict, kinds: dict[str, str], where: str = "head_
 
 def decode_box(decoder, embedding, boxes, route: str | None):
     """Box-only prompt ``(N, 4)`` in model-input pixels -> low-res logits ``(N, 1, 256, 256)`` and predicted IoU
-    ``(N, 1)``; ``route`` (``"base"`` / ``"tuned"``) picks a tuned decoder's box path (a backbone has one);
+    ``(N, 1)``; ``route`` (``"base"`` / ``"tuned"`` / ``"boxes"``) picks a tuned decoder's box path (a backbone has one);
     ``None``: the tuned decoder's ``heads_box_route``, its ``box_prompts`` except that the heads use neither the
     click decoder nor the bare encoder's embedding (``"clicks"`` / ``"bare"`` / ``"boxes"``, routes of a user's
     box): theirs is then the backbone's decoder on the embedding given."""
