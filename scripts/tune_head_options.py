@@ -83,6 +83,7 @@ def main(argv=None) -> int:
     import usam
     from usam.adapters import rewrite_card
     from usam.data.fmc import read_split
+    from usam.heads.refine import pin_box_route
 
     model = usam.load(adapters=[args.adapter], cache_size=512)
     adapter = model.adapter
@@ -105,9 +106,12 @@ def main(argv=None) -> int:
     if not only or args.threshold_only:
         cfg["head_options"] = tune_mask_threshold(model, split, seg, report)
     if not only or args.box_only:
+        heads_route = adapter.decoder.heads_box_route if adapter.decoder is not None else None
         box_route = tune_box_route(model, split, seg, report)
         if box_route:
             cfg["decoder"]["box_prompts"] = box_route
+            if adapter.decoder.heads_box_route != heads_route:  # the heads' own boxes keep the decoder they had
+                pin_box_route(cfg.setdefault("head_options", {}), heads_route)
     # the click choices this run makes, in order: those named by a --*-only flag, else all four
     alone = [k for k, flag in (("click_zoom", args.zoom_only), ("click_merge", args.merge_only),
                                ("first_click", args.first_click_only)) if flag]
@@ -453,13 +457,14 @@ def tune_box_route(model, split, seg, report: dict) -> str | None:
 def segmentation_variants(refine: list[dict], locator: bool) -> dict[str, dict]:
     """Automatic-mask variants: the learned tokens' logits as they are or refined by their box (base / tuned
     box path or the box decoder, 1 or 2 rounds); with a localisation head also its best peak box (``locate: heatmap``,
-    answered by the heads' route or by each decoder of ``refine``), alone or refined once more by the box of its
-    mask."""
+    answered by each decoder of ``refine``, or by the backbone's where it has no tuned decoder), alone or refined once
+    more by the box of its mask."""
     variants = {"raw": {}}
     starts = {"": {}, **({"locate_": {"locate": "heatmap"}} if locator else {})}
     for prefix, start in starts.items():
-        if prefix:
-            variants[prefix + "raw"] = dict(start)
+        if prefix:  # named by its decoder where there is a choice: a later box_prompts change must not move it
+            if not refine[1:]:
+                variants[prefix + "raw"] = dict(start)
             for r in refine[1:]:
                 variants[f"{prefix}raw_{r['refine_decoder']}"] = {**start, **r}
         for r in refine[1:]:

@@ -179,3 +179,22 @@ def cache_dir(tmp_path_factory):
     mp.setenv("USAM_CACHE", str(d))
     yield d
     mp.undo()
+
+
+def without_box_decoder(folder: Path) -> Path:
+    """``folder`` (an adapter copy) as it was before its box decoder: the weights, route, pinned heads' route and
+    record removed (the shipped fetal_head has one; these tests make one)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["decoder"].pop("boxes", None)
+    cfg["decoder"]["box_prompts"] = "tuned"
+    for opts in cfg["head_options"].values():
+        opts.pop("refine_decoder", None)
+    cfg["training"].pop("box_decoder", None)
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    weights = load_file(str(folder / "heads.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.startswith("decoder.boxes.")}, str(folder / "heads.safetensors"))
+    return folder

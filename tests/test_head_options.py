@@ -266,7 +266,8 @@ def test_card_lists_the_inference_options():
     line = next(t for t in adapter_card(cfg, {}).splitlines() if t.startswith("- box decoder:"))
     record = cfg.training["box_decoder"]
     assert line.startswith("- box decoder: the adapter's tuned decoder (LoRA merged) fine-tuned")
-    assert f"{record['train_objects']} ground-truth boxes of the train split, 4 views of each image" in line
+    assert (f"{record['train_objects']} ground-truth boxes of {record['train_images']} train images in 4 views each"
+            in line)
     assert f"`tuned` {record['val_dice_before']} -> box decoder {record['val_dice_box_decoder']}: kept" in line
     # an attempt that lost, from the backbone's decoder, one view: the card says so
     cfg.training = {**cfg.training, "box_decoder": {**record, "init": "backbone", "views": 1, "kept": False}}
@@ -387,6 +388,32 @@ def _check_quality_choice(quality: dict, cfg: dict, target: Path, objects: int =
         assert quality["fit"]["train_objects"] >= 10 and len(quality["fit"]["quality_fit"]) == 3
         fit = tuple(quality["fit"]["quality_fit"]) if quality["chosen"] == "fitted" else None
         assert decoder.quality_fit == fit and cfg["decoder"].get("quality_fit") == (list(fit) if fit else None)
+
+
+def test_a_new_box_route_leaves_the_heads_own_boxes_where_they_were(tmp_path, data_root, monkeypatch):
+    """``--box-only`` choosing a user's box route (here ``clicks``, forced) would give the heads' localisation the
+    backbone's decoder: the route they had is pinned as ``refine_decoder`` and the automatic mask stays the same."""
+    import usam
+    from usam.data.fmc import read_split
+    from usam.io import read_image
+    from conftest import without_box_decoder
+
+    tune = _tune_script()
+    target = without_box_decoder(shutil.copytree(ROOT / "adapters" / "fetal_head", tmp_path / "fetal_head"))
+    assert "refine_decoder" not in json.loads((target / "config.json").read_text())["head_options"]["fetal_head"]
+    image = read_image(read_split(data_root / "val", tasks=["fetal_head"])["fetal_head"][0].image_path)
+    before = usam.load(adapters=[str(target)], precision="fp32", runtime="torch").predict(image).masks["fetal_head"]
+
+    def forced(model, split, seg, report):
+        model.adapter.decoder.box_prompts = "clicks"
+        return "clicks"
+
+    monkeypatch.setattr(tune, "tune_box_route", forced)
+    assert tune.main([str(target), "--data", str(data_root), "--limit", "2", "--box-only"]) == 0
+    cfg = json.loads((target / "config.json").read_text())
+    assert cfg["decoder"]["box_prompts"] == "clicks" and cfg["head_options"]["fetal_head"]["refine_decoder"] == "tuned"
+    after = usam.load(adapters=[str(target)], precision="fp32", runtime="torch").predict(image).masks["fetal_head"]
+    np.testing.assert_array_equal(after, before)
 
 
 def test_tune_head_options_quality_only_changes_the_quality_alone(tmp_path, data_root):

@@ -278,8 +278,9 @@ def _inference_options(config) -> list[str]:
                    else f"no fine-tuning step beat {start} (`{route}`: {boxed.get('val_dice_before')})")
         views = boxed.get("views") or 1
         lines.append(f"- box decoder: {start} fine-tuned by `python -m usam.train.boxes` on "
-                     f"{boxed.get('train_objects')} ground-truth boxes of the train split"
-                     + (f", {views} views of each image (as read, then augmented)" if views > 1 else "")
+                     + (f"{boxed.get('train_objects')} ground-truth boxes of the train split" if views == 1 else
+                        f"{boxed.get('train_objects')} ground-truth boxes of {boxed.get('train_images')} train images "
+                        f"in {views} views each (as read, then augmented)")
                      + ", each side moved out by "
                      f"{boxed.get('jitter')} of its length, {boxed.get('steps')} steps, on the bare encoder's "
                      f"embeddings; val Dice from ground-truth boxes (n={boxed.get('val_objects')}) {outcome}: {verdict}")

@@ -178,6 +178,17 @@ def local_adapter_dir(directory: str | os.PathLike, why: str) -> Path:
     return path
 
 
+def write_config(directory: str | os.PathLike, config: AdapterConfig) -> None:
+    """Replace an adapter folder's ``config.json`` alone, atomically (temp file + rename), as
+    :meth:`~usam.adapters.adapter.Adapter.save_pretrained` writes it: a record changed, the weights did not."""
+    from ..io import dumps_json
+
+    path = Path(directory) / CONFIG_NAME
+    tmp = path.with_name(f".{CONFIG_NAME}.{os.getpid()}.tmp")
+    tmp.write_text(dumps_json(config.to_dict(), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def rewrite_card(directory: str | os.PathLike, metrics: dict | None = None) -> None:
     """Rewrite an adapter folder's card (``README.md``) from its ``config.json`` (checked by
     :func:`validate_adapter_dir`) and ``metrics`` (default: its ``metrics.json``): after a script changed either."""

@@ -81,6 +81,26 @@ def check_head_options(options: dict, kinds: dict[str, str], where: str = "head_
                 raise ConfigError(f"{where}.{tid}.{key}: {opts[key]!r} is not a segmentation task of this adapter")
 
 
+#: head options that send boxes of the heads' own to a decoder (``locate: heatmap``, the two refinements)
+BOX_OPTIONS = ("locate", "refine_with_box", "refine_with_decoder")
+
+
+def sends_boxes(opts: dict) -> bool:
+    """Whether a task's head options prompt a decoder with boxes of the heads' own."""
+    return bool(opts.get("refine_with_box") or opts.get("refine_with_decoder")) or opts.get("locate") == "heatmap"
+
+
+def pin_box_route(options: dict, route: str) -> list[str]:
+    """Name ``route`` as ``refine_decoder`` in every task's ``options`` that sends boxes and names none (in place),
+    before a change of ``decoder.box_prompts`` would move them to another decoder; returns the tasks pinned."""
+    pinned = []
+    for tid, opts in options.items():
+        if sends_boxes(opts) and "refine_decoder" not in opts:
+            opts["refine_decoder"] = route
+            pinned.append(tid)
+    return pinned
+
+
 def decode_box(decoder, embedding, boxes, route: str | None):
     """Box-only prompt ``(N, 4)`` in model-input pixels -> low-res logits ``(N, 1, 256, 256)`` and predicted IoU
     ``(N, 1)``; ``route`` (``"base"`` / ``"tuned"`` / ``"boxes"``) picks a tuned decoder's box path (a backbone has one);

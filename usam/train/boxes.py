@@ -32,10 +32,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..adapters.adapter import PromptDecoder
-from ..adapters.validate import local_adapter_dir, rewrite_card
+from ..adapters.validate import local_adapter_dir, rewrite_card, write_config
 from ..backbones.sam_style import sam_decode
 from ..embedding import Embedded
 from ..errors import UsamError
+from ..heads.refine import pin_box_route
 from ..io import read_image, read_mask
 from ..ops.masks import dice, mask_box
 from ..backbones import LOW_RES
@@ -176,24 +177,6 @@ def fit_box_decoder(decoder: PromptDecoder, train: list[BoxExample], val: list[B
     return decoder.requires_grad_(False), history + [{"kept_step": best[2]}]
 
 
-#: head options that send boxes of the heads' own to a decoder (``usam/heads/refine.py``)
-BOX_OPTIONS = ("locate", "refine_with_box", "refine_with_decoder")
-
-
-def pin_heads_route(adapter) -> list[tuple[str, str]]:
-    """Before ``box_prompts`` becomes ``boxes``: name the decoder that answers the heads' own boxes today
-    (:attr:`~usam.adapters.adapter.TunedDecoder.heads_box_route`) as ``refine_decoder`` in every task's head options
-    that send boxes and name none, so that the automatic masks, detection boxes and localisation stay as they were
-    (a user's box route, ``boxes``, gives the heads the backbone's decoder). Returns ``[(task, route)]`` pinned."""
-    route, pinned = adapter.decoder.heads_box_route, []
-    for tid, opts in (adapter.config.head_options or {}).items():
-        sends = any(opts.get(k) for k in BOX_OPTIONS if k != "locate") or opts.get("locate") == "heatmap"
-        if sends and "refine_decoder" not in opts:
-            opts["refine_decoder"] = route
-            pinned.append((tid, route))
-    return pinned
-
-
 def box_dices(model, samples: list, route: str) -> list[float]:
     """Dice of the active adapter's answer to the ground-truth box of every object (foreground class present) of
     segmentation ``samples`` under ``box_prompts: route``, through :class:`~usam.predictor.Predictor` as a user's
@@ -272,6 +255,8 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
     adapter = model.adapter
     if adapter.decoder is None:
         raise UsamError(f"{adapter_dir} has no tuned decoder (decoder: null) to hold a box decoder")
+    if init == "boxes" and adapter.decoder.boxes is None:
+        raise UsamError(f"{adapter_dir} has no box decoder to start from (--init boxes); use --init backbone or tuned")
     seg, splits = segmentation_rows(adapter_dir, adapter.tasks, data, limit, "to take boxes from")
     t0 = time.time()
     with model.using_adapter(None):
@@ -292,13 +277,19 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
         adapter.decoder.boxes = fitted
         after = route_dice(model, splits["val"], "boxes")
     kept = after is not None and after > before + MIN_GAIN
+    following = [t for t, o in (adapter.config.head_options or {}).items() if o.get("refine_decoder") == "boxes"]
     if kept:
-        pinned = pin_heads_route(adapter)
+        heads_route = adapter.decoder.heads_box_route
+        pinned = pin_box_route(adapter.config.head_options or {}, heads_route)
         adapter.decoder.box_prompts = "boxes"
         adapter.config.decoder["boxes"] = "separate"
         adapter.config.decoder["box_prompts"] = "boxes"
         if pinned:
-            log(f"the heads' own boxes keep the '{pinned[0][1]}' decoder (refine_decoder set for {[t for t, _ in pinned]})")
+            log(f"the heads' own boxes keep the '{heads_route}' decoder (refine_decoder set for {pinned})")
+        if following:
+            log(f"warning: the head options of {following} name the box decoder (refine_decoder: boxes): their "
+                "automatic outputs now come from the new one; choose them again on val "
+                "(scripts/tune_head_options.py)")
         log(f"the box decoder beats the box route {present} on val ({before:.4f} -> {after:.4f}): a box alone now "
             "goes to it (box_prompts: boxes)")
     else:
@@ -311,17 +302,21 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
               "lr": lr, "batch": batch, "eval_every": eval_every, "seed": seed, "jitter": list(BOX_JITTER),
               "precision": model.precision, "val_route_before": route, "val_dice_before": round(before, 4),
               "val_dice_box_decoder": None if after is None else round(after, 4), "kept": kept,
+              **({"heads_following": following} if kept and following else {}),
               "seconds": round(time.time() - t0), "history": history}
     key = "box_decoder_attempt" if (not kept and old_boxes is not None) else "box_decoder"
     adapter.config.training[key] = report
     if key == "box_decoder":
         adapter.config.training.pop("box_decoder_attempt", None)
-    adapter.save_pretrained(adapter_dir, model.backbone.image_encoder)
+    if kept:
+        adapter.save_pretrained(adapter_dir, model.backbone.image_encoder)
+    else:  # the record alone: the weights stay byte for byte
+        write_config(adapter_dir, adapter.config)
     rewrite_card(adapter_dir)  # from the config just saved and the adapter's metrics.json
     return report
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
@@ -338,15 +333,15 @@ def main(argv=None) -> int:
     ap.add_argument("adapter", help="a local adapter folder (written in place)")
     data = Path(__file__).resolve().parents[3] / "shared" / "data" / "fmc_uia_dev"
     ap.add_argument("--data", default=str(data), help=f"FMC_UIA root with train/ and val/ (default {data})")
-    ap.add_argument("--steps", type=_positive, default=300, help="optimizer steps (default 300)")
+    ap.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (default 300)")
     ap.add_argument("--lr", type=float, default=3e-5, help="peak learning rate, one-cycle (default 3e-5)")
-    ap.add_argument("--batch", type=_positive, default=8, help="boxes per step (default 8)")
-    ap.add_argument("--eval-every", type=_positive, default=50,
+    ap.add_argument("--batch", type=positive_int, default=8, help="boxes per step (default 8)")
+    ap.add_argument("--eval-every", type=positive_int, default=50,
                     help="val Dice every N steps; the best step is kept (default 50)")
-    ap.add_argument("--limit", type=_positive, default=None, help="at most N images per task and split (a quick try)")
+    ap.add_argument("--limit", type=positive_int, default=None, help="at most N images per task and split (a quick try)")
     ap.add_argument("--seed", type=int, default=0,
                     help="draws of boxes, their jitter and the views' augmentations (default 0)")
-    ap.add_argument("--views", type=_positive, default=1,
+    ap.add_argument("--views", type=positive_int, default=1,
                     help="views per train image: the image as read, then augmented views as cache-mode training "
                          "makes them, cached on disk (default 1)")
     ap.add_argument("--precision", default="auto", help="encoder precision of the cached embeddings (default auto)")
