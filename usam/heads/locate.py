@@ -97,8 +97,8 @@ def locate_logits(locator: LocateHead, decoder, embedding: torch.Tensor, input_s
     """Automatic per-class logits ``(1, K, 256, 256)`` from the best located box of each class.
 
     ``embedding``: ``(1, C, h, w)``; each class's top ``k`` peak boxes are decoded as box prompts (``route``:
-    ``"base"`` / ``"tuned"`` / ``"boxes"``, as ``refine_decoder``) and the one with the highest ``sigmoid(peak) * predicted
-    IoU`` is kept.
+    ``"base"`` / ``"tuned"`` / ``"boxes"``, as ``refine_decoder``) and the one with the highest
+    ``sigmoid(peak) * predicted IoU`` is kept.
     """
     heat, size = locator(embedding)
     out = []

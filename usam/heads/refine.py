@@ -81,12 +81,9 @@ def check_head_options(options: dict, kinds: dict[str, str], where: str = "head_
                 raise ConfigError(f"{where}.{tid}.{key}: {opts[key]!r} is not a segmentation task of this adapter")
 
 
-#: head options that send boxes of the heads' own to a decoder (``locate: heatmap``, the two refinements)
-BOX_OPTIONS = ("locate", "refine_with_box", "refine_with_decoder")
-
-
 def sends_boxes(opts: dict) -> bool:
-    """Whether a task's head options prompt a decoder with boxes of the heads' own."""
+    """Whether a task's head options prompt a decoder with boxes of the heads' own (``locate: heatmap``, the two
+    refinements)."""
     return bool(opts.get("refine_with_box") or opts.get("refine_with_decoder")) or opts.get("locate") == "heatmap"
 
 
@@ -103,7 +100,8 @@ def pin_box_route(options: dict, route: str) -> list[str]:
 
 def decode_box(decoder, embedding, boxes, route: str | None):
     """Box-only prompt ``(N, 4)`` in model-input pixels -> low-res logits ``(N, 1, 256, 256)`` and predicted IoU
-    ``(N, 1)``; ``route`` (``"base"`` / ``"tuned"`` / ``"boxes"``) picks a tuned decoder's box path (a backbone has one);
+    ``(N, 1)``; ``route`` (``"base"`` / ``"tuned"`` / ``"boxes"``) picks a tuned decoder's box path (a backbone has
+    one);
     ``None``: the tuned decoder's ``heads_box_route``, its ``box_prompts`` except that the heads use neither the
     click decoder nor the bare encoder's embedding (``"clicks"`` / ``"bare"`` / ``"boxes"``, routes of a user's
     box): theirs is then the backbone's decoder on the embedding given."""

@@ -9,7 +9,8 @@ segmentation tasks' ground-truth boxes of the adapter's train split, each side o
 IoU). The step with the best val Dice is kept; then the box decoder answers a user's box alone
 (``decoder.box_prompts: boxes``, on the bare encoder's embedding, see :class:`~usam.adapters.config.DecoderSettings`)
 only if, through :class:`~usam.predictor.Predictor`, it beats the adapter's present box route on val by
-:data:`MIN_GAIN`; otherwise the adapter's weights stay as they were. The figures go to ``training.box_decoder`` of its ``config.json`` and its card.
+:data:`MIN_GAIN`; otherwise the adapter's weights stay as they were. The figures go to ``training.box_decoder`` of
+its ``config.json`` and its card.
 
     python -m usam.train.boxes adapters/NAME [--data ../shared/data/fmc_uia_dev] [--steps 300] [--lr 3e-5]
 
@@ -41,7 +42,8 @@ from ..io import read_image, read_mask
 from ..ops.masks import dice, mask_box
 from ..backbones import LOW_RES
 from ..predictor import Predictor
-from .cache import EmbeddingStore
+from .cache import EmbeddingStore, augment_labels
+from .examples import ExampleSource
 from .rows import segmentation_rows
 
 #: how far each side of a ground-truth box moves outward in training, as a fraction of the box's width / height,
@@ -69,9 +71,6 @@ def box_examples(store: EmbeddingStore, samples: list, desc: str = "box examples
     ``views > 1`` also on views ``1..views-1`` of each image, augmented as cache-mode training augments them
     (:meth:`~usam.train.examples.ExampleSource.view_params`, seeded by ``seed``: the views a ``train.views`` run with
     that seed cached are reused), the mask moved with the image. Embeddings are kept in fp16, one per image view."""
-    from .cache import augment_labels
-    from .examples import ExampleSource
-
     source = ExampleSource(store.model, "cache", store, augment=True, seed=seed, views=views)
     out = []
     for s in tqdm(samples, desc=desc, unit="img"):
@@ -238,9 +237,8 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
     ``init``: where it starts, one of :data:`INITS`), compare it on val with the adapter's box route, and save the
     adapter there (the box decoder and ``box_prompts: boxes`` only if it wins: a fine-tuning step beat the weights
     it started from, and the result beats the route by :data:`MIN_GAIN`). Returns the report, written to
-    ``training.box_decoder``;
-    an attempt that loses to a box decoder already in use goes to ``training.box_decoder_attempt`` instead, so the
-    record of the one in use stays."""
+    ``training.box_decoder``; an attempt that loses to a box decoder already in use goes to
+    ``training.box_decoder_attempt`` instead, so the record of the one in use stays."""
     check_settings(steps, lr, batch, eval_every)
     if views < 1:
         raise UsamError(f"views must be >= 1 (1: the images as read), got {views}")
@@ -298,8 +296,8 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
             log(f"the box decoder does not beat the box route {present} on val by {MIN_GAIN} "
                 f"({before:.4f} -> {after:.4f}): the adapter keeps its box route and weights")
     report = {"tasks": seg, "data": str(data), "limit": limit, "train_images": len(splits["train"]),
-              "val_images": len(splits["val"]), "views": views, "init": init, "train_objects": len(train), "val_objects": len(val), "steps": steps,
-              "lr": lr, "batch": batch, "eval_every": eval_every, "seed": seed, "jitter": list(BOX_JITTER),
+              "val_images": len(splits["val"]), "views": views, "init": init, "train_objects": len(train),
+              "val_objects": len(val), "steps": steps, "lr": lr, "batch": batch, "eval_every": eval_every, "seed": seed, "jitter": list(BOX_JITTER),
               "precision": model.precision, "val_route_before": route, "val_dice_before": round(before, 4),
               "val_dice_box_decoder": None if after is None else round(after, 4), "kept": kept,
               **({"heads_following": following} if kept and following else {}),
@@ -326,9 +324,10 @@ def positive_int(text: str) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m usam.train.boxes",
-        description="Fine-tune a box decoder for an adapter (the backbone's mask decoder on jittered ground-truth "
-                    "boxes of its segmentation tasks' train split, on the bare encoder's embeddings) and keep it only "
-                    "if it beats the adapter's box route on val; the result is recorded in the adapter's config.json "
+        description="Fine-tune a box decoder for an adapter (a mask decoder, the backbone's unless --init says "
+                    "otherwise, on jittered ground-truth boxes of its segmentation tasks' train split, on the bare "
+                    "encoder's embeddings) and keep it only if it beats the adapter's box route on val by "
+                    f"{MIN_GAIN} Dice; the result is recorded in the adapter's config.json "
                     "(training.box_decoder) and card.")
     ap.add_argument("adapter", help="a local adapter folder (written in place)")
     data = Path(__file__).resolve().parents[3] / "shared" / "data" / "fmc_uia_dev"
