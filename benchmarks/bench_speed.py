@@ -152,6 +152,7 @@ def row_encoder(args, backbone_name: str, precision: str) -> dict:
 def row_runtime(args, runtime: str, precision: str) -> dict:
     """LiteMedSAM's encoder on one runtime x precision: time per image, then GT-box Dice of the same images."""
     import numpy as np
+    import torch
 
     from usam import Predictor, UsamModel, build_backbone
     from usam.io import read_mask
@@ -165,7 +166,11 @@ def row_runtime(args, runtime: str, precision: str) -> dict:
     model.embed(images[0])  # builds (or loads from $USAM_CACHE) the compiled encoder
     build_s = time.perf_counter() - t0
     xs = [model.backbone.preprocess(im)[0] for im in images]
-    times = timed(lambda x: model._encode(x), xs, args.device)
+    def run(x):
+        with torch.inference_mode():  # with gradients on, _encode runs eager torch whatever the runtime (training)
+            return model._encode(x)
+
+    times = timed(run, xs, args.device)
     csv_dir = args.data / "test" / "csv_files"
     dices = []
     predictor = Predictor(model)
