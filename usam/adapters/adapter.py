@@ -36,11 +36,11 @@ from ..tasks import TaskSpec, kind_of
 from ..version import __version__
 from .config import (DEFAULT_DECODER_TRAIN, INFERENCE_CHOICES, USER_BOX_ROUTES, AdapterConfig, DecoderSettings,
                      check_adapter_name)
-from .layout import CARD_NAME, CONFIG_NAME, HEADS_NAME, LORA_CONFIG_NAME, LORA_NAME, METRICS_NAME, output_problem
+from .layout import CARD_NAME, HEADS_NAME, LORA_CONFIG_NAME, LORA_NAME, METRICS_NAME, output_problem
 from .lora import LoraSettings, add_lora, load_lora_state, lora_state_dict, remove_lora
 from .resolve import resolve_adapter
 from .settings import Invalid
-from .validate import validate_adapter_dir
+from .validate import validate_adapter_dir, write_config
 
 
 class PromptDecoder(nn.Module):
@@ -291,7 +291,7 @@ class Adapter(nn.Module):
     def _write_files(self, folder: Path, encoder: nn.Module | None) -> None:
         """``config.json``, ``heads.safetensors`` and, with encoder LoRA, the two peft files. The click and box
         decoders (4M parameters each for LiteMedSAM, the bulk of the file) are stored in fp16 and read back into fp32."""
-        (folder / CONFIG_NAME).write_text(dumps_json(self.config.to_dict(), indent=2) + "\n")
+        write_config(folder, self.config)
         half = (f"decoder.{CLICKS_PREFIX}", f"decoder.{BOXES_PREFIX}")
         state = {k: v.half() if k.startswith(half) and v.is_floating_point() else v for k, v in self.head_state().items()}
         save_file(state, str(folder / HEADS_NAME), metadata={"format": "pt", "usam": __version__})

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from ..errors import AdapterError
 from ..heads.locate import attach_locators
+from ..io import dumps_json
 from ..tasks import kind_of
 from .card import adapter_card, parse_card
 from .config import AdapterConfig
@@ -180,9 +181,7 @@ def local_adapter_dir(directory: str | os.PathLike, why: str) -> Path:
 
 def write_config(directory: str | os.PathLike, config: AdapterConfig) -> None:
     """Replace an adapter folder's ``config.json`` alone, atomically (temp file + rename), as
-    :meth:`~usam.adapters.adapter.Adapter.save_pretrained` writes it: a record changed, the weights did not."""
-    from ..io import dumps_json
-
+    :meth:`~usam.adapters.adapter.Adapter.save_pretrained` writes it (a record changed, the weights did not)."""
     path = Path(directory) / CONFIG_NAME
     tmp = path.with_name(f".{CONFIG_NAME}.{os.getpid()}.tmp")
     tmp.write_text(dumps_json(config.to_dict(), indent=2) + "\n")
