@@ -29,7 +29,8 @@ Options (``usam/heads/refine.py``), tried task by task, segmentation first (the 
   FocalClick's Progressive Merge), then how a first click is answered (``decoder.first_click``: the click decoder's
   candidates ``direct``, or each re-answered from its own box, ``box_refine``); ``--clicks-only`` chooses these four
   alone, ``--first-click-only`` the last alone, ``--zoom-only`` the zoom alone, ``--merge-only`` the merge alone;
-- last, in every run but ``--box-only``, ``--threshold-only`` and ``--merge-only`` ones, the quality estimate
+- ``--heads-only`` chooses the head options and their threshold alone (e.g. after a new localisation head);
+- last, in every run but ``--box-only``, ``--threshold-only``, ``--heads-only`` and ``--merge-only`` ones, the quality estimate
   shown with a mask (``decoder.quality``: the decoder's predicted IoU, SAM's stability score of the logits, their
   mean, or a map of the two fitted on the first ``--quality-train`` train rows, ``decoder.quality_fit``), by the
   Spearman correlation with the measured IoU of the chosen first-click mask, its mean error at most 0.01 above the
@@ -74,6 +75,9 @@ def main(argv=None) -> int:
                     help="choose decoder.quality alone (the quality estimate shown): everything else stays as it is")
     ap.add_argument("--threshold-only", action="store_true",
                     help="choose the automatic masks' mask_threshold alone (head options otherwise kept)")
+    ap.add_argument("--heads-only", action="store_true",
+                    help="choose the head options alone (and their mask_threshold), e.g. after a new localisation "
+                         "head: box routing, click settings and the quality estimate stay")
     ap.add_argument("--box-only", action="store_true",
                     help="choose decoder.box_prompts alone (the decoder that answers a user's box): the rest stays")
     args = ap.parse_args(argv)
@@ -94,16 +98,16 @@ def main(argv=None) -> int:
     cfg = json.loads(cfg_path.read_text())
     before = dict(cfg.get("training", {}).get("head_options_validation") or {})
     only = (args.clicks_only or args.first_click_only or args.zoom_only or args.merge_only or args.quality_only
-            or args.box_only or args.threshold_only)
+            or args.box_only or args.threshold_only or args.heads_only)
     report = before if only else {}
     for key in ("click_window", "click_zoom", "click_merge", "first_click"):  # an earlier click choice stays, recorded
         if not args.clicks and key in before:
             report[key] = before[key]
-    if args.quality_only or args.box_only or args.threshold_only:
+    if args.quality_only or args.box_only or args.threshold_only or args.heads_only:
         args.clicks = 0
-    if not only:
+    if not only or args.heads_only:
         cfg["head_options"] = tune_heads(model, split, seg, report)
-    if not only or args.threshold_only:
+    if not only or args.threshold_only or args.heads_only:
         cfg["head_options"] = tune_mask_threshold(model, split, seg, report)
     if not only or args.box_only:
         heads_route = adapter.decoder.heads_box_route if adapter.decoder is not None else None
@@ -138,7 +142,8 @@ def main(argv=None) -> int:
             if first != "direct":
                 cfg["decoder"]["first_click"] = first
     # after first_click (its figures follow that answer); a merge does not touch a first click
-    if adapter.decoder is not None and seg and not (args.box_only or args.threshold_only or args.merge_only):
+    if adapter.decoder is not None and seg and not (args.box_only or args.threshold_only or args.merge_only
+                                                    or args.heads_only):
         fit_rows = None
         n_fit = min(args.quality_train, args.limit) if args.limit else args.quality_train
         if n_fit:

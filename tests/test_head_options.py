@@ -491,3 +491,23 @@ def test_tune_head_options_merge_only_changes_the_merge_alone(tmp_path, data_roo
     for c in (before, cfg):
         c["decoder"].pop("click_merge", None)
     assert cfg == before  # nothing else is touched
+
+
+def test_tune_head_options_heads_only_changes_the_head_options_alone(tmp_path, data_root):
+    """``--heads-only`` (after a new localisation head): the head options and their records are chosen again on val,
+    the decoder block (box route, click settings, quality) and every other record stay as they were."""
+    tune = _tune_script()
+    target = tmp_path / "fetal_head"
+    shutil.copytree(ROOT / "adapters" / "fetal_head", target)
+    before = json.loads((target / "config.json").read_text())
+    assert tune.main([str(target), "--data", str(data_root), "--limit", "3", "--heads-only"]) == 0
+    cfg = json.loads((target / "config.json").read_text())
+    assert cfg["decoder"] == before["decoder"]
+    report, old = cfg["training"].pop("head_options_validation"), before["training"].pop("head_options_validation")
+    assert {k: v for k, v in report.items() if k not in ("fetal_head", "fetal_head_biometry", "mask_threshold")} == \
+        {k: v for k, v in old.items() if k not in ("fetal_head", "fetal_head_biometry", "mask_threshold")}
+    assert report["fetal_head"] != old["fetal_head"]  # scored again, on 3 rows
+    assert any(k.startswith("locate_") for k in report["fetal_head"])
+    assert cfg["training"] == before["training"]
+    check_head_options(cfg["head_options"], {"fetal_head": "segmentation", "fetal_head_biometry": "regression"})
+    assert cfg["head_options"]["fetal_head"]["locate"] in ("heatmap", "off")

@@ -158,3 +158,71 @@ def test_attach_locators_follows_the_options():
     heads = {"seg": AutoMaskHead(3), "other": AutoMaskHead(2)}
     attach_locators(heads, {"seg": {"locate": "off"}})
     assert heads["seg"].locator.num_foreground == 2 and not hasattr(heads["other"], "locator")
+
+
+@pytest.mark.real
+def test_views_move_the_object_boxes_with_the_image(data_root, breast_model):
+    """``load_examples(views=2)``: view 0 is the image as read; view 1 is augmented, its boxes moved with it (the
+    shipped locator finds the moved lesions on the augmented views as it finds them as read)."""
+    from usam.data.fmc import read_split
+    from usam.train.cache import EmbeddingStore
+
+    store = EmbeddingStore(breast_model)
+    rows = read_split(data_root / "train", tasks=["breast_lesion"])["breast_lesion"][:8]
+    one, two = load_examples(store, rows, 1), load_examples(store, rows, 1, views=2, seed=0)
+    assert len(two) == 2 * len(one)
+    for a, b in zip(one, two[0::2]):
+        assert torch.equal(a.embedding, b.embedding) and np.array_equal(a.boxes[0], b.boxes[0])
+    views = two[1::2]
+    assert all(not torch.equal(a.embedding, v.embedding) for a, v in zip(one, views))
+    assert any(not np.allclose(a.boxes[0], v.boxes[0]) for a, v in zip(one, views))
+    locator = getattr(breast_model.adapter.heads["breast_lesion"], "locator", None)
+    if locator is not None:
+        as_read, moved = np.array(_peak_ious(locator, one)), np.array(_peak_ious(locator, views))
+        assert np.mean(moved > 0.5) >= np.mean(as_read > 0.5) - 0.25, (as_read, moved)
+
+
+def _copy(tmp_path, name: str) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(ROOT / "adapters" / name, tmp_path / name))
+
+
+@pytest.mark.real
+def test_a_head_that_does_not_beat_the_one_in_use_leaves_the_weights(tmp_path, data_root, monkeypatch):
+    import usam.train.locate as locate
+
+    folder = _copy(tmp_path, "fetal_head")
+    weights, cfg0 = (folder / "heads.safetensors").read_bytes(), json.loads((folder / "config.json").read_text())
+    report = locate.train_adapter_locators(str(folder), str(data_root), epochs=1, limit=6, log=lambda *_: None)
+    rec = report["fetal_head"]
+    assert rec["kept"] is False and rec["val_peak_iou_before"] > rec["val_peak_iou"] + locate.MIN_GAIN
+    assert (folder / "heads.safetensors").read_bytes() == weights
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["training"]["locate"] == cfg0["training"]["locate"]  # the record of the head in use stays
+    assert cfg["training"]["locate_attempt"]["fetal_head"]["kept"] is False
+    assert cfg["head_options"] == cfg0["head_options"]
+    # the same run made to win: only the locator's tensors change, the record moves to training.locate
+    monkeypatch.setattr(locate, "MIN_GAIN", -1.0)
+    report = locate.train_adapter_locators(str(folder), str(data_root), epochs=1, limit=6, views=2, log=lambda *_: None)
+    assert report["fetal_head"]["kept"] is True
+    old, new = load_file(ROOT / "adapters" / "fetal_head" / "heads.safetensors"), load_file(folder / "heads.safetensors")
+    assert old.keys() == new.keys()
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    assert changed and all(".locator." in k for k in changed)
+    cfg = json.loads((folder / "config.json").read_text())
+    assert "locate_attempt" not in cfg["training"] and cfg["training"]["locate"]["fetal_head"]["views"] == 2
+    assert "in 2 views each" in (folder / "README.md").read_text()
+
+
+def test_locate_stage_refuses_a_hub_id_and_bad_settings(tmp_path):
+    from usam.errors import UsamError
+    from usam.train.locate import main, train_adapter_locators
+
+    with pytest.raises(UsamError, match="views must be >= 1"):
+        train_adapter_locators(str(tmp_path), "data", views=0)
+    with pytest.raises(UsamError, match="usam hub pull"):
+        train_adapter_locators("someone/breast", "data")
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--views", "0"])
+    assert main(["someone/breast"]) == 2

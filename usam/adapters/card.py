@@ -252,8 +252,10 @@ def _inference_options(config) -> list[str]:
     for tid, rec in (located or {}).items():
         lines.append(f"- `{tid}` localisation head (object-centre heatmap whose peak box prompts the automatic mask): "
                      f"trained by `python -m usam.train.locate` on cached embeddings, {rec.get('epochs')} epochs on "
-                     f"{rec.get('train')} images, {rec.get('seconds')} s; val peak-box IoU {rec.get('val_peak_iou')} "
-                     f"(n={rec.get('val')})")
+                     f"{rec.get('train')} images" + (f" in {rec['views']} views each" if (rec.get('views') or 1) > 1 else "")
+                     + f", {rec.get('seconds')} s; val peak-box IoU {rec.get('val_peak_iou')} (n={rec.get('val')})"
+                     + (f", the head it replaced {rec['val_peak_iou_before']}" if rec.get("val_peak_iou_before") is not None
+                        else ""))
     calibrated = config.training.get("calibration") if isinstance(config.training, dict) else None
     if calibrated:
         b, a = calibrated.get("val_first_click_before", {}), calibrated.get("val_first_click_after", {})

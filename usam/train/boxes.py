@@ -30,20 +30,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..adapters.adapter import PromptDecoder
 from ..adapters.validate import local_adapter_dir, rewrite_card, write_config
 from ..backbones.sam_style import sam_decode
-from ..embedding import Embedded
 from ..errors import UsamError
 from ..heads.refine import pin_box_route
 from ..io import read_image, read_mask
 from ..ops.masks import dice, mask_box
 from ..backbones import LOW_RES
 from ..predictor import Predictor
-from .cache import EmbeddingStore, augment_labels
-from .examples import ExampleSource
+from .cache import EmbeddingStore
+from .examples import mask_views
 from .rows import segmentation_rows
 
 #: how far each side of a ground-truth box moves outward in training, as a fraction of the box's width / height,
@@ -69,24 +67,17 @@ def box_examples(store: EmbeddingStore, samples: list, desc: str = "box examples
                  seed: int = 0) -> list[BoxExample]:
     """Every object (foreground class present) of segmentation ``samples``, on ``store``'s embeddings; with
     ``views > 1`` also on views ``1..views-1`` of each image, augmented as cache-mode training augments them
-    (:meth:`~usam.train.examples.ExampleSource.view_params`, seeded by ``seed``: the views a ``train.views`` run with
+    (:func:`~usam.train.examples.mask_views`, seeded by ``seed``: the views a ``train.views`` run with
     that seed cached are reused), the mask moved with the image. Embeddings are kept in fp16, one per image view."""
-    source = ExampleSource(store.model, "cache", store, augment=True, seed=seed, views=views)
     out = []
-    for s in tqdm(samples, desc=desc, unit="img"):
-        gt0 = read_mask(s.mask_path)
-        digest, hw = source.meta(s.image_path) if views > 1 else (None, gt0.shape)
-        for k in range(views):
-            params = source.view_params(s.image_path, digest, hw, k) if k else None
-            emb: Embedded = store.get(s.image_path, params)
-            gt = gt0 if params is None else augment_labels(params, hw, mask=gt0)[0]
-            embedding = emb.embedding.to(torch.float16)
-            for c in range(1, s.num_classes):
-                truth = gt == c
-                if truth.any():
-                    target = emb.geometry.mask_to_input(truth.astype(np.float32), LOW_RES) > 0.5
-                    out.append(BoxExample(embedding, emb.geometry, np.asarray(mask_box(truth), np.float64),
-                                          target.float()[None, None], truth))
+    for s, emb, gt in mask_views(store, samples, views, seed, desc):
+        embedding = emb.embedding.to(torch.float16)
+        for c in range(1, s.num_classes):
+            truth = gt == c
+            if truth.any():
+                target = emb.geometry.mask_to_input(truth.astype(np.float32), LOW_RES) > 0.5
+                out.append(BoxExample(embedding, emb.geometry, np.asarray(mask_box(truth), np.float64),
+                                      target.float()[None, None], truth))
     return out
 
 

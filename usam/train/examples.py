@@ -149,3 +149,17 @@ class ExampleSource:
                 params = self.view_params(p, digest, hw, k)
                 if not self.store.has(digest, params):
                     self.store.get(p, digest, params) if self.mode == "tail" else self.store.get(p, params)
+
+
+def mask_views(store: EmbeddingStore, samples: list[Sample], views: int = 1, seed: int = 0, desc: str = "views"):
+    """Yield ``(sample, embedded, mask)`` for views ``0..views-1`` of each segmentation row: view 0 as read, the
+    others augmented as cache-mode training augments them (:meth:`ExampleSource.view_params`, seeded by ``seed``: the
+    views a ``train.views`` run with that seed cached are reused), ``embedded`` from ``store``
+    (:class:`~usam.embedding.Embedded`) and ``mask`` the ``(H, W)`` class-id mask moved with the image."""
+    source = ExampleSource(store.model, "cache", store, augment=True, seed=seed, views=views)
+    for s in tqdm(samples, desc=desc, unit="img"):
+        gt0 = read_mask(s.mask_path)
+        digest, hw = source.meta(s.image_path) if views > 1 else (None, gt0.shape)
+        for k in range(views):
+            params = source.view_params(s.image_path, digest, hw, k) if k else None
+            yield s, store.get(s.image_path, params), gt0 if params is None else augment_labels(params, hw, mask=gt0)[0]

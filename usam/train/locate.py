@@ -1,10 +1,11 @@
 """Train an adapter's localisation heads (:class:`usam.heads.locate.LocateHead`) on cached embeddings.
 
-    OMP_NUM_THREADS=1 python -m usam.train.locate adapters/breast [--data DIR] [--epochs 30]
+    OMP_NUM_THREADS=1 python -m usam.train.locate adapters/breast [--data DIR] [--epochs 30] [--views 4]
 
 For every segmentation task of the adapter: the embeddings its heads see of the train split
 (:class:`~usam.train.cache.EmbeddingStore`: through the adapter's encoder LoRA where it has one, computed once
-where missing), targets from the
+where missing; with ``--views N`` also of N - 1 augmented views of each train image, as cache-mode training
+makes them, cached on disk), targets from the
 masks (one object per 8-connected component of a class, components under a tenth of the class's largest
 dropped: a Gaussian centre peak of sigma = box side / 6 and the log box size there), CenterNet's focal loss +
 L1 on log sizes. The epoch with the best mean peak-box IoU on the val split is kept. The head is saved into
@@ -27,11 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..adapters.validate import local_adapter_dir, rewrite_card, write_config
 from ..data.fmc import read_split
+from ..errors import UsamError
 from ..heads.locate import LocateHead, peak_boxes
-from ..io import read_mask
 from ..ops.metrics import box_iou
+from .boxes import positive_int
 from .cache import EmbeddingStore
+from .examples import mask_views
 
 GRID = 64
 
@@ -99,15 +103,15 @@ def locate_loss(locator: LocateHead, emb: torch.Tensor, heat_t, size_t, weight) 
     return focal_loss(heat, heat_t) + l1
 
 
-def load_examples(store, samples, num_foreground: int) -> list[LocateExample]:
+def load_examples(store, samples, num_foreground: int, views: int = 1, seed: int = 0,
+                  desc: str = "locate examples") -> list[LocateExample]:
     """Embeddings (from ``store``, an :class:`~usam.train.cache.EmbeddingStore`) and object boxes of
-    segmentation ``samples``."""
-    out = []
-    for s in samples:
-        e = store.get(s.image_path)
-        boxes = object_boxes(read_mask(s.mask_path), e.geometry, num_foreground)
-        out.append(LocateExample(e.embedding[0].half(), boxes, tuple(e.geometry.resized_hw)))
-    return out
+    segmentation ``samples``; with ``views > 1`` also of views ``1..views-1`` of each image, augmented as cache-mode
+    training augments them, the mask moved with the image (:func:`~usam.train.examples.mask_views`, seeded by
+    ``seed``)."""
+    return [LocateExample(e.embedding[0].half(), object_boxes(mask, e.geometry, num_foreground),
+                          tuple(e.geometry.resized_hw))
+            for _, e, mask in mask_views(store, samples, views, seed, desc)]
 
 
 def peak_iou(locator: LocateHead, examples: list[LocateExample], input_size: int) -> float:
@@ -156,43 +160,93 @@ def train_locator(train: list[LocateExample], val: list[LocateExample], num_fore
     return locator.eval(), history
 
 
-def train_adapter_locators(adapter_dir: str, data: str, epochs: int = 30, limit: int | None = None, log=print) -> dict:
+#: a new localisation head replaces one the adapter has only when it beats it on val by this much mean peak-box IoU
+MIN_GAIN = 0.005
+
+
+def train_adapter_locators(adapter_dir: str, data: str, epochs: int = 30, limit: int | None = None, views: int = 1,
+                           seed: int = 0, log=print) -> dict:
     """Train a localisation head for each segmentation task of the adapter at ``adapter_dir`` and save it there
-    (``locate: "off"`` unless already set). Returns ``task_id -> {val_peak_iou, history, ...}``."""
+    (``locate: "off"`` unless already set); ``views``: views per train image (:func:`load_examples`; val is scored
+    on the images as read). A task whose adapter already has a head keeps it unless the new one beats it on val by
+    :data:`MIN_GAIN` mean peak-box IoU; such an attempt is recorded under ``training.locate_attempt``, the kept heads
+    under ``training.locate``, and an adapter where nothing is kept gets its record alone (``heads.safetensors``
+    untouched). Returns ``task_id -> {val_peak_iou, val_peak_iou_before, kept, history, ...}``."""
+    if views < 1:
+        raise UsamError(f"views must be >= 1 (1: the images as read), got {views}")
+    if epochs < 1:
+        raise UsamError(f"epochs must be >= 1, got {epochs}")
+    local_adapter_dir(adapter_dir, "python -m usam.train.locate writes the localisation heads into it")
     import usam  # the facade's load (backbone + adapter), imported here: usam imports this package
 
     model = usam.load(adapters=[adapter_dir])
     adapter, size = model.adapter, model.backbone.input_size
     seg = [t for t, s in adapter.tasks.items() if s.kind == "segmentation"]
+    training = adapter.config.training
+    kept_records, attempts = dict(training.get("locate") or {}), dict(training.get("locate_attempt") or {})
     # an adapter with encoder LoRA: its heads see the LoRA embeddings, so its locator learns on them
     store, report = EmbeddingStore(model), {}
     for tid in seg:
         k = adapter.tasks[tid].num_classes - 1
         splits = {name: read_split(Path(data) / name, tasks=[tid])[tid][:limit] for name in ("train", "val")}
         t0 = time.time()
-        train, val = (load_examples(store, splits[n], k) for n in ("train", "val"))
-        log(f"{tid}: {len(train)} train / {len(val)} val embeddings ({time.time() - t0:.0f} s)")
+        train = load_examples(store, splits["train"], k, views, seed, f"{tid} train views" if views > 1 else f"{tid} train")
+        val = load_examples(store, splits["val"], k, desc=f"{tid} val")
+        log(f"{tid}: {len(train)} train ({len(splits['train'])} images x {views} views) / {len(val)} val embeddings "
+            f"({time.time() - t0:.0f} s)")
+        old = getattr(adapter.heads[tid], "locator", None)
+        before = None if old is None else round(peak_iou(old, val, size), 4)
         t0 = time.time()
-        locator, history = train_locator(train, val, k, size, epochs=epochs, log=log)
-        adapter.heads[tid].locator = locator
+        locator, history = train_locator(train, val, k, size, epochs=epochs, seed=seed, log=log)
+        after = max(h["val_peak_iou"] for h in history)
+        kept = before is None or after > before + MIN_GAIN
         opts = adapter.config.head_options.setdefault(tid, {})
         opts.setdefault("locate", "off")
-        report[tid] = {"train": len(train), "val": len(val), "epochs": epochs, "seconds": round(time.time() - t0),
-                       "val_peak_iou": max(h["val_peak_iou"] for h in history), "history": history}
-    adapter.config.training["locate"] = report
-    adapter.save_pretrained(adapter_dir, model.backbone.image_encoder)
+        report[tid] = {"train": len(splits["train"]), "views": views, "val": len(val), "epochs": epochs,
+                       "seconds": round(time.time() - t0), "val_peak_iou": after, "val_peak_iou_before": before,
+                       "kept": kept, "history": history}
+        if kept:
+            adapter.heads[tid].locator = locator
+            kept_records[tid] = report[tid]
+            attempts.pop(tid, None)
+            if old is not None:
+                log(f"{tid}: the new localisation head beats the one in use on val (peak-box IoU {before} -> {after})"
+                    + ("; its automatic masks now follow it: choose the head options again on val "
+                       "(scripts/tune_head_options.py)" if opts.get("locate") == "heatmap" else ""))
+        else:
+            attempts[tid] = report[tid]
+            log(f"{tid}: the new localisation head does not beat the one in use on val by {MIN_GAIN} (peak-box IoU "
+                f"{before} -> {after}): the adapter keeps it")
+    training["locate"] = kept_records
+    training.pop("locate_attempt", None)
+    if attempts:
+        training["locate_attempt"] = attempts
+    if any(r["kept"] for r in report.values()):
+        adapter.save_pretrained(adapter_dir, model.backbone.image_encoder)
+    else:  # the record alone: the weights stay byte for byte
+        write_config(adapter_dir, adapter.config)
+    rewrite_card(adapter_dir)  # from the config just saved and the adapter's metrics.json
     return report
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("adapter")
+    ap = argparse.ArgumentParser(prog="python -m usam.train.locate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("adapter", help="a local adapter folder (written in place)")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[3] / "shared" / "data" / "fmc_uia_dev"))
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--limit", type=int, default=None, help="at most N images per split (quick check)")
+    ap.add_argument("--epochs", type=positive_int, default=30, help="epochs (default 30; the best on val is kept)")
+    ap.add_argument("--limit", type=positive_int, default=None, help="at most N images per split (quick check)")
+    ap.add_argument("--views", type=positive_int, default=1,
+                    help="views per train image: the image as read, then augmented views as cache-mode training "
+                         "makes them (cached on disk, shared with a train.views run of the same seed; default 1)")
+    ap.add_argument("--seed", type=int, default=0, help="draws of the views' augmentations and of training (default 0)")
     args = ap.parse_args(argv)
-    report = train_adapter_locators(args.adapter, args.data, args.epochs, args.limit)
-    print({t: r["val_peak_iou"] for t, r in report.items()})
+    try:
+        report = train_adapter_locators(args.adapter, args.data, args.epochs, args.limit, args.views, args.seed)
+    except UsamError as exc:
+        print(f"usam.train.locate: {exc}", file=sys.stderr)
+        return 2
+    print({t: {k: r[k] for k in ("val_peak_iou_before", "val_peak_iou", "kept")} for t, r in report.items()})
     return 0
 
 
