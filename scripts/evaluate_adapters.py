@@ -86,9 +86,7 @@ def main(argv=None) -> int:
         return official_only(args)
 
     import usam
-    from usam.challenge import evaluate, write_report
     from usam.challenge.interactive import evaluate_clicks, evaluate_prompts
-    from usam.challenge.predict import predict_split
     from usam.data.fmc import read_split
 
     split = Path(args.data) / args.split
@@ -103,9 +101,7 @@ def main(argv=None) -> int:
     if args.limit or len(chosen) < len(ADAPTERS):
         tasks = {t for d in dirs for t in validate_adapter_dir(d).config.tasks}
         data = _limited_copy(split, out / "data", args.limit, tasks)
-    summary = predict_split(data, out / "pred", model, restart=True, log=lambda m: print(m, file=sys.stderr))
-    results = evaluate(data, out / "pred")
-    write_report(results, out / "report", data_root=data, pred_dir=out / "pred")
+    summary, results = official_figures(model, data, out)
     figures = {tid: dict(r["metrics"]) for tid, r in results["tasks"].items()}
     rows = read_split(data)
     prompt_cases = {}
@@ -205,8 +201,6 @@ def official_only(args) -> int:
     kept; ``RESULTS.md`` and the cards rewritten from it."""
     import usam
     from usam.adapters import validate_adapter_dir
-    from usam.challenge import evaluate, write_report
-    from usam.challenge.predict import predict_split
 
     stored = json.loads((ROOT / "adapters" / "results.json").read_text())
     split, out = Path(args.data) / args.split, Path(args.out)
@@ -215,9 +209,7 @@ def official_only(args) -> int:
         t0 = time.time()
         model = usam.UsamModel.from_pretrained(adapters=[str(d)], precision=args.precision, cache_size=2000)
         data = _limited_copy(split, out / "data", None, set(validate_adapter_dir(d).config.tasks))
-        summary = predict_split(data, out / "pred", model, restart=True, log=lambda m: print(m, file=sys.stderr))
-        results = evaluate(data, out / "pred")
-        write_report(results, out / "report", data_root=data, pred_dir=out / "pred")
+        summary, results = official_figures(model, data, out)
         for tid, r in results["tasks"].items():
             stored["figures"].setdefault(tid, {}).update(r["metrics"])
         stored["runs"].setdefault(adapter, {})["official_figures"] = (
@@ -226,6 +218,18 @@ def official_only(args) -> int:
     stored.update(check_cases(split))
     _rewrite_results(args, stored, dirs)
     return 0
+
+
+def official_figures(model, data: Path, out: Path) -> tuple[dict, dict]:
+    """``usam predict`` of the split ``data`` into ``out/pred`` and ``usam evaluate`` of it (report under
+    ``out/report``); returns predict's summary and the evaluation."""
+    from usam.challenge import evaluate, write_report
+    from usam.challenge.predict import predict_split
+
+    summary = predict_split(data, out / "pred", model, restart=True, log=lambda m: print(m, file=sys.stderr))
+    results = evaluate(data, out / "pred")
+    write_report(results, out / "report", data_root=data, pred_dir=out / "pred")
+    return summary, results
 
 
 def _recompute(args, note: str, flag: str, figures) -> tuple[dict, list[Path]]:
