@@ -372,7 +372,7 @@ def test_box_examples_of_augmented_views_carry_their_moved_masks(data_root, tmp_
         train_box_decoder(str(ROOT / "adapters" / "fetal_head"), "unused", views=0)
 
 
-def test_bad_arguments_are_refused_before_anything_is_loaded(tiny_vit, tmp_path, monkeypatch):
+def test_bad_arguments_are_refused_before_anything_is_loaded(tiny_vit, tmp_path, monkeypatch, capsys):
     import usam
     from usam.adapters.adapter import PromptDecoder
     from usam.errors import AdapterError
@@ -393,6 +393,7 @@ def test_bad_arguments_are_refused_before_anything_is_loaded(tiny_vit, tmp_path,
         with pytest.raises(SystemExit) as exc:
             main([str(tmp_path), *bad])
         assert exc.value.code == 2
+    assert "argument --batch: 'x' is not an integer" in capsys.readouterr().err  # usam.argtypes, as `usam` says it
     assert main([str(tmp_path / "missing")]) == 2
 
 

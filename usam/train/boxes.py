@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ..adapters.adapter import PromptDecoder
 from ..adapters.validate import local_adapter_dir, rewrite_card, write_config
+from ..argtypes import positive_int
 from ..backbones.sam_style import sam_decode
 from ..errors import UsamError
 from ..heads.refine import pin_box_route
@@ -303,13 +304,6 @@ def train_box_decoder(adapter_dir: str, data: str, steps: int = 300, lr: float =
         write_config(adapter_dir, adapter.config)
     rewrite_card(adapter_dir)  # from the config just saved and the adapter's metrics.json
     return report
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def main(argv=None) -> int:

@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from ..adapters.validate import local_adapter_dir, rewrite_card, write_config
+from ..argtypes import positive_int
 from ..data.fmc import read_split
 from ..errors import UsamError
 from ..heads.locate import LocateHead, peak_boxes
 from ..ops.metrics import box_iou
-from .boxes import positive_int
 from .cache import EmbeddingStore
 from .examples import mask_views
 

@@ -11,6 +11,7 @@ import math
 import sys
 import time
 
+from ...argtypes import positive_int  # noqa: F401 (the CLI's commands take it from here)
 from ...backbones import DEFAULT_BACKBONE
 
 
@@ -26,16 +27,6 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(v) or v <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number (mm per pixel)")
-    return v
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
     return v
 
 
