@@ -104,3 +104,40 @@ def test_cache_mode_run_caches_views_of_training_images(model, data_root, tmp_pa
     assert json.loads((out / "metrics.json").read_text())["history"]
     unset = load_config({k: v for k, v in cfg.items() if k != "train"})
     assert unset.train["views"] is None  # 1 in cache mode, 4 in tail mode
+
+
+def test_augment_scale_sets_the_views_zoom_and_the_default_keeps_the_views(model, data_root):
+    """``train.augment_scale`` is the views' zoom range; the default draws exactly the views it drew before the
+    setting existed (Augment's own default range), so cached views stay valid."""
+    from usam.data.augment import Augment, AugmentParams
+    from usam.train.examples import ExampleSource
+
+    sample = _rows(data_root)[0]
+    default = ExampleSource(model, "cache", None, augment=True, seed=3, views=40)
+    wide = ExampleSource(model, "cache", None, augment=True, seed=3, views=40, scale=(1.5, 2.0))
+    digest, hw = default.meta(sample.image_path)
+    zooms_default, zooms_wide = [], []
+    for k in range(1, 40):
+        p, q = default.view_params(sample.image_path, digest, hw, k), wide.view_params(sample.image_path, digest, hw, k)
+        rng = np.random.default_rng([3, k, int(digest[:15], 16)])
+        before = Augment(p=0.5, flip=True, rng=rng).sample(*hw)
+        while before == AugmentParams.identity():
+            before = Augment(p=0.5, flip=True, rng=rng).sample(*hw)
+        assert p == before  # the default: the same draw as Augment's default range
+        assert (p.angle, p.flip) == (q.angle, q.flip)  # one draw sequence, only the zoom differs
+        if p.scale != 1.0:
+            zooms_default.append(p.scale), zooms_wide.append(q.scale)
+    assert zooms_default and all(0.9 <= z <= 1.1 for z in zooms_default)
+    assert all(1.5 <= z <= 2.0 for z in zooms_wide)
+
+
+@pytest.mark.parametrize("bad", ["[1.2, 0.9]", "[0, 1]", "0.9", "[0.9]", "[true, 1]", "[0.9, .inf]"])
+def test_augment_scale_is_checked(bad, tmp_path):
+    from usam.errors import ConfigError
+    from usam.train.config import load_config
+
+    base = {"name": "organ", "output": str(tmp_path / "out"), "data": {"root": str(tmp_path)}}
+    assert load_config(base).train.augment_scale == (0.9, 1.1)
+    assert load_config(base, ["train.augment_scale=[0.75, 1.33]"]).train.augment_scale == (0.75, 1.33)
+    with pytest.raises(ConfigError, match=r"train.augment_scale must be \[min, max\] zoom factors"):
+        load_config(base, [f"train.augment_scale={bad}"])

@@ -27,6 +27,7 @@ Relative paths are resolved against the working directory, then against the conf
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,14 @@ def _task_weights(v):
                                           for w in v.values()):
         raise Invalid("must map task ids to non-negative numbers")
     return dict(v)
+
+
+def _zoom_range(v):
+    if (not isinstance(v, (list, tuple)) or len(v) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+            or not 0 < v[0] <= v[1]):
+        raise Invalid("must be [min, max] zoom factors with 0 < min <= max, e.g. [0.9, 1.1]")
+    return (float(v[0]), float(v[1]))
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,9 @@ class TrainSettings(SectionView):
     auto_weight: float = field(default=1.0, metadata=check(number(0.0)))
     #: lora mode: image augmentation; tail / cache mode: views after the first are augmented
     augment: bool = field(default=True, metadata=check(boolean))
+    #: the augmentation's zoom range ``[min, max]`` (its small affine, drawn with p = 0.5 per image or view); wider
+    #: for an organ whose size varies more than the training images show (e.g. one cine loop)
+    augment_scale: tuple = field(default=(0.9, 1.1), metadata=check(_zoom_range))
     #: tail / cache mode: views cached per training image (the first un-augmented, the others augmented once each;
     #: a cached view costs one stage-input pass (tail) or one encoder pass (cache) per image, once). Unset: 4 in tail
     #: mode, 1 in cache mode (the embeddings of the images as read)

@@ -52,12 +52,13 @@ class ExampleSource:
       seed: seed of the augmentation and view draws.
       views: tail / cache mode: views per training image (view 0 un-augmented).
       no_flip: tail / cache mode: image paths whose views must not be mirrored (an ordered-keypoint row uses them).
+      scale: the augmentation's ``(min, max)`` zoom (``train.augment_scale``).
     """
 
     def __init__(self, model, mode: str, store: EmbeddingStore | ActivationStore | None, augment: bool, seed: int,
-                 views: int = 1, no_flip: set[str] | frozenset = frozenset()):
+                 views: int = 1, no_flip: set[str] | frozenset = frozenset(), scale: tuple[float, float] = (0.9, 1.1)):
         self.model, self.mode, self.store = model, mode, store
-        self.augment, self.seed = augment, int(seed)
+        self.augment, self.seed, self.scale = augment, int(seed), tuple(scale)
         self.views = int(views) if augment else 1
         self.no_flip = set(no_flip)
         self.rng = np.random.default_rng(seed)
@@ -106,7 +107,7 @@ class ExampleSource:
         mask, box, points = _labels(sample)
         if augment:
             flip = sample.kind not in ("regression", "detection")
-            image, mask, box, points = Augment(p=0.5, flip=flip, rng=self.rng)(image, mask=mask, box=box, points=points)
+            image, mask, box, points = Augment(p=0.5, flip=flip, scale=self.scale, rng=self.rng)(image, mask=mask, box=box, points=points)
         x, geo = self.model.backbone.preprocess(image)
         return x, Example(sample, KINDS[sample.kind].target(sample, geo, mask=mask, box=box, points=points), None, geo)
 
@@ -126,7 +127,8 @@ class ExampleSource:
         (seed, k, image content)."""
         if k == 0:
             return AugmentParams.identity()
-        aug = Augment(p=0.5, flip=str(path) not in self.no_flip, rng=np.random.default_rng([self.seed, k, int(digest[:15], 16)]))
+        aug = Augment(p=0.5, flip=str(path) not in self.no_flip, scale=self.scale,
+                      rng=np.random.default_rng([self.seed, k, int(digest[:15], 16)]))
         params = aug.sample(*hw)
         while params == AugmentParams.identity():  # each transform group is drawn with p = 0.5: 1 in 32 draws nothing
             params = aug.sample(*hw)

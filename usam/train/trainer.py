@@ -278,7 +278,8 @@ def build_source(cfg: TrainConfig, model: UsamModel, accelerator: Accelerator, r
     t, (train_rows, val_rows) = cfg.train, rows
     rank = accelerator.process_index
     if cfg.mode == "lora":
-        return ExampleSource(model, "lora", None, augment=bool(t["augment"]), seed=int(t["seed"]) + rank)
+        return ExampleSource(model, "lora", None, augment=bool(t["augment"]), seed=int(t["seed"]) + rank,
+                             scale=t["augment_scale"])
     paths = sorted({str(s.image_path) for r in (*train_rows.values(), *val_rows.values()) for s in r})
     if cfg.mode == "tail":
         model.set_adapter(None)  # the stage inputs are the bare encoder's (what enters the LoRA stages)
@@ -292,7 +293,7 @@ def build_source(cfg: TrainConfig, model: UsamModel, accelerator: Accelerator, r
         store, what = ActivationStore(model, tail_start(cfg, model.backbone)), "stage-input cache"
     # views are drawn from the config's seed on every rank, so that ranks share one cache; steps draw from seed + rank
     source = ExampleSource(model, cfg.mode, store, augment=bool(t["augment"]), seed=int(t["seed"]), views=views,
-                           no_flip=no_flip)
+                           no_flip=no_flip, scale=t["augment_scale"])
     source.rng = np.random.default_rng(int(t["seed"]) + rank)
     if cfg.mode == "cache" and source.views == 1:
         build_across_ranks(accelerator, paths, lambda ps, desc: source.store.build(ps, desc=desc), what)
