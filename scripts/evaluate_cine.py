@@ -21,7 +21,9 @@ into it). A carotid adapter is trained on ``--train-sequence`` (default ``202201
 
     .venv/bin/python scripts/evaluate_cine.py --prepare-train /tmp/usam_cine/carotid_lumen
     OMP_NUM_THREADS=1 .venv/bin/python -m usam train configs/default.yaml --set data.root=/tmp/usam_cine/carotid_lumen \
-        --set name=carotid --output runs/carotid
+        --set name=carotid --set train.views=4 --set "train.augment_scale=[0.75, 1.33]" --output runs/carotid
+
+(zoomed views: one loop shows the decoder too narrow a range of lumen sizes; README, *Loops and DICOM*.)
 
 With ``--adapter`` that sequence is marked ``train`` in the table and the held-out mean covers the other two.
 """
