@@ -33,6 +33,10 @@ import numpy as np
 from ..errors import DataError, InputImageError
 
 
+#: default ``(min, max)`` zoom of :class:`Augment` (the training config's ``train.augment_scale`` default too)
+DEFAULT_SCALE: tuple[float, float] = (0.9, 1.1)
+
+
 @dataclass(frozen=True)
 class AugmentParams:
     """One draw of augmentation parameters; :meth:`identity` changes nothing.
@@ -201,7 +205,7 @@ class Augment:
         p: float = 0.5,
         flip: bool = True,
         rotate: float = 10.0,
-        scale: tuple[float, float] = (0.9, 1.1),
+        scale: tuple[float, float] = DEFAULT_SCALE,
         translate: float = 0.05,
         brightness: float = 0.1,
         contrast: tuple[float, float] = (0.8, 1.2),
@@ -257,4 +261,4 @@ class Augment:
         return apply_augment(image, mask, box, points, self.sample(h, w))
 
 
-__all__ = ["Augment", "AugmentParams", "apply_augment", "transform_box", "transform_points"]
+__all__ = ["DEFAULT_SCALE", "Augment", "AugmentParams", "apply_augment", "transform_box", "transform_points"]

@@ -52,6 +52,7 @@ from ..adapters.settings import (
     text,
 )
 from ..backbones import DEFAULT_BACKBONE
+from ..data.augment import DEFAULT_SCALE
 from ..errors import ConfigError
 
 MODES = ("cache", "lora", "tail")
@@ -118,7 +119,7 @@ class TrainSettings(SectionView):
     augment: bool = field(default=True, metadata=check(boolean))
     #: the augmentation's zoom range ``[min, max]`` (its small affine, drawn with p = 0.5 per image or view); wider
     #: for an organ whose size varies more than the training images show (e.g. one cine loop)
-    augment_scale: tuple = field(default=(0.9, 1.1), metadata=check(_zoom_range))
+    augment_scale: tuple = field(default=DEFAULT_SCALE, metadata=check(_zoom_range))
     #: tail / cache mode: views cached per training image (the first un-augmented, the others augmented once each;
     #: a cached view costs one stage-input pass (tail) or one encoder pass (cache) per image, once). Unset: 4 in tail
     #: mode, 1 in cache mode (the embeddings of the images as read)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.augment import Augment, AugmentParams
+from ..data.augment import DEFAULT_SCALE, Augment, AugmentParams
 from ..data.fmc import Sample
 from ..embedding import image_digest
 from ..geometry import Geometry
@@ -56,7 +56,7 @@ class ExampleSource:
     """
 
     def __init__(self, model, mode: str, store: EmbeddingStore | ActivationStore | None, augment: bool, seed: int,
-                 views: int = 1, no_flip: set[str] | frozenset = frozenset(), scale: tuple[float, float] = (0.9, 1.1)):
+                 views: int = 1, no_flip: set[str] | frozenset = frozenset(), scale: tuple[float, float] = DEFAULT_SCALE):
         self.model, self.mode, self.store = model, mode, store
         self.augment, self.seed, self.scale = augment, int(seed), tuple(scale)
         self.views = int(views) if augment else 1
